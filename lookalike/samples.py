@@ -1,0 +1,61 @@
+"""Sample photos for the demo and the tests, made from real photos that lookalike's dependencies ship.
+
+scikit-learn ships two photos (a Chinese temple, a flower) and matplotlib one (Grace Hopper) plus a product shot;
+each becomes a "class" of varied crops, flips, rotations and colour shifts. Retrieval on these is a fair smoke test:
+a crop of the temple must find other temple crops, not the flower.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageOps
+
+
+def source_photos() -> dict[str, Path]:
+    import matplotlib
+    import sklearn
+
+    sk = Path(sklearn.__file__).parent / "datasets" / "images"
+    mpl = Path(matplotlib.get_data_path()) / "sample_data"
+    found = {
+        "temple": sk / "china.jpg",
+        "flower": sk / "flower.jpg",
+        "portrait": mpl / "grace_hopper.jpg",
+        "package": mpl / "Minduka_Present_Blue_Pack.png",
+    }
+    return {k: v for k, v in found.items() if v.is_file()}
+
+
+def _variant(img: Image.Image, rng: np.random.Generator, size: int) -> Image.Image:
+    w, h = img.size
+    frac = rng.uniform(0.55, 0.95)
+    cw, ch = int(w * frac), int(h * frac * rng.uniform(0.85, 1.15))
+    ch = min(ch, h)
+    x0 = int(rng.integers(0, w - cw + 1))
+    y0 = int(rng.integers(0, h - ch + 1))
+    out = img.crop((x0, y0, x0 + cw, y0 + ch))
+    if rng.random() < 0.5:
+        out = ImageOps.mirror(out)
+    out = out.rotate(float(rng.uniform(-8, 8)), resample=Image.Resampling.BILINEAR, expand=False, fillcolor=(127, 127, 127))
+    out = ImageEnhance.Brightness(out).enhance(float(rng.uniform(0.8, 1.2)))
+    out = ImageEnhance.Color(out).enhance(float(rng.uniform(0.7, 1.3)))
+    out.thumbnail((size, size))
+    return out
+
+
+def make_samples(out_dir: str | os.PathLike[str], per_class: int = 8, size: int = 320, seed: int = 0) -> Path:
+    """Write ``out_dir/<class>/<class>_NN.jpg`` (and one held-out query per class in ``out_dir/../queries``)."""
+    out = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    queries = out.parent / f"{out.name}-queries"
+    for name, src in source_photos().items():
+        img = Image.open(src).convert("RGB")
+        (out / name).mkdir(parents=True, exist_ok=True)
+        queries.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            _variant(img, rng, size).save(out / name / f"{name}_{i:02d}.jpg", quality=90)
+        _variant(img, rng, size).save(queries / f"{name}.jpg", quality=90)
+    return out

@@ -1,0 +1,274 @@
+"""The index folder: one Parquet table of image metadata and vectors, a JSON header, checkpoint parts.
+
+Layout of an index folder (``PHOTOS_DIR/.lookalike`` by default)::
+
+    meta.json        format version, photo root, model, pooling, resolution, vector size, label mode
+    images.parquet   one row per indexed image: path (relative to the root), size, mtime_ns, hash, width, height,
+                     label, exif_time, gps_lat, gps_lon, vector (fixed-size list of float32)
+    skipped.json     files that could not be used, with why (kept so unchanged bad files are not retried)
+    parts/           checkpoints of a run in progress; merged into images.parquet when the run ends, and picked up
+                     by the next run if this one was killed
+    lock             held by the process updating the index
+
+Every file is written to a temporary name and renamed into place, so a reader (or a crash) sees the old state or
+the new one, never half of either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lookalike.errors import IndexMissingError, LookalikeError
+
+FORMAT_VERSION = 1
+INDEX_DIRNAME = ".lookalike"
+META_FILE = "meta.json"
+TABLE_FILE = "images.parquet"
+SKIPPED_FILE = "skipped.json"
+PARTS_DIR = "parts"
+
+META_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("path", pa.string()),
+    ("size", pa.int64()),
+    ("mtime_ns", pa.int64()),
+    ("hash", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("label", pa.string()),
+    ("exif_time", pa.string()),
+    ("gps_lat", pa.float64()),
+    ("gps_lon", pa.float64()),
+]
+
+
+def schema(dim: int) -> pa.Schema:
+    return pa.schema([*META_FIELDS, ("vector", pa.list_(pa.float32(), dim))])
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_write_table(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+
+
+def arrow_to_vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks else pa.array([], type=pa.list_(pa.float32(), dim))
+    flat = column.values.to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=np.float32).reshape(-1, dim)
+
+
+def make_table(rows: list[dict[str, Any]], vectors: np.ndarray, dim: int) -> pa.Table:
+    """Rows of metadata (keys of META_FIELDS) plus their vectors -> a table in the index schema."""
+    columns = {name: pa.array([r.get(name) for r in rows], type=typ) for name, typ in META_FIELDS}
+    if len(rows) == 0:
+        vectors = np.zeros((0, dim), dtype=np.float32)
+    columns["vector"] = vectors_to_arrow(vectors)
+    return pa.table(columns, schema=schema(dim))
+
+
+class Store:
+    """An index folder on disk. Readers use :meth:`open`; one writer at a time holds :meth:`lock`."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], table: pa.Table, skipped: list[dict[str, Any]]) -> None:
+        self.path = path
+        self.meta = meta
+        self.table = table
+        self.skipped = skipped
+        self._vectors: np.ndarray | None = None
+
+    # --- opening -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def exists(path: str | os.PathLike[str]) -> bool:
+        return (Path(path) / META_FILE).is_file()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Store:
+        path = Path(path)
+        meta_path = path / META_FILE
+        if not meta_path.is_file():
+            hint = f" (found {path / INDEX_DIRNAME})" if (path / INDEX_DIRNAME / META_FILE).is_file() else ""
+            raise IndexMissingError(
+                f"no lookalike index at {path}{hint}; build one with `lookalike index PHOTOS_DIR`"
+            )
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise LookalikeError(f"{meta_path}: unreadable index header ({exc})") from None
+        if meta.get("format") != FORMAT_VERSION:
+            raise LookalikeError(
+                f"{path}: index format {meta.get('format')} is not {FORMAT_VERSION}; rebuild with `lookalike index --rebuild`"
+            )
+        table_path = path / TABLE_FILE
+        dim = int(meta["dim"])
+        if table_path.is_file():
+            try:
+                table = pq.read_table(table_path)
+            except (OSError, pa.ArrowException) as exc:
+                raise LookalikeError(f"{table_path}: unreadable ({exc}); rebuild with `lookalike index --rebuild`") from None
+        else:
+            table = make_table([], np.zeros((0, dim), np.float32), dim)
+        skipped: list[dict[str, Any]] = []
+        if (path / SKIPPED_FILE).is_file():
+            with contextlib.suppress(OSError, ValueError):
+                skipped = json.loads((path / SKIPPED_FILE).read_text())
+        return cls(path, meta, table, skipped)
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], meta: dict[str, Any]) -> Store:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"format": FORMAT_VERSION, "created": now_iso(), **meta}
+        dim = int(meta["dim"])
+        return cls(path, meta, make_table([], np.zeros((0, dim), np.float32), dim), [])
+
+    # --- contents ------------------------------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    @property
+    def root(self) -> Path:
+        """The photo folder; stored relative to the index so the two can move together."""
+        root = Path(self.meta["root"])
+        return root if root.is_absolute() else (self.path / root).resolve()
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @property
+    def vectors(self) -> np.ndarray:
+        if self._vectors is None:
+            self._vectors = arrow_to_vectors(self.table.column("vector"), self.dim)
+        return self._vectors
+
+    def column(self, name: str) -> list[Any]:
+        return self.table.column(name).to_pylist()
+
+    def metadata(self) -> pa.Table:
+        return self.table.drop_columns(["vector"])
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+    # --- writing -------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive update lock; a second indexer on the same folder fails fast instead of corrupting it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path / "lock", "a+")  # noqa: SIM115 - held for the whole update
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LookalikeError(f"{self.path} is being updated by another lookalike process") from None
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+
+    def write_part(self, table: pa.Table) -> Path:
+        parts = self.path / PARTS_DIR
+        parts.mkdir(parents=True, exist_ok=True)
+        n = len(list(parts.glob("part-*.parquet")))
+        target = parts / f"part-{n:06d}.parquet"
+        while target.exists():
+            n += 1
+            target = parts / f"part-{n:06d}.parquet"
+        atomic_write_table(target, table)
+        return target
+
+    def read_parts(self) -> pa.Table | None:
+        """Rows embedded by a run that did not finish (None if there are none or they do not fit this index)."""
+        files = sorted((self.path / PARTS_DIR).glob("part-*.parquet"))
+        tables = []
+        for f in files:
+            try:
+                t = pq.read_table(f)
+            except (OSError, pa.ArrowException):
+                continue  # a part is renamed into place only when complete; an unreadable one is garbage
+            if t.schema.equals(schema(self.dim)):
+                tables.append(t)
+        return pa.concat_tables(tables) if tables else None
+
+    def pending_parts(self) -> int:
+        return len(list((self.path / PARTS_DIR).glob("part-*.parquet")))
+
+    def clear_parts(self) -> None:
+        for f in (self.path / PARTS_DIR).glob("part-*.parquet"):
+            f.unlink(missing_ok=True)
+
+    def commit(self, table: pa.Table, skipped: list[dict[str, Any]] | None = None) -> None:
+        """Replace the index contents atomically: table first, then header, then drop checkpoints."""
+        table = table.sort_by("path")
+        atomic_write_table(self.path / TABLE_FILE, table)
+        if skipped is not None:
+            self.skipped = sorted(skipped, key=lambda s: s["path"])
+            atomic_write_json(self.path / SKIPPED_FILE, self.skipped)
+        self.meta["count"] = table.num_rows
+        self.meta["updated"] = now_iso()
+        atomic_write_json(self.path / META_FILE, self.meta)
+        self.table = table
+        self._vectors = None
+        self.clear_parts()
+
+    def write_meta(self) -> None:
+        atomic_write_json(self.path / META_FILE, self.meta)
+
+    # --- side files other parts of lookalike keep in the index folder -------------------------------------------
+
+    def file(self, name: str) -> Path:
+        return self.path / name
