@@ -49,7 +49,11 @@ def write_section(name: str, body: str) -> None:
         f"<!-- BEGIN {name} -->\n{body.rstrip()}\n\n"
         f"_Measured {stamp} on {machine()}, commit {git_rev()}; `python bench/{name}.py`._\n<!-- END {name} -->"
     )
-    text = BENCH_FILE.read_text() if BENCH_FILE.exists() else "# Benchmarks\n\nEach section is written by the script it names.\n"
+    text = (
+        BENCH_FILE.read_text()
+        if BENCH_FILE.exists()
+        else "# Benchmarks\n\nEach section is written by the script it names.\n"
+    )
     pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     tmp = BENCH_FILE.with_suffix(".md.tmp")

@@ -41,13 +41,13 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def _open_index(index: Path):  # noqa: ANN202
+def _open_index(index: Path):
     from lookalike.index import Index
 
     return Index.open(index)
 
 
-def _print_report(report, quiet: bool) -> None:  # noqa: ANN001
+def _print_report(report, quiet: bool) -> None:
     r = report
     err.print(
         f"[bold green]indexed[/] {r.total} files in {r.seconds:.1f}s: {r.added} added, {r.updated} updated, "
@@ -100,7 +100,9 @@ def search(
     k: Annotated[int, typer.Option("-k", "--k", help="Matches per query.")] = 5,
     same_class: Annotated[bool, typer.Option("--same-class", help="Only the query's class.")] = False,
     other_classes: Annotated[bool, typer.Option("--other-classes", help="Only the other classes.")] = False,
-    label: Annotated[str | None, typer.Option("--class", help="The query's class (else label, folder, prediction).")] = None,
+    label: Annotated[
+        str | None, typer.Option("--class", help="The query's class (else label, folder, prediction).")
+    ] = None,
     as_json: JsonOpt = False,
     grid: Annotated[Path | None, typer.Option(help="Write a PNG of the queries and their matches.")] = None,
 ) -> None:
@@ -159,7 +161,9 @@ def info(index: IndexOpt = Path(".lookalike"), as_json: JsonOpt = False) -> None
     for s in data["skipped"]:
         out.print(f"  [yellow]skipped[/] {s['path']}: {s['reason']}")
     if data["interrupted_parts"]:
-        out.print(f"[yellow]an interrupted run left {data['interrupted_parts']} checkpoint(s); run `lookalike index` to finish[/]")
+        out.print(
+            f"[yellow]an interrupted run left {data['interrupted_parts']} checkpoint(s); run `lookalike index` to finish[/]"
+        )
 
 
 @app.command()
@@ -187,7 +191,9 @@ def demo(
     if photos is None:
         photos = make_samples(work / "samples")
         queries = sorted((work / "samples-queries").glob("*.jpg"))
-        err.print(f"sample photos: {photos} ({len(find_images(photos))} images made from photos shipped by dependencies)")
+        err.print(
+            f"sample photos: {photos} ({len(find_images(photos))} images made from photos shipped by dependencies)"
+        )
     else:
         queries = find_images(photos)[:: max(1, len(find_images(photos)) // 3)][:3]
     idx = Index.build(photos, work / "index", progress=not quiet)

@@ -28,11 +28,15 @@ def hdbscan_labels(
     if n < 2:
         return labels
     size = max(2, min(min_size, n))
-    labels = HDBSCAN(min_cluster_size=size, min_samples=min_samples, metric="euclidean").fit_predict(x).astype(np.int64)
+    labels = (
+        HDBSCAN(min_cluster_size=size, min_samples=min_samples, metric="euclidean", copy=True)
+        .fit_predict(x)
+        .astype(np.int64)
+    )
     if second_pass:
         noise = np.flatnonzero(labels < 0)
         if len(noise) >= max(2, second_min_size):
-            sub = HDBSCAN(min_cluster_size=second_min_size, metric="euclidean").fit_predict(x[noise])
+            sub = HDBSCAN(min_cluster_size=second_min_size, metric="euclidean", copy=True).fit_predict(x[noise])
             offset = labels.max() + 1
             rescued = sub >= 0
             labels[noise[rescued]] = sub[rescued] + offset

@@ -204,7 +204,7 @@ def _exif_time(exif: Image.Exif) -> str | None:
     raw = None
     try:
         raw = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)
-    except Exception:  # noqa: BLE001 - malformed EXIF must not make an image unusable
+    except Exception:
         return None
     if not raw:
         return None
@@ -222,7 +222,7 @@ def read_meta(img: Image.Image) -> ImageMeta:
     exif_time = lat = lon = None
     try:
         exif = img.getexif()
-    except Exception:  # noqa: BLE001
+    except Exception:
         exif = None
     if exif:
         if exif.get(0x0112) in (5, 6, 7, 8):  # orientation rotates by 90°: report upright size
@@ -230,7 +230,7 @@ def read_meta(img: Image.Image) -> ImageMeta:
         exif_time = _exif_time(exif)
         try:
             lat, lon = gps_from_exif(dict(exif.get_ifd(_GPS_IFD)))
-        except Exception:  # noqa: BLE001
+        except Exception:
             lat = lon = None
     return ImageMeta(width=w, height=h, exif_time=exif_time, gps_lat=lat, gps_lon=lon)
 

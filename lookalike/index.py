@@ -7,6 +7,7 @@ up by the next run).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import Counter
@@ -172,7 +173,9 @@ class Index:
                 resolution,
             )
             rel_root = os.path.relpath(root, index_path.resolve())
-            store = Store.create(index_path, {"root": rel_root, "labels": labels, "dim": describer.dim, **describer.config()})
+            store = Store.create(
+                index_path, {"root": rel_root, "labels": labels, "dim": describer.dim, **describer.config()}
+            )
             index = cls(store, runtime=runtime)
             index._describer = describer
             if rebuild:
@@ -180,7 +183,12 @@ class Index:
 
         with store.lock():
             report = index._update(
-                root, labels, batch_size=batch_size, workers=workers, progress=progress, checkpoint_every=checkpoint_every
+                root,
+                labels,
+                batch_size=batch_size,
+                workers=workers,
+                progress=progress,
+                checkpoint_every=checkpoint_every,
             )
         report.seconds = time.perf_counter() - started
         index.report = report
@@ -293,7 +301,9 @@ class Index:
             # content unchanged but touched: keep the vector, refresh size/mtime
             t = old.take(sorted(reused))
             names = t.column("path").to_pylist()
-            t = t.set_column(t.schema.get_field_index("size"), "size", pa.array([stats[n][1] for n in names], pa.int64()))
+            t = t.set_column(
+                t.schema.get_field_index("size"), "size", pa.array([stats[n][1] for n in names], pa.int64())
+            )
             t = t.set_column(
                 t.schema.get_field_index("mtime_ns"), "mtime_ns", pa.array([stats[n][2] for n in names], pa.int64())
             )
@@ -304,7 +314,9 @@ class Index:
         parts.extend(new_tables)
         table = pa.concat_tables(parts) if parts else make_table([], np.zeros((0, store.dim), np.float32), store.dim)
         if labels == "none":
-            table = table.set_column(table.schema.get_field_index("label"), "label", pa.nulls(table.num_rows, pa.string()))
+            table = table.set_column(
+                table.schema.get_field_index("label"), "label", pa.nulls(table.num_rows, pa.string())
+            )
         store.commit(table, skipped)
         report.skipped = [(s["path"], s["reason"]) for s in skipped]
         self._invalidate()
@@ -401,10 +413,8 @@ class Index:
                 ids.add(self._by_name[rel])
         except ValueError:
             pass
-        try:
+        with contextlib.suppress(OSError):
             ids.update(self._by_hash.get(content_hash(p.read_bytes()), []))  # type: ignore[union-attr]
-        except OSError:
-            pass
         return sorted(ids)
 
     # --- search ------------------------------------------------------------------------------------------------

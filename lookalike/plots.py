@@ -9,12 +9,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from PIL import Image
 
-from lookalike.errors import ImageError  # noqa: E402
-from lookalike.images import load_image  # noqa: E402
+from lookalike.errors import ImageError
+from lookalike.images import load_image
 
 THUMB = 256
 

@@ -27,7 +27,7 @@ class _Null:
 
 
 class _Rich:
-    def __init__(self, progress, task) -> None:  # noqa: ANN001
+    def __init__(self, progress, task) -> None:
         self._p, self._t = progress, task
 
     def advance(self, n: int = 1) -> None:
@@ -54,7 +54,7 @@ def bar(description: str, total: int | None, enabled: bool, unit: str = "images"
     )
 
     class Rate(TextColumn):
-        def render(self, task):  # noqa: ANN001, ANN202
+        def render(self, task):
             from rich.text import Text
 
             speed = task.finished_speed or task.speed

@@ -39,7 +39,9 @@ def _variant(img: Image.Image, rng: np.random.Generator, size: int) -> Image.Ima
     out = img.crop((x0, y0, x0 + cw, y0 + ch))
     if rng.random() < 0.5:
         out = ImageOps.mirror(out)
-    out = out.rotate(float(rng.uniform(-8, 8)), resample=Image.Resampling.BILINEAR, expand=False, fillcolor=(127, 127, 127))
+    out = out.rotate(
+        float(rng.uniform(-8, 8)), resample=Image.Resampling.BILINEAR, expand=False, fillcolor=(127, 127, 127)
+    )
     out = ImageEnhance.Brightness(out).enhance(float(rng.uniform(0.8, 1.2)))
     out = ImageEnhance.Color(out).enhance(float(rng.uniform(0.7, 1.3)))
     out.thumbnail((size, size))

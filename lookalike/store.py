@@ -138,9 +138,7 @@ class Store:
         meta_path = path / META_FILE
         if not meta_path.is_file():
             hint = f" (found {path / INDEX_DIRNAME})" if (path / INDEX_DIRNAME / META_FILE).is_file() else ""
-            raise IndexMissingError(
-                f"no lookalike index at {path}{hint}; build one with `lookalike index PHOTOS_DIR`"
-            )
+            raise IndexMissingError(f"no lookalike index at {path}{hint}; build one with `lookalike index PHOTOS_DIR`")
         try:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError) as exc:
@@ -155,7 +153,9 @@ class Store:
             try:
                 table = pq.read_table(table_path)
             except (OSError, pa.ArrowException) as exc:
-                raise LookalikeError(f"{table_path}: unreadable ({exc}); rebuild with `lookalike index --rebuild`") from None
+                raise LookalikeError(
+                    f"{table_path}: unreadable ({exc}); rebuild with `lookalike index --rebuild`"
+                ) from None
         else:
             table = make_table([], np.zeros((0, dim), np.float32), dim)
         skipped: list[dict[str, Any]] = []

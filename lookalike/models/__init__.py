@@ -8,6 +8,6 @@ from lookalike.models.base import Backbone, TorchBackbone, cache_dir
 from lookalike.models.registry import available_models, create_model, register_model
 
 # Importing the modules registers their models.
-from lookalike.models import efficientnet as _efficientnet  # noqa: E402,F401  isort: skip
+from lookalike.models import efficientnet as _efficientnet  # noqa: F401  isort: skip
 
 __all__ = ["Backbone", "TorchBackbone", "available_models", "cache_dir", "create_model", "register_model"]

@@ -114,7 +114,7 @@ class TorchBackbone:
             try:
                 self._session = self._onnx_session()
                 self.runtime = "onnx"
-            except Exception as exc:  # noqa: BLE001 - any export/runtime failure falls back to torch
+            except Exception as exc:
                 if runtime == "onnx":
                     from lookalike.errors import ModelUnavailableError
 
