@@ -21,6 +21,8 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+plot_app = typer.Typer(no_args_is_help=True, help="Draw pictures: t-SNE of an index, VLAD assignment maps, ...")
+app.add_typer(plot_app, name="plot")
 
 IndexOpt = Annotated[
     Path, typer.Option("--index", "-i", help="Index folder (default: .lookalike here, or PHOTOS_DIR/.lookalike).")
