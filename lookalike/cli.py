@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lookalike.errors import LookalikeError
@@ -212,10 +213,10 @@ def main() -> None:
     try:
         app()
     except LookalikeError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: what was embedded is saved; run the same command again to resume")
+        err.print("[yellow]interrupted[/]: what was embedded is saved; run the same command again to resume", soft_wrap=True)
         sys.exit(130)
 
 

@@ -1,0 +1,36 @@
+"""Shared fixtures: sample photo folders made from photos that dependencies ship (never ../shared)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lookalike.samples import make_samples
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 classes × 6 real-photo crops; read-only for tests (copy it to modify)."""
+    return make_samples(tmp_path_factory.mktemp("samples") / "photos", per_class=6, size=200)
+
+
+@pytest.fixture(scope="session")
+def sample_queries(sample_dir: Path) -> Path:
+    return sample_dir.parent / f"{sample_dir.name}-queries"
+
+
+@pytest.fixture(scope="session")
+def sample_index(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    from lookalike import Index
+
+    return Index.build(sample_dir, tmp_path_factory.mktemp("index") / "idx", labels="folders")
+
+
+@pytest.fixture
+def photos(sample_dir: Path, tmp_path: Path) -> Path:
+    """A private, modifiable copy of the sample photos."""
+    dst = tmp_path / "photos"
+    shutil.copytree(sample_dir, dst)
+    return dst
