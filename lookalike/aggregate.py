@@ -7,6 +7,9 @@ cells, so letterboxed images of any aspect ratio pool only over their own conten
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -96,7 +99,265 @@ class GeMPooling:
         return l2_normalize(np.power(pooled, 1.0 / self.p))
 
 
-POOLINGS: dict[str, type] = {"mean": MeanPooling, "gem": GeMPooling}
+VOCAB_FILE = "vocab.npz"
+PCA_FILE = "pca.npz"
+
+
+def _valid_mask(cells: np.ndarray | None, n: int, fh: int, fw: int) -> np.ndarray:
+    """(N, fh*fw) 1.0 where a feature cell sees the image's content, 0.0 on letterbox padding."""
+    if cells is None:
+        return np.ones((n, fh * fw), np.float32)
+    rows = np.arange(fh)[None, :, None] < cells[:, 0, None, None]
+    cols = np.arange(fw)[None, None, :] < cells[:, 1, None, None]
+    return (rows & cols).reshape(n, fh * fw).astype(np.float32)
+
+
+class VLADPooling:
+    """VLAD over a vocabulary of local-descriptor centres, as AnyLoc aggregates DINOv2 patch features.
+
+    Local descriptors are L2-normalised and clustered with spherical k-means (cosine), so the vocabulary describes
+    directions in feature space. Each descriptor is assigned to its nearest centre (hard) or softly (softmax of
+    ``alpha`` × cosine, NetVLAD-style); per centre the residuals are summed, intra-normalised (so bursty, repeated
+    structure such as tiles or book spines cannot dominate) and the whole vector L2-normalised.
+    The vocabulary is fitted by :mod:`lookalike.vocab` on a bounded sample, and stored in the index folder as
+    ``vocab.npz`` (with its config) so queries use the very same centres.
+    """
+
+    name = "vlad"
+
+    def __init__(self, clusters: int = 32, soft: bool = False, alpha: float = 20.0) -> None:
+        if int(clusters) < 1:
+            raise LookalikeError(f"VLAD needs at least one cluster, got {clusters}")
+        if alpha <= 0:
+            raise LookalikeError(f"VLAD soft-assignment alpha must be positive, got {alpha}")
+        self.clusters = int(clusters)
+        self.soft = bool(soft)
+        self.alpha = float(alpha)
+        self.centres: np.ndarray | None = None  # (K, C), unit rows
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "clusters": self.clusters, "soft": self.soft, "alpha": self.alpha}
+
+    @property
+    def needs_fit(self) -> bool:
+        return self.centres is None
+
+    def output_dim(self, dim_in: int) -> int:
+        return self.clusters * dim_in
+
+    # --- vocabulary ------------------------------------------------------------------------------------------
+
+    def fit(self, descriptors: np.ndarray, seed: int = 0, niter: int = 25) -> VLADPooling:
+        """Spherical k-means (FAISS) on an (n, C) sample of local descriptors."""
+        import faiss
+
+        x = np.ascontiguousarray(l2_normalize(np.asarray(descriptors, np.float32)))
+        x = x[np.isfinite(x).all(axis=1)]
+        if len(x) < self.clusters:
+            raise LookalikeError(
+                f"cannot fit {self.clusters} VLAD clusters on {len(x)} local descriptors; use fewer --clusters "
+                "or more images"
+            )
+        # k-means from random starts can merge two true clusters; restarts are cheap on small samples
+        nredo = 5 if len(x) * self.clusters * x.shape[1] < 5e7 else 1
+        km = faiss.Kmeans(
+            x.shape[1], self.clusters, niter=niter, nredo=nredo, spherical=True, seed=seed, verbose=False,
+            max_points_per_centroid=max(256, len(x) // self.clusters + 1),
+        )  # fmt: skip
+        km.train(x)
+        self.centres = l2_normalize(np.asarray(km.centroids, np.float32).reshape(self.clusters, -1))
+        return self
+
+    def vocab_hash(self) -> str:
+        import hashlib
+
+        if self.centres is None:
+            return ""
+        return hashlib.blake2b(np.ascontiguousarray(self.centres).tobytes(), digest_size=8).hexdigest()
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the vocabulary (centres + config) to a file, or to ``vocab.npz`` inside a folder."""
+        if self.centres is None:
+            raise LookalikeError("this VLAD pooling has no vocabulary to save; fit it first")
+        path = Path(path)
+        target = path / VOCAB_FILE if path.is_dir() else path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp.npz")
+        np.savez(tmp, centres=self.centres, config=np.array(json.dumps(self.config())))
+        os.replace(tmp, target)
+        return target
+
+    def load(self, path: str | os.PathLike[str]) -> VLADPooling:
+        """Read a vocabulary from a file or an index folder; a folder without one leaves the pooling unfitted."""
+        path = Path(path)
+        target = path / VOCAB_FILE if path.is_dir() else path
+        if path.is_dir() and not target.is_file():
+            return self
+        centres, _ = read_vocabulary(target)
+        if centres.shape[0] != self.clusters:
+            raise LookalikeError(f"{target} has {centres.shape[0]} clusters, this pooling wants {self.clusters}")
+        self.centres = centres
+        return self
+
+    # --- describing ---------------------------------------------------------------------------------------------
+
+    def _check(self, channels: int) -> np.ndarray:
+        if self.centres is None:
+            raise LookalikeError(
+                "VLAD vocabulary missing; fit one with `lookalike vocab fit --index INDEX_DIR` or pass --vocab FILE"
+            )
+        if self.centres.shape[1] != channels:
+            raise LookalikeError(
+                f"VLAD vocabulary has {self.centres.shape[1]}-dim centres but the model gives {channels}-dim "
+                "features; fit a vocabulary for this model"
+            )
+        return self.centres
+
+    def _weights(self, x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+        """(N, P, C) unit descriptors -> (N, P, K) assignment weights."""
+        sims = x @ centres.T
+        if self.soft:
+            z = self.alpha * (sims - sims.max(axis=-1, keepdims=True))
+            w = np.exp(z)
+            return w / w.sum(axis=-1, keepdims=True)
+        hard = np.zeros_like(sims)
+        np.put_along_axis(hard, sims.argmax(axis=-1)[..., None], 1.0, axis=-1)
+        return hard
+
+    def assign(self, features: np.ndarray, cells: np.ndarray | None = None) -> list[np.ndarray]:
+        """Each image's (rows, cols) grid of nearest-centre ids over its valid cells (for `plot vlad`)."""
+        centres = self._check(features.shape[1])
+        out = []
+        for d, (h, w) in zip(
+            local_descriptors(features, cells),
+            cells if cells is not None else [features.shape[2:]] * len(features),
+            strict=True,
+        ):
+            out.append(np.argmax(l2_normalize(d.astype(np.float32)) @ centres.T, axis=1).reshape(int(h), int(w)))
+        return out
+
+    def transform(self, features: np.ndarray, cells: np.ndarray | None = None, chunk: int = 128) -> np.ndarray:
+        n, c, fh, fw = features.shape
+        centres = self._check(c)
+        out = np.empty((n, self.clusters * c), np.float32)
+        for s in range(0, n, chunk):
+            f = np.asarray(features[s : s + chunk], np.float32)
+            x = l2_normalize(f.reshape(len(f), c, fh * fw).transpose(0, 2, 1))  # (N, P, C)
+            mask = _valid_mask(None if cells is None else cells[s : s + chunk], len(f), fh, fw)
+            w = self._weights(x, centres) * mask[..., None]
+            v = np.einsum("npk,npc->nkc", w, x) - w.sum(axis=1)[..., None] * centres[None]
+            v = l2_normalize(v, axis=-1)  # intra-normalisation
+            out[s : s + len(f)] = l2_normalize(v.reshape(len(f), -1))
+        return out
+
+
+def read_vocabulary(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Centres and config of a saved vocabulary (``lookalike vocab fit --out`` or an index's vocab.npz)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LookalikeError(f"no VLAD vocabulary at {path}; make one with `lookalike vocab fit --out FILE`")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            centres = np.asarray(data["centres"], np.float32)
+            config = json.loads(str(data["config"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise LookalikeError(f"{path}: not a lookalike VLAD vocabulary ({exc})") from None
+    if centres.ndim != 2:
+        raise LookalikeError(f"{path}: vocabulary centres must be a (clusters, dim) array")
+    return centres, config
+
+
+class PCAWhitening:
+    """PCA-whitening of pooled vectors (Jégou & Chum): decorrelate, equalise variances, cut to ``dim``.
+
+    Fitted on the database's own vectors and stored as ``pca.npz`` in the index folder. On incremental updates the
+    fitted transform is kept (new images and queries are described with it) until ``lookalike index --rebuild`` or
+    ``lookalike vocab fit`` refits it, so every stored vector and every query always share one transform.
+    """
+
+    name = "pca-whiten"
+
+    def __init__(self, dim: int = 512, file: str = PCA_FILE, out: int | None = None) -> None:
+        if int(dim) < 1:
+            raise LookalikeError(f"--pca needs a positive dimension, got {dim}")
+        self.dim = int(dim)
+        self.file = file
+        self.out = out
+        self.mean: np.ndarray | None = None
+        self.projection: np.ndarray | None = None  # (D_in, out), whitening scale folded in
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "dim": self.dim, "out": self.out, "file": self.file}
+
+    def output_dim(self, dim_in: int) -> int:
+        return int(self.out) if self.out else min(self.dim, dim_in)
+
+    def fit(self, vectors: np.ndarray, eps: float = 1e-6) -> PCAWhitening:
+        """Eigen-decomposition of the covariance, or of the Gram matrix when vectors outnumber images (VLAD)."""
+        x = np.asarray(vectors, np.float32)
+        n, d = x.shape
+        if n < 2:
+            raise LookalikeError("PCA-whitening needs at least 2 images in the index")
+        mean = x.mean(axis=0, dtype=np.float64)
+        xc = x - mean.astype(np.float32)  # products in float32 (BLAS speed), eigen-decomposition in float64
+        if d <= n:
+            evals, evecs = np.linalg.eigh((xc.T @ xc).astype(np.float64) / n)
+            order = np.argsort(evals)[::-1]
+            evals, comps = evals[order], evecs[:, order]
+        else:
+            evals, u = np.linalg.eigh((xc @ xc.T).astype(np.float64) / n)
+            order = np.argsort(evals)[::-1]
+            evals, u = evals[order], u[:, order]
+            keep = evals > evals[0] * 1e-10
+            evals, u = evals[keep], u[:, keep]
+            comps = (xc.T @ u.astype(np.float32)) / np.sqrt(evals * n).astype(np.float32)
+        rank = int(np.sum(evals > max(evals[0], 1e-30) * 1e-10))
+        k = max(1, min(self.dim, rank))
+        self.out = k
+        self.mean = mean.astype(np.float32)
+        self.projection = (comps[:, :k] / np.sqrt(evals[:k] + eps * evals[0])).astype(np.float32)
+        return self
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        if self.projection is None or self.mean is None:
+            raise LookalikeError("PCA-whitening is not fitted; rebuild the index with `lookalike index --rebuild`")
+        return (np.asarray(vectors, np.float32) - self.mean) @ self.projection
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        target = Path(folder) / self.file
+        tmp = target.with_name(f".{target.name}.tmp.npz")
+        np.savez(tmp, mean=self.mean, projection=self.projection, config=np.array(json.dumps(self.config())))
+        os.replace(tmp, target)
+        return target
+
+    def load(self, folder: str | os.PathLike[str]) -> PCAWhitening:
+        target = Path(folder) / self.file
+        try:
+            with np.load(target, allow_pickle=False) as data:
+                self.mean = np.asarray(data["mean"], np.float32)
+                self.projection = np.asarray(data["projection"], np.float32)
+        except (OSError, ValueError, KeyError) as exc:
+            raise LookalikeError(
+                f"{target}: PCA-whitening missing or unreadable ({exc}); rebuild with `lookalike index --rebuild`"
+            ) from None
+        self.out = self.projection.shape[1]
+        return self
+
+
+POSTS: dict[str, type] = {"pca-whiten": PCAWhitening}
+
+
+def make_post(config: dict[str, Any], folder: str | os.PathLike[str] | None = None) -> PCAWhitening:
+    """Rebuild an index's post-transform from its stored config, loading its fitted state from the index folder."""
+    config = dict(config)
+    name = config.pop("name")
+    if name not in POSTS:
+        raise LookalikeError(f"unknown post-transform {name!r} in this index; rebuild it with a newer lookalike")
+    post = POSTS[name](**config)
+    return post.load(folder) if folder is not None else post
+
+
+POOLINGS: dict[str, type] = {"mean": MeanPooling, "gem": GeMPooling, "vlad": VLADPooling}
 
 
 def make_pooling(config: dict[str, Any] | str) -> Pooling:

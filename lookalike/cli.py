@@ -70,27 +70,50 @@ def index(
     index_dir: Annotated[Path | None, typer.Option("--index", "-i", help="Index folder [PHOTOS/.lookalike].")] = None,
     labels: Annotated[str, typer.Option(help="folders: parent folder name is the class; none.")] = "folders",
     model: Annotated[str | None, typer.Option(help="Backbone name, or a folder from `lookalike train`.")] = None,
-    pooling: Annotated[str | None, typer.Option(help="Pooling of dense features: mean, gem, ...")] = None,
+    pooling: Annotated[str | None, typer.Option(help="Pooling of dense features: mean, gem, vlad.")] = None,
     resolution: Annotated[int | None, typer.Option(help="Input size in pixels (long side).")] = None,
+    clusters: Annotated[int | None, typer.Option(help="VLAD: vocabulary size [32].")] = None,
+    soft: Annotated[bool, typer.Option("--soft", help="VLAD: soft assignment (else hard).")] = False,
+    pca: Annotated[int | None, typer.Option(help="PCA-whiten vectors to this size (fitted on the index).")] = None,
+    vocab: Annotated[Path | None, typer.Option(help="VLAD: reuse a saved vocabulary (from `vocab fit --out`).")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Checkpoint file for hub models (dinov2-*).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 32,
     workers: Annotated[int | None, typer.Option(help="Decoding threads.")] = None,
     rebuild: Annotated[bool, typer.Option(help="Re-embed everything (e.g. to change model).")] = False,
+    engine: Annotated[str, typer.Option(help="local, or ray: decode + embed on Ray (pip install lookalike[ray]).")] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join (auto, ray://host:10001); default: start a local Ray.")
+    ] = None,
+    num_workers: Annotated[int | None, typer.Option(help="Ray: describing actors (default: one per CPU).")] = None,
+    ann: Annotated[
+        str | None, typer.Option(help="Search index: auto (exact until 100k images, then IVF), flat, ivf, hnsw.")
+    ] = None,
+    vectors: Annotated[str | None, typer.Option(help="Vector storage: float32 (default) or float16 (half size).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Index a folder of photos, or bring its index up to date (only new and changed files are embedded)."""
     from lookalike.index import Index
+    from lookalike.vocab import pooling_spec
 
     idx = Index.build(
         photos,
         index_dir,
         labels=labels,
         model=model,
-        pooling=pooling,
+        pooling=pooling_spec(pooling, clusters, soft),
         resolution=resolution,
         batch_size=batch_size,
         workers=workers,
         progress=not quiet,
         rebuild=rebuild,
+        pca=pca,
+        vocab=vocab,
+        weights=weights,
+        engine=engine,
+        address=address,
+        num_workers=num_workers,
+        ann=ann,
+        vectors=vectors,
     )
     _print_report(idx.report, quiet)
     err.print(f"index: {idx.store.path}")
@@ -138,6 +161,8 @@ def search(
 @app.command()
 def info(index: IndexOpt = Path(".lookalike"), as_json: JsonOpt = False) -> None:
     """What an index holds: images, model, pooling, vector size, labels, skipped files, disk size."""
+    from lookalike.search import describe_ann
+
     data = _open_index(index).info()
     if as_json:
         _print_json(data)
@@ -153,11 +178,14 @@ def info(index: IndexOpt = Path(".lookalike"), as_json: JsonOpt = False) -> None
         ("pooling", pooling_text),
         ("resolution", data["resolution"]),
         ("vector size", data["dim"]),
+        ("PCA-whitening", f"to {data['post']['out']} dims" if data.get("post") else "no"),
         ("labels", ", ".join(f"{k} {v}" for k, v in data["labels"].items()) or "none"),
         ("GPS-tagged", data["gps_tagged"]),
         ("disk size", _human_bytes(data["disk_bytes"])),
         ("updated", data["updated"]),
         ("skipped", len(data["skipped"])),
+        ("vectors", data.get("vectors", "float32")),
+        ("search", describe_ann(data.get("search"))),
     ]:
         t.add_row(f"[bold]{key}[/]", str(value))
     out.print(t)
@@ -207,6 +235,420 @@ def demo(
         for m in r.matches:
             out.print(f"  #{m.rank} {m.score:.3f} {m.label or '':12} {m.name}")
     err.print(f"grid: {result_grid(results, work / 'results.png')}")
+
+
+# --- server ---
+
+
+@app.command()
+def serve(
+    index: IndexOpt = Path(".lookalike"),
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload, in MB.")] = 20,
+    workers: Annotated[int | None, typer.Option(help="Searches run at once (default: CPU cores).")] = None,
+) -> None:
+    """Serve the web page and JSON API (OpenAPI docs at /docs) over an index."""
+    from lookalike.server.app import serve as run_server
+
+    err.print(f"loading the index at {index} and its model …")
+    run_server(index, host=host, port=port, max_upload_mb=max_upload_mb, workers=workers)
+
+
+# --- packed scenes ---
+
+
+@app.command()
+def scene(
+    image: Annotated[Path, typer.Argument(help="Photo of a packed shelf (or any scene with many objects).")],
+    detections: Annotated[
+        Path, typer.Option("--detections", "-d", help="JSON boxes: {id: {x1, y1, x2, y2}}, [[x1, y1, x2, y2]], ...")
+    ],
+    fmt: Annotated[
+        str, typer.Option("--format", help="auto | dict | xyxy | coco ([x, y, w, h]; auto reads 4-lists as corners).")
+    ] = "auto",
+    model: Annotated[str | None, typer.Option(help="Backbone name, or a folder from `lookalike train`.")] = None,
+    resolution: Annotated[int | None, typer.Option(help="Crop input size in pixels (default: the model's).")] = None,
+    min_size: Annotated[int, typer.Option(help="HDBSCAN minimum cluster size (then a second pass with 2).")] = 3,
+    gap: Annotated[
+        float, typer.Option(help="Closing element as a fraction of the median box size: gaps narrower than it join.")
+    ] = 0.5,
+    out_png: Annotated[Path | None, typer.Option("--out", "-o", help="Overlay PNG [./<image name>-scene.png].")] = None,
+    max_side: Annotated[int, typer.Option(help="Long side of the overlay in pixels (plus the legend).")] = 1600,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cluster the detected objects on a photo by appearance and draw where each product congregates."""
+    from lookalike.scenes import run_scene
+
+    result = run_scene(
+        image,
+        detections,
+        fmt=fmt,
+        model=model,
+        resolution=resolution,
+        min_size=min_size,
+        gap=gap,
+        out=out_png or Path(f"{image.stem}-scene.png"),
+        max_side=max_side,
+    )
+    for s in result.skipped:
+        err.print(f"[yellow]skipped box[/] {s['id']}: {s['reason']}", highlight=False)
+    for a in result.adjusted:
+        err.print(f"[yellow]adjusted box[/] {a['id']}: {a['note']}", highlight=False)
+    for note in result.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        table = Table(title=f"{image.name}: {len(result.clusters)} clusters of {len(result.boxes)} boxes")
+        table.add_column("cluster", justify="right")
+        table.add_column("boxes", justify="right")
+        table.add_column("regions", justify="right")
+        table.add_column("box numbers")
+        numbers = {b.id: b.number for b in result.boxes}
+        for c in result.clusters:
+            table.add_row(
+                str(c.id + 1), str(len(c.boxes)), str(len(c.regions)), " ".join(str(numbers[i]) for i in c.boxes)
+            )
+        if result.noise:
+            table.add_row("noise", str(len(result.noise)), "", " ".join(str(numbers[i]) for i in result.noise))
+        out.print(table)
+    err.print(f"overlay: {result.overlay}")
+
+
+# --- train ---
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[Path, typer.Argument(help="Labelled folder: DATA/<class>/<image>.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write.")],
+    loss: Annotated[str, typer.Option(help="normsoftmax, triplet or arcface.")] = "normsoftmax",
+    scale: Annotated[
+        float | None, typer.Option(help="λ: softmax scale (temperature 1/λ) [normsoftmax 20, arcface 30].")
+    ] = None,
+    margin: Annotated[float | None, typer.Option(help="Triplet margin [0.2]; ArcFace, degrees [28.6].")] = None,
+    miner: Annotated[str, typer.Option(help="Triplet miner: semihard or hard (batch-hard).")] = "semihard",
+    unfreeze: Annotated[int, typer.Option(help="Backbone blocks to fine-tune (0: head only).")] = 0,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs [40 with --unfreeze 0, else 8].")] = None,
+    val_split: Annotated[float, typer.Option(help="Fraction of each class held out for validation.")] = 0.15,
+    resolution: Annotated[int | None, typer.Option(help="Input size in pixels [model default].")] = None,
+    model: Annotated[str, typer.Option(help="Base backbone.")] = "efficientnet-lite0",
+    dim: Annotated[int, typer.Option(help="Embedding size.")] = 128,
+    head: Annotated[str, typer.Option(help="Projection head: mlp or linear.")] = "mlp",
+    batch_size: Annotated[int, typer.Option(help="Images per training step.")] = 64,
+    lr: Annotated[float | None, typer.Option(help="Learning rate [1e-3 head only, 3e-4 fine-tuning].")] = None,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation.")] = 5,
+    seed: Annotated[int, typer.Option(help="Random seed (split, sampling, initialisation).")] = 0,
+    resume: Annotated[
+        bool | None, typer.Option("--resume/--restart", help="Require resuming / discard an unfinished run [auto].")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a finished model in --out.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Learn an embedding from labelled folders; use it with `lookalike index PHOTOS --model OUT`."""
+    from lookalike.train import TrainOptions, train
+
+    options = TrainOptions(
+        loss=loss, scale=scale, margin=margin, miner=miner, unfreeze=unfreeze, epochs=epochs, val_split=val_split,
+        resolution=resolution, model=model, dim=dim, head=head, batch_size=batch_size, lr=lr, patience=patience,
+        seed=seed,
+    )  # fmt: skip
+    result = train(
+        data, out_dir, options, overwrite=overwrite, resume=resume, progress=not quiet,
+        log=None if quiet else (lambda line: err.print(line, highlight=False)),
+    )  # fmt: skip
+    for path, reason in result.skipped[:20]:
+        err.print(f"  [yellow]skipped[/] {path}: {reason}", highlight=False)
+    if len(result.skipped) > 20:
+        err.print(f"  … and {len(result.skipped) - 20} more (listed in model.json)")
+    if result.dropped_classes:
+        err.print(f"[yellow]classes with one image left out[/]: {', '.join(result.dropped_classes)}")
+    b, a = result.metrics["before"], result.metrics["after"]
+    err.print(
+        f"[bold green]trained[/] {len(result.classes)} classes, {result.n_train} train / {result.n_val} validation "
+        f"images, {result.epochs_run} epochs (best {result.best_epoch}) in {result.seconds:.0f}s; validation "
+        f"precision@1 {b['precision_at_1']:.3f} → {a['precision_at_1']:.3f}, mAP@R {b['map_at_r']:.3f} → "
+        f"{a['map_at_r']:.3f}",
+        highlight=False,
+    )
+    err.print(f"model: {result.out} (use: lookalike index PHOTOS --model {result.out})")
+
+
+# --- cluster ---
+
+
+@app.command()
+def pairs(
+    index: IndexOpt = Path(".lookalike"),
+    num_matched: Annotated[int, typer.Option("--num-matched", "-n", help="Neighbours per image.")] = 10,
+    min_score: Annotated[float | None, typer.Option(help="Drop pairs with a lower cosine similarity.")] = None,
+) -> None:
+    """hloc-style retrieval pairs: "name1 name2 score" per line, each unordered pair once (names relative to the
+    photo folder)."""
+    from lookalike.cluster import similar_pairs
+
+    idx = _open_index(index)
+    lines = [f"{a} {b} {s:.4f}\n" for a, b, s in similar_pairs(idx.vectors, idx.names, num_matched, min_score)]
+    sys.stdout.write("".join(lines))
+    err.print(f"{len(lines)} pairs of {len(idx)} images")
+
+
+@app.command()
+def cluster(
+    index: IndexOpt = Path(".lookalike"),
+    method: Annotated[str, typer.Option(help="graph (kNN similarity graph) or hdbscan.")] = "graph",
+    k: Annotated[int, typer.Option("-k", "--k", help="Neighbours per image in the similarity graph.")] = 10,
+    strong: Annotated[
+        float | None, typer.Option(help="Cosine for strong edges (cluster cores) [from the similarity distribution].")
+    ] = None,
+    weak: Annotated[
+        float | None, typer.Option(help="Cosine for weak edges (growing, merging) [from the similarity distribution].")
+    ] = None,
+    merge_links: Annotated[int, typer.Option(help="Weak edges needed to merge two clusters.")] = 3,
+    merge_ratio: Annotated[
+        float, typer.Option(help="... and at least this fraction of the smaller cluster's size.")
+    ] = 0.5,
+    gps_count: Annotated[int, typer.Option(help="GPS-tagged photos a cluster needs for GPS merging.")] = 4,
+    gps_distance: Annotated[float, typer.Option(help="Merge clusters whose GPS centres are this close (metres).")] = 30,
+    min_size: Annotated[int, typer.Option(help="Smallest cluster kept; smaller groups are noise.")] = 2,
+    mutual: Annotated[
+        bool, typer.Option("--mutual/--no-mutual", help="Strong edges only between mutual k-nearest neighbours.")
+    ] = True,
+    hdbscan_size: Annotated[int, typer.Option(help="hdbscan: minimum cluster size of the first pass.")] = 5,
+    pca: Annotated[int | None, typer.Option(help="hdbscan: reduce to this many dimensions first.")] = None,
+    suggest_only: Annotated[
+        bool, typer.Option("--suggest", help="Print the similarity distribution and suggested thresholds; no clustering.")
+    ] = False,
+    as_json: JsonOpt = False,
+    export: Annotated[Path | None, typer.Option(help="Write cluster folders, contact sheets, index.html here.")] = None,
+    link: Annotated[bool, typer.Option(help="--export: symbolic links instead of copies.")] = False,
+    hardlink: Annotated[bool, typer.Option(help="--export: hard links instead of copies.")] = False,
+) -> None:
+    """Group an index's photos (one cluster per object/place); the result is saved as clusters.json in the index."""
+    from lookalike.cluster import GraphParams, cluster_index, export_clusters, suggest
+
+    if link and hardlink:
+        raise LookalikeError("--link and --hardlink exclude each other")
+    idx = _open_index(index)
+    if suggest_only:
+        s = suggest(idx, k)
+        if as_json:
+            _print_json(s.to_dict())
+            return
+        out.print(f"[bold]kNN similarities[/] ({s.edges} edges, k={k}): " + _quantile_text(s.quantiles))
+        out.print("[bold]nearest neighbour[/]: " + _quantile_text(s.nn_quantiles))
+        out.print("[bold]random pairs[/]: " + _quantile_text(s.random_quantiles))
+        top = max(c for _, _, c in s.histogram) or 1
+        for lo, hi, c in s.histogram:
+            out.print(f"  {lo:7.4f}–{hi:7.4f} {'█' * round(40 * c / top):40s} {c}")
+        out.print(f"suggested: [bold]--strong {s.strong:.4f} --weak {s.weak:.4f}[/]")
+        return
+    params = GraphParams(k, strong, weak, merge_links, merge_ratio, gps_count, gps_distance, min_size, mutual)
+    result = cluster_index(idx, method, params=params, hdbscan_size=hdbscan_size, pca=pca)
+    for note in result.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
+    data = result.to_dict()
+    if export:
+        mode = "symlink" if link else "hardlink" if hardlink else "copy"
+        rep = export_clusters(data, idx.root, export, mode=mode)
+        err.print(
+            f"export: {rep['out']} — {rep['files']} files ({rep['written']} written, {rep['unchanged']} unchanged, "
+            f"{rep['removed']} removed), {rep['sheets']} contact sheets, index.html"
+            + (f"; {len(rep['missing'])} photos no longer on disk" if rep["missing"] else "")
+        )
+    if as_json:
+        _print_json(data)
+        return
+    table = Table(title=f"{len(data['clusters'])} clusters, {len(data['noise'])} unclustered ({method})")
+    table.add_column("id", justify="right")
+    table.add_column("size", justify="right")
+    table.add_column("GPS")
+    table.add_column("paths")
+    for c in data["clusters"][:50]:
+        gps = f"{c['gps']['lat']:.5f}, {c['gps']['lon']:.5f}" if c["gps"] else ""
+        shown = ", ".join(c["paths"][:3]) + (f", … (+{c['size'] - 3})" if c["size"] > 3 else "")
+        table.add_row(str(c["id"]), str(c["size"]), gps, shown)
+    out.print(table)
+    if len(data["clusters"]) > 50:
+        out.print(f"… {len(data['clusters']) - 50} more clusters (--json or --export for all)")
+    out.print(", ".join(f"{key} {v}" for key, v in data["metrics"].items()))
+
+
+def _quantile_text(q: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.3f}" for k, v in q.items())
+
+
+@app.command()
+def dedupe(
+    index: IndexOpt = Path(".lookalike"),
+    threshold: Annotated[float, typer.Option(help="Cosine at or above which two images are near-duplicates.")] = 0.95,
+    k: Annotated[int, typer.Option("-k", "--k", help="Neighbours looked at per image.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Groups of near-identical images (resized, recompressed, cropped copies)."""
+    from lookalike.cluster import near_duplicates
+
+    idx = _open_index(index)
+    groups = near_duplicates(idx.vectors, idx.names, threshold, k)
+    if as_json:
+        _print_json({"threshold": threshold, "groups": groups})
+        return
+    for i, g in enumerate(groups, start=1):
+        out.print(f"[bold]group {i}[/] ({g['size']} images, cosine {g['min_score']:.3f}–{g['max_score']:.3f})")
+        for p in g["paths"]:
+            out.print(f"  {p}")
+    err.print(f"{len(groups)} groups, {sum(g['size'] for g in groups)} images of {len(idx)}")
+
+
+# --- descriptors (VLAD vocabularies, PCA-whitening) ---
+
+vocab_app = typer.Typer(no_args_is_help=True, help="VLAD vocabularies: fit one on an index's own images.")
+app.add_typer(vocab_app, name="vocab")
+
+
+@vocab_app.command("fit")
+def vocab_fit(
+    index: IndexOpt = Path(".lookalike"),
+    clusters: Annotated[int, typer.Option(help="Vocabulary size.")] = 32,
+    soft: Annotated[bool, typer.Option("--soft", help="Soft assignment (else hard).")] = False,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Also save the vocabulary here (for --vocab).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fit VLAD centres on the index's own images, then re-describe every image with them."""
+    from lookalike.vocab import refit_index_vocabulary
+
+    idx = refit_index_vocabulary(_open_index(index), clusters, soft=soft, out=out_file, progress=not quiet)
+    _print_report(idx.report, quiet)
+    err.print(f"vocabulary: {clusters} clusters, {idx.store.meta['dim']}-dim vectors; index: {idx.store.path}")
+    if out_file:
+        err.print(f"saved vocabulary: {out_file}")
+
+
+@plot_app.command("vlad")
+def plot_vlad(
+    image: Annotated[Path, typer.Argument(help="Image to map.")],
+    index: IndexOpt = Path(".lookalike"),
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")] = Path("vlad-map.png"),
+) -> None:
+    """Colour each patch of IMAGE by the VLAD cluster it is assigned to (legend: cluster colours)."""
+    from lookalike.plots import vlad_map
+
+    err.print(f"map: {vlad_map(_open_index(index), image, out_file)}")
+
+
+# --- classify and evaluate ---
+
+MethodOpt = Annotated[
+    str | None, typer.Option("--method", "-m", help="knn, linear or mlp (default: the fitted head, else knn).")
+]
+KOpt = Annotated[int | None, typer.Option("--k", "-k", help="Neighbours that vote (kNN; default 10).")]
+
+
+@app.command()
+def fit(
+    index: IndexOpt = Path(".lookalike"),
+    method: Annotated[str, typer.Option("--method", "-m", help="knn, linear or mlp.")] = "knn",
+    k: Annotated[int, typer.Option("--k", "-k", help="Neighbours that vote (kNN).")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fit a classification head on the index's labelled vectors and store it in the index folder."""
+    from lookalike.classify import fit_index
+
+    idx = _open_index(index)
+    info = fit_index(idx, method, k=k)
+    if as_json:
+        _print_json(info)
+        return
+    m = info["metrics"]
+    err.print(
+        f"fitted [bold]{info['method']}[/] head on {info['n_train']} images ({', '.join(info['classes'])}) in "
+        f"{info['fit_seconds']:.1f}s; {m.get('validation', 'validation')}: accuracy {m.get('val_accuracy', 0):.3f}, "
+        f"ECE {m.get('val_ece', 0):.3f} (uncalibrated {m.get('val_ece_uncalibrated', 0):.3f})"
+    )
+    err.print(f"head: {idx.store.path / 'head.json'}")
+
+
+@app.command()
+def classify(
+    images: Annotated[list[Path], typer.Argument(help="Image(s) to classify.")],
+    index: IndexOpt = Path(".lookalike"),
+    method: MethodOpt = None,
+    k: KOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The class of each image, with the probability of every class of the index."""
+    idx = _open_index(index)
+    preds = idx.classify([str(p) for p in images], k, method=method)
+    for path, p in zip(images, preds, strict=True):
+        if as_json:
+            _print_json({"image": str(path), **p.to_dict()})
+            continue
+        others = sorted(p.probabilities.items(), key=lambda kv: -kv[1])
+        out.print(
+            f"[bold]{p.label}[/] {p.probability:.3f}  {path}  "
+            + "  ".join(f"{c} {v:.3f}" for c, v in others[1:4])
+            + f"  [dim]({p.method})[/]"
+        )
+
+
+@app.command()
+def evaluate(
+    index: IndexOpt = Path(".lookalike"),
+    test: Annotated[Path, typer.Option("--test", "-t", help="Test folder, one sub-folder per class.")] = Path("test"),
+    method: MethodOpt = None,
+    k: KOpt = None,
+    as_json: JsonOpt = False,
+    report: Annotated[Path | None, typer.Option(help="Write PNGs and an HTML page into this folder.")] = None,
+) -> None:
+    """Classification and retrieval metrics of a labelled test folder against the index."""
+    from lookalike.evaluate import run_evaluation, write_report
+
+    idx = _open_index(index)
+    ev = run_evaluation(idx, test, method, k=k)
+    m = ev.metrics
+    if m["unknown_classes"]:
+        err.print(
+            "[yellow]left out[/] test classes the index does not know: "
+            + ", ".join(f"{c} ({n} images)" for c, n in m["unknown_classes"].items()),
+            soft_wrap=True,
+        )
+    if m["overlap"]:
+        err.print(f"[yellow]{m['overlap']} test images are also in the index[/]; excluded from their own rankings")
+    if m["unreadable"]:
+        err.print(f"[yellow]{len(m['unreadable'])} test files could not be read[/] (first: {m['unreadable'][0]})")
+    if as_json:
+        _print_json(m)
+    else:
+        out.print(
+            f"{m['n']} test images, method {m['method']}: accuracy [bold]{m['accuracy']:.3f}[/], macro-F1 "
+            f"{m['macro_f1']:.3f}, MAP@R {m['map_at_r']:.3f}, ECE {m['ece']:.3f}"
+        )
+        t = Table("class", "precision", "recall", "F1", "n")
+        for c, v in m["per_class"].items():
+            t.add_row(c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"]))
+        out.print(t)
+        r = Table("k", "R@k", "P@k", "top-k class acc.")
+        for kk in m["recall_at"]:
+            r.add_row(
+                kk, f"{m['recall_at'][kk]:.3f}", f"{m['precision_at'][kk]:.3f}", f"{m['top_k_accuracy'][kk]:.3f}"
+            )
+        out.print(r)
+    if report:
+        err.print(f"report: {write_report(idx, ev, report)}")
+
+
+@plot_app.command("tsne")
+def plot_tsne(
+    index: IndexOpt = Path(".lookalike"),
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")] = Path("tsne.png"),
+    test: Annotated[Path | None, typer.Option("--test", help="Also a labelled test folder (crosses).")] = None,
+    max_points: Annotated[int, typer.Option(help="Subsample to at most this many points.")] = 3000,
+) -> None:
+    """t-SNE of the index's vectors, coloured by class."""
+    from lookalike.evaluate import tsne_of_index
+
+    err.print(f"t-SNE: {tsne_of_index(_open_index(index), out_file, test_dir=test, max_points=max_points)}")
 
 
 def main() -> None:

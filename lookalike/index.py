@@ -131,8 +131,37 @@ class Index:
         rebuild: bool = False,
         checkpoint_every: int = 256,
         runtime: str = "auto",
+        vocab: str | os.PathLike[str] | None = None,
+        pca: int | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        engine: str = "local",
+        address: str | None = None,
+        num_workers: int | None = None,
+        ann: str | None = None,
+        vectors: str | None = None,
     ) -> Index:
-        """Index (or bring up to date) every image below ``photos``; see the module docstring."""
+        """Index (or bring up to date) every image below ``photos``; see the module docstring.
+
+        ``vocab``: a saved VLAD vocabulary to use instead of fitting one; ``pca``: PCA-whiten to this many
+        dimensions (fitted on the indexed vectors, kept on updates until ``rebuild``); ``weights``: a checkpoint
+        file for hub backbones (see :mod:`lookalike.vocab` and :mod:`lookalike.models.hub`).
+
+        ``engine="ray"``: decode + embed on Ray (``address`` to join a cluster, else a local Ray with
+        ``num_workers`` CPUs; see :mod:`lookalike.distributed`). ``ann``: auto|flat|ivf|hnsw search index, kept in
+        the index folder (see :func:`lookalike.search.refresh_ann`). ``vectors``: float32|float16 storage.
+        """
+        from lookalike.distributed import ENGINES, require_ray
+        from lookalike.search import ANN_KINDS
+        from lookalike.store import VECTOR_TYPES
+
+        if engine not in ENGINES:
+            raise LookalikeError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        if engine == "ray":
+            require_ray()
+        if ann is not None and ann not in ANN_KINDS:
+            raise LookalikeError(f"--ann must be one of {', '.join(ANN_KINDS)}, got {ann!r}")
+        if vectors is not None and vectors not in VECTOR_TYPES:
+            raise LookalikeError(f"--vectors must be float32 or float16, got {vectors!r}")
         if labels not in ("folders", "none"):
             raise LookalikeError(f"--labels must be 'folders' or 'none', got {labels!r}")
         if batch_size < 1:
@@ -153,11 +182,19 @@ class Index:
             describer = index.describer
             asked: dict[str, Any] = {}
             if model and model != store.meta["model"]["name"]:
-                asked["model"] = {"name": model}
+                # a trained model is a folder: the same folder given by another (relative) path is the same model
+                same_dir = Path(model).is_dir() and str(Path(model).resolve()) == store.meta["model"]["name"]
+                if not same_dir:
+                    asked["model"] = {"name": model}
             if pooling:
                 asked["pooling"] = make_pooling(pooling).config()
             if resolution:
                 asked["resolution"] = Describer(describer.model, describer.pooling, resolution).resolution
+            if pca:
+                asked["pca"] = int(pca)
+            from lookalike.vocab import check_same_vocabulary
+
+            check_same_vocabulary(describer.pooling, vocab, index_path)
             if not _same_config(store.meta, asked):
                 raise IndexMismatchError(
                     f"{index_path} was built with {describe_config(store.meta)}; asked for "
@@ -166,15 +203,24 @@ class Index:
                 )
             if store.meta.get("labels") != labels:
                 store.meta["labels"] = labels
+            if vectors:
+                store.meta["vectors"] = vectors  # a change of storage type is a cast on commit, not a re-embed
         else:
+            from lookalike.vocab import model_kwargs, use_vocabulary
+
+            backbone = create_model(model or DEFAULT_MODEL, **model_kwargs(runtime, weights, model or DEFAULT_MODEL))
+            # a trained embedding (N, D, 1, 1) asks for mean pooling: GeM would clamp its negative components
+            default_pooling = getattr(backbone, "default_pooling", None) or DEFAULT_POOLING
             describer = Describer(
-                create_model(model or DEFAULT_MODEL, runtime=runtime),
-                make_pooling(pooling or DEFAULT_POOLING),
+                backbone,
+                use_vocabulary(make_pooling(pooling or default_pooling), vocab),
                 resolution,
             )
             rel_root = os.path.relpath(root, index_path.resolve())
+            extra: dict[str, Any] = {"pca": int(pca)} if pca else {}
+            extra["vectors"] = vectors or "float32"
             store = Store.create(
-                index_path, {"root": rel_root, "labels": labels, "dim": describer.dim, **describer.config()}
+                index_path, {"root": rel_root, "labels": labels, "dim": describer.dim, **describer.config(), **extra}
             )
             index = cls(store, runtime=runtime)
             index._describer = describer
@@ -189,13 +235,30 @@ class Index:
                 workers=workers,
                 progress=progress,
                 checkpoint_every=checkpoint_every,
+                engine=engine,
+                engine_options={"address": address, "num_workers": num_workers},
             )
+            from lookalike.vocab import fit_pending_post
+
+            fit_pending_post(index)
+            from lookalike.search import refresh_ann
+
+            refresh_ann(store, ann)
         report.seconds = time.perf_counter() - started
         index.report = report
         return index
 
     def _update(
-        self, root: Path, labels: str, *, batch_size: int, workers: int | None, progress: bool, checkpoint_every: int
+        self,
+        root: Path,
+        labels: str,
+        *,
+        batch_size: int,
+        workers: int | None,
+        progress: bool,
+        checkpoint_every: int,
+        engine: str = "local",
+        engine_options: dict[str, Any] | None = None,
     ) -> BuildReport:
         store, describer = self.store, self.describer
         index_path = store.path.resolve()
@@ -204,6 +267,9 @@ class Index:
         if not files and len(store) == 0:
             exts = ", ".join(sorted(IMAGE_EXTENSIONS))
             raise LookalikeError(f"no images found in {root} (looked for {exts}, in any case)")
+        from lookalike.vocab import ensure_vocabulary
+
+        ensure_vocabulary(self, files, progress=progress)
 
         stats: dict[str, tuple[Path, int, int]] = {}
         for p in files:
@@ -256,7 +322,7 @@ class Index:
         def flush() -> None:
             if not rows:
                 return
-            table = make_table(rows, np.concatenate(vecs), store.dim)
+            table = store.conform(make_table(rows, np.concatenate(vecs), store.dim))
             store.write_part(table)
             new_tables.append(table)
             rows.clear()
@@ -264,9 +330,18 @@ class Index:
 
         try:
             with bar("embedding", len(to_embed), progress and bool(to_embed)) as tick:
-                for batch in describer.describe_files(
-                    to_embed, known_hashes=known.get, batch_size=batch_size, workers=workers
-                ):
+                if engine == "ray":
+                    from lookalike.distributed import ray_describe_files
+
+                    batches = ray_describe_files(
+                        store.meta, store.path, to_embed, known_hashes=known.get, batch_size=batch_size,
+                        runtime=self.runtime, **(engine_options or {}),
+                    )  # fmt: skip
+                else:
+                    batches = describer.describe_files(
+                        to_embed, known_hashes=known.get, batch_size=batch_size, workers=workers
+                    )
+                for batch in batches:
                     v = 0
                     for item in batch.items:
                         name = item.path.relative_to(root).as_posix()
@@ -312,6 +387,7 @@ class Index:
         if keep_rec:
             parts.append(recovered.take(sorted(keep_rec)))
         parts.extend(new_tables)
+        parts = [store.conform(t) for t in parts]  # old rows may be float32 when --vectors float16 was asked
         table = pa.concat_tables(parts) if parts else make_table([], np.zeros((0, store.dim), np.float32), store.dim)
         if labels == "none":
             table = table.set_column(
@@ -365,8 +441,11 @@ class Index:
 
     @property
     def searcher(self) -> VectorSearch:
+        """Exact search, or the index folder's ANN index when ``--ann`` made one for these vectors."""
         if self._search is None:
-            self._search = VectorSearch(self.vectors)
+            from lookalike.search import open_searcher
+
+            self._search = open_searcher(self.store)
         return self._search
 
     # --- describing queries ----------------------------------------------------------------------------------------
@@ -470,16 +549,27 @@ class Index:
             return Path(query).parent.name, "folder"
         return self.predict_class(vector), "predicted"
 
-    def predict_class(self, vector: np.ndarray, k: int = 10) -> str:
-        """Similarity-weighted kNN vote, the classifier that needs no fitting."""
-        scores, ids = self.searcher.search(vector.reshape(1, -1), k)
-        votes: Counter[str] = Counter()
-        for s, i in zip(scores[0], ids[0], strict=True):
-            if i >= 0 and self.labels[i] is not None:
-                votes[self.labels[i]] += float(np.exp(10 * s))  # type: ignore[index]
-        if not votes:
-            raise LookalikeError("cannot predict a class: no labelled neighbours")
-        return votes.most_common(1)[0][0]
+    def predict_class(self, vector: np.ndarray, k: int | None = None) -> str:
+        """The class :meth:`classify` gives (the fitted head, else a kNN vote); a one-class index is that class."""
+        classes = self.classes
+        if len(classes) == 1:
+            return classes[0]
+        from lookalike.classify import classify_vectors
+
+        return classify_vectors(self, np.asarray(vector, np.float32).reshape(1, -1), k=k)[0].label
+
+    def classify(self, queries: Sequence[Query], k: int | None = None, *, method: str | None = None) -> list:
+        """Class and per-class probabilities of each query (``list[lookalike.classify.Prediction]``).
+
+        Uses the head `lookalike fit` stored in the index folder, else a similarity-weighted kNN vote over k
+        neighbours; ``method`` asks for another head (fitted now, in memory, if it is not the stored one). A query
+        that is itself in the index does not vote for itself.
+        """
+        from lookalike.classify import classify_vectors, require_classes
+
+        require_classes(self)
+        exclude = [self.ids_of(q) for q in queries]
+        return classify_vectors(self, self.embed(queries), method=method, k=k, exclude=exclude)
 
     # --- summary -------------------------------------------------------------------------------------------------
 
@@ -494,11 +584,15 @@ class Index:
             "pooling": meta["pooling"],
             "resolution": meta["resolution"],
             "dim": meta["dim"],
+            "post": meta.get("post"),
+            "vocab": meta.get("vocab"),
             "labels": dict(sorted(counts.items())),
             "unlabelled": sum(1 for lab in self.labels if lab is None),
             "gps_tagged": int(sum(1 for v in self.store.column("gps_lat") if v is not None)),
             "skipped": [{"path": s["path"], "reason": s["reason"]} for s in self.store.skipped],
             "interrupted_parts": self.store.pending_parts(),
+            "vectors": self.store.vector_type,
+            "search": meta.get("ann") or {"kind": "auto", "index": "flat", "exact": True},
             "disk_bytes": self.store.disk_bytes(),
             "created": meta.get("created"),
             "updated": meta.get("updated"),
@@ -514,7 +608,9 @@ def describe_config(meta: dict[str, Any]) -> str:
 def describer_from_meta(store: Store, *, runtime: str = "auto") -> Describer:
     """Rebuild the exact describer an index was made with; refuse if the model's weights changed."""
     meta = store.meta
-    model = create_model(meta["model"]["name"], runtime=runtime)
+    from lookalike.vocab import stored_model_kwargs
+
+    model = create_model(meta["model"]["name"], **stored_model_kwargs(runtime, meta["model"]))
     if model.config() != meta["model"]:
         raise IndexMismatchError(
             f"{store.path} was built with {meta['model']['name']} weights {meta['model'].get('weights', '?')[:12]}, "

@@ -60,3 +60,172 @@ def result_grid(results: Sequence, out: str | os.PathLike[str], *, tile: float =
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+# --- VLAD assignment maps (issue 3) ---------------------------------------------------------------------------
+
+
+def cluster_colours(k: int) -> np.ndarray:
+    """k distinguishable RGBA colours: tab20 while it lasts, then evenly spaced hues."""
+    if k <= 20:
+        return plt.get_cmap("tab20")(np.arange(k))
+    return plt.get_cmap("hsv")(np.linspace(0, 1, k, endpoint=False))
+
+
+def vlad_map(index, image: str | os.PathLike[str], out: str | os.PathLike[str], *, alpha: float = 0.55) -> Path:  # noqa: ANN001
+    """The picture AnyLoc draws: each patch of ``image`` coloured by its VLAD cluster, cluster colours as a legend.
+
+    The image is described exactly as the index describes queries (same model, resolution and vocabulary), so
+    the map shows what the index's vectors are made of.
+    """
+    from matplotlib.patches import Patch
+
+    from lookalike.aggregate import VLADPooling
+    from lookalike.errors import LookalikeError
+    from lookalike.images import decode, read_file
+
+    describer = index.describer
+    pooling = describer.pooling
+    if not isinstance(pooling, VLADPooling):
+        raise LookalikeError(
+            f"this index uses {pooling.name} pooling; a VLAD map needs an index built with --pooling vlad"
+        )
+    img = decode(read_file(image), str(image), target=describer.resolution)[0]
+    pixels, (vh, vw) = describer.prepare_image(img)
+    feats, cells = describer.features(pixels[None], np.array([[vh, vw]]))
+    grid = pooling.assign(feats, cells)[0]
+    k = pooling.clusters
+    colours = cluster_colours(k)
+    shown = pixels[:vh, :vw]
+    stride = describer.model.stride
+    overlay = colours[np.kron(grid, np.ones((stride, stride), dtype=int))[:vh, :vw]]
+    pad_h, pad_w = max(0, vh - overlay.shape[0]), max(0, vw - overlay.shape[1])
+    if pad_h or pad_w:  # the last row/column of cells covers a partial patch
+        overlay = np.pad(overlay, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2 * vh / max(vw, 1) + 0.8))
+    axes[0].imshow(shown)
+    axes[0].set_title(Path(str(image)).name, fontsize=10)
+    axes[1].imshow(shown)
+    axes[1].imshow(overlay[..., :3], alpha=alpha, interpolation="nearest")
+    axes[1].set_title(f"VLAD-{k} {'soft' if pooling.soft else 'hard'}: nearest centre per patch", fontsize=10)
+    for ax in axes:
+        ax.axis("off")
+    ids, counts = np.unique(grid, return_counts=True)
+    handles = [Patch(color=colours[i], label=f"cluster {i} ({c})") for i, c in zip(ids, counts, strict=True)]
+    axes[1].legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="cluster (patches)",
+        ncol=1 if len(handles) <= 20 else 2,
+    )  # fmt: skip
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+# --- classification pictures (issue 4) ----------------------------------------------------------------------------
+
+
+def _save(fig, out: str | os.PathLike[str]) -> Path:  # noqa: ANN001
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def confusion_png(labels: Sequence[str], matrix: Sequence[Sequence[int]], out: str | os.PathLike[str]) -> Path:
+    """Confusion matrix, rows = true class, coloured by the share of the row (recall) and annotated with counts."""
+    m = np.asarray(matrix, dtype=np.float64)
+    share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(2.2 + 0.75 * n, 1.8 + 0.65 * n))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=9,
+                    color="white" if share[i, j] > 0.6 else "black")  # fmt: skip
+    ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=9)
+    ax.set_yticks(range(n), labels, fontsize=9)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion (colour: share of the true class)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def tsne_png(
+    vectors: np.ndarray,
+    labels: Sequence[str | None],
+    out: str | os.PathLike[str],
+    *,
+    extra_vectors: np.ndarray | None = None,
+    extra_labels: Sequence[str | None] | None = None,
+    max_points: int = 3000,
+    seed: int = 0,
+    title: str = "t-SNE of the index",
+) -> Path:
+    """2-D t-SNE (cosine) of index vectors (dots) and optional test vectors (crosses), coloured by class.
+
+    Large sets are subsampled to ``max_points`` (index and test in proportion) because t-SNE is O(n log n) per
+    iteration and a picture of 3,000 points already shows the structure.
+    """
+    from sklearn.manifold import TSNE
+
+    rng = np.random.default_rng(seed)
+    n_extra = 0 if extra_vectors is None else len(extra_vectors)
+    total = len(vectors) + n_extra
+    keep = min(1.0, max_points / max(total, 1))
+    a = np.sort(rng.choice(len(vectors), max(1, round(len(vectors) * keep)), replace=False)) if len(vectors) else []
+    b = np.sort(rng.choice(n_extra, max(1, round(n_extra * keep)), replace=False)) if n_extra else []
+    parts = [np.asarray(vectors)[a]] + ([np.asarray(extra_vectors)[b]] if n_extra else [])
+    x = np.concatenate(parts).astype(np.float32)
+    labs = [labels[i] or "unlabelled" for i in a] + ([extra_labels[i] or "unlabelled" for i in b] if n_extra else [])  # type: ignore[index]
+    if len(x) < 5:
+        from lookalike.errors import LookalikeError
+
+        raise LookalikeError(f"t-SNE needs at least 5 images, got {len(x)}")
+    perplexity = float(min(30.0, (len(x) - 1) / 3))
+    xy = TSNE(2, perplexity=perplexity, metric="cosine", init="pca", random_state=seed).fit_transform(x)
+    classes = sorted(set(labs))
+    colours = cluster_colours(len(classes))
+    fig, ax = plt.subplots(figsize=(8.5, 7))
+    is_test = np.array([False] * len(a) + [True] * len(b))
+    lab_arr = np.array(labs, dtype=object)
+    for c, colour in zip(classes, colours, strict=True):
+        for test, marker, size in ((False, "o", 9), (True, "x", 28)):
+            m = (lab_arr == c) & (is_test == test)
+            if m.any():
+                ax.scatter(xy[m, 0], xy[m, 1], s=size, color=colour, marker=marker, alpha=0.75, linewidths=1,
+                           label=f"{c}{' (test)' if test else ''} ({int(m.sum())})")  # fmt: skip
+    ax.set_xticks([])
+    ax.set_yticks([])
+    shown = f"{len(x)} of {total}" if len(x) < total else f"{total}"
+    ax.set_title(f"{title} ({shown} points)", fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, markerscale=1.5)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def mistakes_png(
+    true_class: str,
+    mistakes: Sequence[tuple[str | os.PathLike[str], str, float]],
+    out: str | os.PathLike[str],
+    *,
+    cols: int = 6,
+    tile: float = 2.2,
+) -> Path:
+    """A grid of one class's misclassified images, each titled with the wrong class and its probability."""
+    cols = max(2, min(cols, len(mistakes)))
+    rows = max(1, -(-len(mistakes) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(tile * cols, tile * rows + 0.6), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (path, predicted, prob) in zip(axes.ravel(), mistakes, strict=False):
+        ax.imshow(thumbnail(path))
+        ax.set_title(f"→ {predicted} ({prob:.2f})", fontsize=9)
+        ax.text(0.5, -0.06, _short(Path(path).name, 24), transform=ax.transAxes, ha="center", va="top", fontsize=7)
+    fig.suptitle(f"{true_class} misclassified as (probability)", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out)

@@ -7,7 +7,14 @@ the restriction costs no extra copy of the vectors.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import tempfile
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -16,12 +23,29 @@ from lookalike.errors import LookalikeError
 
 
 class VectorSearch:
-    """Top-k by cosine over a fixed set of vectors, with optional allow-lists and per-query exclusions."""
+    """Top-k by cosine over a fixed set of vectors, with optional allow-lists and per-query exclusions.
 
-    def __init__(self, vectors: np.ndarray) -> None:
+    Exact (``IndexFlatIP`` over ``vectors``) unless ``ann`` is given: an approximate index over the same rows made by
+    :func:`build_ann` (or loaded with :func:`load_ann`); its search depth (``nprobe`` / ``efSearch``) is in
+    ``params``. Restricted searches over few enough ids stay exact even then (see :meth:`search`).
+    """
+
+    def __init__(
+        self, vectors: np.ndarray | None, *, ann: faiss.Index | None = None, params: dict[str, Any] | None = None
+    ) -> None:
+        self.params = dict(params or {})
+        if ann is not None:
+            self.index = ann
+            self.kind = ann_kind(ann)
+            self.dim = ann.d
+            _apply_params(ann, self.params)
+            return
+        if vectors is None:
+            raise LookalikeError("VectorSearch needs vectors or an ANN index")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2:
             raise LookalikeError(f"vectors must be 2-D, got shape {vectors.shape}")
+        self.kind = "flat"
         self.dim = vectors.shape[1]
         self.index = faiss.IndexFlatIP(self.dim)
         if len(vectors):
@@ -29,6 +53,29 @@ class VectorSearch:
 
     def __len__(self) -> int:
         return self.index.ntotal
+
+    def _restricted(self, queries: np.ndarray, kk: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Search only ``allowed`` ids.
+
+        Flat: an ID selector (no copy). ANN: up to ``EXACT_RESTRICTED_LIMIT`` allowed ids are scored exactly from
+        vectors reconstructed out of the ANN index (a small class must not lose its few members to unprobed cells);
+        above it the ANN search takes the selector and searches deeper in proportion to how much is filtered out.
+        """
+        if self.kind == "flat":
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+            return self.index.search(queries, kk, params=params)
+        if len(allowed) <= EXACT_RESTRICTED_LIMIT:
+            return _exact_subset(self.index, queries, kk, allowed)
+        widen = len(self) / max(len(allowed), 1)
+        sel = faiss.IDSelectorBatch(allowed)
+        if self.kind == "ivf":
+            ivf = faiss.extract_index_ivf(self.index)
+            nprobe = min(ivf.nlist, int(np.ceil(ivf.nprobe * widen)))
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
+        else:
+            ef = max(kk, int(np.ceil(self.index.hnsw.efSearch * widen)))
+            params = faiss.SearchParametersHNSW(sel=sel, efSearch=ef)
+        return self.index.search(queries, kk, params=params)
 
     def search(
         self,
@@ -59,12 +106,11 @@ class VectorSearch:
         if allowed is None:
             s, i = self.index.search(queries, kk)
         else:
-            allowed = np.ascontiguousarray(allowed, dtype=np.int64)
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-            s, i = self.index.search(queries, kk, params=params)
+            s, i = self._restricted(queries, kk, np.ascontiguousarray(allowed, dtype=np.int64))
         if not extra:
             m = min(k, kk)
             scores[:, :m], ids[:, :m] = s[:, :m], i[:, :m]
+            scores[ids < 0] = -np.inf
             return scores, ids
         for row in range(n):
             banned = set(exclude[row]) if exclude else set()
@@ -74,22 +120,325 @@ class VectorSearch:
         return scores, ids
 
 
-def knn_graph(vectors: np.ndarray, k: int, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Each vector's k nearest other vectors: (ids, scores), shape (N, k), self excluded; never an N×N matrix."""
+#: Above this many vectors the kNN graph uses an IVF index: exact flat search is O(N²) and takes hours at 1M on two
+#: cores, while IVF scans only ``nprobe / nlist`` of the vectors per query (recall is measured in BENCHMARKS.md).
+EXACT_GRAPH_LIMIT = 200_000
+
+
+def knn_graph(
+    vectors: np.ndarray,
+    k: int,
+    batch_size: int = 4096,
+    *,
+    exact: bool | None = None,
+    nlist: int | None = None,
+    nprobe: int = 16,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each vector's k nearest other vectors: (ids, scores), shape (N, k), self excluded; never an N×N matrix.
+
+    ``exact=None`` picks exact flat search up to ``EXACT_GRAPH_LIMIT`` vectors and IVF (``nlist`` cells, default
+    4·√N, trained on a sample; ``nprobe`` cells searched per query) above it. Missing neighbours are id -1, -inf.
+    """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vectors)
     k = min(k, max(n - 1, 0))
-    index = VectorSearch(vectors)
     all_ids = np.full((n, k), -1, dtype=np.int64)
     all_scores = np.full((n, k), -np.inf, dtype=np.float32)
     if k == 0:
         return all_ids, all_scores
+    if exact is None:
+        exact = n <= EXACT_GRAPH_LIMIT
+    if exact:
+        index = VectorSearch(vectors).index
+    else:
+        cells = nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))
+        quantizer = faiss.IndexFlatIP(vectors.shape[1])
+        index = faiss.IndexIVFFlat(quantizer, vectors.shape[1], cells, faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter = 10  # coarse cells need not be optimal; k-means is the slow part of building at 1M
+        sample = min(n, 40 * cells)
+        rng = np.random.default_rng(0)
+        train = vectors[np.sort(rng.choice(n, sample, replace=False))] if sample < n else vectors
+        index.train(train)
+        index.add(vectors)
+        index.nprobe = min(nprobe, cells)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        s, i = index.index.search(vectors[start:stop], k + 1)
-        for row in range(stop - start):
-            me = start + row
-            keep = [j for j in range(k + 1) if i[row, j] != me and i[row, j] >= 0][:k]
-            all_ids[me, : len(keep)] = i[row, keep]
-            all_scores[me, : len(keep)] = s[row, keep]
+        s, i = index.search(vectors[start:stop], k + 1)
+        me = np.arange(start, stop)[:, None]
+        drop = (i == me) | (i < 0)
+        order = np.argsort(drop, axis=1, kind="stable")[:, :k]  # keep the first k that are neither self nor empty
+        keep = ~np.take_along_axis(drop, order, axis=1)
+        all_ids[start:stop] = np.where(keep, np.take_along_axis(i, order, axis=1), -1)
+        all_scores[start:stop] = np.where(keep, np.take_along_axis(s, order, axis=1), -np.inf)
     return all_ids, all_scores
+
+
+# --- approximate search for large indexes (issue 8) ---------------------------------------------------------------
+
+ANN_KINDS = ("auto", "flat", "ivf", "hnsw")
+#: ``--ann auto`` stays exact up to this many vectors. Measured (BENCHMARKS.md, scale): exact single-query search
+#: over 1280-d vectors takes about 10 ms at ~100k vectors on this 2-core machine and grows linearly beyond.
+AUTO_ANN_THRESHOLD = 100_000
+#: An ANN index scores a restricted search (one class) exactly when it allows at most this many ids.
+EXACT_RESTRICTED_LIMIT = 20_000
+#: Build-time tuning picks the smallest search depth whose measured recall@10 reaches this.
+TARGET_RECALL = 0.97
+ANN_FILE = "ann.faiss"
+
+
+def ann_kind(index: faiss.Index) -> str:
+    if isinstance(index, faiss.IndexFlat):
+        return "flat"
+    with contextlib.suppress(RuntimeError):
+        faiss.extract_index_ivf(index)
+        return "ivf"
+    if hasattr(index, "hnsw"):
+        return "hnsw"
+    raise LookalikeError(f"unsupported FAISS index type {type(index).__name__}")
+
+
+def choose_ann(kind: str, n: int) -> str:
+    """The index type actually built for ``--ann kind`` over ``n`` vectors (auto: exact while it is fast enough).
+
+    auto picks IVF over HNSW above the threshold: in BENCHMARKS.md both reach the recall target, but IVF builds
+    several times faster on two cores, takes the class allow-list natively, and memory-maps from disk.
+    """
+    if kind not in ANN_KINDS:
+        raise LookalikeError(f"--ann must be one of {', '.join(ANN_KINDS)}, got {kind!r}")
+    if kind == "auto":
+        return "flat" if n < AUTO_ANN_THRESHOLD else "ivf"
+    return kind if n else "flat"  # nothing to train on yet
+
+
+def _apply_params(index: faiss.Index, params: dict[str, Any]) -> None:
+    if "nprobe" in params:
+        faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
+    if "ef_search" in params:
+        index.hnsw.efSearch = int(params["ef_search"])
+
+
+def _float32_rows(vectors: np.ndarray, start: int, stop: int) -> np.ndarray:
+    return np.ascontiguousarray(vectors[start:stop], dtype=np.float32)
+
+
+def exact_topk(queries: np.ndarray, vectors: np.ndarray, k: int, chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by inner product, reading ``vectors`` (float32 or float16) a chunk at a time: ground truth for
+    recall without a float32 copy of a large index."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    n = len(vectors)
+    k = min(k, n)
+    best_s = np.full((len(queries), k), -np.inf, np.float32)
+    best_i = np.full((len(queries), k), -1, np.int64)
+    for start in range(0, n, chunk):
+        block = _float32_rows(vectors, start, min(start + chunk, n))
+        s, i = faiss.knn(queries, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+        s_all = np.concatenate([best_s, s], axis=1)
+        i_all = np.concatenate([best_i, np.where(i >= 0, i + start, -1)], axis=1)
+        order = np.argsort(-s_all, axis=1, kind="stable")[:, :k]
+        best_s = np.take_along_axis(s_all, order, axis=1)
+        best_i = np.take_along_axis(i_all, order, axis=1)
+    return best_s, best_i
+
+
+def _exact_subset(
+    index: faiss.Index, queries: np.ndarray, k: int, allowed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    rows = index.reconstruct_batch(allowed)
+    s, i = faiss.knn(queries, rows, min(k, len(allowed)), metric=faiss.METRIC_INNER_PRODUCT)
+    ids = np.where(i >= 0, allowed[np.clip(i, 0, None)], -1)
+    if s.shape[1] < k:
+        pad = k - s.shape[1]
+        s = np.pad(s, ((0, 0), (0, pad)), constant_values=-np.inf)
+        ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+    return s, ids
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean fraction of the true top-k ids that were found (ids -1 never count)."""
+    hits = [
+        len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) / max(1, int((t >= 0).sum()))
+        for f, t in zip(found, truth, strict=True)
+    ]
+    return float(np.mean(hits)) if hits else 1.0
+
+
+def _self_excluded(ids: np.ndarray, scores: np.ndarray, selves: np.ndarray, k: int) -> np.ndarray:
+    out = np.full((len(ids), k), -1, np.int64)
+    for r in range(len(ids)):
+        keep = [x for x in ids[r] if x >= 0 and x != selves[r]][:k]
+        out[r, : len(keep)] = keep
+    return out
+
+
+def build_ann(
+    vectors: np.ndarray,
+    kind: str,
+    *,
+    vector_type: str = "float32",
+    k: int = 10,
+    queries: int = 500,
+    target_recall: float = TARGET_RECALL,
+    seed: int = 0,
+    chunk: int = 100_000,
+) -> tuple[faiss.Index, dict[str, Any]]:
+    """Build an IVF or HNSW index over ``vectors`` and tune its search depth against exact search.
+
+    ``queries`` of the index's own vectors (each excluding itself) are searched exactly and approximately; the
+    smallest depth whose recall@k reaches ``target_recall`` is kept (the deepest tried if none does), and the info
+    dict records it with the measured recall so ``lookalike info`` can show what was traded. float16 storage keeps
+    the ANN copy in float16 too (scalar quantizer), so the index takes half the memory.
+    """
+    started = time.perf_counter()
+    n, d = vectors.shape
+    rng = np.random.default_rng(seed)
+    fp16 = vector_type == "float16"
+    info: dict[str, Any] = {"index": kind, "count": int(n), "vectors": vector_type}
+    if kind == "ivf":
+        nlist = int(2 ** round(np.log2(max(16.0, np.sqrt(n)))))
+        nlist = max(1, min(nlist, n // 39 or 1))
+        quantizer = faiss.IndexFlatIP(d)
+        if fp16:
+            index = faiss.IndexIVFScalarQuantizer(
+                quantizer, d, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+            )
+        else:
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.own_fields = True
+        quantizer.this.disown()  # the IVF index owns (and frees) its coarse quantizer
+        sample = np.sort(rng.choice(n, min(n, 64 * nlist), replace=False))
+        index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
+        info["nlist"] = nlist
+        depths, key = [d_ for d_ in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if d_ <= nlist], "nprobe"
+    elif kind == "hnsw":
+        m = 32
+        if fp16:
+            index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_fp16, m, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        info["m"] = m
+        depths, key = [16, 32, 64, 128, 256, 512], "ef_search"
+    else:
+        raise LookalikeError(f"cannot build an ANN index of kind {kind!r}; use ivf or hnsw")
+    for start in range(0, n, chunk):
+        index.add(_float32_rows(vectors, start, min(start + chunk, n)))
+    if kind == "ivf":
+        faiss.extract_index_ivf(index).make_direct_map()  # for exact scoring of small allow-lists
+    info["build_seconds"] = round(time.perf_counter() - started, 2)
+
+    q_ids = np.sort(rng.choice(n, min(n, queries), replace=False))
+    q = np.ascontiguousarray(vectors[q_ids], dtype=np.float32)
+    kq = min(k + 1, n)
+    ts, ti = exact_topk(q, vectors, kq)
+    truth = _self_excluded(ti, ts, q_ids, k)
+    chosen, recall = depths[-1], 0.0
+    for depth in depths:
+        _apply_params(index, {key: depth})
+        s, i = index.search(q, kq)
+        recall = recall_at_k(_self_excluded(i, s, q_ids, k), truth)
+        if recall >= target_recall:
+            chosen = depth
+            break
+    _apply_params(index, {key: chosen})
+    info.update({key: int(chosen), f"recall_at_{k}": round(recall, 4), "recall_queries": len(q_ids)})
+    info["seconds"] = round(time.perf_counter() - started, 2)
+    return index, info
+
+
+def save_ann(index: faiss.Index, path: str | os.PathLike[str]) -> None:
+    """Write atomically (temp file + rename) so a reader never memory-maps half an index."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        faiss.write_index(index, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def load_ann(path: str | os.PathLike[str]) -> faiss.Index:
+    """Read an ANN index, memory-mapped where FAISS can (IVF lists), so opening a large index is instant and its
+    pages are shared between processes."""
+    try:
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    except RuntimeError:
+        try:
+            return faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise LookalikeError(f"{path}: unreadable ANN index ({exc}); rebuild with `lookalike index`") from None
+
+
+def vectors_fingerprint(store: Any) -> str:
+    """Identifies the vectors an ANN index was built from without hashing gigabytes: the rows (path + content
+    hash), how they were described (model, pooling, resolution, post-transform), the stored type, and when the index
+    was created (``--rebuild`` re-creates it)."""
+    import hashlib
+
+    meta = store.meta
+    h = hashlib.sha1()
+    config = {k: meta.get(k) for k in ("created", "model", "pooling", "resolution", "post", "dim", "vectors")}
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, digest in zip(store.column("path"), store.column("hash"), strict=True):
+        h.update(f"{name}\0{digest}\n".encode())
+    return h.hexdigest()
+
+
+def refresh_ann(store: Any, kind: str | None = None) -> dict[str, Any]:
+    """Make the index folder's ANN index match its vectors and ``--ann kind`` (default: the stored kind, else auto).
+
+    Exact search needs no file (any old one is removed). An ANN index is rebuilt only when the vectors changed
+    (fingerprint) or another kind is asked for; the header records kind, parameters and measured recall.
+    """
+    kind = kind or (store.meta.get("ann") or {}).get("kind", "auto")
+    actual = choose_ann(kind, len(store))
+    path = store.file(ANN_FILE)
+    if actual == "flat":
+        path.unlink(missing_ok=True)
+        info: dict[str, Any] = {"kind": kind, "index": "flat", "exact": True}
+    else:
+        fingerprint = vectors_fingerprint(store)
+        old = store.meta.get("ann") or {}
+        if old.get("index") == actual and old.get("fingerprint") == fingerprint and path.is_file():
+            info = {**old, "kind": kind}
+        else:
+            index, info = build_ann(store.stored_vectors(), actual, vector_type=store.vector_type)
+            save_ann(index, path)
+            info = {"kind": kind, **info, "fingerprint": fingerprint}
+    if store.meta.get("ann") != info:
+        store.meta["ann"] = info
+        store.write_meta()
+    return info
+
+
+def open_searcher(store: Any) -> VectorSearch:
+    """The searcher for an index folder: its ANN index when one is current, else exact search over its vectors.
+
+    A stale ANN file (vectors changed by something that did not refresh it) is never used: exact search is slower
+    but right, and the next ``lookalike index`` rebuilds the ANN index.
+    """
+    info = store.meta.get("ann") or {}
+    path = store.file(ANN_FILE)
+    if (
+        info.get("index") in ("ivf", "hnsw")
+        and path.is_file()
+        and info.get("fingerprint") == vectors_fingerprint(store)
+    ):
+        index = load_ann(path)
+        if index.ntotal == len(store) and index.d == store.dim:
+            return VectorSearch(None, ann=index, params=info)
+    return VectorSearch(store.vectors)
+
+
+def describe_ann(info: dict[str, Any] | None) -> str:
+    """One line for ``lookalike info``: which search, its parameters and the recall measured when it was built."""
+    if not info or info.get("index", "flat") == "flat":
+        return "exact (flat)" + (f", --ann {info['kind']}" if info and info.get("kind") not in (None, "flat") else "")
+    params = ", ".join(f"{k} {info[k]}" for k in ("nlist", "nprobe", "m", "ef_search") if k in info)
+    recall = info.get("recall_at_10")
+    return (
+        f"{info['index']} ({params}; {info.get('vectors', 'float32')}), recall@10 {recall:.3f} vs exact on "
+        f"{info.get('recall_queries')} of its own vectors; built in {info.get('build_seconds')}s"
+    )

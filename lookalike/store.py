@@ -4,7 +4,10 @@ Layout of an index folder (``PHOTOS_DIR/.lookalike`` by default)::
 
     meta.json        format version, photo root, model, pooling, resolution, vector size, label mode
     images.parquet   one row per indexed image: path (relative to the root), size, mtime_ns, hash, width, height,
-                     label, exif_time, gps_lat, gps_lon, vector (fixed-size list of float32)
+                     label, exif_time, gps_lat, gps_lon, vector (fixed-size list of float32, or float16 when
+                     meta "vectors" is "float16")
+    ann.faiss        approximate-nearest-neighbour index for large indexes (meta "ann" says which, its recall and
+                     which vectors it was built from); absent while exact search is used
     skipped.json     files that could not be used, with why (kept so unchanged bad files are not retried)
     parts/           checkpoints of a run in progress; merged into images.parquet when the run ends, and picked up
                      by the next run if this one was killed
@@ -53,8 +56,14 @@ META_FIELDS: list[tuple[str, pa.DataType]] = [
 ]
 
 
-def schema(dim: int) -> pa.Schema:
-    return pa.schema([*META_FIELDS, ("vector", pa.list_(pa.float32(), dim))])
+VECTOR_TYPES = {"float32": pa.float32(), "float16": pa.float16()}
+
+
+def schema(dim: int, vectors: str = "float32") -> pa.Schema:
+    """The table schema; ``vectors="float16"`` halves the size of the vector column (meta ``"vectors"``)."""
+    if vectors not in VECTOR_TYPES:
+        raise LookalikeError(f"--vectors must be float32 or float16, got {vectors!r}")
+    return pa.schema([*META_FIELDS, ("vector", pa.list_(VECTOR_TYPES[vectors], dim))])
 
 
 def now_iso() -> str:
@@ -188,10 +197,29 @@ class Store:
         return self.table.num_rows
 
     @property
+    def vector_type(self) -> str:
+        """How vectors are stored: "float32" (default) or "float16" (half the disk and memory)."""
+        return str(self.meta.get("vectors", "float32"))
+
+    @property
     def vectors(self) -> np.ndarray:
+        """All vectors as float32 (what search and the classifiers compute with), whatever the stored type."""
         if self._vectors is None:
             self._vectors = arrow_to_vectors(self.table.column("vector"), self.dim)
         return self._vectors
+
+    def stored_vectors(self) -> np.ndarray:
+        """The vectors in their stored type (float16 stays float16), for large indexes that must not double up."""
+        column = self.table.column("vector")
+        if self.vector_type == "float32":
+            return self.vectors
+        column = column.combine_chunks() if column.num_chunks else pa.array([], type=schema(self.dim, "float16")[-1].type)
+        return column.values.to_numpy(zero_copy_only=False).reshape(-1, self.dim)
+
+    def conform(self, table: pa.Table) -> pa.Table:
+        """``table`` with its vector column in this index's stored type (checkpoints and old rows alike)."""
+        target = schema(self.dim, self.vector_type)
+        return table if table.schema.equals(target) else table.cast(target)
 
     def column(self, name: str) -> list[Any]:
         return self.table.column(name).to_pylist()
@@ -228,7 +256,7 @@ class Store:
         while target.exists():
             n += 1
             target = parts / f"part-{n:06d}.parquet"
-        atomic_write_table(target, table)
+        atomic_write_table(target, self.conform(table))
         return target
 
     def read_parts(self) -> pa.Table | None:
@@ -240,8 +268,8 @@ class Store:
                 t = pq.read_table(f)
             except (OSError, pa.ArrowException):
                 continue  # a part is renamed into place only when complete; an unreadable one is garbage
-            if t.schema.equals(schema(self.dim)):
-                tables.append(t)
+            if t.schema.equals(schema(self.dim)) or t.schema.equals(schema(self.dim, "float16")):
+                tables.append(self.conform(t))
         return pa.concat_tables(tables) if tables else None
 
     def pending_parts(self) -> int:
@@ -253,7 +281,7 @@ class Store:
 
     def commit(self, table: pa.Table, skipped: list[dict[str, Any]] | None = None) -> None:
         """Replace the index contents atomically: table first, then header, then drop checkpoints."""
-        table = table.sort_by("path")
+        table = self.conform(table).sort_by("path")
         atomic_write_table(self.path / TABLE_FILE, table)
         if skipped is not None:
             self.skipped = sorted(skipped, key=lambda s: s["path"])

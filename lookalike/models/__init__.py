@@ -9,5 +9,6 @@ from lookalike.models.registry import available_models, create_model, register_m
 
 # Importing the modules registers their models.
 from lookalike.models import efficientnet as _efficientnet  # noqa: F401  isort: skip
+from lookalike.models import hub as _hub  # noqa: F401  isort: skip
 
 __all__ = ["Backbone", "TorchBackbone", "available_models", "cache_dir", "create_model", "register_model"]

@@ -1,0 +1,362 @@
+"""Clustering benchmark: ARI/NMI of both methods on products and on a near-duplicate set made from flowers12, the
+adaptive-threshold rule against fixed thresholds on collections it was not tuned on, near-duplicate detection, and
+the scale run (kNN graph + clustering of 1M vectors) against a dense N×N approach.
+
+Run from the project folder: ``flock /tmp/lookalike-bench.lock .venv/bin/python -m bench.cluster [--skip-scale]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bench.common import CACHE, dataset
+from bench.report import markdown_table, write_section
+
+DUPS = CACHE / "flowers12-dups"
+
+
+def _variants(img: Image.Image, rng: np.random.Generator) -> dict[str, Image.Image]:
+    """The copies a photo collection accumulates: crops, rescales, recompressions."""
+    w, h = img.size
+
+    def crop(frac: float) -> Image.Image:
+        cw, ch = int(w * frac), int(h * frac)
+        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        return img.crop((x0, y0, x0 + cw, y0 + ch))
+
+    def jpeg(im: Image.Image, q: int) -> Image.Image:
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=q)
+        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+    return {
+        "orig": img,
+        "crop80": crop(0.8),
+        "half": img.resize((w // 2, h // 2), Image.Resampling.LANCZOS),
+        "double": img.resize((w * 2, h * 2), Image.Resampling.BICUBIC),
+        "q20": jpeg(img, 20),
+        "crop90_q50": jpeg(crop(0.9).resize((w, h), Image.Resampling.BILINEAR), 50),
+    }
+
+
+def make_dups() -> Path:
+    """flowers12 photos, each with 5 altered copies, one folder (= one label) per photo, under /tmp/lookalike-cache."""
+    done = DUPS / ".complete"
+    if done.exists():
+        return DUPS
+    rng = np.random.default_rng(0)
+    for src in sorted(dataset("flowers12").rglob("*.jpg")):
+        group = DUPS / f"{src.parent.name}_{src.stem}"
+        group.mkdir(parents=True, exist_ok=True)
+        img = Image.open(src).convert("RGB")
+        for name, im in _variants(img, rng).items():
+            im.save(group / f"{name}.jpg", quality=92)
+    done.touch()
+    return DUPS
+
+
+def dups_index():  # noqa: ANN201
+    from lookalike.index import Index
+
+    return Index.build(make_dups(), CACHE / "index-flowers12-dups", labels="folders", progress=False)
+
+
+# --- measuring in a child process (peak memory of exactly one approach) ----------------------------------------------
+
+
+def _child(conn, fn: str, kwargs: dict) -> None:  # noqa: ANN001
+    import resource
+
+    t0 = time.perf_counter()
+    result = globals()[fn](**kwargs)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    result["peak_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)
+    conn.send(result)
+
+
+def measured(fn: str, **kwargs: object) -> dict:
+    """Run ``fn(**kwargs)`` in a fresh process; its result plus wall time and peak resident memory."""
+    ctx = mp.get_context("spawn")
+    a, b = ctx.Pipe()
+    p = ctx.Process(target=_child, args=(b, fn, kwargs))
+    p.start()
+    out = a.recv()
+    p.join()
+    return out
+
+
+def synthetic(n: int, dim: int, kind: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """Random unit vectors (no structure) or Gaussian blobs (groups of ~50 around random centres)."""
+    rng = np.random.default_rng(seed)
+    if kind == "random":
+        x = rng.standard_normal((n, dim), dtype=np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True), None
+    groups = max(1, n // 50)
+    centres = rng.standard_normal((groups, dim), dtype=np.float32)
+    y = rng.integers(0, groups, n)
+    x = centres[y]
+    x += rng.standard_normal((n, dim), dtype=np.float32) * 0.8
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x, y
+
+
+def run_graph(n: int, dim: int, kind: str, recall_sample: int = 1000) -> dict:
+    """kNN graph (exact or IVF as knn_graph picks) + graph clustering with adaptive thresholds."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from lookalike.cluster import GraphParams, graph_labels, suggest_thresholds
+    from lookalike.search import EXACT_GRAPH_LIMIT, knn_graph
+
+    x, y = synthetic(n, dim, kind)
+    t0 = time.perf_counter()
+    ids, scores = knn_graph(x, 10)
+    t_knn = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    s = suggest_thresholds(scores, x)
+    labels = graph_labels(ids, scores, GraphParams(strong=s.strong, weak=s.weak))
+    t_cluster = time.perf_counter() - t0
+    out = {
+        "graph": "exact" if n <= EXACT_GRAPH_LIMIT else "IVF",
+        "knn_s": round(t_knn, 1),
+        "cluster_s": round(t_cluster, 1),
+        "clusters": int(labels.max()) + 1,
+        "noise": int((labels < 0).sum()),
+    }
+    if y is not None:
+        lab = labels.copy()
+        nz = np.flatnonzero(lab < 0)
+        lab[nz] = lab.max() + 1 + np.arange(len(nz))
+        out["ari"] = round(float(adjusted_rand_score(y, lab)), 4)
+    if n > EXACT_GRAPH_LIMIT:
+        import faiss
+
+        rng = np.random.default_rng(1)
+        q = rng.choice(n, recall_sample, replace=False)
+        flat = faiss.IndexFlatIP(dim)
+        flat.add(x)
+        _, exact = flat.search(x[q], 11)
+        hits = [len(set(exact[r][exact[r] != qi][:10]) & set(ids[qi])) for r, qi in enumerate(q)]
+        out["recall@10"] = round(float(np.mean(hits)) / 10, 3)
+    return out
+
+
+def run_dense(n: int, dim: int, kind: str) -> dict:
+    """The N×N approach: full similarity matrix, threshold, connected components (what does not scale)."""
+    from scipy import sparse
+    from scipy.sparse.csgraph import connected_components
+
+    from lookalike.cluster import suggest_thresholds
+    from lookalike.search import knn_graph
+
+    x, _ = synthetic(n, dim, kind)
+    strong = suggest_thresholds(knn_graph(x[:2000], 10)[1], x[:2000]).strong
+    t0 = time.perf_counter()
+    sims = x @ x.T
+    adj = sparse.csr_matrix(sims >= strong)
+    del sims
+    comps = connected_components(adj, directed=False)[0]
+    return {"graph": "dense N×N", "knn_s": round(time.perf_counter() - t0, 1), "components": int(comps)}
+
+
+# --- quality on real photos -----------------------------------------------------------------------------------------
+
+
+def quality() -> tuple[str, dict]:
+    from bench.common import shared_index
+    from lookalike.cluster import GraphParams, cluster_index
+
+    sets = [
+        ("products (tuned on)", shared_index("products")),
+        ("flowers12 near-duplicates", dups_index()),
+        ("flowers12 species", shared_index("flowers12")),
+        ("rooms (5 room types)", shared_index("rooms")),
+    ]
+    runs = [
+        ("graph, adaptive thresholds (default)", "graph", {}, False),
+        ("graph, seed's fixed 0.35 / 0.2", "graph", {"params": GraphParams(strong=0.35, weak=0.2)}, False),
+        ("HDBSCAN (min 5, second pass 2)", "hdbscan", {}, True),
+        ("HDBSCAN, PCA 64 first", "hdbscan", {"pca": 64}, False),
+    ]
+    rows, raw = [], {}
+    for name, idx in sets:
+        for run_name, method, kw, small_only in runs:
+            if small_only and name.startswith(("flowers12 species", "rooms")):
+                continue  # HDBSCAN in 1280 dims is slow; PCA 64 row covers these sets
+            r = cluster_index(idx, method, save=False, **kw)
+            m = r.metrics
+            raw[f"{name} / {run_name}"] = {**m, "params": r.params}
+            rows.append(
+                [
+                    name,
+                    run_name,
+                    m["images"],
+                    len({str(v) for v in idx.labels}),
+                    m["clusters"],
+                    m["noise"],
+                    m["ari"],
+                    m["nmi"],
+                    m["homogeneity"],
+                    m["completeness"],
+                    m["seconds"],
+                ]
+            )
+            print(rows[-1], flush=True)
+    table = markdown_table(
+        [
+            "collection",
+            "method",
+            "images",
+            "true groups",
+            "clusters",
+            "noise",
+            "ARI",
+            "NMI",
+            "homogeneity",
+            "completeness",
+            "seconds",
+        ],
+        rows,
+    )
+    return table, raw
+
+
+def dedupe_quality() -> str:
+    from itertools import combinations
+
+    from lookalike.cluster import near_duplicates
+
+    idx = dups_index()
+    x, names, labels = idx.vectors, idx.names, idx.labels
+    orig = {lab: i for i, (lab, n) in enumerate(zip(labels, names, strict=True)) if n.endswith("/orig.jpg")}
+    var_rows = []
+    for v in ("crop80", "half", "double", "q20", "crop90_q50"):
+        sims = [
+            float(x[i] @ x[orig[lab]])
+            for i, (lab, n) in enumerate(zip(labels, names, strict=True))
+            if n.endswith(f"/{v}.jpg")
+        ]
+        var_rows.append([v, round(float(np.quantile(sims, 0.05)), 3), round(float(np.median(sims)), 3)])
+    group_of = {n: n.split("/")[0] for n in names}
+    true_pairs = sum(c * (c - 1) // 2 for c in np.unique([group_of[n] for n in names], return_counts=True)[1])
+    rows = []
+    for t in (0.85, 0.9, 0.92, 0.95, 0.97):
+        groups = near_duplicates(x, names, t)
+        pairs = [(a, b) for g in groups for a, b in combinations(g["paths"], 2)]
+        tp = sum(group_of[a] == group_of[b] for a, b in pairs)
+        rows.append([t, len(groups), round(tp / max(1, len(pairs)), 3), round(tp / true_pairs, 3)])
+    return (
+        "Cosine between each flowers12 photo (224 px) and its altered copy (5th percentile, median):\n\n"
+        + markdown_table(["copy", "q05", "median"], var_rows)
+        + "\n\n`dedupe` at several thresholds (pairs inside reported groups; a pair is right when both come from "
+        "the same original):\n\n" + markdown_table(["threshold", "groups", "pair precision", "pair recall"], rows)
+    )
+
+
+def scale(sizes: list[int]) -> str:
+    rows = []
+    for kind in ("random", "blobs"):
+        for n in sizes:
+            r = measured("run_graph", n=n, dim=256, kind=kind)
+            rows.append(
+                [
+                    kind,
+                    f"{n:,}",
+                    r["graph"],
+                    r["knn_s"],
+                    r["cluster_s"],
+                    r["seconds"],
+                    r["peak_gib"],
+                    r.get("recall@10", "exact"),
+                    r["clusters"],
+                    r.get("ari", "—"),
+                ]
+            )
+            print(rows[-1], flush=True)
+            if n <= 20_000:
+                d = measured("run_dense", n=n, dim=256, kind=kind)
+                rows.append(
+                    [
+                        kind,
+                        f"{n:,}",
+                        d["graph"],
+                        d["knn_s"],
+                        "—",
+                        d["seconds"],
+                        d["peak_gib"],
+                        "exact",
+                        f"{d['components']} components",
+                        "—",
+                    ]
+                )
+                print(rows[-1], flush=True)
+    return markdown_table(
+        [
+            "vectors",
+            "N",
+            "graph",
+            "kNN / matrix s",
+            "clustering s",
+            "total s (incl. data)",
+            "peak GiB",
+            "recall@10 vs exact",
+            "clusters",
+            "ARI",
+        ],
+        rows,
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip-scale", action="store_true")
+    ap.add_argument("--only-scale", action="store_true")
+    ap.add_argument("--sizes", default="10000,20000,1000000")
+    args = ap.parse_args()
+    cache = CACHE / "bench-cluster.json"
+    saved = json.loads(cache.read_text()) if cache.exists() else {}
+    if not args.only_scale:
+        saved["quality"], raw = quality()
+        saved["dedupe"] = dedupe_quality()
+        (CACHE / "bench-cluster-raw.json").write_text(json.dumps(raw, indent=1, default=str))
+    if not args.skip_scale:
+        saved["scale"] = scale([int(s) for s in args.sizes.split(",")])
+    cache.write_text(json.dumps(saved))
+    from lookalike.cluster import RULE
+
+    body = f"""## Cluster
+
+Graph method = symmetrised FAISS kNN graph (k = 10), strong components over mutual neighbours, growth and merging
+along weak edges, GPS merging, leftover singletons grouped; default thresholds from the similarity distribution
+({RULE}). HDBSCAN = scikit-learn's, on L2-normalised embeddings, with the second pass (min size 2) on its noise.
+Noise counts as singleton clusters in ARI/NMI. Default descriptor (EfficientNet-Lite0, GeM, 224 px).
+The thresholds' rule was set on products, the test sample photos and synthetic Gaussian blobs; the other collections were not used to tune it.
+
+{saved.get("quality", "(not run)")}
+
+### Near-duplicates (`lookalike dedupe`)
+
+{saved.get("dedupe", "(not run)")}
+
+### Scale: kNN graph + graph clustering, 256-d vectors, 2 cores
+
+Each row runs in its own process (peak = that process's maximum resident memory, including the vectors). Above
+200,000 vectors the kNN graph uses an IVF index (4·√N cells, 16 probed); its recall@10 is against exact search for
+1,000 sampled vectors. "dense N×N" is the approach that does not scale: the full similarity matrix, thresholded, then
+connected components. Random vectors have no groups (recall of any ANN index is at its worst there); blobs are
+groups of ~50 around random centres, so the clustering step does real work.
+
+{saved.get("scale", "(not run)")}
+"""
+    write_section("cluster", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+// lookalike page: upload or pick a photo, show its look-alikes, its predicted class, and the index's clusters.
+// Plain JS on the JSON API (see /docs); no build step, no network beyond this server.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { health: null, file: null, fileUrl: null, id: null, seq: 0, clustersLoaded: false };
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) if (c != null) node.append(c);
+  return node;
+}
+
+async function api(url, options) {
+  let response;
+  try {
+    response = await fetch(url, options);
+  } catch (e) {
+    throw new Error("cannot reach the server (" + e.message + ")");
+  }
+  let body = null;
+  try { body = await response.json(); } catch (e) { /* not JSON */ }
+  if (!response.ok) {
+    throw new Error((body && body.error) || `request failed (HTTP ${response.status})`);
+  }
+  return body;
+}
+
+function showError(box, message) {
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+// --- search -----------------------------------------------------------------------------------------------------
+
+function params() {
+  const k = $("k").value;
+  const mode = document.querySelector("input[name=mode]:checked").value;
+  return { k, mode };
+}
+
+async function runSearch() {
+  if (!state.file && state.id == null) return;
+  const { k, mode } = params();
+  const seq = ++state.seq;  // only the latest request may draw
+  const form = new FormData();
+  form.append("k", k);
+  form.append("mode", mode);
+  if (state.id != null) form.append("id", state.id);
+  else form.append("file", state.file, state.file.name);
+
+  showError($("error"), "");
+  $("empty").hidden = true;
+  $("loading").hidden = false;
+  $("grid").classList.add("busy");
+  document.body.classList.add("searching");
+  try {
+    const result = await api("/api/search", { method: "POST", body: form });
+    if (seq !== state.seq) return;
+    drawResult(result);
+  } catch (e) {
+    if (seq !== state.seq) return;
+    showError($("error"), e.message);
+    $("grid").replaceChildren();
+    $("results-meta").textContent = "";
+    $("summary").hidden = true;
+    $("empty").hidden = false;
+  } finally {
+    if (seq === state.seq) {
+      $("loading").hidden = true;
+      $("grid").classList.remove("busy");
+      document.body.classList.remove("searching");
+    }
+  }
+}
+
+function drawQuery(query, result) {
+  $("summary").hidden = false;
+  $("query-img").src = query.id != null ? query.thumbnail : state.fileUrl;
+  $("query-name").textContent = query.name + (query.label ? ` · ${query.label}` : "");
+  const cls = result && result.query_class;
+  $("query-class").textContent = cls ? `searching ${result.mode === "same-class" ? "within" : "outside"} ${cls} (${result.class_source})` : "";
+}
+
+function drawPrediction(prediction) {
+  const box = $("prediction");
+  if (!prediction || !prediction.probabilities) { box.hidden = true; return; }
+  box.hidden = false;
+  $("pred-label").textContent = prediction.label;
+  $("pred-method").textContent = prediction.method ? `(${prediction.method})` : "";
+  const entries = Object.entries(prediction.probabilities).sort((a, b) => b[1] - a[1]).slice(0, 6);
+  $("pred-bars").replaceChildren(...entries.map(([name, p], i) => el("li", { class: i === 0 ? "best" : "" },
+    el("span", { class: "name", text: name, title: name }),
+    el("span", { class: "track" }, el("span", { class: "fill", style: `width:${(100 * p).toFixed(1)}%;display:block` })),
+    el("span", { class: "pct", text: `${(100 * p).toFixed(1)}%` }),
+  )));
+}
+
+function matchCard(m) {
+  const pct = Math.max(0, Math.min(1, m.score)) * 100;
+  return el("button", {
+    class: "card match", type: "button", title: `${m.name}\nclick to search from this image`,
+    "data-id": m.id, onclick: () => searchById(m.id),
+  },
+    el("div", { class: "thumb" },
+      el("img", { src: m.thumbnail, alt: m.name, loading: "lazy" }),
+      el("span", { class: "rank", text: `#${m.rank}` })),
+    el("div", { class: "info" },
+      el("div", { class: "row" },
+        el("span", { class: "score", text: m.score.toFixed(3) }),
+        m.label ? el("span", { class: "chip", text: m.label, title: m.label }) : null),
+      el("div", { class: "scorebar" }, el("div", { style: `width:${pct.toFixed(1)}%` })),
+      el("div", { class: "name", text: m.name })),
+  );
+}
+
+function drawResult(r) {
+  drawQuery(r.query, r);
+  drawPrediction(r.prediction);
+  const modeText = { "all": "all images", "same-class": `class ${r.query_class}`, "other-classes": `classes other than ${r.query_class}` }[r.mode];
+  $("results-title").textContent = `${r.matches.length} look-alike${r.matches.length === 1 ? "" : "s"}`;
+  $("results-meta").textContent = `in ${modeText} · ${(r.seconds * 1000).toFixed(0)} ms`;
+  $("grid").replaceChildren(...r.matches.map(matchCard));
+  $("empty").hidden = r.matches.length > 0;
+  if (!r.matches.length) $("empty").firstElementChild.textContent = "No matches in this mode.";
+}
+
+function useFile(file) {
+  if (!file) return;
+  if (state.fileUrl) URL.revokeObjectURL(state.fileUrl);
+  state.file = file;
+  state.fileUrl = URL.createObjectURL(file);
+  state.id = null;
+  $("drop-hint").textContent = file.name;
+  drawQuery({ id: null, name: file.name }, null);
+  if (location.hash !== "#search") history.replaceState(null, "", "#search");
+  runSearch();
+}
+
+function searchById(id) {
+  state.id = id;
+  state.file = null;
+  history.replaceState(null, "", `#id=${id}`);
+  showView("search");
+  window.scrollTo({ top: 0, behavior: "smooth" });
+  runSearch();
+}
+
+// --- clusters ---------------------------------------------------------------------------------------------------
+
+const SHEET = 24;
+
+function clusterCard(c) {
+  const sheet = el("div", { class: "sheet" });
+  const addThumbs = (ids) => sheet.append(...ids.map((id) => el("button", {
+    type: "button", title: `image ${id} · click to search from it`, onclick: () => searchById(id),
+  }, el("img", { src: `/api/thumbnails/${id}`, alt: `image ${id}`, loading: "lazy" }))));
+  addThumbs(c.ids.slice(0, SHEET));
+  const labels = Object.entries(c.labels || {}).slice(0, 4).map(([k, v]) => `${k} ${v}`).join(", ");
+  const card = el("article", { class: "panel cluster" },
+    el("header", {},
+      el("h3", { text: `Cluster ${c.id}` }),
+      el("span", { class: "muted", text: `${c.size} image${c.size === 1 ? "" : "s"}` }),
+      labels ? el("span", { class: "chip", text: labels }) : null,
+      el("a", { class: "sheet-link", href: `/api/clusters/${c.id}/sheet.png`, target: "_blank", text: "contact sheet (PNG)" })),
+    sheet);
+  if (c.ids.length > SHEET) {
+    const more = el("button", { class: "more", type: "button", text: `Show all ${c.ids.length}` });
+    more.addEventListener("click", () => { addThumbs(c.ids.slice(SHEET)); more.remove(); });
+    card.append(more);
+  }
+  return card;
+}
+
+async function loadClusters() {
+  if (state.clustersLoaded) return;
+  const box = $("clusters");
+  box.replaceChildren(el("div", { class: "loading", style: "position:static" }, el("div", { class: "spinner" })));
+  try {
+    const data = await api("/api/clusters");
+    state.clustersLoaded = true;
+    if (!data.available || !data.clusters.length) {
+      box.replaceChildren(el("div", { class: "empty", text: "This index has no clusters yet: run `lookalike cluster` on it." }));
+      return;
+    }
+    $("clusters-meta").textContent = `${data.clusters.length} clusters · ${data.noise.length} images in none`;
+    box.replaceChildren(...data.clusters.map(clusterCard));
+  } catch (e) {
+    box.replaceChildren();
+    showError($("clusters-error"), e.message);
+  }
+}
+
+// --- views and start-up -----------------------------------------------------------------------------------------
+
+function showView(name) {
+  $("view-search").hidden = name !== "search";
+  $("view-clusters").hidden = name !== "clusters";
+  $("tab-search").classList.toggle("active", name === "search");
+  $("tab-clusters").classList.toggle("active", name === "clusters");
+  if (name === "clusters") loadClusters();
+}
+
+function route() {
+  const hash = location.hash;
+  const m = hash.match(/^#id=(\d+)$/);
+  if (m) {
+    if (state.id !== Number(m[1])) { state.id = Number(m[1]); state.file = null; runSearch(); }
+    showView("search");
+  } else {
+    showView(hash === "#clusters" && state.health && state.health.clusters ? "clusters" : "search");
+  }
+}
+
+async function start() {
+  const drop = $("drop");
+  $("file").addEventListener("change", (e) => useFile(e.target.files[0]));
+  for (const ev of ["dragenter", "dragover"]) drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
+  for (const ev of ["dragleave", "drop"]) drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.remove("over"); });
+  drop.addEventListener("drop", (e) => useFile(e.dataTransfer.files[0]));
+  // a photo dropped anywhere on the page is a query, not a navigation away
+  window.addEventListener("dragover", (e) => e.preventDefault());
+  window.addEventListener("drop", (e) => { e.preventDefault(); if (e.dataTransfer.files.length) useFile(e.dataTransfer.files[0]); });
+
+  $("k").addEventListener("input", () => { $("k-out").textContent = $("k").value; });
+  $("k").addEventListener("change", runSearch);
+  for (const r of document.querySelectorAll("input[name=mode]")) r.addEventListener("change", runSearch);
+  window.addEventListener("hashchange", route);
+
+  try {
+    const h = await api("/api/health");
+    state.health = h;
+    $("index-meta").textContent = `${h.images.toLocaleString()} images · ${h.model}` +
+      (h.classes.length ? ` · ${h.classes.length} classes` : " · no labels");
+    $("k").max = Math.min(h.max_k, 50);
+    $("tab-clusters").hidden = !h.clusters;
+    if (!h.classes.length) {
+      for (const r of document.querySelectorAll("input[name=mode]")) {
+        if (r.value !== "all") { r.disabled = true; r.parentElement.classList.add("disabled"); r.parentElement.title = "this index has no labels"; }
+      }
+    }
+  } catch (e) {
+    $("index-meta").textContent = "";
+    showError($("error"), e.message);
+  }
+  route();
+}
+
+start();

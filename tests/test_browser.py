@@ -1,0 +1,147 @@
+"""End to end: the real server on a loopback port, the page driven in headless Chromium (Debian's, via Playwright).
+
+Set LOOKALIKE_DOCS_SCREENSHOT=1 to also refresh docs/server.png (the README's picture) from this run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+DOCS_PNG = Path(__file__).resolve().parent.parent / "docs" / "server.png"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """uvicorn in a thread on a free loopback port, over an index with labels and saved clusters."""
+    import uvicorn
+
+    from lookalike import Index
+    from lookalike.server.app import create_app
+
+    index = Index.build(sample_dir, tmp_path_factory.mktemp("browser") / "idx", labels="folders")
+    names, labels = index.names, index.labels
+    clusters = [
+        {"id": i, "size": labels.count(c), "paths": [n for n, lab in zip(names, labels, strict=True) if lab == c]}
+        for i, c in enumerate(index.classes)
+    ]
+    (index.store.path / "clusters.json").write_text(json.dumps({"clusters": clusters, "noise": [], "metrics": {}}))
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(index), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+            ],
+        )  # fmt: skip
+        yield b
+        b.close()
+
+
+def test_upload_a_photo_and_browse(server: str, browser, sample_queries: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    page = browser.new_page(viewport={"width": 1180, "height": 880})
+    outside: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(server) or r.url.startswith(("blob:", "data:")) else outside.append(r.url))
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    page.goto(server + "/")
+    page.wait_for_selector("text=24 images")
+    page.fill("#k", "6")  # the range input
+    page.dispatch_event("#k", "change")
+    page.set_input_files("#file", str(sample_queries / "temple.jpg"))
+    page.wait_for_function("document.querySelectorAll('#grid .match').length === 6")
+    page.wait_for_selector("#loading", state="hidden")
+    cards = page.locator("#grid .match")
+    assert cards.count() == 6
+    labels = page.locator("#grid .match .chip").all_inner_texts()
+    assert labels[0] == "temple" and labels.count("temple") >= 4, labels
+    scores = [float(s) for s in page.locator("#grid .match .score").all_inner_texts()]
+    assert scores == sorted(scores, reverse=True)
+    assert page.locator("#query-name").inner_text().startswith("temple.jpg")
+    if page.locator("#prediction").is_visible():
+        assert page.locator("#pred-label").inner_text() == "temple"
+    page.wait_for_function("[...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)")
+    shot = tmp_path / "server.png"
+    page.screenshot(path=str(shot), full_page=False)
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("LOOKALIKE_DOCS_SCREENSHOT"):
+        from PIL import Image
+
+        DOCS_PNG.parent.mkdir(exist_ok=True)
+        img = Image.open(shot)
+        img.thumbnail((900, 900), Image.Resampling.LANCZOS)
+        img.convert("RGB").quantize(colors=192, method=Image.Quantize.MEDIANCUT).save(DOCS_PNG, optimize=True)
+
+    # click the second match: it becomes the query, and is not among its own matches
+    second = cards.nth(1)
+    clicked_id = second.get_attribute("data-id")
+    second.click()
+    page.wait_for_function(f"location.hash === '#id={clicked_id}'")
+    page.wait_for_selector("#loading", state="hidden")
+    page.wait_for_function("document.querySelectorAll('#grid .match').length === 6")
+    ids = [c.get_attribute("data-id") for c in page.locator("#grid .match").all()]
+    assert clicked_id not in ids
+
+    # a class mode re-runs the search
+    page.check("input[value=other-classes]")
+    page.wait_for_function("document.querySelector('#results-meta').textContent.includes('other than')")
+    assert "temple" not in page.locator("#grid .match .chip").all_inner_texts()
+
+    # bad input is shown inline, and the page keeps working
+    bad = tmp_path / "notes.jpg"
+    bad.write_bytes(b"this is not a photo")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_selector("#error:not([hidden])")
+    assert "not an image" in page.locator("#error").inner_text()
+
+    # clusters: contact sheets of thumbnails
+    page.click("#tab-clusters")
+    page.wait_for_selector(".cluster")
+    assert page.locator(".cluster").count() == 4
+    assert page.locator(".cluster .sheet img").count() == 24
+    assert page.locator(".cluster a.sheet-link").count() == 4
+    page.screenshot(path=str(tmp_path / "clusters.png"))
+    page.locator(".cluster .sheet button").first.click()
+    page.wait_for_function("document.querySelectorAll('#grid .match').length === 6")
+    assert page.locator("#view-search").is_visible()
+
+    assert not errors, errors
+    assert not outside, f"the page reached outside the server: {outside}"
+    page.close()

@@ -1,0 +1,207 @@
+"""`lookalike train`: each loss yields a loadable model that indexes and searches; resume; bad input.
+
+Tiny resolution (64 px) and one or two epochs keep this fast; the sample folders are real-photo crops.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike.errors import LookalikeError, ModelUnavailableError
+from lookalike.models import create_model
+from lookalike.models.base import file_hash
+from lookalike.train import TrainOptions, train
+
+RES = 64
+
+
+def _opts(**kw: object) -> TrainOptions:
+    base = {"resolution": RES, "epochs": 2, "dim": 32, "batch_size": 16}
+    return TrainOptions(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trained") / "model"
+    train(sample_dir, out, _opts(epochs=3))
+    return out
+
+
+def test_model_folder_card_and_plots(trained: Path, sample_dir: Path) -> None:
+    for name in ("model.json", "MODEL.md", "weights.pt", "curves.png", "tsne.png", "complete"):
+        assert (trained / name).is_file(), name
+    assert not (trained / "run").exists()  # the checkpoint is dropped once the model is complete
+    card = json.loads((trained / "model.json").read_text())
+    assert card["format_version"] == 1 and card["loss"] == "normsoftmax" and card["scale"] == 20
+    assert card["temperature"] == pytest.approx(0.05)
+    assert [c["name"] for c in card["classes"]] == sorted(p.name for p in sample_dir.iterdir())
+    assert card["data"]["train"] + card["data"]["validation"] == sum(1 for _ in sample_dir.rglob("*.jpg"))
+    assert len(card["history"]) == card["epochs_run"] == 3
+    assert set(card["metrics"]["after"]) == {"precision_at_1", "map_at_r"}
+    # normalised softmax on four visually distinct classes: the loss falls
+    assert card["history"][-1]["loss"] < card["history"][0]["loss"]
+    assert "normsoftmax, λ = 20" in (trained / "MODEL.md").read_text()
+
+
+def test_trained_model_is_a_backbone_through_onnx(trained: Path) -> None:
+    model = create_model(str(trained))
+    assert model.runtime == "onnx"
+    assert model.config()["weights"] == file_hash(trained / "weights.pt")
+    rng = np.random.default_rng(0)
+    feats = model.features(rng.integers(0, 255, (3, RES, RES, 3), dtype=np.uint8))
+    assert feats.shape == (3, 32, 1, 1)
+    np.testing.assert_allclose(np.linalg.norm(feats[:, :, 0, 0], axis=1), 1.0, atol=1e-4)
+    # ONNX Runtime and eager torch compute the same embedding
+    torch_model = create_model(str(trained), runtime="torch")
+    x = rng.integers(0, 255, (2, RES, RES, 3), dtype=np.uint8)
+    np.testing.assert_allclose(model.features(x), torch_model.features(x), atol=1e-4)
+
+
+def test_index_with_trained_model(trained: Path, sample_dir: Path, sample_queries: Path, tmp_path: Path) -> None:
+    from lookalike import Index
+
+    index = Index.build(sample_dir, tmp_path / "idx", model=str(trained))
+    meta = index.store.meta
+    assert meta["model"]["name"] == str(trained.resolve())
+    assert meta["model"]["weights"] == file_hash(trained / "weights.pt")
+    assert meta["pooling"]["name"] == "mean" and meta["dim"] == 32 and meta["resolution"] == RES
+    for query in sorted(sample_queries.glob("*.jpg")):
+        assert index.search(query, k=1)[0].label == query.stem
+    # re-running with the same folder (another spelling of its path) updates instead of refusing
+    again = Index.build(sample_dir, tmp_path / "idx", model=str(trained / ".." / trained.name))
+    assert again.report.unchanged == len(index.store)
+
+
+@pytest.mark.parametrize("loss", ["triplet", "arcface"])
+def test_other_losses_make_valid_models(loss: str, sample_dir: Path, tmp_path: Path) -> None:
+    result = train(sample_dir, tmp_path / loss, _opts(loss=loss, epochs=1, miner="hard"))
+    assert result.epochs_run == 1 and len(result.classes) == 4
+    card = json.loads((tmp_path / loss / "model.json").read_text())
+    assert card["loss"] == loss
+    assert card["margin"] == (0.2 if loss == "triplet" else 28.6)
+    assert create_model(str(tmp_path / loss), runtime="torch").features(np.zeros((1, RES, RES, 3), np.uint8)).shape == (
+        1,
+        32,
+        1,
+        1,
+    )
+
+
+def test_fine_tuning_last_block(sample_dir: Path, tmp_path: Path) -> None:
+    result = train(sample_dir, tmp_path / "ft", _opts(unfreeze=1, epochs=1))
+    assert result.epochs_run == 1
+    base = create_model("efficientnet-lite0", runtime="torch").module.module.net
+    tuned = create_model(str(tmp_path / "ft"), runtime="torch").module.module.net
+    changed = [
+        not np.allclose(a.detach().numpy(), b.detach().numpy())
+        for a, b in zip(base._blocks[-1].parameters(), tuned._blocks[-1].parameters(), strict=True)
+    ]
+    assert any(changed)  # the last block moved ...
+    for a, b in zip(base._blocks[0].parameters(), tuned._blocks[0].parameters(), strict=True):
+        np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())  # ... the first did not
+
+
+def test_killed_run_is_refused_then_resumes(sample_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+
+    def kill_after_first_epoch(line: str) -> None:
+        if line.startswith("epoch 1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(sample_dir, out, _opts(epochs=2), log=kill_after_first_epoch)
+    assert not (out / "complete").exists()
+    with pytest.raises(ModelUnavailableError, match="unfinished training run"):
+        create_model(str(out))
+    with pytest.raises(LookalikeError, match="other options"):
+        train(sample_dir, out, _opts(epochs=2, loss="triplet"))
+    lines: list[str] = []
+    result = train(sample_dir, out, _opts(epochs=2), log=lines.append)
+    assert result.resumed_from == 1 and result.epochs_run == 2
+    assert any("resuming" in line for line in lines)
+    assert [h["epoch"] for h in json.loads((out / "model.json").read_text())["history"]] == [1, 2]
+    with pytest.raises(LookalikeError, match="already holds a trained model"):
+        train(sample_dir, out, _opts(epochs=1))
+    with pytest.raises(LookalikeError, match="nothing to resume"):
+        train(sample_dir, tmp_path / "fresh", _opts(epochs=1), resume=True)
+
+
+def test_bad_inputs(sample_dir: Path, tmp_path: Path) -> None:
+    one = tmp_path / "one"
+    shutil.copytree(sample_dir / "temple", one / "temple")
+    with pytest.raises(LookalikeError, match="at least two classes"):
+        train(one, tmp_path / "m1", _opts())
+    assert not (tmp_path / "m1").exists()
+
+    singles = tmp_path / "singles"
+    for cls in ("temple", "flower"):
+        (singles / cls).mkdir(parents=True)
+        shutil.copy(next((sample_dir / cls).glob("*.jpg")), singles / cls)
+    with pytest.raises(LookalikeError, match="two or more images"):
+        train(singles, tmp_path / "m2", _opts())
+
+    with pytest.raises(LookalikeError, match="no class folders"):
+        train(tmp_path / "singles" / "temple", tmp_path / "m3", _opts())
+
+    with pytest.raises(LookalikeError, match="unknown loss"):
+        train(sample_dir, tmp_path / "m4", _opts(loss="contrastive"))
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(LookalikeError, match="not empty"):
+        train(sample_dir, foreign, _opts())
+
+
+def test_unreadable_images_and_single_image_classes_are_reported(sample_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir, data)
+    (data / "temple" / "broken.jpg").write_bytes(b"not a jpeg")
+    (data / "flower" / "empty.jpg").write_bytes(b"")
+    (data / "lonely").mkdir()
+    shutil.copy(next((sample_dir / "temple").glob("*.jpg")), data / "lonely" / "one.jpg")
+    result = train(data, tmp_path / "m", _opts(epochs=1))
+    assert sorted(Path(p).name for p, _ in result.skipped) == ["broken.jpg", "empty.jpg"]
+    assert result.dropped_classes == ["lonely"] and "lonely" not in result.classes
+    card = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert len(card["data"]["skipped"]) == 2 and card["data"]["dropped_classes"] == ["lonely"]
+
+
+def test_model_folder_from_another_version_or_half_written(trained: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(trained, other)
+    card = json.loads((other / "model.json").read_text())
+    card["format_version"] = 99
+    (other / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelUnavailableError, match="version 99"):
+        create_model(str(other))
+    (other / "complete").unlink()
+    with pytest.raises(ModelUnavailableError, match="half-written"):
+        create_model(str(other))
+    with pytest.raises(ModelUnavailableError, match="not a model folder"):
+        create_model(str(tmp_path))
+
+
+def test_cli_train_one_line_error(tmp_path: Path, sample_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    one = tmp_path / "one"
+    shutil.copytree(sample_dir / "flower", one / "flower")
+    cmd = [
+        sys.executable,
+        "-c",
+        "from lookalike.cli import main; main()",
+        "train",
+        str(one),
+        "--out",
+        str(tmp_path / "m"),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "at least two classes" in proc.stderr
