@@ -227,9 +227,20 @@ def main() -> None:
                 print(" | ".join(str(c) for c in rows[-1]), f"({time.perf_counter() - t0:.0f}s)", flush=True)
                 del rv, fv
             del rooms_raw, flowers_raw
-    (CACHE / "descriptors-results.json").write_text(json.dumps(results, indent=1))
-    if args.no_write:
+    if args.no_write or args.only:
         return
+    # runs at other resolutions (same code) are kept, so resolutions can be measured one run at a time
+    saved = CACHE / "descriptors-results.json"
+    if saved.is_file():
+        old = [r for r in json.loads(saved.read_text()) if r["resolution"] not in resolutions]
+        results = sorted(old + results, key=lambda r: r["resolution"])
+        resolutions = sorted({r["resolution"] for r in results})
+    saved.write_text(json.dumps(results, indent=1))
+    rows = [
+        [r["resolution"], r["pooling"], f"→ {r['pca']}" if r["pca"] else "no", r["dim"], f"{100 * r['acc']:.1f}%",
+         f"{r['mapr']:.3f}", f"{r['ips']:.0f}"]
+        for r in results
+    ]  # fmt: skip
     base = next(r for r in results if r["resolution"] == resolutions[0] and r["pooling"] == "mean" and not r["pca"])
     best = max(results, key=lambda r: r["acc"])
     body = (
@@ -237,8 +248,10 @@ def main() -> None:
         "Dense features of the offline default backbone extracted once per dataset × resolution, then pooled every way. "
         "rooms: 3,633 photos, 5 classes, 5-fold stratified kNN (k=10, cosine, distance-weighted votes). "
         "flowers12: 720 photos, 12 species, mAP@R (each image queries the other 719). "
-        f"VLAD vocabularies (spherical k-means, FAISS; soft assignment alpha={alpha:g}) and PCA-whitening are fitted per "
-        "dataset on all its images without labels, as `lookalike index` fits them on the collection it indexes "
+        f"VLAD vocabularies (spherical k-means, FAISS, on at most 500 images / 100k local descriptors; soft assignment "
+        f"alpha={alpha:g}) and PCA-whitening (`--pca 512`: the library's partial whitening, eigenvalues^-0.25 after "
+        "adding their mean) are fitted per dataset on all its images without labels, as `lookalike index` fits them "
+        "on the collection it indexes "
         "(so the kNN's held-out folds took part in those unsupervised fits). "
         "images/s = 1 / (feature extraction incl. JPEG decoding + pooling + whitening, per image) on rooms.\n\n"
         + markdown_table(header, rows)

@@ -118,7 +118,7 @@ def rooms(results: dict, finetune: bool) -> None:
     tr, te = split(files)
     ytr, yte = [c for _, c in tr], [c for _, c in te]
     rows = results.setdefault("rooms", {})
-    for res in (224,) + ((160,) if finetune else ()):
+    for res in (224,):
         xtr, xte = pooled(tr, res), pooled(te, res)
         knn, lin = classify(xtr, ytr, xte, yte)
         intra, inter = compactness(xte, yte)
@@ -134,8 +134,8 @@ def rooms(results: dict, finetune: bool) -> None:
         runs += [("rooms-triplet", {"loss": "triplet"}), ("rooms-triplet-hard", {"loss": "triplet", "miner": "hard"})]
         runs += [("rooms-arcface", {"loss": "arcface"})]
     else:
-        runs += [("rooms-u1-160", {"loss": "normsoftmax", "unfreeze": 1, "resolution": 160, "epochs": 6})]
-        runs += [("rooms-u2-160", {"loss": "normsoftmax", "unfreeze": 2, "resolution": 160, "epochs": 6})]
+        runs += [("rooms-u1", {"loss": "normsoftmax", "unfreeze": 1})]
+        runs += [("rooms-u2", {"loss": "normsoftmax", "unfreeze": 2})]
     for name, opts in runs:
         model_dir, secs, card = run_train(name, tr, **opts)
         res = card["resolution"]

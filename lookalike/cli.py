@@ -262,10 +262,11 @@ def serve(
 def scene(
     image: Annotated[Path, typer.Argument(help="Photo of a packed shelf (or any scene with many objects).")],
     detections: Annotated[
-        Path, typer.Option("--detections", "-d", help="JSON boxes: {id: {x1, y1, x2, y2}}, [[x1, y1, x2, y2]], ...")
+        Path,
+        typer.Option("--detections", "-d", help="JSON boxes: {id: {x1, y1, x2, y2}} or a list of \\[x1, y1, x2, y2]."),
     ],
     fmt: Annotated[
-        str, typer.Option("--format", help="auto | dict | xyxy | coco ([x, y, w, h]; auto reads 4-lists as corners).")
+        str, typer.Option("--format", help="auto | dict | xyxy | coco (\\[x, y, w, h]; auto reads 4-lists as corners).")
     ] = "auto",
     model: Annotated[str | None, typer.Option(help="Backbone name, or a folder from `lookalike train`.")] = None,
     resolution: Annotated[int | None, typer.Option(help="Crop input size in pixels (default: the model's).")] = None,
@@ -330,7 +331,7 @@ def train_cmd(
     margin: Annotated[float | None, typer.Option(help="Triplet margin [0.2]; ArcFace, degrees [28.6].")] = None,
     miner: Annotated[str, typer.Option(help="Triplet miner: semihard or hard (batch-hard).")] = "semihard",
     unfreeze: Annotated[int, typer.Option(help="Backbone blocks to fine-tune (0: head only).")] = 0,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs [40 with --unfreeze 0, else 8].")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs [40]; early stopping may end sooner.")] = None,
     val_split: Annotated[float, typer.Option(help="Fraction of each class held out for validation.")] = 0.15,
     resolution: Annotated[int | None, typer.Option(help="Input size in pixels [model default].")] = None,
     model: Annotated[str, typer.Option(help="Base backbone.")] = "efficientnet-lite0",

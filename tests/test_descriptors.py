@@ -119,10 +119,14 @@ def test_vlad_vocabulary_roundtrip_and_errors(clustered: tuple[np.ndarray, np.nd
 def test_pca_whitening_whitens(n: int, d: int, tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(n, d)) * np.linspace(5, 0.5, d) + rng.normal(size=d)
-    pca = PCAWhitening(dim=10).fit(x)
+    pca = PCAWhitening(dim=10, power=0.5, shrink=0.0).fit(x)  # textbook whitening: identity covariance
     y = pca.transform(x)
     assert y.shape == (n, 10) and pca.output_dim(d) == 10
     np.testing.assert_allclose(np.cov(y.T, bias=True), np.eye(10), atol=1e-3)
+    # the default partial whitening keeps the order of variances but narrows their spread
+    var = np.var(PCAWhitening(dim=10).fit(x).transform(x), axis=0)
+    raw = np.var(PCAWhitening(dim=10, power=0.0, shrink=0.0).fit(x).transform(x), axis=0)
+    assert np.all(np.diff(var) <= 1e-9) and var[0] / var[-1] < raw[0] / raw[-1]
     pca.save(tmp_path)
     again = make_post(pca.config(), tmp_path)
     np.testing.assert_allclose(again.transform(x), y, atol=1e-5)
