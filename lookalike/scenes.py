@@ -687,9 +687,15 @@ def draw_scene(
         borderaxespad=0.0,
     )
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi, bbox_inches="tight", pad_inches=0.05)
-    plt.close(fig)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=dpi, bbox_inches="tight", pad_inches=0.05)
+    except OSError as exc:
+        raise LookalikeError(
+            f"cannot write the overlay to {out}: {exc.strerror or exc}; choose another --out"
+        ) from None
+    finally:
+        plt.close(fig)
     return out
 
 

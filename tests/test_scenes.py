@@ -361,6 +361,7 @@ def test_cli_bad_inputs_are_one_line(shelf, monkeypatch, capsys, tmp_path: Path)
         (["scene", image, "-d", tmp_path / "none.json"], "detections file not found"),
         (["scene", missing_image, "-d", coco_like, "--format", "coco"], "cannot read"),
         (["scene", image, "-d", coco_like], "--format coco"),
+        (["scene", image, "-d", coco_like, "--format", "coco", "--out", broken / "o.png"], "cannot write the overlay"),
     ]:
         code, _, err = _cli(monkeypatch, capsys, *args)
         assert code == 1
