@@ -134,7 +134,6 @@ def rooms(results: dict, finetune: bool) -> None:
         runs += [("rooms-triplet", {"loss": "triplet"}), ("rooms-triplet-hard", {"loss": "triplet", "miner": "hard"})]
         runs += [("rooms-arcface", {"loss": "arcface"})]
     else:
-        runs += [("rooms-u1", {"loss": "normsoftmax", "unfreeze": 1})]
         runs += [("rooms-u2", {"loss": "normsoftmax", "unfreeze": 2})]
     for name, opts in runs:
         model_dir, secs, card = run_train(name, tr, **opts)
@@ -241,8 +240,16 @@ def report(results: dict) -> None:
         )
         lam = [k for k in r if k.startswith("rooms-normsoftmax-l")]
         if lam:
+            best = max(max(v["knn"], v["linear"]) for k, v in r.items() if not k.startswith("untrained"))
             parts.append(
-                "λ sweep (normalised softmax, unfreeze 0): the rows `normsoftmax λ=…` above. Target ≥ 0.92 accuracy."
+                "λ sweep (normalised softmax, unfreeze 0): the rows `normsoftmax λ=…` above. Smaller λ spreads the "
+                "classes apart (mean cosine between classes falls from 0.85 at λ=64 to about −0.1 at λ=8) while "
+                "accuracy hardly moves. Target ≥ 0.92 accuracy: **not reached**; the best head-only embedding scores "
+                f"{best:.3f}. A projection head on frozen pooled features gains 2–4 points of kNN accuracy over the "
+                "untrained features but not the linear probe: the features themselves have to change "
+                "(`--unfreeze`), which this run did not measure (see the README). `train s` is wall-clock time of "
+                "the training epochs with other helpers' jobs sharing the two cores (the λ=20 and λ=32 runs "
+                "overlapped a CPU-heavy job; the others took 11–21 s)."
             )
         if "rooms-normsoftmax-l20" in r and "onnx_diff" in r["rooms-normsoftmax-l20"]:
             parts.append(
@@ -277,6 +284,8 @@ def report(results: dict) -> None:
                     ],
                 ],
             )
+            + "\n\nTrained on the 25 ids, the embedding gathers each product's crops (mAP@R up sharply); on ids it "
+            "never saw it ranks worse than the untrained backbone: it specialises to the products it was taught."
         )
     write_section("train", "## Learned embeddings (`lookalike train`)\n\n" + "\n\n".join(parts))
 

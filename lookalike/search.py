@@ -22,6 +22,17 @@ import numpy as np
 from lookalike.errors import LookalikeError
 
 
+
+def faiss_search(index: Any, x: np.ndarray, k: int, params: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search`` that still takes ``params`` after ``faiss.contrib.torch_utils`` patched the class.
+
+    pytorch-metric-learning imports that module, which swaps ``Index.search`` for a torch-aware version without the
+    ``params`` argument (ID selectors); the original numpy method stays available as ``search_numpy``.
+    """
+    search = getattr(index, "search_numpy", index.search)
+    return search(x, k, params=params) if params is not None else search(x, k)
+
+
 class VectorSearch:
     """Top-k by cosine over a fixed set of vectors, with optional allow-lists and per-query exclusions.
 
@@ -63,7 +74,7 @@ class VectorSearch:
         """
         if self.kind == "flat":
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-            return self.index.search(queries, kk, params=params)
+            return faiss_search(self.index, queries, kk, params)
         if len(allowed) <= EXACT_RESTRICTED_LIMIT:
             return _exact_subset(self.index, queries, kk, allowed)
         widen = len(self) / max(len(allowed), 1)
@@ -75,7 +86,7 @@ class VectorSearch:
         else:
             ef = max(kk, int(np.ceil(self.index.hnsw.efSearch * widen)))
             params = faiss.SearchParametersHNSW(sel=sel, efSearch=ef)
-        return self.index.search(queries, kk, params=params)
+        return faiss_search(self.index, queries, kk, params)
 
     def search(
         self,
@@ -180,8 +191,10 @@ ANN_KINDS = ("auto", "flat", "ivf", "hnsw")
 #: exact single-query search takes ~13 ms at 10k, ~90 ms at 100k, ~700 ms at 1M (it is memory-bandwidth bound);
 #: below 100k an IVF index gains only a few times and costs recall, above it the gain grows to ~1000× at 1M.
 AUTO_ANN_THRESHOLD = 100_000
-#: An ANN index scores a restricted search (one class) exactly when it allows at most this many ids.
-EXACT_RESTRICTED_LIMIT = 20_000
+#: An ANN index scores a restricted search (one class) exactly when it allows at most this many ids. Measured at 1M
+#: (BENCHMARKS.md, scale): reconstructing rows costs ~5 µs each (10,000 allowed ids: 48 ms), while the ID-selector
+#: path answered 100,000 allowed ids in 15 ms at recall 1.0, so only small allow-lists take the exact path.
+EXACT_RESTRICTED_LIMIT = 2_000
 #: Build-time tuning picks the smallest search depth whose measured recall@10 reaches this.
 TARGET_RECALL = 0.97
 ANN_FILE = "ann.faiss"
