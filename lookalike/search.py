@@ -22,7 +22,6 @@ import numpy as np
 from lookalike.errors import LookalikeError
 
 
-
 def faiss_search(index: Any, x: np.ndarray, k: int, params: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """``index.search`` that still takes ``params`` after ``faiss.contrib.torch_utils`` patched the class.
 
