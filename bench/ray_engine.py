@@ -120,6 +120,9 @@ def main() -> None:
     drv = driver_cost(ray_idx)
     driver_rate = 1 / drv
 
+    def human(seconds: float) -> str:
+        return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
     def predict(images: int, workers: int) -> float:
         return fixed + images * max(per_image_worker / workers, drv)
 
@@ -132,7 +135,7 @@ def main() -> None:
     model_rows = []
     for images in (11_300, 100_000, 1_000_000):
         for workers in (2, 16, 64, 256):
-            model_rows.append([f"{images:,}", workers, f"{predict(images, workers) / 3600:.2f} h",
+            model_rows.append([f"{images:,}", workers, human(predict(images, workers)),
                                f"{min(workers / per_image_worker, driver_rate):.0f}"])  # fmt: skip
     body = "\n".join(
         [

@@ -19,6 +19,15 @@ from lookalike.images import load_image
 THUMB = 256
 
 
+def save_figure(fig: plt.Figure, out: str | os.PathLike[str], dpi: int = 100) -> Path:
+    """Write a figure (creating its folder) and free it: pyplot keeps every open figure alive otherwise."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
 def thumbnail(source: str | os.PathLike[str] | Image.Image, size: int = THUMB) -> np.ndarray:
     """A small RGB array for plotting; an unreadable file becomes a grey tile rather than a failed figure."""
     try:
@@ -55,11 +64,7 @@ def result_grid(results: Sequence, out: str | os.PathLike[str], *, tile: float =
             ax.set_title(f"#{m.rank}  {m.score:.3f}{label}", fontsize=9)
             ax.text(0.5, -0.06, _short(m.name), transform=ax.transAxes, ha="center", va="top", fontsize=7)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 # --- VLAD assignment maps (issue 3) ---------------------------------------------------------------------------
@@ -117,22 +122,10 @@ def vlad_map(index, image: str | os.PathLike[str], out: str | os.PathLike[str], 
         ncol=1 if len(handles) <= 20 else 2,
     )  # fmt: skip
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 # --- classification pictures (issue 4) ----------------------------------------------------------------------------
-
-
-def _save(fig, out: str | os.PathLike[str]) -> Path:  # noqa: ANN001
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
 
 
 def confusion_png(labels: Sequence[str], matrix: Sequence[Sequence[int]], out: str | os.PathLike[str]) -> Path:
@@ -152,7 +145,7 @@ def confusion_png(labels: Sequence[str], matrix: Sequence[Sequence[int]], out: s
     ax.set_ylabel("true")
     ax.set_title("confusion (colour: share of the true class)", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def tsne_png(
@@ -205,7 +198,7 @@ def tsne_png(
     ax.set_title(f"{title} ({shown} points)", fontsize=10)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, markerscale=1.5)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def mistakes_png(
@@ -228,4 +221,4 @@ def mistakes_png(
         ax.text(0.5, -0.06, _short(Path(path).name, 24), transform=ax.transAxes, ha="center", va="top", fontsize=7)
     fig.suptitle(f"{true_class} misclassified as (probability)", fontsize=11)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)
