@@ -23,7 +23,7 @@ from lookalike.images import find_images, load_image
 from lookalike.models import create_model
 
 
-def seed_style_loop(paths: list[Path]) -> float:
+def seed_style_loop(paths: list[Path], resolution: int) -> float:
     """What the seed notebooks did: one image at a time, PIL resize, eager torch, mean pooling. Returns images/s."""
     import torch
 
@@ -33,7 +33,7 @@ def seed_style_loop(paths: list[Path]) -> float:
     start = time.perf_counter()
     with torch.inference_mode():
         for p in paths:
-            img = load_image(p).resize((224, 224))
+            img = load_image(p).resize((resolution, resolution))
             x = torch.from_numpy(np.asarray(img, dtype=np.float32)[None])
             feats = module(x)
             v = feats.mean(dim=(2, 3))
@@ -45,6 +45,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=0, help="use only the first N images (0 = all)")
     ap.add_argument("--seed-images", type=int, default=300, help="images for the seed-style eager loop")
+    ap.add_argument("--resolution", type=int, default=0, help="input size (0 = the model's default)")
     args = ap.parse_args()
     rooms = dataset("rooms")
     work = Path(tempfile.mkdtemp(prefix="lookalike-bench-"))
@@ -60,11 +61,12 @@ def main() -> None:
         n = len(paths)
 
         # warm the model (ONNX export is cached; first session run allocates)
-        describer = Describer(create_model("efficientnet-lite0"), make_pooling("gem"), 224)
-        describer.describe_arrays(np.zeros((8, 224, 224, 3), np.uint8), np.full((8, 2), 224))
+        describer = Describer(create_model("efficientnet-lite0"), make_pooling("gem"), args.resolution or None)
+        res = describer.resolution
+        describer.describe_arrays(np.zeros((8, res, res, 3), np.uint8), np.full((8, 2), res))
 
         # 1. model alone on pre-decoded tensors
-        prepared = [describer.prepare_image(load_image(p, target=224)) for p in paths]
+        prepared = [describer.prepare_image(load_image(p, target=res)) for p in paths]
         pixels = np.stack([p for p, _ in prepared])
         valid = np.array([v for _, v in prepared])
         del prepared
@@ -76,7 +78,7 @@ def main() -> None:
 
         # 2. end to end: discovery, read, hash, decode, letterbox, model, pooling, Parquet, checkpoints
         start = time.perf_counter()
-        idx = Index.build(src, work / "index", pooling="gem", resolution=224)
+        idx = Index.build(src, work / "index", pooling="gem", resolution=res)
         full_s = time.perf_counter() - start
         end_to_end = n / full_s
         assert len(idx) == n, (len(idx), n)
@@ -88,7 +90,7 @@ def main() -> None:
         assert again.report.embedded == 0
 
         # 4. seed-style per-image eager torch loop
-        seed = seed_style_loop(paths[: args.seed_images])
+        seed = seed_style_loop(paths[: args.seed_images], res)
 
         rows = [
             ["model alone, pre-decoded tensors (ONNX Runtime, batch 32)", f"{model_only:.1f}", "1.00×", ""],
@@ -98,7 +100,8 @@ def main() -> None:
         ]  # fmt: skip
         body = (
             f"### Indexing throughput (issue 2)\n\n"
-            f"{n:,} real 416×416 JPEGs from `../shared/data/rooms`, EfficientNet-Lite0 at 224 px, GeM pooling.\n\n"
+            f"{n:,} real 416×416 JPEGs from `../shared/data/rooms`, EfficientNet-Lite0 at {res} px (the default), GeM "
+            "pooling; the seed-style loop runs at the same resolution.\n\n"
             + markdown_table(["pipeline", "images/s", "vs model-only", "target"], rows)
             + f"\n\n- End to end vs the seed-style loop: **{end_to_end / seed:.1f}× faster** (target ≥ 4×).\n"
             f"- Full index run {full_s:.1f} s; re-indexing the unchanged folder {reindex_s:.2f} s = "

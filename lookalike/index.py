@@ -30,7 +30,7 @@ from lookalike.progress import bar
 from lookalike.search import VectorSearch
 from lookalike.store import INDEX_DIRNAME, Store, make_table
 
-DEFAULT_POOLING = "gem"  # best room kNN accuracy and flowers mAP@R at 224 px (BENCHMARKS.md "descriptors")
+DEFAULT_POOLING = "gem"  # best room kNN accuracy and flowers mAP@R at 224 and 320 px (BENCHMARKS.md "descriptors")
 MODES = ("all", "same-class", "other-classes")
 
 Query = str | os.PathLike[str] | Image.Image | np.ndarray
