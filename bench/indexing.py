@@ -20,6 +20,7 @@ from lookalike import Index
 from lookalike.aggregate import make_pooling
 from lookalike.embed import Describer
 from lookalike.images import find_images, load_image
+from lookalike.index import DEFAULT_BATCH
 from lookalike.models import create_model
 
 
@@ -71,8 +72,8 @@ def main() -> None:
         valid = np.array([v for _, v in prepared])
         del prepared
         start = time.perf_counter()
-        for i in range(0, n, 32):
-            describer.describe_arrays(pixels[i : i + 32], valid[i : i + 32])
+        for i in range(0, n, DEFAULT_BATCH):
+            describer.describe_arrays(pixels[i : i + DEFAULT_BATCH], valid[i : i + DEFAULT_BATCH])
         model_only = n / (time.perf_counter() - start)
         del pixels
 
@@ -93,7 +94,7 @@ def main() -> None:
         seed = seed_style_loop(paths[: args.seed_images], res)
 
         rows = [
-            ["model alone, pre-decoded tensors (ONNX Runtime, batch 32)", f"{model_only:.1f}", "1.00×", ""],
+            [f"model alone, pre-decoded tensors (ONNX Runtime, batch {DEFAULT_BATCH})", f"{model_only:.1f}", "1.00×", ""],
             ["`Index.build` end to end", f"{end_to_end:.1f}", f"{end_to_end / model_only:.2f}×", "≥ 0.8× of model-only"],
             [f"seed-style loop (per image, eager torch; {min(n, args.seed_images)} images)", f"{seed:.1f}",
              f"{seed / model_only:.2f}×", ""],

@@ -77,7 +77,7 @@ def index(
     pca: Annotated[int | None, typer.Option(help="PCA-whiten vectors to this size (fitted on the index).")] = None,
     vocab: Annotated[Path | None, typer.Option(help="VLAD: reuse a saved vocabulary (from `vocab fit --out`).")] = None,
     weights: Annotated[Path | None, typer.Option(help="Checkpoint file for hub models (dinov2-*).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 8,
     workers: Annotated[int | None, typer.Option(help="Decoding threads.")] = None,
     rebuild: Annotated[bool, typer.Option(help="Re-embed everything (e.g. to change model).")] = False,
     engine: Annotated[str, typer.Option(help="local, or ray: decode + embed on Ray (pip install lookalike[ray]).")] = "local",

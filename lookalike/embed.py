@@ -88,7 +88,7 @@ class Describer:
     def prepare_image(self, img: Image.Image) -> tuple[np.ndarray, tuple[int, int]]:
         return letterbox(img, self.resolution)
 
-    def describe_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+    def describe_images(self, images: Sequence[Image.Image], batch_size: int = 8) -> np.ndarray:
         out = []
         for start in range(0, len(images), batch_size):
             prepared = [self.prepare_image(img) for img in images[start : start + batch_size]]
@@ -116,7 +116,7 @@ class Describer:
         paths: Iterable[Path],
         *,
         known_hashes: Callable[[Path], str | None] | None = None,
-        batch_size: int = 32,
+        batch_size: int = 8,
         workers: int | None = None,
     ) -> Iterator[Batch]:
         """Yield batches in input order; decoding runs ``workers`` files ahead of the model in a thread pool.
