@@ -20,17 +20,28 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from lookalike.aggregate import make_pooling
+from lookalike.aggregate import make_pooling, make_post
+from lookalike.distributed import ENGINES, ray_describe_files, require_ray
 from lookalike.embed import Describer
 from lookalike.errors import IndexMismatchError, LookalikeError
 from lookalike.images import IMAGE_EXTENSIONS, content_hash, decode, find_images, read_file
 from lookalike.models import create_model
 from lookalike.models.registry import DEFAULT_MODEL
 from lookalike.progress import bar
-from lookalike.search import VectorSearch
-from lookalike.store import INDEX_DIRNAME, Store, make_table
+from lookalike.search import ANN_KINDS, VectorSearch, open_searcher, refresh_ann
+from lookalike.store import INDEX_DIRNAME, VECTOR_TYPES, Store, make_table
+from lookalike.vocab import (
+    check_same_vocabulary,
+    ensure_vocabulary,
+    fit_pending_post,
+    model_kwargs,
+    stored_model_kwargs,
+    use_vocabulary,
+)
 
-DEFAULT_BATCH = 8  # ONNX Runtime on 2 cores: 118-126 images/s at batch 4-8 vs 101 at 32 (320 px) (cache-friendlier activations)
+DEFAULT_BATCH = (
+    8  # ONNX Runtime on 2 cores: 118-126 images/s at batch 4-8 vs 101 at 32 (320 px) (cache-friendlier activations)
+)
 DEFAULT_POOLING = "gem"  # best room kNN accuracy and flowers mAP@R at 224 and 320 px (BENCHMARKS.md "descriptors")
 MODES = ("all", "same-class", "other-classes")
 
@@ -151,9 +162,6 @@ class Index:
         ``num_workers`` CPUs; see :mod:`lookalike.distributed`). ``ann``: auto|flat|ivf|hnsw search index, kept in
         the index folder (see :func:`lookalike.search.refresh_ann`). ``vectors``: float32|float16 storage.
         """
-        from lookalike.distributed import ENGINES, require_ray
-        from lookalike.search import ANN_KINDS
-        from lookalike.store import VECTOR_TYPES
 
         if engine not in ENGINES:
             raise LookalikeError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -193,7 +201,6 @@ class Index:
                 asked["resolution"] = Describer(describer.model, describer.pooling, resolution).resolution
             if pca:
                 asked["pca"] = int(pca)
-            from lookalike.vocab import check_same_vocabulary
 
             check_same_vocabulary(describer.pooling, vocab, index_path)
             if not _same_config(store.meta, asked):
@@ -207,8 +214,6 @@ class Index:
             if vectors:
                 store.meta["vectors"] = vectors  # a change of storage type is a cast on commit, not a re-embed
         else:
-            from lookalike.vocab import model_kwargs, use_vocabulary
-
             backbone = create_model(model or DEFAULT_MODEL, **model_kwargs(runtime, weights, model or DEFAULT_MODEL))
             # a trained embedding (N, D, 1, 1) asks for mean pooling: GeM would clamp its negative components
             default_pooling = getattr(backbone, "default_pooling", None) or DEFAULT_POOLING
@@ -239,10 +244,8 @@ class Index:
                 engine=engine,
                 engine_options={"address": address, "num_workers": num_workers},
             )
-            from lookalike.vocab import fit_pending_post
 
             fit_pending_post(index)
-            from lookalike.search import refresh_ann
 
             refresh_ann(store, ann)
         report.seconds = time.perf_counter() - started
@@ -268,7 +271,6 @@ class Index:
         if not files and len(store) == 0:
             exts = ", ".join(sorted(IMAGE_EXTENSIONS))
             raise LookalikeError(f"no images found in {root} (looked for {exts}, in any case)")
-        from lookalike.vocab import ensure_vocabulary
 
         ensure_vocabulary(self, files, progress=progress)
 
@@ -332,8 +334,6 @@ class Index:
         try:
             with bar("embedding", len(to_embed), progress and bool(to_embed)) as tick:
                 if engine == "ray":
-                    from lookalike.distributed import ray_describe_files
-
                     batches = ray_describe_files(
                         store.meta, store.path, to_embed, known_hashes=known.get, batch_size=batch_size,
                         runtime=self.runtime, **(engine_options or {}),
@@ -444,8 +444,6 @@ class Index:
     def searcher(self) -> VectorSearch:
         """Exact search, or the index folder's ANN index when ``--ann`` made one for these vectors."""
         if self._search is None:
-            from lookalike.search import open_searcher
-
             self._search = open_searcher(self.store)
         return self._search
 
@@ -609,7 +607,6 @@ def describe_config(meta: dict[str, Any]) -> str:
 def describer_from_meta(store: Store, *, runtime: str = "auto") -> Describer:
     """Rebuild the exact describer an index was made with; refuse if the model's weights changed."""
     meta = store.meta
-    from lookalike.vocab import stored_model_kwargs
 
     model = create_model(meta["model"]["name"], **stored_model_kwargs(runtime, meta["model"]))
     if model.config() != meta["model"]:
@@ -622,7 +619,5 @@ def describer_from_meta(store: Store, *, runtime: str = "auto") -> Describer:
         pooling.load(store.path)
     post = None
     if meta.get("post"):
-        from lookalike.aggregate import make_post
-
         post = make_post(meta["post"], store.path)
     return Describer(model, pooling, meta["resolution"], post=post)
