@@ -80,7 +80,9 @@ def index(
     batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 8,
     workers: Annotated[int | None, typer.Option(help="Decoding threads.")] = None,
     rebuild: Annotated[bool, typer.Option(help="Re-embed everything (e.g. to change model).")] = False,
-    engine: Annotated[str, typer.Option(help="local, or ray: decode + embed on Ray (pip install lookalike[ray]).")] = "local",
+    engine: Annotated[
+        str, typer.Option(help="local, or ray: decode + embed on Ray (pip install lookalike[ray]).")
+    ] = "local",
     address: Annotated[
         str | None, typer.Option(help="Ray cluster to join (auto, ray://host:10001); default: start a local Ray.")
     ] = None,
@@ -88,7 +90,9 @@ def index(
     ann: Annotated[
         str | None, typer.Option(help="Search index: auto (exact until 100k images, then IVF), flat, ivf, hnsw.")
     ] = None,
-    vectors: Annotated[str | None, typer.Option(help="Vector storage: float32 (default) or float16 (half size).")] = None,
+    vectors: Annotated[
+        str | None, typer.Option(help="Vector storage: float32 (default) or float16 (half size).")
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Index a folder of photos, or bring its index up to date (only new and changed files are embedded)."""
@@ -214,27 +218,19 @@ def demo(
     quiet: QuietOpt = False,
 ) -> None:
     """The main job end to end: index sample photos (or yours), search with a query, draw the result grid."""
-    from lookalike.images import find_images
-    from lookalike.index import Index
-    from lookalike.plots import result_grid
-    from lookalike.samples import make_samples
+    from lookalike.samples import run_demo
 
+    demo_run = run_demo(photos, work, k=k, progress=not quiet)
     if photos is None:
-        photos = make_samples(work / "samples")
-        queries = sorted((work / "samples-queries").glob("*.jpg"))
         err.print(
-            f"sample photos: {photos} ({len(find_images(photos))} images made from photos shipped by dependencies)"
+            f"sample photos: {demo_run.photos} ({len(demo_run.index)} images made from photos shipped by dependencies)"
         )
-    else:
-        queries = find_images(photos)[:: max(1, len(find_images(photos)) // 3)][:3]
-    idx = Index.build(photos, work / "index", progress=not quiet)
-    _print_report(idx.report, quiet)
-    results = idx.search_many([str(q) for q in queries], k)
-    for r in results:
+    _print_report(demo_run.index.report, quiet)
+    for r in demo_run.results:
         out.print(f"[bold]{r.query}[/]")
         for m in r.matches:
             out.print(f"  #{m.rank} {m.score:.3f} {m.label or '':12} {m.name}")
-    err.print(f"grid: {result_grid(results, work / 'results.png')}")
+    err.print(f"grid: {demo_run.grid}")
 
 
 # --- server ---
@@ -243,7 +239,9 @@ def demo(
 @app.command()
 def serve(
     index: IndexOpt = Path(".lookalike"),
-    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload, in MB.")] = 20,
     workers: Annotated[int | None, typer.Option(help="Searches run at once (default: CPU cores).")] = None,
@@ -419,7 +417,8 @@ def cluster(
     hdbscan_size: Annotated[int, typer.Option(help="hdbscan: minimum cluster size of the first pass.")] = 5,
     pca: Annotated[int | None, typer.Option(help="hdbscan: reduce to this many dimensions first.")] = None,
     suggest_only: Annotated[
-        bool, typer.Option("--suggest", help="Print the similarity distribution and suggested thresholds; no clustering.")
+        bool,
+        typer.Option("--suggest", help="Print the similarity distribution and suggested thresholds; no clustering."),
     ] = False,
     as_json: JsonOpt = False,
     export: Annotated[Path | None, typer.Option(help="Write cluster folders, contact sheets, index.html here.")] = None,
@@ -631,9 +630,7 @@ def evaluate(
         out.print(t)
         r = Table("k", "R@k", "P@k", "top-k class acc.")
         for kk in m["recall_at"]:
-            r.add_row(
-                kk, f"{m['recall_at'][kk]:.3f}", f"{m['precision_at'][kk]:.3f}", f"{m['top_k_accuracy'][kk]:.3f}"
-            )
+            r.add_row(kk, f"{m['recall_at'][kk]:.3f}", f"{m['precision_at'][kk]:.3f}", f"{m['top_k_accuracy'][kk]:.3f}")
         out.print(r)
     if report:
         err.print(f"report: {write_report(idx, ev, report)}")
@@ -659,7 +656,9 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: what was embedded is saved; run the same command again to resume", soft_wrap=True)
+        err.print(
+            "[yellow]interrupted[/]: what was embedded is saved; run the same command again to resume", soft_wrap=True
+        )
         sys.exit(130)
 
 

@@ -8,7 +8,9 @@ a crop of the temple must find other temple crops, not the flower.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
@@ -61,3 +63,41 @@ def make_samples(out_dir: str | os.PathLike[str], per_class: int = 8, size: int 
             _variant(img, rng, size).save(out / name / f"{name}_{i:02d}.jpg", quality=90)
         _variant(img, rng, size).save(queries / f"{name}.jpg", quality=90)
     return out
+
+
+@dataclass
+class DemoRun:
+    photos: Path
+    index: Any  # lookalike.Index
+    results: list
+    grid: Path
+
+
+def run_demo(
+    photos: str | os.PathLike[str] | None, work: str | os.PathLike[str], k: int = 5, progress: bool = False
+) -> DemoRun:
+    """Index the sample photos (or a user's folder), search with a few queries and draw the result grid.
+
+    Each photo folder gets its own index under ``work`` (named after the folder and a hash of its path), so running
+    the demo on another folder never collides with the index of the last one.
+    """
+    import hashlib
+
+    from lookalike.images import find_images
+    from lookalike.index import Index
+    from lookalike.plots import result_grid
+
+    work = Path(work)
+    if photos is None:
+        root = make_samples(work / "samples")
+        queries = sorted((work / "samples-queries").glob("*.jpg"))
+        index_dir = work / "index"
+    else:
+        root = Path(photos)
+        found = find_images(root)
+        queries = found[:: max(1, len(found) // 3)][:3]
+        digest = hashlib.blake2b(str(root.resolve()).encode(), digest_size=4).hexdigest()
+        index_dir = work / f"index-{root.resolve().name}-{digest}"
+    index = Index.build(root, index_dir, progress=progress)
+    results = index.search_many([str(q) for q in queries], k)
+    return DemoRun(root, index, results, result_grid(results, work / "results.png"))

@@ -268,3 +268,14 @@ def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], code: int, mes
     assert "Traceback" not in r.stderr
     if code == 1:
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_demo_on_samples_and_on_a_users_folder(photos: Path, tmp_path: Path) -> None:
+    from lookalike.samples import run_demo
+
+    run = run_demo(None, tmp_path / "demo", k=3)
+    assert run.grid.is_file() and len(run.results) == 4
+    assert all(m.label == Path(r.query).stem for r in run.results for m in r.matches)
+    mine = run_demo(photos, tmp_path / "demo", k=3)  # another folder: its own index, no clash with the samples'
+    assert mine.index.store.path != run.index.store.path and len(mine.index) == 24
+    assert all(len(r.matches) == 3 for r in mine.results)
