@@ -162,6 +162,17 @@ def search(
         err.print(f"grid: {result_grid(results, grid)}")
 
 
+def _describe_head(head: dict[str, Any] | None) -> str:
+    if not head:
+        return "none fitted (kNN vote; `lookalike fit` stores one)"
+    if "error" in head:
+        return head["error"]
+    state = "[yellow]stale: run `lookalike fit` again[/]" if head.get("stale") else "current"
+    acc = (head.get("metrics") or {}).get("val_accuracy")
+    acc_text = f", held-out accuracy {acc:.3f}" if isinstance(acc, (int, float)) else ""
+    return f"{head.get('method')} on {head.get('n_train')} images{acc_text}, {state}"
+
+
 @app.command()
 def info(index: IndexOpt = Path(".lookalike"), as_json: JsonOpt = False) -> None:
     """What an index holds: images, model, pooling, vector size, labels, skipped files, disk size."""
@@ -190,6 +201,7 @@ def info(index: IndexOpt = Path(".lookalike"), as_json: JsonOpt = False) -> None
         ("skipped", len(data["skipped"])),
         ("vectors", data.get("vectors", "float32")),
         ("search", describe_ann(data.get("search"))),
+        ("classifier", _describe_head(data.get("classifier"))),
     ]:
         t.add_row(f"[bold]{key}[/]", str(value))
     out.print(t)

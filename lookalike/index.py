@@ -592,10 +592,25 @@ class Index:
             "interrupted_parts": self.store.pending_parts(),
             "vectors": self.store.vector_type,
             "search": meta.get("ann") or {"kind": "auto", "index": "flat", "exact": True},
+            "classifier": self._head_summary(),
             "disk_bytes": self.store.disk_bytes(),
             "created": meta.get("created"),
             "updated": meta.get("updated"),
         }
+
+
+    def _head_summary(self) -> dict[str, Any] | None:
+        """The head `lookalike fit` stored (method, held-out accuracy, stale or not), for `info`."""
+        from lookalike.classify import head_info
+
+        try:
+            head = head_info(self)
+        except LookalikeError as exc:
+            return {"error": str(exc)}
+        if head is None:
+            return None
+        keep = ("method", "classes", "n_train", "fitted", "stale", "metrics")
+        return {k: head[k] for k in keep if k in head}
 
 
 def describe_config(meta: dict[str, Any]) -> str:

@@ -279,3 +279,15 @@ def test_demo_on_samples_and_on_a_users_folder(photos: Path, tmp_path: Path) -> 
     mine = run_demo(photos, tmp_path / "demo", k=3)  # another folder: its own index, no clash with the samples'
     assert mine.index.store.path != run.index.store.path and len(mine.index) == 24
     assert all(len(r.matches) == 3 for r in mine.results)
+
+
+def test_info_reports_the_fitted_head_and_when_it_goes_stale(photos: Path, tmp_path: Path) -> None:
+    from lookalike.classify import fit_index
+
+    idx = Index.build(photos, tmp_path / "idx")
+    assert idx.info()["classifier"] is None
+    fit_index(idx, "knn")
+    head = Index.open(tmp_path / "idx").info()["classifier"]
+    assert head["method"] == "knn" and head["stale"] is False and head["n_train"] == 24
+    shutil.copy(photos / "flower/flower_00.jpg", photos / "flower/extra.jpg")
+    assert Index.build(photos, tmp_path / "idx").info()["classifier"]["stale"] is True
