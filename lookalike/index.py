@@ -23,7 +23,7 @@ from PIL import Image
 from lookalike.aggregate import make_pooling, make_post
 from lookalike.distributed import ENGINES, ray_describe_files, require_ray
 from lookalike.embed import Describer
-from lookalike.errors import IndexMismatchError, LookalikeError
+from lookalike.errors import ImageError, IndexMismatchError, LookalikeError
 from lookalike.images import IMAGE_EXTENSIONS, content_hash, decode, find_images, read_file
 from lookalike.models import create_model
 from lookalike.models.registry import DEFAULT_MODEL
@@ -117,6 +117,8 @@ class Index:
         self._search: VectorSearch | None = None
         self._by_name: dict[str, int] | None = None
         self._by_hash: dict[str, list[int]] | None = None
+        self._names: list[str] | None = None
+        self._labels: list[str | None] | None = None
 
     # --- construction ----------------------------------------------------------------------------------------
 
@@ -403,6 +405,8 @@ class Index:
         self._search = None
         self._by_name = None
         self._by_hash = None
+        self._names = None
+        self._labels = None
 
     # --- properties ----------------------------------------------------------------------------------------------
 
@@ -421,7 +425,9 @@ class Index:
 
     @property
     def names(self) -> list[str]:
-        return self.store.column("path")
+        if self._names is None:
+            self._names = self.store.column("path")
+        return self._names
 
     @property
     def paths(self) -> list[Path]:
@@ -430,7 +436,10 @@ class Index:
 
     @property
     def labels(self) -> list[str | None]:
-        return self.store.column("label")
+        """One list per opened index: per-image lookups in search loops must not convert the column each time."""
+        if self._labels is None:
+            self._labels = self.store.column("label")
+        return self._labels
 
     @property
     def classes(self) -> list[str]:
@@ -449,51 +458,62 @@ class Index:
 
     # --- describing queries ----------------------------------------------------------------------------------------
 
-    def embed(self, queries: Sequence[Query]) -> np.ndarray:
-        """Vectors for query images (paths, PIL images) or pass-through vectors, described as the index was."""
-        out: list[np.ndarray | None] = [None] * len(queries)
-        images: list[Image.Image] = []
-        where: list[int] = []
-        for i, q in enumerate(queries):
+    def hash_ids(self, digest: str) -> list[int]:
+        """Ids of indexed images whose file content has this hash."""
+        if self._by_hash is None:
+            by_hash: dict[str, list[int]] = {}
+            for i, h in enumerate(self.store.column("hash")):
+                by_hash.setdefault(h, []).append(i)
+            self._by_hash = by_hash
+        return self._by_hash.get(digest, [])
+
+    def _self_ids(self, path: Path, data: bytes) -> list[int]:
+        if self._by_name is None:
+            self._by_name = {n: i for i, n in enumerate(self.names)}
+        ids = set(self.hash_ids(content_hash(data)))
+        with contextlib.suppress(ValueError):
+            rel = path.resolve().relative_to(self.root).as_posix()
+            if rel in self._by_name:
+                ids.add(self._by_name[rel])
+        return sorted(ids)
+
+    def prepare(self, queries: Sequence[Query]) -> tuple[np.ndarray, list[list[int]]]:
+        """Query vectors, described as the index was, and for each query the ids of index entries that *are* it
+        (same file, or byte-identical content). Each file is read once: the bytes decoded are the bytes hashed."""
+        loaded: list[Image.Image | np.ndarray] = []
+        selves: list[list[int]] = []
+        for q in queries:
             if isinstance(q, np.ndarray):
                 v = np.asarray(q, dtype=np.float32).reshape(1, -1)
                 if v.shape[1] != self.store.dim:
                     raise LookalikeError(f"query vector has {v.shape[1]} dims, the index has {self.store.dim}")
-                out[i] = v
-                continue
-            if isinstance(q, Image.Image):
-                img = q.convert("RGB")
+                loaded.append(v)
+                selves.append([])
+            elif isinstance(q, Image.Image):
+                loaded.append(q.convert("RGB"))
+                selves.append([])
             else:
-                img = decode(read_file(q), str(q), target=self.describer.resolution)[0]
-            images.append(img)
-            where.append(i)
-        if images:
-            vecs = self.describer.describe_images(images)
-            for j, i in enumerate(where):
-                out[i] = vecs[j : j + 1]
-        return np.concatenate(out) if out else np.zeros((0, self.store.dim), np.float32)  # type: ignore[arg-type]
+                data = read_file(q)
+                loaded.append(decode(data, str(q), target=self.describer.resolution)[0])
+                selves.append(self._self_ids(Path(q), data))
+        images = [x for x in loaded if isinstance(x, Image.Image)]
+        described = iter(self.describer.describe_images(images)) if images else iter(())
+        rows = [x if isinstance(x, np.ndarray) else next(described)[None] for x in loaded]
+        vectors = np.concatenate(rows) if rows else np.zeros((0, self.store.dim), np.float32)
+        return vectors, selves
+
+    def embed(self, queries: Sequence[Query]) -> np.ndarray:
+        """Vectors for query images (paths, PIL images) or pass-through vectors, described as the index was."""
+        return self.prepare(queries)[0]
 
     def ids_of(self, query: Query) -> list[int]:
         """Ids of index entries that *are* this query (same file, or byte-identical content)."""
         if isinstance(query, (Image.Image, np.ndarray)):
             return []
-        if self._by_name is None:
-            self._by_name = {n: i for i, n in enumerate(self.names)}
-            by_hash: dict[str, list[int]] = {}
-            for i, h in enumerate(self.store.column("hash")):
-                by_hash.setdefault(h, []).append(i)
-            self._by_hash = by_hash
-        ids: set[int] = set()
-        p = Path(query).resolve()
         try:
-            rel = p.relative_to(self.root).as_posix()
-            if rel in self._by_name:
-                ids.add(self._by_name[rel])
-        except ValueError:
-            pass
-        with contextlib.suppress(OSError):
-            ids.update(self._by_hash.get(content_hash(p.read_bytes()), []))  # type: ignore[union-attr]
-        return sorted(ids)
+            return self._self_ids(Path(query), read_file(query))
+        except ImageError:
+            return []
 
     # --- search ------------------------------------------------------------------------------------------------
 
@@ -502,22 +522,34 @@ class Index:
         return self.search_many([query], k, mode=mode, label=label)[0].matches
 
     def search_many(
-        self, queries: Sequence[Query], k: int = 5, *, mode: str = "all", label: str | None = None
+        self,
+        queries: Sequence[Query],
+        k: int = 5,
+        *,
+        mode: str = "all",
+        label: str | None = None,
+        exclude: Sequence[Sequence[int]] | None = None,
     ) -> list[SearchResult]:
+        """Search for several queries; ``exclude`` adds, per query, ids that are the query itself (e.g. an indexed
+        image given by its vector) to those found from its file."""
         if mode not in MODES:
             raise LookalikeError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
         if len(self) == 0:
             raise LookalikeError(f"the index at {self.store.path} is empty")
-        vectors = self.embed(queries)
-        exclude = [self.ids_of(q) for q in queries]
+        vectors, selves = self.prepare(queries)
+        if exclude is not None:
+            selves = [sorted(set(a) | set(b)) for a, b in zip(selves, exclude, strict=True)]
+        exclude = selves
         names, labels, root = self.names, self.labels, self.root
+        labels_arr = (
+            np.array([lab if lab is not None else "" for lab in labels], dtype=object) if mode != "all" else None
+        )
         results = []
         for qi, q in enumerate(queries):
             allowed = None
             qclass = source = None
-            if mode != "all":
+            if labels_arr is not None:
                 qclass, source = self.query_class(q, vectors[qi], label, exclude[qi])
-                labels_arr = np.array([lab if lab is not None else "" for lab in labels], dtype=object)
                 same = labels_arr == qclass
                 allowed = np.flatnonzero(same if mode == "same-class" else ~same & (labels_arr != ""))
             scores, ids = self.searcher.search(vectors[qi : qi + 1], k, allowed=allowed, exclude=[exclude[qi]])
@@ -567,8 +599,8 @@ class Index:
         from lookalike.classify import classify_vectors, require_classes
 
         require_classes(self)
-        exclude = [self.ids_of(q) for q in queries]
-        return classify_vectors(self, self.embed(queries), method=method, k=k, exclude=exclude)
+        vectors, exclude = self.prepare(queries)
+        return classify_vectors(self, vectors, method=method, k=k, exclude=exclude)
 
     # --- summary -------------------------------------------------------------------------------------------------
 
@@ -597,7 +629,6 @@ class Index:
             "created": meta.get("created"),
             "updated": meta.get("updated"),
         }
-
 
     def _head_summary(self) -> dict[str, Any] | None:
         """The head `lookalike fit` stored (method, held-out accuracy, stale or not), for `info`."""

@@ -161,9 +161,6 @@ class Service:
         self.classes: list[str] = index.classes
         self.hashes: list[str] = index.store.column("hash")
         self.by_name = {n: i for i, n in enumerate(self.names)}
-        self.by_hash: dict[str, list[int]] = {}
-        for i, h in enumerate(self.hashes):
-            self.by_hash.setdefault(h, []).append(i)
         self.vectors = index.vectors
         self.model_name = index.store.meta["model"]["name"]
         if len(index) == 0:
@@ -207,7 +204,7 @@ class Service:
         """Decode and embed an uploaded image; a byte-identical copy of an indexed image is excluded from its matches."""
         img, meta = decode(data, filename, target=self.resolution)
         vec = self.index.embed([img])
-        same = self.by_hash.get(content_hash(data), [])
+        same = self.index.hash_ids(content_hash(data))
         info = {"id": None, "name": filename, "label": None, "width": meta.width, "height": meta.height}
         if same:
             info["same_as"] = same
@@ -215,30 +212,20 @@ class Service:
 
     def id_query(self, image_id: int) -> tuple[np.ndarray, list[int], dict[str, Any]]:
         """An indexed image as a query: its stored vector (no decode, no model) and itself excluded from the matches."""
-        same = self.by_hash.get(self.hashes[image_id], [image_id])
+        same = self.index.hash_ids(self.hashes[image_id]) or [image_id]
         return self.vectors[image_id : image_id + 1], same, self.describe_id(image_id)
 
     def search(
         self, vec: np.ndarray, exclude: list[int], query: dict[str, Any], k: int, mode: str, label: str | None
     ) -> dict[str, Any]:
-        source = None
-        if mode != "all" and label is None:
-            known = [self.labels[i] for i in exclude if self.labels[i] is not None]
-            if known:
-                label, source = known[0], "label"
-        result = self.index.search_many([vec], k + len(exclude), mode=mode, label=label)[0]
-        banned = set(exclude)
-        matches = [m for m in result.matches if m.id not in banned][:k]
+        result = self.index.search_many([vec], k, mode=mode, label=label, exclude=[exclude])[0]
         out = {
             "query": query,
             "mode": mode,
             "k": k,
             "query_class": result.query_class,
-            "class_source": source or result.class_source,
-            "matches": [
-                {**self.describe_id(m.id), "rank": rank, "score": round(m.score, 6)}
-                for rank, m in enumerate(matches, start=1)
-            ],
+            "class_source": result.class_source,
+            "matches": [{**self.describe_id(m.id), "rank": m.rank, "score": round(m.score, 6)} for m in result.matches],
             "prediction": self.predict(vec, exclude, quiet=True),
         }
         return out
