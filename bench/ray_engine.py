@@ -121,14 +121,25 @@ def main() -> None:
     driver_rate = 1 / drv
 
     def human(seconds: float) -> str:
-        return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+        return (
+            f"{seconds:.0f} s"
+            if seconds < 120
+            else f"{seconds / 60:.0f} min"
+            if seconds < 7200
+            else f"{seconds / 3600:.1f} h"
+        )
 
     def predict(images: int, workers: int) -> float:
         return fixed + images * max(per_image_worker / workers, drv)
 
     rows = [
         ["local engine (threads + ONNX Runtime, 2 intra-op threads)", f"{t_local:.1f}", f"{n / t_local:.1f}", "1.00×"],
-        [f"Ray engine, local Ray, {cpus} actors × 1 CPU", f"{t_ray:.1f}", f"{n / t_ray:.1f}", f"{t_ray / t_local:.2f}×"],
+        [
+            f"Ray engine, local Ray, {cpus} actors × 1 CPU",
+            f"{t_ray:.1f}",
+            f"{n / t_ray:.1f}",
+            f"{t_ray / t_local:.2f}×",
+        ],
         ["Ray engine, 64 images (fixed cost)", f"{t_tiny:.1f}", f"{64 / t_tiny:.1f}", "–"],
         ["local engine, 64 images", f"{t_tiny_local:.1f}", f"{64 / t_tiny_local:.1f}", "–"],
     ]

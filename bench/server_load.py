@@ -186,8 +186,15 @@ def main() -> None:
             markdown_table(header, rows),
             "",
             markdown_table(
-                ["server", "start-up s", "RSS after start-up MB", f"after {args.warmup:g} s warm-up",
-                 f"during the {args.clients}-client run (every 5 s)", "at the end", "healthy after"],
+                [
+                    "server",
+                    "start-up s",
+                    "RSS after start-up MB",
+                    f"after {args.warmup:g} s warm-up",
+                    f"during the {args.clients}-client run (every 5 s)",
+                    "at the end",
+                    "healthy after",
+                ],
                 memory,
             ),
             "",

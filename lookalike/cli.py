@@ -426,6 +426,10 @@ def cluster(
     mutual: Annotated[
         bool, typer.Option("--mutual/--no-mutual", help="Strong edges only between mutual k-nearest neighbours.")
     ] = True,
+    local_ratio: Annotated[
+        float,
+        typer.Option(help="Keep an edge only if it scores ≥ this × its endpoints' best match (0 = off)."),
+    ] = 0.95,
     hdbscan_size: Annotated[int, typer.Option(help="hdbscan: minimum cluster size of the first pass.")] = 5,
     pca: Annotated[int | None, typer.Option(help="hdbscan: reduce to this many dimensions first.")] = None,
     suggest_only: Annotated[
@@ -456,7 +460,9 @@ def cluster(
             out.print(f"  {lo:7.4f}–{hi:7.4f} {'█' * round(40 * c / top):40s} {c}")
         out.print(f"suggested: [bold]--strong {s.strong:.4f} --weak {s.weak:.4f}[/]")
         return
-    params = GraphParams(k, strong, weak, merge_links, merge_ratio, gps_count, gps_distance, min_size, mutual)
+    params = GraphParams(
+        k, strong, weak, merge_links, merge_ratio, gps_count, gps_distance, min_size, mutual, local_ratio
+    )
     result = cluster_index(idx, method, params=params, hdbscan_size=hdbscan_size, pca=pca)
     for note in result.notes:
         err.print(f"[yellow]note:[/] {note}", highlight=False)
@@ -494,18 +500,25 @@ def _quantile_text(q: dict[str, float]) -> str:
 @app.command()
 def dedupe(
     index: IndexOpt = Path(".lookalike"),
-    threshold: Annotated[float, typer.Option(help="Cosine at or above which two images are near-duplicates.")] = 0.95,
+    threshold: Annotated[float, typer.Option(help="Cosine at or above which two images are candidate copies.")] = 0.8,
+    pixel: Annotated[
+        float,
+        typer.Option(help="Aligned pixel correlation a candidate needs to count as a copy (0 = cosine alone)."),
+    ] = 0.9,
     k: Annotated[int, typer.Option("-k", "--k", help="Neighbours looked at per image.")] = 10,
     as_json: JsonOpt = False,
 ) -> None:
-    """Groups of near-identical images (resized, recompressed, cropped copies)."""
+    """Groups of near-identical images (resized, recompressed, cropped copies), checked pixel for pixel."""
     from lookalike.cluster import near_duplicates
 
     idx = _open_index(index)
-    groups = near_duplicates(idx.vectors, idx.names, threshold, k)
+    notes: list[str] = []
+    groups = near_duplicates(idx.vectors, idx.names, threshold, k, paths=idx.paths, pixel=pixel, notes=notes)
     if as_json:
-        _print_json({"threshold": threshold, "groups": groups})
+        _print_json({"threshold": threshold, "pixel": pixel, "groups": groups, "notes": notes})
         return
+    for note in notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
     for i, g in enumerate(groups, start=1):
         out.print(f"[bold]group {i}[/] ({g['size']} images, cosine {g['min_score']:.3f}–{g['max_score']:.3f})")
         for p in g["paths"]:

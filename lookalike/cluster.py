@@ -48,6 +48,8 @@ BACKGROUND_QUANTILE = 0.75
 STRONG_FRACTION = 0.8
 WEAK_FRACTION = 0.5
 RANDOM_PAIRS = 20_000
+# An edge counts only if it scores at least this fraction of the weaker endpoint's best match (see local_prune).
+LOCAL_RATIO = 0.95
 
 
 # --- HDBSCAN ---------------------------------------------------------------------------------------------------------
@@ -106,6 +108,25 @@ def similarity_graph(ids: np.ndarray, scores: np.ndarray, *, mutual: bool = Fals
     ok = (cols >= 0) & (vals > 0)
     a = sparse.csr_matrix((vals[ok], (rows[ok], cols[ok])), shape=(n, n))
     return (a.minimum(a.T) if mutual else a.maximum(a.T)).tocsr()
+
+
+def local_prune(ids: np.ndarray, scores: np.ndarray, ratio: float = LOCAL_RATIO) -> np.ndarray:
+    """kNN scores with edges that are weak *for their endpoints* zeroed: kept where cosine ≥ ratio × the smaller of
+    the two endpoints' nearest-neighbour similarities.
+
+    WHY: one global threshold cannot serve a collection whose groups differ in tightness. In a folder of copies
+    (crops, rescales, recompressions) every photo's best match scores ~0.99, while a different photo of the same
+    subject scores 0.87 — above any global threshold that still keeps loose groups, so single-linkage components
+    chain the copy groups into subject-sized blobs. Scaling each edge by its endpoints' own best match (local
+    scaling, as in self-tuning spectral clustering) cuts those bridges and leaves edges inside loose groups, whose
+    members' best matches are themselves loose. 0 turns it off.
+    """
+    if ratio <= 0:
+        return scores
+    top1 = np.where(ids[:, 0] >= 0, scores[:, 0], np.inf)
+    j = np.where(ids >= 0, ids, 0)
+    ref = np.minimum(top1[:, None], top1[j])
+    return np.where(scores >= ratio * ref, scores, 0).astype(scores.dtype, copy=False)
 
 
 def _threshold(graph: sparse.csr_matrix, value: float) -> sparse.csr_matrix:
@@ -299,6 +320,7 @@ class GraphParams:
     gps_distance: float = 30.0
     min_size: int = 2
     mutual: bool = True
+    local_ratio: float = LOCAL_RATIO
 
 
 def _relabel(labels: np.ndarray, min_size: int) -> np.ndarray:
@@ -340,6 +362,9 @@ def graph_labels(
     strong, weak = float(params.strong), float(params.weak)  # type: ignore[arg-type]
     if weak > strong:
         raise LookalikeError(f"--weak ({weak}) must not be above --strong ({strong})")
+    if not 0 <= params.local_ratio <= 1:
+        raise LookalikeError(f"--local-ratio must be between 0 and 1, got {params.local_ratio}")
+    scores = local_prune(ids, scores, params.local_ratio)
     graph = similarity_graph(ids, scores)
     weak_g = _threshold(graph, weak)
 
@@ -600,18 +625,55 @@ def similar_pairs(
     return [(names[a[x]], names[b[x]], float(s[x])) for x in order]
 
 
-def near_duplicates(
-    vectors: np.ndarray, names: list[str], threshold: float = 0.95, k: int = 10
-) -> list[dict[str, Any]]:
-    """Groups of near-identical images: connected components over kNN edges with cosine ≥ ``threshold``.
+DEDUPE_FLOOR = 0.8  # cosine above which a kNN pair is a candidate copy (crops of flowers score from ~0.8)
+DEDUPE_PIXEL = 0.9  # aligned pixel NCC at or above which a candidate is a copy (see lookalike.verify)
 
-    Largest group first; each group lists its paths and the lowest and highest similarity inside it."""
+
+def near_duplicates(
+    vectors: np.ndarray,
+    names: list[str],
+    threshold: float = DEDUPE_FLOOR,
+    k: int = 10,
+    *,
+    paths: list[Path] | None = None,
+    pixel: float = DEDUPE_PIXEL,
+    notes: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Groups of near-identical images (rescaled, recompressed, cropped copies): connected components over kNN pairs
+    with cosine ≥ ``threshold`` that, given ``paths`` and ``pixel`` > 0, also line up pixel for pixel (aligned NCC ≥
+    ``pixel``; see lookalike.verify). Without ``paths`` or with ``pixel`` 0 the cosine alone decides, which then
+    needs a high threshold (~0.95) and still misses most crops.
+
+    Largest group first; each group lists its paths and the lowest and highest cosine inside it."""
+    notes = notes if notes is not None else []
     if not -1.0 <= threshold <= 1.0:
         raise LookalikeError(f"--threshold is a cosine similarity in [-1, 1], got {threshold}")
+    if not -1.0 <= pixel <= 1.0:
+        raise LookalikeError(f"--pixel is a correlation in [-1, 1] (0 = no pixel check), got {pixel}")
     if len(names) < 2:
         return []
     ids, scores = knn_graph(vectors, k)
-    g = _threshold(similarity_graph(ids, np.where(scores >= threshold, scores, 0)), threshold)
+    n = len(names)
+    i = np.repeat(np.arange(n), ids.shape[1])
+    j, s = ids.ravel(), scores.ravel()
+    ok = (j >= 0) & (j != i) & (s >= threshold)
+    pairs = np.unique(np.stack([np.minimum(i, j)[ok], np.maximum(i, j)[ok]], axis=1), axis=0)
+    if paths is not None and pixel > 0 and len(pairs):
+        from lookalike.verify import pair_scores, thumbnails
+
+        used = np.unique(pairs)
+        coarse, fine, bad = thumbnails([paths[u] for u in used])
+        row = np.full(n, -1)
+        row[used] = np.arange(len(used))
+        local = row[pairs]
+        readable = ~np.isin(local, bad).any(axis=1)
+        if not readable.all():
+            notes.append(f"{len(bad)} image(s) could not be read for the pixel check; their pairs are left out")
+        ncc = pair_scores(coarse, fine, local[readable])
+        candidates = len(pairs)
+        pairs = pairs[readable][ncc >= pixel]
+        notes.append(f"{len(pairs)} of {candidates} candidate pairs (cosine ≥ {threshold:g}) line up pixel for pixel")
+    g = sparse.csr_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     comp = _components(g)
     sizes = np.bincount(comp)
     members_of = _groups(np.where(sizes[comp] >= 2, comp, -1))
@@ -623,7 +685,7 @@ def near_duplicates(
         groups.append(
             {
                 "size": len(members),
-                "paths": [names[i] for i in members],
+                "paths": [names[m] for m in members],
                 "min_score": round(float(off.min()), 4),
                 "max_score": round(float(off.max()), 4),
             }

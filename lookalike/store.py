@@ -213,7 +213,9 @@ class Store:
         column = self.table.column("vector")
         if self.vector_type == "float32":
             return self.vectors
-        column = column.combine_chunks() if column.num_chunks else pa.array([], type=schema(self.dim, "float16")[-1].type)
+        column = (
+            column.combine_chunks() if column.num_chunks else pa.array([], type=schema(self.dim, "float16")[-1].type)
+        )
         return column.values.to_numpy(zero_copy_only=False).reshape(-1, self.dim)
 
     def conform(self, table: pa.Table) -> pa.Table:

