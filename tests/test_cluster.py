@@ -437,3 +437,14 @@ def test_cli_pairs_and_dedupe(sample_index: Index) -> None:
         assert a in sample_index.names and b in sample_index.names and 0.2 <= float(s) <= 1.0
     r = runner.invoke(app, ["dedupe", "--index", index_dir, "--json", "--threshold", "0.999"])
     assert r.exit_code == 0 and json.loads(r.stdout)["groups"] == []
+    r = runner.invoke(app, ["dedupe", "--index", index_dir, "--json", "--threshold", "0.5"])
+    data = json.loads(r.stdout)
+    assert r.exit_code == 0 and data["pixel"] == 0.9
+    # the sample photos are crops of 4 source photos: some are crops of each other (copies), most pairs are not
+    note = next(n for n in data["notes"] if "line up pixel for pixel" in n)
+    confirmed, candidates = (int(v) for v in note.split(" candidate")[0].split(" of "))
+    assert 0 < confirmed < candidates / 2, note
+    for g in data["groups"]:  # a copy never crosses source photos
+        assert len({p.split("/")[0] for p in g["paths"]}) == 1, g
+    with pytest.raises(LookalikeError, match="--pixel"):
+        near_duplicates(sample_index.vectors, sample_index.names, pixel=2.0)
