@@ -173,6 +173,18 @@ def restricted_rows(vs: VectorSearch, x: np.ndarray, queries: np.ndarray, n: int
     return rows
 
 
+def ann_table(rows: list[dict]) -> str:
+    """The ANN results table (the 1M and 10M sections share it)."""
+    header = ["index", "vectors", "parameters", "build s", "RSS growth GB", "file GB", "open s", "p50 ms", "p99 ms",
+              "recall@10 build", "recall@10 held-out"]  # fmt: skip
+    body = [
+        [r["kind"], r["vectors"], r["params"], f"{r['build_s']:.1f}", f"{r['rss_gb']:.2f}", f"{r['file_gb']:.2f}",
+         f"{r['open_s']:.2f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}", f"{r['recall_build']:.3f}", f"{r['recall']:.3f}"]
+        for r in rows
+    ]  # fmt: skip
+    return markdown_table(header, body)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--queries", type=int, default=300)
@@ -253,37 +265,7 @@ def main() -> None:
         "queries. Latency is one query at a time through `VectorSearch`, index memory-mapped from its file. "
         f"Exact `VectorSearch` p50 here: {flat_p50[big]:.1f} ms.",
         "",
-        markdown_table(
-            [
-                "index",
-                "vectors",
-                "parameters",
-                "build s",
-                "RSS growth GB",
-                "file GB",
-                "open s",
-                "p50 ms",
-                "p99 ms",
-                "recall@10 build",
-                "recall@10 held-out",
-            ],
-            [
-                [
-                    r["kind"],
-                    r["vectors"],
-                    r["params"],
-                    f"{r['build_s']:.1f}",
-                    f"{r['rss_gb']:.2f}",
-                    f"{r['file_gb']:.2f}",
-                    f"{r['open_s']:.2f}",
-                    f"{r['p50']:.2f}",
-                    f"{r['p99']:.2f}",
-                    f"{r['recall_build']:.3f}",
-                    f"{r['recall']:.3f}",
-                ]
-                for r in ann_rows
-            ],
-        ),
+        ann_table(ann_rows),
         "",
         "Class-restricted search (`--same-class`) through the float16 IVF index, 100 queries, recall against exact "
         "search over the same allowed ids:",
@@ -345,36 +327,7 @@ def main() -> None:
             f"({10_000_000 * d10 * 2 / 1024**3:.1f} GiB), 20,000 centres, 200 fresh queries (exact truth took "
             f"{truth10:.0f} s).",
             "",
-            markdown_table(
-                [
-                    "index",
-                    "vectors",
-                    "parameters",
-                    "build s",
-                    "RSS growth GB",
-                    "file GB",
-                    "open s",
-                    "p50 ms",
-                    "p99 ms",
-                    "recall@10 build",
-                    "recall@10 held-out",
-                ],
-                [
-                    [
-                        r["kind"],
-                        r["vectors"],
-                        r["params"],
-                        f"{r['build_s']:.1f}",
-                        f"{r['rss_gb']:.2f}",
-                        f"{r['file_gb']:.2f}",
-                        f"{r['open_s']:.2f}",
-                        f"{r['p50']:.2f}",
-                        f"{r['p99']:.2f}",
-                        f"{r['recall_build']:.3f}",
-                        f"{r['recall']:.3f}",
-                    ]
-                ],
-            ),
+            ann_table([r]),
             "",
         ]
         del x10

@@ -8,7 +8,7 @@ between classes) and the training time. A products model with five ids never see
 work. Results accumulate in /tmp/lookalike-cache/bench-train.json, so ``--finetune`` (the slow unfreeze runs) can
 run separately; every run rewrites the whole section from it.
 
-    flock /tmp/lookalike-bench.lock .venv/bin/python -m bench.train [--finetune]
+    flock /tmp/lookalike-bench.lock .venv/bin/python -m bench.train [--report | --finetune lite2@384:u2 ...]
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ def split(files: list[tuple[Path, str]]) -> tuple[list, list]:
     return [files[i] for i in sorted(tr)], [files[i] for i in sorted(te)]
 
 
-def pooled(files: list[tuple[Path, str]], resolution: int) -> np.ndarray:
+def pooled(files: list[tuple[Path, str]], resolution: int, model: str = "efficientnet-lite0") -> np.ndarray:
     from lookalike.train import pooled_features
 
-    x, bad = pooled_features([p for p, _ in files], "efficientnet-lite0", resolution)
+    x, bad = pooled_features([p for p, _ in files], model, resolution)
     if bad:
         print(f"  {len(bad)} unreadable files", file=sys.stderr)
     return x
@@ -113,38 +113,56 @@ def run_train(name: str, files: list[tuple[Path, str]], **opts: object) -> tuple
     return out, card["training_seconds"], card
 
 
-def rooms(results: dict, finetune: bool) -> None:
+BASELINES = [("efficientnet-lite0", 224), ("efficientnet-lite0", 320), ("efficientnet-lite2", 320),
+             ("efficientnet-lite2", 384), ("efficientnet-lite2", 416)]  # fmt: skip
+
+
+def _short(model: str) -> str:
+    return model.replace("efficientnet-lite", "EfficientNet-Lite")
+
+
+def rooms(results: dict, finetune: list[str] | None) -> None:
+    """Head-only runs and untrained baselines, or (``finetune``) the given ``lite2@384:u2``-style fine-tuning runs."""
     files = [(p, c) for p, c in _files("rooms")]
     tr, te = split(files)
     ytr, yte = [c for _, c in tr], [c for _, c in te]
     rows = results.setdefault("rooms", {})
-    for res in (224,):
-        xtr, xte = pooled(tr, res), pooled(te, res)
+    runs: list[tuple[str, dict]] = []
+    if finetune:
+        for spec in finetune:
+            what, unfreeze = spec.split(":u")
+            variant, res = what.split("@")
+            model = f"efficientnet-{variant}"
+            runs.append((f"rooms-{variant}-{res}-u{unfreeze}",
+                         {"loss": "normsoftmax", "unfreeze": int(unfreeze), "model": model, "resolution": int(res)}))  # fmt: skip
+    baselines = BASELINES + [(o["model"], o["resolution"]) for _, o in runs]
+    for model, res in dict.fromkeys(baselines):
+        key = f"untrained@{res}" if model == "efficientnet-lite0" else f"untrained-{model}@{res}"
+        xtr, xte = pooled(tr, res, model), pooled(te, res, model)
         knn, lin = classify(xtr, ytr, xte, yte)
         intra, inter = compactness(xte, yte)
-        rows[f"untrained@{res}"] = {
-            "model": f"EfficientNet-Lite0 GeM, untrained, {res} px", "knn": knn, "linear": lin, "intra": intra,
+        rows[key] = {
+            "model": f"{_short(model)} GeM, untrained, {res} px", "knn": knn, "linear": lin, "intra": intra,
             "inter": inter, "seconds": 0.0,
         }  # fmt: skip
-        print(rows[f"untrained@{res}"], flush=True)
+        print(rows[key], flush=True)
     xtr, xte = pooled(tr, 224), pooled(te, 224)
-    runs: list[tuple[str, dict]] = []
     if not finetune:
         runs += [(f"rooms-normsoftmax-l{lam}", {"loss": "normsoftmax", "scale": lam}) for lam in (8, 16, 20, 32, 64)]
         runs += [("rooms-triplet", {"loss": "triplet"}), ("rooms-triplet-hard", {"loss": "triplet", "miner": "hard"})]
         runs += [("rooms-arcface", {"loss": "arcface"})]
-    else:
-        runs += [("rooms-u2", {"loss": "normsoftmax", "unfreeze": 2})]
     for name, opts in runs:
         model_dir, secs, card = run_train(name, tr, **opts)
         res = card["resolution"]
-        a, b = (xtr, xte) if res == 224 else (pooled(tr, res), pooled(te, res))
+        a, b = (xtr, xte) if res == 224 and card["base_model"] == "efficientnet-lite0" else (None, None)
         vtr, vte = trained_vectors(model_dir, tr, a), trained_vectors(model_dir, te, b)
         knn, lin = classify(vtr, ytr, vte, yte)
         intra, inter = compactness(vte, yte)
         desc = f"{opts['loss']}" + (f" λ={card['scale']:g}" if card.get("scale") else "")
         desc += f", {card['miner']} miner" if card.get("miner") else ""
         desc += f", unfreeze {card['unfreeze']}, {res} px"
+        if card["base_model"] != "efficientnet-lite0":
+            desc = f"{_short(card['base_model'])}, {desc}"
         rows[name] = {"model": desc, "knn": knn, "linear": lin, "intra": intra, "inter": inter, "seconds": secs,
                       "epochs": card["epochs_run"], "best_epoch": card["best_epoch"]}  # fmt: skip
         if name == "rooms-normsoftmax-l20":
@@ -294,9 +312,9 @@ def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if "--report" not in sys.argv:
         if "--finetune" in sys.argv:
-            rooms(results, finetune=True)
+            rooms(results, finetune=sys.argv[sys.argv.index("--finetune") + 1 :])
         else:
-            rooms(results, finetune=False)
+            rooms(results, finetune=None)
             products(results)
         _save(results)
     report(results)
