@@ -258,39 +258,57 @@ def _load_pixels(paths: list[Path], size: int) -> np.ndarray:
     return out
 
 
-def _augment(pixels: np.ndarray, size: int, rng: np.random.Generator) -> Any:
-    """Random crop (of a slightly larger letterbox), horizontal flip and colour jitter, as a normalised tensor."""
-    import torch
-
+def _augment(pixels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Random crop (of a slightly larger letterbox), horizontal flip and colour jitter: float32 NHWC pixels, 0–255."""
     n, big = pixels.shape[0], pixels.shape[1]
-    crops = np.empty((n, size, size, 3), np.uint8)
+    crops = np.empty((n, size, size, 3), np.float32)
     for i in range(n):
         y, x = rng.integers(0, big - size + 1, 2)
         c = pixels[i, y : y + size, x : x + size]
         crops[i] = c[:, ::-1] if rng.random() < 0.5 else c
-    t = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
-    bright = torch.from_numpy(rng.uniform(0.8, 1.2, (n, 1, 1, 1))).float()
-    contrast = torch.from_numpy(rng.uniform(0.8, 1.2, (n, 1, 1, 1))).float()
-    sat = torch.from_numpy(rng.uniform(0.8, 1.2, (n, 1, 1, 1))).float()
-    t = t * bright
-    mean = t.mean(dim=(1, 2, 3), keepdim=True)
+    bright, contrast, sat = (rng.uniform(0.8, 1.2, (3, n, 1, 1, 1))).astype(np.float32)
+    t = crops * bright
+    mean = t.mean(axis=(1, 2, 3), keepdims=True)
     t = (t - mean) * contrast + mean
-    grey = t.mean(dim=1, keepdim=True)
-    t = ((t - grey) * sat + grey).clamp(0, 255)
-    return (t - 127.0) / 128.0
-
-
-def _normalise(pixels: np.ndarray) -> Any:
-    import torch
-
-    return (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() - 127.0) / 128.0
+    grey = t.mean(axis=3, keepdims=True)
+    return np.clip((t - grey) * sat + grey, 0, 255)
 
 
 AUG_VIEWS = 4  # the plain image and three augmented views per training image
 
 
+def _frozen_part(embedder: Any, model: str, upto: int) -> Any:
+    """The frozen layers (stem and the first ``upto`` blocks) as a backbone of their own, so they run through ONNX
+    Runtime like every other model here (about 3× eager torch on two cores), exported once per base model and cut."""
+    import torch
+
+    from lookalike.models.base import TorchBackbone, file_hash
+    from lookalike.models.efficientnet import _weights_file
+    from lookalike.models.trained import _MEAN, _STD
+
+    class Frozen(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedder = embedder
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.embedder.stem(x, upto)
+
+    weights = file_hash(_weights_file(model.removeprefix("efficientnet-")))
+    return TorchBackbone(
+        f"{model}-frozen{upto}",
+        Frozen().eval(),
+        feature_dim=0,
+        stride=0,
+        weights_id=f"{weights[:16]}-frozen{upto}",
+        mean=_MEAN,
+        std=_STD,
+    )
+
+
 def _stem_features(
     embedder: Any,
+    model: str,
     paths: list[Path],
     train_idx: np.ndarray,
     size: int,
@@ -304,24 +322,23 @@ def _stem_features(
     what makes fine-tuning affordable on two cores; each epoch draws one of the views for every training image.
     Stored as float16 to halve the memory (about 19 KB per view at 224 px for EfficientNet-Lite0).
     """
-    import torch
-
     from lookalike.progress import bar
 
+    frozen = _frozen_part(embedder, model, start)
     is_train = np.zeros(len(paths), bool)
     is_train[train_idx] = True
     plain, views = [], []
-    with torch.inference_mode(), bar("frozen layers", len(paths), progress) as tick:
+    with bar("frozen layers", len(paths), progress) as tick:
         for s in range(0, len(paths), 32):
             chunk = paths[s : s + 32]
-            plain.append(embedder.stem(_normalise(_load_pixels(chunk, size)), start).numpy().astype(np.float16))
+            plain.append(frozen.features(_load_pixels(chunk, size).astype(np.float32)).astype(np.float16))
             train_chunk = [p for p, t in zip(chunk, is_train[s : s + 32], strict=True) if t]
             if train_chunk:
                 big = _load_pixels(train_chunk, size + size // 8)
                 views.append(
                     np.stack(
                         [
-                            embedder.stem(_augment(big, size, rng), start).numpy().astype(np.float16)
+                            frozen.features(_augment(big, size, rng)).astype(np.float16)
                             for _ in range(AUG_VIEWS - 1)
                         ]
                     )
@@ -571,7 +588,7 @@ def train(
             f"at {o.resolution} px"
         )
         stem_plain, stem_views = _stem_features(
-            embedder, [p for p, _ in files], tr, o.resolution, start, np.random.default_rng(o.seed), progress
+            embedder, o.model, [p for p, _ in files], tr, o.resolution, start, np.random.default_rng(o.seed), progress
         )
 
     def embed_all() -> np.ndarray:
