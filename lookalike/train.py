@@ -50,6 +50,7 @@ MINERS = ("semihard", "hard")
 DEFAULT_SCALE = {"normsoftmax": 20.0, "arcface": 30.0}
 DEFAULT_MARGIN = {"triplet": 0.2, "arcface": 28.6}  # triplet: cosine distance; arcface: degrees (PML's unit)
 CHECKPOINT = "checkpoint.pt"
+MAX_UNFREEZE = 8  # EfficientNet-Lite0 has 16 blocks, Lite2 21: 8 reaches back into the stride-16 stage
 _OUR_FILES = (COMPLETE_FILE, CARD_FILE, WEIGHTS_FILE, "MODEL.md", "curves.png", "tsne.png", RUN_DIR)
 
 
@@ -81,8 +82,10 @@ class TrainOptions:
             raise LookalikeError(f"unknown miner {o.miner!r}; use semihard or hard")
         if o.model not in BASE_MODELS:
             raise LookalikeError(f"can only train on {', '.join(BASE_MODELS)}, not {o.model!r}")
-        if not 0 <= o.unfreeze <= 4:
-            raise LookalikeError(f"--unfreeze must be 0..4 (blocks of the backbone to fine-tune), got {o.unfreeze}")
+        if not 0 <= o.unfreeze <= MAX_UNFREEZE:
+            raise LookalikeError(
+                f"--unfreeze must be 0..{MAX_UNFREEZE} (blocks of the backbone to fine-tune), got {o.unfreeze}"
+            )
         if not 0.0 < o.val_split < 0.9:
             raise LookalikeError(f"--val-split must be between 0 and 0.9, got {o.val_split}")
         if o.head not in ("mlp", "linear"):
