@@ -582,6 +582,7 @@ def train(
         history, best, first_epoch = state["history"], state["best"], state["epoch"] + 1
         say(f"resuming {out} after epoch {state['epoch']}")
 
+    frozen_seconds = 0.0
     x_pooled = torch.from_numpy(pooled)
     y = torch.from_numpy(labels)
     before = retrieval_metrics(pooled[va], labels[va], pooled[tr], labels[tr])
@@ -590,9 +591,12 @@ def train(
             f"frozen layers once: {len(files)} images and {AUG_VIEWS - 1} augmented views of each training image "
             f"at {o.resolution} px"
         )
+        t_frozen = time.perf_counter()
         stem_plain, stem_views = _stem_features(
             embedder, o.model, [p for p, _ in files], tr, o.resolution, start, np.random.default_rng(o.seed), progress
         )
+        frozen_seconds = time.perf_counter() - t_frozen
+        say(f"frozen layers done in {frozen_seconds:.0f}s")
 
     def embed_all() -> np.ndarray:
         embedder.eval()
@@ -716,6 +720,7 @@ def train(
         "history": history,
         "metrics": {"before": before, "after": after},
         "training_seconds": round(sum(h["seconds"] for h in history), 1),
+        "frozen_seconds": round(frozen_seconds, 1),  # the last (or resumed) pass through the frozen layers
     }
     _write_text_atomic(out / CARD_FILE, json.dumps(card, indent=1))
     _write_text_atomic(out / "MODEL.md", model_card_markdown(card))
