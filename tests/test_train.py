@@ -95,6 +95,7 @@ def test_other_losses_make_valid_models(loss: str, sample_dir: Path, tmp_path: P
 def test_fine_tuning_last_block(sample_dir: Path, tmp_path: Path) -> None:
     result = train(sample_dir, tmp_path / "ft", _opts(unfreeze=1, epochs=1))
     assert result.epochs_run == 1
+    assert json.loads((tmp_path / "ft" / "model.json").read_text())["frozen_seconds"] > 0
     base = create_model("efficientnet-lite0", runtime="torch").module.module.net
     tuned = create_model(str(tmp_path / "ft"), runtime="torch").module.module.net
     changed = [
@@ -150,6 +151,8 @@ def test_bad_inputs(sample_dir: Path, tmp_path: Path) -> None:
 
     with pytest.raises(LookalikeError, match="unknown loss"):
         train(sample_dir, tmp_path / "m4", _opts(loss="contrastive"))
+    with pytest.raises(LookalikeError, match="--unfreeze must be 0..8"):
+        train(sample_dir, tmp_path / "m5", _opts(unfreeze=9))
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()
