@@ -151,7 +151,7 @@ def test_bad_inputs(sample_dir: Path, tmp_path: Path) -> None:
 
     with pytest.raises(LookalikeError, match="unknown loss"):
         train(sample_dir, tmp_path / "m4", _opts(loss="contrastive"))
-    with pytest.raises(LookalikeError, match="--unfreeze must be 0..8"):
+    with pytest.raises(LookalikeError, match=r"--unfreeze must be 0\.\.8"):
         train(sample_dir, tmp_path / "m5", _opts(unfreeze=9))
 
     foreign = tmp_path / "foreign"
