@@ -12,13 +12,14 @@ import io
 import json
 import multiprocessing as mp
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from bench.common import CACHE, dataset
-from bench.report import markdown_table, write_section
+from bench.report import git_rev, markdown_table, write_section
 
 DUPS = CACHE / "flowers12-dups"
 
@@ -224,10 +225,10 @@ def quality() -> tuple[str, dict]:
     from lookalike.cluster import GraphParams, cluster_index
 
     sets = [  # (name, index, tuned on?)
-        ("products, 224 px", shared_index("products"), True),
+        ("products, 224 px", shared_index("products", resolution=224), True),
         ("flowers12 near-duplicates, 224 px", dups_index(), True),
-        ("flowers12 species, 224 px", shared_index("flowers12"), True),
-        ("rooms (5 room types), 224 px", shared_index("rooms"), False),
+        ("flowers12 species, 224 px", shared_index("flowers12", resolution=224), True),
+        ("rooms (5 room types), 224 px", shared_index("rooms", resolution=224), False),
         ("rooms near-duplicates, 320 px", dups_index(320, rooms=True), False),
         ("flowers12 near-duplicates, 320 px", dups_index(320), False),
         ("products, 320 px", shared_index("products", resolution=320), False),
@@ -385,6 +386,9 @@ def main() -> None:
         (CACHE / "bench-cluster-raw.json").write_text(json.dumps(raw, indent=1, default=str))
     if not args.skip_scale:
         saved["scale"] = scale([int(s) for s in args.sizes.split(",")])
+        saved["scale_measured"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {git_rev()}"
+    if not args.only_scale:
+        saved["quality_measured"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {git_rev()}"
     cache.write_text(json.dumps(saved))
     from lookalike.cluster import RULE
 
@@ -416,6 +420,8 @@ connected components. Random vectors have no groups (recall of any ANN index is 
 groups of ~50 around random centres, so the clustering step does real work.
 
 {saved.get("scale", "(not run)")}
+
+_Quality and near-duplicate tables measured {saved.get("quality_measured", "?")}; scale table {saved.get("scale_measured", "?")}._
 """
     write_section("cluster", body)
 
