@@ -12,14 +12,13 @@ import io
 import json
 import multiprocessing as mp
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from bench.common import CACHE, dataset
-from bench.report import git_rev, markdown_table, write_section
+from bench.report import git_rev, markdown_table, now_stamp, write_section
 
 DUPS = CACHE / "flowers12-dups"
 
@@ -386,9 +385,9 @@ def main() -> None:
         (CACHE / "bench-cluster-raw.json").write_text(json.dumps(raw, indent=1, default=str))
     if not args.skip_scale:
         saved["scale"] = scale([int(s) for s in args.sizes.split(",")])
-        saved["scale_measured"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {git_rev()}"
+        saved["scale_measured"] = f"{now_stamp()}, commit {git_rev()}"
     if not args.only_scale:
-        saved["quality_measured"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {git_rev()}"
+        saved["quality_measured"] = f"{now_stamp()}, commit {git_rev()}"
     cache.write_text(json.dumps(saved))
     from lookalike.cluster import RULE
 

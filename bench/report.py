@@ -43,11 +43,14 @@ def git_rev() -> str:
         return "?"
 
 
+def now_stamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def write_section(name: str, body: str) -> None:
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     block = (
         f"<!-- BEGIN {name} -->\n{body.rstrip()}\n\n"
-        f"_Measured {stamp} on {machine()}, commit {git_rev()}; `python bench/{name}.py`._\n<!-- END {name} -->"
+        f"_Measured {now_stamp()} on {machine()}, commit {git_rev()}; `python bench/{name}.py`._\n<!-- END {name} -->"
     )
     text = (
         BENCH_FILE.read_text()
