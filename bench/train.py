@@ -129,12 +129,14 @@ def rooms(results: dict, finetune: list[str] | None) -> None:
     rows = results.setdefault("rooms", {})
     runs: list[tuple[str, dict]] = []
     if finetune:
-        for spec in finetune:
-            what, unfreeze = spec.split(":u")
+        for spec in finetune:  # lite2@384:u8, or lite2@384:u8:c1 for another --crop
+            what, unfreeze, *crop = spec.split(":")
             variant, res = what.split("@")
-            model = f"efficientnet-{variant}"
-            runs.append((f"rooms-{variant}-{res}-u{unfreeze}",
-                         {"loss": "normsoftmax", "unfreeze": int(unfreeze), "model": model, "resolution": int(res)}))  # fmt: skip
+            opts = {"loss": "normsoftmax", "unfreeze": int(unfreeze.removeprefix("u")),
+                    "model": f"efficientnet-{variant}", "resolution": int(res), "epochs": 24}  # fmt: skip
+            if crop:
+                opts["crop"] = float(crop[0].removeprefix("c"))
+            runs.append((f"rooms-{spec.replace('@', '-').replace(':', '-')}", opts))
     baselines = BASELINES + [(o["model"], o["resolution"]) for _, o in runs]
     for model, res in dict.fromkeys(baselines):
         key = f"untrained@{res}" if model == "efficientnet-lite0" else f"untrained-{model}@{res}"
@@ -161,6 +163,8 @@ def rooms(results: dict, finetune: list[str] | None) -> None:
         desc = f"{opts['loss']}" + (f" λ={card['scale']:g}" if card.get("scale") else "")
         desc += f", {card['miner']} miner" if card.get("miner") else ""
         desc += f", unfreeze {card['unfreeze']}, {res} px"
+        if card["unfreeze"]:
+            desc += f", crop {card['options'].get('crop', 1.0):g}"
         if card["base_model"] != "efficientnet-lite0":
             desc = f"{_short(card['base_model'])}, {desc}"
         rows[name] = {"model": desc, "knn": knn, "linear": lin, "intra": intra, "inter": inter, "seconds": secs,

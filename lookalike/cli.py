@@ -351,6 +351,9 @@ def train_cmd(
     lr: Annotated[float | None, typer.Option(help="Learning rate [1e-3 head only, 3e-4 fine-tuning].")] = None,
     patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation.")] = 5,
     seed: Annotated[int, typer.Option(help="Random seed (split, sampling, initialisation).")] = 0,
+    crop: Annotated[
+        float, typer.Option(help="Fine-tuning: smallest fraction of a side kept by the random crop each step (1: off).")
+    ] = 0.75,
     resume: Annotated[
         bool | None, typer.Option("--resume/--restart", help="Require resuming / discard an unfinished run [auto].")
     ] = None,
@@ -363,7 +366,7 @@ def train_cmd(
     options = TrainOptions(
         loss=loss, scale=scale, margin=margin, miner=miner, unfreeze=unfreeze, epochs=epochs, val_split=val_split,
         resolution=resolution, model=model, dim=dim, head=head, batch_size=batch_size, lr=lr, patience=patience,
-        seed=seed,
+        seed=seed, crop=crop,
     )  # fmt: skip
     result = train(
         data, out_dir, options, overwrite=overwrite, resume=resume, progress=not quiet,

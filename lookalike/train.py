@@ -73,6 +73,7 @@ class TrainOptions:
     lr: float | None = None
     patience: int = 5
     seed: int = 0
+    crop: float = 0.75
 
     def resolved(self) -> TrainOptions:
         o = TrainOptions(**asdict(self))
@@ -90,6 +91,8 @@ class TrainOptions:
             raise LookalikeError(f"--val-split must be between 0 and 0.9, got {o.val_split}")
         if o.head not in ("mlp", "linear"):
             raise LookalikeError(f"--head must be mlp or linear, got {o.head!r}")
+        if not 0.25 <= o.crop <= 1.0:
+            raise LookalikeError(f"--crop must be between 0.25 and 1 (fraction of the side kept), got {o.crop}")
         if o.dim < 2 or o.batch_size < 4 or o.patience < 1:
             raise LookalikeError("--dim must be ≥ 2, --batch-size ≥ 4 and --patience ≥ 1")
         o.scale = float(o.scale if o.scale is not None else DEFAULT_SCALE.get(o.loss, 0.0)) or None
@@ -278,6 +281,22 @@ def _augment(pixels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndar
 
 
 AUG_VIEWS = 4  # the plain image and three augmented views per training image
+
+
+def _random_crop(maps: np.ndarray, smallest: float, rng: np.random.Generator) -> np.ndarray:
+    """A random window of each cached frozen feature map, one size per batch (drawn from ``smallest``..1 of a side).
+
+    Three fixed views of each image are all the frozen pass can afford, and the tuned blocks learn them by heart
+    within a few epochs; a fresh crop of the stride-16 map every step is almost the same as cropping the image (the
+    tuned blocks are convolutions and GeM pools whatever size it gets) and costs nothing.
+    """
+    if smallest >= 1.0:
+        return maps
+    n, _, h, w = maps.shape
+    f = rng.uniform(smallest, 1.0)
+    sh, sw = max(1, round(f * h)), max(1, round(f * w))
+    ys, xs = rng.integers(0, h - sh + 1, n), rng.integers(0, w - sw + 1, n)
+    return np.stack([m[:, y : y + sh, x : x + sw] for m, y, x in zip(maps, ys, xs, strict=True)])
 
 
 def _frozen_part(embedder: Any, model: str, upto: int) -> Any:
@@ -636,6 +655,7 @@ def train(
                 h = np.where(
                     (view == 0)[:, None, None, None], stem_plain[tr[pos]], stem_views[np.maximum(view - 1, 0), pos]
                 )
+                h = _random_crop(h, o.crop, rng)
                 emb = embedder.embed_pooled(embedder.pool(embedder.top(torch.from_numpy(h.astype(np.float32)), start)))
             else:
                 emb = embedder.embed_pooled(x_pooled[idx])

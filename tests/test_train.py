@@ -107,6 +107,29 @@ def test_fine_tuning_last_block(sample_dir: Path, tmp_path: Path) -> None:
         np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())  # ... the first did not
 
 
+def test_random_crop_of_frozen_maps_is_a_window_of_each() -> None:
+    from lookalike.train import _random_crop
+
+    rng = np.random.default_rng(0)
+    maps = rng.standard_normal((6, 3, 12, 12)).astype(np.float16)
+    assert _random_crop(maps, 1.0, rng) is maps
+    sizes = set()
+    for _ in range(20):
+        out = _random_crop(maps, 0.5, rng)
+        n, c, h, w = out.shape
+        assert (n, c) == (6, 3) and h == w and 6 <= h <= 12
+        sizes.add(h)
+        for m, o in zip(maps, out, strict=True):  # each output is a contiguous window of its own map
+            hits = [
+                (y, x)
+                for y in range(12 - h + 1)
+                for x in range(12 - w + 1)
+                if np.array_equal(m[:, y : y + h, x : x + w], o)
+            ]
+            assert hits
+    assert len(sizes) > 2  # the window size varies from batch to batch
+
+
 def test_killed_run_is_refused_then_resumes(sample_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
 
@@ -153,6 +176,8 @@ def test_bad_inputs(sample_dir: Path, tmp_path: Path) -> None:
         train(sample_dir, tmp_path / "m4", _opts(loss="contrastive"))
     with pytest.raises(LookalikeError, match=r"--unfreeze must be 0\.\.8"):
         train(sample_dir, tmp_path / "m5", _opts(unfreeze=9))
+    with pytest.raises(LookalikeError, match="--crop must be between"):
+        train(sample_dir, tmp_path / "m6", _opts(unfreeze=1, crop=0.1))
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()
