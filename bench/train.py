@@ -8,7 +8,9 @@ between classes) and the training time. A products model with five ids never see
 work. Results accumulate in /tmp/lookalike-cache/bench-train.json, so ``--finetune`` (the slow unfreeze runs) can
 run separately; every run rewrites the whole section from it.
 
-    flock /tmp/lookalike-bench.lock .venv/bin/python -m bench.train [--report | --finetune lite2@384:u2 ...]
+    flock /tmp/lookalike-bench.lock .venv/bin/python -m bench.train [--report | --readout | --finetune lite2@384:u8 ...]
+
+``--readout`` adds the accuracy of `lookalike classify`'s own heads to rows measured before they were recorded.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from bench.common import CACHE, dataset  # noqa: E402
 from bench.report import markdown_table, write_section  # noqa: E402
 
 MODELS = CACHE / "models"
+VECTORS = CACHE / "bench-train-vectors"
+HEADS = ("knn", "linear", "mlp")
 RESULTS = CACHE / "bench-train.json"
 HELDOUT_IDS = 5
 MIXED_ID = "MrlIsXerE3D"
@@ -93,6 +97,51 @@ def classify(xtr: np.ndarray, ytr: list[str], xte: np.ndarray, yte: list[str]) -
     return float(knn.score(xte, yte)), float(lin.score(xte, yte))
 
 
+def heads(xtr: np.ndarray, ytr: list[str], xte: np.ndarray, yte: list[str]) -> dict[str, float]:
+    """Held-out accuracy of `lookalike classify`'s own heads fitted on the four fifths: what a user of the tool gets
+    (kNN vote with a temperature tuned leave-one-out, linear probe with C picked on a held-out part, MLP)."""
+    from lookalike.classify import make_head
+
+    return {m: float(np.mean(make_head(m).fit(xtr, ytr).predict(xte) == np.asarray(yte))) for m in HEADS}
+
+
+def _untrained_key(model: str, res: int) -> str:
+    return f"untrained@{res}" if model == "efficientnet-lite0" else f"untrained-{model}@{res}"
+
+
+def readout(results: dict, only: list[str]) -> None:
+    """Add the classify heads' accuracies to rows that lack them (or the rows named in ``only``), from cached
+    features, saved vectors or the model."""
+    files = [(p, c) for p, c in _files("rooms")]
+    tr, te = split(files)
+    ytr, yte = [c for _, c in tr], [c for _, c in te]
+    rows = results.get("rooms", {})
+    for model, res in dict.fromkeys(BASELINES):
+        key = _untrained_key(model, res)
+        if key in rows and "heads" not in rows[key] and (not only or key in only):
+            rows[key]["heads"] = heads(pooled(tr, res, model), ytr, pooled(te, res, model), yte)
+            print(key, rows[key]["heads"], flush=True)
+            _save(results)
+    for name, row in rows.items():
+        if "heads" in row or name.startswith("untrained") or (only and name not in only):
+            continue
+        vec = VECTORS / f"{name}.npz"
+        if not vec.exists():
+            if not (MODELS / name / "complete").exists():
+                print(f"{name}: no saved vectors or model; left without heads", flush=True)
+                continue
+            _save_vectors(name, trained_vectors(MODELS / name, tr, None), trained_vectors(MODELS / name, te, None))
+        with np.load(vec) as z:
+            row["heads"] = heads(z["tr"], ytr, z["te"], yte)
+        print(name, row["heads"], flush=True)
+        _save(results)
+
+
+def _save_vectors(name: str, vtr: np.ndarray, vte: np.ndarray) -> None:
+    VECTORS.mkdir(parents=True, exist_ok=True)
+    np.savez(VECTORS / f"{name}.npz", tr=vtr, te=vte)
+
+
 def compactness(x: np.ndarray, y: list[str]) -> tuple[float, float]:
     y = np.asarray(y)
     sim = x @ x.T
@@ -107,7 +156,9 @@ def run_train(name: str, files: list[tuple[Path, str]], **opts: object) -> tuple
 
     out = MODELS / name
     t0 = time.perf_counter()
-    result = train(None, out, TrainOptions(**opts), files=files, overwrite=True, log=lambda m: print(" ", m))
+    # an unfinished run of the same options resumes (a killed bench loses at most an epoch); a finished one is redone
+    done = (out / "complete").exists()
+    result = train(None, out, TrainOptions(**opts), files=files, overwrite=done, log=lambda m: print(" ", m))
     card = json.loads((out / "model.json").read_text())
     print(f"{name}: {result.epochs_run} epochs, {time.perf_counter() - t0:.0f}s", flush=True)
     return out, card["training_seconds"], card
@@ -129,26 +180,33 @@ def rooms(results: dict, finetune: list[str] | None) -> None:
     rows = results.setdefault("rooms", {})
     runs: list[tuple[str, dict]] = []
     if finetune:
-        for spec in finetune:  # lite2@384:u8, or lite2@384:u8:c1 for another --crop
-            what, unfreeze, *crop = spec.split(":")
+        for spec in finetune:  # lite2@384:u8, plus :c1 for another --crop, :e16 for at most 16 epochs
+            what, unfreeze, *more = spec.split(":")
             variant, res = what.split("@")
             opts = {"loss": "normsoftmax", "unfreeze": int(unfreeze.removeprefix("u")),
                     "model": f"efficientnet-{variant}", "resolution": int(res), "epochs": 24}  # fmt: skip
-            if crop:
-                opts["crop"] = float(crop[0].removeprefix("c"))
-            runs.append((f"rooms-{spec.replace('@', '-').replace(':', '-')}", opts))
+            name = f"rooms-{variant}-{res}-{unfreeze}"
+            for m in more:
+                if m.startswith("c"):
+                    opts["crop"] = float(m[1:])
+                    name += f"-{m}"
+                elif m.startswith("e"):  # not in the name: resuming a run with fewer epochs finishes it
+                    opts["epochs"] = int(m[1:])
+            runs.append((name, opts))
     baselines = BASELINES + [(o["model"], o["resolution"]) for _, o in runs]
     for model, res in dict.fromkeys(baselines):
-        key = f"untrained@{res}" if model == "efficientnet-lite0" else f"untrained-{model}@{res}"
+        key = _untrained_key(model, res)
+        if finetune and key in rows:  # a fine-tuning run only needs its baseline once
+            continue
         xtr, xte = pooled(tr, res, model), pooled(te, res, model)
         knn, lin = classify(xtr, ytr, xte, yte)
         intra, inter = compactness(xte, yte)
         rows[key] = {
             "model": f"{_short(model)} GeM, untrained, {res} px", "knn": knn, "linear": lin, "intra": intra,
-            "inter": inter, "seconds": 0.0,
+            "inter": inter, "seconds": 0.0, "heads": heads(xtr, ytr, xte, yte),
         }  # fmt: skip
         print(rows[key], flush=True)
-    xtr, xte = pooled(tr, 224), pooled(te, 224)
+    xtr, xte = (None, None) if finetune else (pooled(tr, 224), pooled(te, 224))
     if not finetune:
         runs += [(f"rooms-normsoftmax-l{lam}", {"loss": "normsoftmax", "scale": lam}) for lam in (8, 16, 20, 32, 64)]
         runs += [("rooms-triplet", {"loss": "triplet"}), ("rooms-triplet-hard", {"loss": "triplet", "miner": "hard"})]
@@ -158,6 +216,7 @@ def rooms(results: dict, finetune: list[str] | None) -> None:
         res = card["resolution"]
         a, b = (xtr, xte) if res == 224 and card["base_model"] == "efficientnet-lite0" else (None, None)
         vtr, vte = trained_vectors(model_dir, tr, a), trained_vectors(model_dir, te, b)
+        _save_vectors(name, vtr, vte)
         knn, lin = classify(vtr, ytr, vte, yte)
         intra, inter = compactness(vte, yte)
         desc = f"{opts['loss']}" + (f" λ={card['scale']:g}" if card.get("scale") else "")
@@ -168,7 +227,7 @@ def rooms(results: dict, finetune: list[str] | None) -> None:
         if card["base_model"] != "efficientnet-lite0":
             desc = f"{_short(card['base_model'])}, {desc}"
         rows[name] = {"model": desc, "knn": knn, "linear": lin, "intra": intra, "inter": inter, "seconds": secs,
-                      "epochs": card["epochs_run"], "best_epoch": card["best_epoch"]}  # fmt: skip
+                      "epochs": card["epochs_run"], "best_epoch": card["best_epoch"], "heads": heads(vtr, ytr, vte, yte)}  # fmt: skip
         if name == "rooms-normsoftmax-l20":
             rows[name]["onnx_diff"] = onnx_check(model_dir, te, xte)
         print(rows[name], flush=True)
@@ -243,13 +302,19 @@ def _kind(v: dict) -> int:
     return UNTRAINED if "untrained" in v["model"] else HEAD_ONLY if "unfreeze 0," in v["model"] else FINE_TUNED
 
 
+def _best(v: dict) -> float:
+    return max(v["knn"], v["linear"], *v.get("heads", {}).values())
+
+
 def report(results: dict) -> None:
     parts = []
     r = results.get("rooms", {})
     if r:
         rows = [
-            [v["model"], f"{v['knn']:.3f}", f"{v['linear']:.3f}", f"{v['intra']:.3f}", f"{v['inter']:.3f}",
-             f"{v['intra'] - v['inter']:.3f}", f"{v['seconds']:.0f}", v.get("epochs", "")]
+            [v["model"], f"{v['knn']:.3f}", f"{v['linear']:.3f}",
+             " / ".join(f"{v['heads'][m]:.3f}" for m in HEADS) if "heads" in v else "",
+             f"{v['intra']:.3f}", f"{v['inter']:.3f}", f"{v['intra'] - v['inter']:.3f}", f"{v['seconds']:.0f}",
+             v.get("epochs", "")]
             for v in sorted(r.values(), key=_kind)
         ]  # fmt: skip
         parts.append(
@@ -259,6 +324,7 @@ def report(results: dict) -> None:
                     "embedding",
                     "kNN acc (k=10)",
                     "linear-probe acc",
+                    "`classify` knn / linear / mlp",
                     "mean cos intra",
                     "mean cos inter",
                     "intra − inter",
@@ -268,9 +334,11 @@ def report(results: dict) -> None:
                 rows,
             )
         )
-        lam = {int(k.removeprefix("rooms-normsoftmax-l")): v for k, v in r.items() if k.startswith("rooms-normsoftmax-l")}
-        head = [max(v["knn"], v["linear"]) for v in r.values() if _kind(v) == HEAD_ONLY]
-        tuned = [max(v["knn"], v["linear"]) for v in r.values() if _kind(v) == FINE_TUNED]
+        lam = {
+            int(k.removeprefix("rooms-normsoftmax-l")): v for k, v in r.items() if k.startswith("rooms-normsoftmax-l")
+        }
+        head = [_best(v) for v in r.values() if _kind(v) == HEAD_ONLY]
+        tuned = [_best(v) for v in r.values() if _kind(v) == FINE_TUNED]
         if lam:
             lo, hi = min(lam), max(lam)
             best = max(head + tuned)
@@ -327,7 +395,9 @@ def report(results: dict) -> None:
 
 def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    if "--report" not in sys.argv:
+    if "--readout" in sys.argv:
+        readout(results, sys.argv[sys.argv.index("--readout") + 1 :])
+    elif "--report" not in sys.argv:
         if "--finetune" in sys.argv:
             rooms(results, finetune=sys.argv[sys.argv.index("--finetune") + 1 :])
         else:
