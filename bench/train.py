@@ -112,8 +112,7 @@ def _untrained_key(model: str, res: int) -> str:
 def readout(results: dict, only: list[str]) -> None:
     """Add the classify heads' accuracies to rows that lack them (or the rows named in ``only``), from cached
     features, saved vectors or the model."""
-    files = [(p, c) for p, c in _files("rooms")]
-    tr, te = split(files)
+    tr, te = split(_files("rooms"))
     ytr, yte = [c for _, c in tr], [c for _, c in te]
     rows = results.get("rooms", {})
     for model, res in dict.fromkeys(BASELINES):

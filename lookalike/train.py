@@ -287,7 +287,7 @@ def _random_crop(maps: np.ndarray, smallest: float, rng: np.random.Generator) ->
     """A random window of each cached frozen feature map, one size per batch (drawn from ``smallest``..1 of a side).
 
     Three fixed views of each image are all the frozen pass can afford, and the tuned blocks learn them by heart
-    within a few epochs; a fresh crop of the stride-16 map every step is almost the same as cropping the image (the
+    within a few epochs; a fresh crop of the frozen map every step is almost the same as cropping the image (the
     tuned blocks are convolutions and GeM pools whatever size it gets) and costs nothing.
     """
     if smallest >= 1.0:
