@@ -17,6 +17,7 @@ killed run resumes; the finished model is written last-marker-last (see :mod:`lo
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -24,6 +25,8 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +53,10 @@ MINERS = ("semihard", "hard")
 DEFAULT_SCALE = {"normsoftmax": 20.0, "arcface": 30.0}
 DEFAULT_MARGIN = {"triplet": 0.2, "arcface": 28.6}  # triplet: cosine distance; arcface: degrees (PML's unit)
 CHECKPOINT = "checkpoint.pt"
-MAX_UNFREEZE = 8  # EfficientNet-Lite0 has 16 blocks, Lite2 21: 8 reaches back into the stride-16 stage
+# Blocks that may be fine-tuned: all of the stride-16 stage after its first (downsampling) block, and everything
+# after it. The frozen maps cached per view then stay at 1/16 of the image side; one block further back they would
+# be at 1/8, four times the memory and the compute per step.
+MAX_UNFREEZE = {"efficientnet-lite0": 10, "efficientnet-lite2": 13}
 _OUR_FILES = (COMPLETE_FILE, CARD_FILE, WEIGHTS_FILE, "MODEL.md", "curves.png", "tsne.png", RUN_DIR)
 
 
@@ -83,9 +89,10 @@ class TrainOptions:
             raise LookalikeError(f"unknown miner {o.miner!r}; use semihard or hard")
         if o.model not in BASE_MODELS:
             raise LookalikeError(f"can only train on {', '.join(BASE_MODELS)}, not {o.model!r}")
-        if not 0 <= o.unfreeze <= MAX_UNFREEZE:
+        if not 0 <= o.unfreeze <= MAX_UNFREEZE[o.model]:
             raise LookalikeError(
-                f"--unfreeze must be 0..{MAX_UNFREEZE} (blocks of the backbone to fine-tune), got {o.unfreeze}"
+                f"--unfreeze must be 0..{MAX_UNFREEZE[o.model]} for {o.model} (blocks of the backbone to fine-tune), "
+                f"got {o.unfreeze}"
             )
         if not 0.0 < o.val_split < 0.9:
             raise LookalikeError(f"--val-split must be between 0 and 0.9, got {o.val_split}")
@@ -299,6 +306,34 @@ def _random_crop(maps: np.ndarray, smallest: float, rng: np.random.Generator) ->
     return np.stack([m[:, y : y + sh, x : x + sw] for m, y, x in zip(maps, ys, xs, strict=True)])
 
 
+@contextmanager
+def _keep_freed_memory() -> Iterator[None]:
+    """Keep freed heap memory in the process while fine-tuning, then hand it back.
+
+    Every training step allocates and frees activation buffers of tens of MB. glibc serves blocks above 32 MB with
+    a fresh mmap each time, so every step paid for the kernel zeroing new pages: about 40% of the CPU time was
+    system time, and a Lite2 step at 384 px took twice as long (measured in BENCHMARKS.md). Serving them from the
+    heap and not trimming it reuses the same pages. Elsewhere than glibc this does nothing.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - both exist only on glibc
+    except (OSError, AttributeError):
+        yield
+        return
+    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4
+    libc.mallopt(m_mmap_max, 0)
+    libc.mallopt(m_trim_threshold, 2**31 - 1)
+    libc.mallopt(m_top_pad, 256 << 20)
+    try:
+        yield
+    finally:  # glibc's defaults, and the kept memory returned to the system
+        libc.mallopt(m_mmap_max, 65536)
+        libc.mallopt(m_trim_threshold, 128 << 10)
+        libc.mallopt(m_top_pad, 128 << 10)
+        libc.malloc_trim(0)
+
+
 def _frozen_part(embedder: Any, model: str, upto: int) -> Any:
     """The frozen layers (stem and the first ``upto`` blocks) as a backbone of their own, so they run through ONNX
     Runtime like every other model here (about 3× eager torch on two cores), exported once per base model and cut."""
@@ -359,10 +394,7 @@ def _stem_features(
                 big = _load_pixels(train_chunk, size + size // 8)
                 views.append(
                     np.stack(
-                        [
-                            frozen.features(_augment(big, size, rng)).astype(np.float16)
-                            for _ in range(AUG_VIEWS - 1)
-                        ]
+                        [frozen.features(_augment(big, size, rng)).astype(np.float16) for _ in range(AUG_VIEWS - 1)]
                     )
                 )
             tick.advance(len(chunk))
@@ -636,64 +668,71 @@ def train(
     rng = np.random.default_rng(o.seed + first_epoch)
     epoch = first_epoch - 1
     stopped_early = False
-    for epoch in range(first_epoch, o.epochs + 1):
-        if best["epoch"] and epoch - best["epoch"] > o.patience:
-            stopped_early = True
-            epoch -= 1
-            break
-        t0 = time.perf_counter()
-        torch.manual_seed(o.seed * 1000 + epoch)
-        embedder.eval()  # BatchNorm of the backbone stays frozen; only the head's layers train
-        embedder.head.train()
-        order = np.array(list(iter(sampler)))
-        losses = []
-        for s in range(0, len(order) - batch + 1, batch):
-            idx = tr[order[s : s + batch]]
-            if o.unfreeze:
-                pos = order[s : s + batch]
-                view = rng.integers(0, AUG_VIEWS, len(pos))  # 0: the plain image, else an augmented view
-                h = np.where(
-                    (view == 0)[:, None, None, None], stem_plain[tr[pos]], stem_views[np.maximum(view - 1, 0), pos]
-                )
-                h = _random_crop(h, o.crop, rng)
-                emb = embedder.embed_pooled(embedder.pool(embedder.top(torch.from_numpy(h.astype(np.float32)), start)))
-            else:
-                emb = embedder.embed_pooled(x_pooled[idx])
-            yb = y[idx]
-            loss = loss_fn(emb, yb, miner(emb, yb)) if miner is not None else loss_fn(emb, yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        emb_all = embed_all()
-        metrics = retrieval_metrics(emb_all[va], labels[va], emb_all[tr], labels[tr])
-        row = {
-            "epoch": epoch,
-            "loss": float(np.mean(losses)) if losses else 0.0,
-            **metrics,
-            "seconds": time.perf_counter() - t0,
-        }
-        history.append(row)
-        score = metrics["map_at_r"] + metrics["precision_at_1"]
-        if score > best["score"]:
-            best = {"epoch": epoch, "score": score, "state": {k: v.clone() for k, v in embedder.state_dict().items()}}
-        _save_atomic(
-            {
+    with _keep_freed_memory():  # the fine-tuning steps: see there
+        for epoch in range(first_epoch, o.epochs + 1):
+            if best["epoch"] and epoch - best["epoch"] > o.patience:
+                stopped_early = True
+                epoch -= 1
+                break
+            t0 = time.perf_counter()
+            torch.manual_seed(o.seed * 1000 + epoch)
+            embedder.eval()  # BatchNorm of the backbone stays frozen; only the head's layers train
+            embedder.head.train()
+            order = np.array(list(iter(sampler)))
+            losses = []
+            for s in range(0, len(order) - batch + 1, batch):
+                idx = tr[order[s : s + batch]]
+                if o.unfreeze:
+                    pos = order[s : s + batch]
+                    view = rng.integers(0, AUG_VIEWS, len(pos))  # 0: the plain image, else an augmented view
+                    h = np.where(
+                        (view == 0)[:, None, None, None], stem_plain[tr[pos]], stem_views[np.maximum(view - 1, 0), pos]
+                    )
+                    h = _random_crop(h, o.crop, rng)
+                    emb = embedder.embed_pooled(
+                        embedder.pool(embedder.top(torch.from_numpy(h.astype(np.float32)), start))
+                    )
+                else:
+                    emb = embedder.embed_pooled(x_pooled[idx])
+                yb = y[idx]
+                loss = loss_fn(emb, yb, miner(emb, yb)) if miner is not None else loss_fn(emb, yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+            emb_all = embed_all()
+            metrics = retrieval_metrics(emb_all[va], labels[va], emb_all[tr], labels[tr])
+            row = {
                 "epoch": epoch,
-                "model": embedder.state_dict(),
-                "loss": loss_fn.state_dict(),
-                "opt": opt.state_dict(),
-                "history": history,
-                "best": best,
-                "options": run_options,
-                "data": data_hash,
-            },
-            out / RUN_DIR / CHECKPOINT,
-        )
-        say(
-            f"epoch {epoch}/{o.epochs}: loss {row['loss']:.4f}, val precision@1 {metrics['precision_at_1']:.3f}, "
-            f"mAP@R {metrics['map_at_r']:.3f} ({row['seconds']:.1f}s)" + (" *" if best["epoch"] == epoch else "")
-        )
+                "loss": float(np.mean(losses)) if losses else 0.0,
+                **metrics,
+                "seconds": time.perf_counter() - t0,
+            }
+            history.append(row)
+            score = metrics["map_at_r"] + metrics["precision_at_1"]
+            if score > best["score"]:
+                best = {
+                    "epoch": epoch,
+                    "score": score,
+                    "state": {k: v.clone() for k, v in embedder.state_dict().items()},
+                }
+            _save_atomic(
+                {
+                    "epoch": epoch,
+                    "model": embedder.state_dict(),
+                    "loss": loss_fn.state_dict(),
+                    "opt": opt.state_dict(),
+                    "history": history,
+                    "best": best,
+                    "options": run_options,
+                    "data": data_hash,
+                },
+                out / RUN_DIR / CHECKPOINT,
+            )
+            say(
+                f"epoch {epoch}/{o.epochs}: loss {row['loss']:.4f}, val precision@1 {metrics['precision_at_1']:.3f}, "
+                f"mAP@R {metrics['map_at_r']:.3f} ({row['seconds']:.1f}s)" + (" *" if best["epoch"] == epoch else "")
+            )
     if best["state"] is None:
         raise LookalikeError("training produced no epochs; raise --epochs")
     if stopped_early:

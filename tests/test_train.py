@@ -174,8 +174,8 @@ def test_bad_inputs(sample_dir: Path, tmp_path: Path) -> None:
 
     with pytest.raises(LookalikeError, match="unknown loss"):
         train(sample_dir, tmp_path / "m4", _opts(loss="contrastive"))
-    with pytest.raises(LookalikeError, match=r"--unfreeze must be 0\.\.8"):
-        train(sample_dir, tmp_path / "m5", _opts(unfreeze=9))
+    with pytest.raises(LookalikeError, match=r"--unfreeze must be 0\.\.10 for efficientnet-lite0"):
+        train(sample_dir, tmp_path / "m5", _opts(unfreeze=11))
     with pytest.raises(LookalikeError, match="--crop must be between"):
         train(sample_dir, tmp_path / "m6", _opts(unfreeze=1, crop=0.1))
 
