@@ -6,6 +6,8 @@ Tiny resolution (64 px) and one or two epochs keep this fast; the sample folders
 from __future__ import annotations
 
 import json
+import os
+import platform
 import shutil
 from pathlib import Path
 
@@ -233,3 +235,26 @@ def test_cli_train_one_line_error(tmp_path: Path, sample_dir: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "at least two classes" in proc.stderr
+
+
+def _rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists() or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_fine_tuning_keeps_freed_buffers_then_returns_them() -> None:
+    from lookalike.train import _keep_freed_memory
+
+    def big_and_freed() -> tuple[float, float]:
+        a = np.ones(200 * 2**20 // 8)  # 200 MB: glibc would mmap it, and unmap it again on free
+        with_it = _rss_mb()
+        del a
+        return with_it, _rss_mb()
+
+    with_it, after = big_and_freed()
+    assert with_it - after > 150  # default: handed back at once
+    with _keep_freed_memory():
+        with_it, after = big_and_freed()
+        assert with_it - after < 50  # kept for the next step's buffers
+        kept = after
+    assert kept - _rss_mb() > 150  # and returned when fine-tuning ends
