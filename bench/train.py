@@ -5,8 +5,8 @@ from the other four fifths). kNN (k = 10, cosine, distance-weighted) and a logis
 fitted on the four fifths' embeddings and scored on the held-out fifth. Products: precision@1 and mAP@R of the
 held-out fifth as queries against the rest. A λ sweep shows the compactness trade-off (mean cosine within and
 between classes) and the training time. A products model with five ids never seen is saved for the packed-scenes
-work. Results accumulate in /tmp/lookalike-cache/bench-train.json, so ``--finetune`` (the slow unfreeze runs) can
-run separately; every run rewrites the whole section from it.
+work. Results accumulate in bench/results/train.json (committed, so a fresh machine keeps the rows it did not rerun),
+so ``--finetune`` (the slow unfreeze runs) can run separately; every run rewrites the whole section from it.
 
     flock /tmp/lookalike-bench.lock .venv/bin/python -m bench.train [--report | --readout | --finetune lite2@384:u8 ...]
 
@@ -35,7 +35,7 @@ from bench.report import markdown_table, write_section  # noqa: E402
 MODELS = CACHE / "models"
 VECTORS = CACHE / "bench-train-vectors"
 HEADS = ("knn", "linear", "mlp")
-RESULTS = CACHE / "bench-train.json"
+RESULTS = Path(__file__).parent / "results" / "train.json"  # in git: a new machine keeps the table
 HELDOUT_IDS = 5
 MIXED_ID = "MrlIsXerE3D"
 
@@ -179,14 +179,18 @@ def rooms(results: dict, finetune: list[str] | None) -> None:
     rows = results.setdefault("rooms", {})
     runs: list[tuple[str, dict]] = []
     if finetune:
-        for spec in finetune:  # lite2@384:u8, plus :c1 for another --crop, :e16 for at most 16 epochs
+        # lite2@384:u8, plus :c1 for another --crop, :cos for the cosine schedule, :e16 for at most 16 epochs
+        for spec in finetune:
             what, unfreeze, *more = spec.split(":")
             variant, res = what.split("@")
             opts = {"loss": "normsoftmax", "unfreeze": int(unfreeze.removeprefix("u")),
                     "model": f"efficientnet-{variant}", "resolution": int(res), "epochs": 24}  # fmt: skip
             name = f"rooms-{variant}-{res}-{unfreeze}"
             for m in more:
-                if m.startswith("c"):
+                if m == "cos":
+                    opts["schedule"] = "cosine"
+                    name += "-cos"
+                elif m.startswith("c"):
                     opts["crop"] = float(m[1:])
                     name += f"-{m}"
                 elif m.startswith("e"):  # not in the name: resuming a run with fewer epochs finishes it
@@ -223,6 +227,7 @@ def rooms(results: dict, finetune: list[str] | None) -> None:
         desc += f", unfreeze {card['unfreeze']}, {res} px"
         if card["unfreeze"]:
             desc += f", crop {card['options'].get('crop', 1.0):g}"
+            desc += ", cosine lr" if card["options"].get("schedule") == "cosine" else ""
         if card["base_model"] != "efficientnet-lite0":
             desc = f"{_short(card['base_model'])}, {desc}"
         rows[name] = {"model": desc, "knn": knn, "linear": lin, "intra": intra, "inter": inter, "seconds": secs,
@@ -351,7 +356,8 @@ def report(results: dict) -> None:
                 + (f", the best fine-tuned one {max(tuned):.3f}" if tuned else "")
                 + ". A head on frozen pooled features barely moves the untrained features' accuracy: the features "
                 "themselves have to change (`--unfreeze`, the fine-tuned rows). `train s` is the wall-clock time of "
-                "the training epochs (for fine-tuned rows without the one pass through the frozen layers)."
+                "the training epochs (for fine-tuned rows without the one pass through the frozen layers). Rows accumulate over "
+                "runs (bench/results/train.json); the line at the end dates the latest."
             )
         if "rooms-normsoftmax-l20" in r and "onnx_diff" in r["rooms-normsoftmax-l20"]:
             parts.append(

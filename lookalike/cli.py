@@ -354,6 +354,9 @@ def train_cmd(
     crop: Annotated[
         float, typer.Option(help="Fine-tuning: smallest fraction of a side kept by the random crop each step (1: off).")
     ] = 0.75,
+    schedule: Annotated[
+        str, typer.Option(help="Learning rate over the epochs: constant, or cosine (decays to 1/100 by --epochs).")
+    ] = "constant",
     resume: Annotated[
         bool | None, typer.Option("--resume/--restart", help="Require resuming / discard an unfinished run [auto].")
     ] = None,
@@ -366,7 +369,7 @@ def train_cmd(
     options = TrainOptions(
         loss=loss, scale=scale, margin=margin, miner=miner, unfreeze=unfreeze, epochs=epochs, val_split=val_split,
         resolution=resolution, model=model, dim=dim, head=head, batch_size=batch_size, lr=lr, patience=patience,
-        seed=seed, crop=crop,
+        seed=seed, crop=crop, schedule=schedule,
     )  # fmt: skip
     result = train(
         data, out_dir, options, overwrite=overwrite, resume=resume, progress=not quiet,

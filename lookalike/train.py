@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -80,6 +81,7 @@ class TrainOptions:
     patience: int = 5
     seed: int = 0
     crop: float = 0.75
+    schedule: str = "constant"
 
     def resolved(self) -> TrainOptions:
         o = TrainOptions(**asdict(self))
@@ -100,6 +102,8 @@ class TrainOptions:
             raise LookalikeError(f"--head must be mlp or linear, got {o.head!r}")
         if not 0.25 <= o.crop <= 1.0:
             raise LookalikeError(f"--crop must be between 0.25 and 1 (fraction of the side kept), got {o.crop}")
+        if o.schedule not in ("constant", "cosine"):
+            raise LookalikeError(f"--schedule must be constant or cosine, got {o.schedule!r}")
         if o.dim < 2 or o.batch_size < 4 or o.patience < 1:
             raise LookalikeError("--dim must be ≥ 2, --batch-size ≥ 4 and --patience ≥ 1")
         o.scale = float(o.scale if o.scale is not None else DEFAULT_SCALE.get(o.loss, 0.0)) or None
@@ -113,6 +117,18 @@ class TrainOptions:
         o.resolution = max(32, round(o.resolution / 32) * 32)
         o.lr = float(o.lr or (1e-3 if o.unfreeze == 0 else 3e-4))
         return o
+
+
+def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """Cosine decay to 1/100 by the last epoch; a function of the epoch alone so a resumed run continues the curve.
+
+    A constant rate leaves the fine-tuned backbone wandering around a minimum it never settles into; decaying lets
+    the last epochs refine instead of jump (growing --epochs on resume stretches the rest of the curve).
+    """
+    if schedule == "constant" or epochs <= 1:
+        return 1.0
+    t = (epoch - 1) / (epochs - 1)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
 
 
 @dataclass
@@ -616,11 +632,11 @@ def train(
             for prm in m.parameters():
                 prm.requires_grad = True
         backbone_params = [p for m in tuned for p in m.parameters()]
-    groups = [{"params": trainable, "lr": o.lr}]
+    groups = [{"params": trainable, "lr": o.lr, "lr_mult": 1.0}]
     if o.unfreeze:
-        groups.append({"params": backbone_params, "lr": o.lr / 3})
+        groups.append({"params": backbone_params, "lr": o.lr / 3, "lr_mult": 1 / 3})
     if list(loss_fn.parameters()):
-        groups.append({"params": list(loss_fn.parameters()), "lr": o.lr * 10})
+        groups.append({"params": list(loss_fn.parameters()), "lr": o.lr * 10, "lr_mult": 10.0})
     opt = torch.optim.Adam(groups, weight_decay=1e-4)
 
     history: list[dict[str, float]] = []
@@ -675,6 +691,8 @@ def train(
                 epoch -= 1
                 break
             t0 = time.perf_counter()
+            for g in opt.param_groups:
+                g["lr"] = o.lr * g["lr_mult"] * _lr_factor(o.schedule, epoch, o.epochs)
             torch.manual_seed(o.seed * 1000 + epoch)
             embedder.eval()  # BatchNorm of the backbone stays frozen; only the head's layers train
             embedder.head.train()
@@ -705,6 +723,7 @@ def train(
             row = {
                 "epoch": epoch,
                 "loss": float(np.mean(losses)) if losses else 0.0,
+                "lr": opt.param_groups[0]["lr"],
                 **metrics,
                 "seconds": time.perf_counter() - t0,
             }

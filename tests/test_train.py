@@ -157,6 +157,23 @@ def test_killed_run_is_refused_then_resumes(sample_dir: Path, tmp_path: Path) ->
         train(sample_dir, tmp_path / "fresh", _opts(epochs=1), resume=True)
 
 
+def test_cosine_schedule_decays_the_rate_and_a_resumed_run_continues_it(sample_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cos"
+
+    def kill_after_first_epoch(line: str) -> None:
+        if line.startswith("epoch 1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(sample_dir, out, _opts(epochs=3, schedule="cosine", lr=1e-3), log=kill_after_first_epoch)
+    train(sample_dir, out, _opts(epochs=3, schedule="cosine", lr=1e-3, patience=9))
+    lrs = [h["lr"] for h in json.loads((out / "model.json").read_text())["history"]]
+    np.testing.assert_allclose(lrs, [1e-3, 1e-3 * 0.505, 1e-5], rtol=1e-6)  # full, half way, 1/100 at the end
+    train(sample_dir, tmp_path / "const", _opts(epochs=2, lr=1e-3, patience=9))
+    lrs = [h["lr"] for h in json.loads((tmp_path / "const" / "model.json").read_text())["history"]]
+    assert lrs == [1e-3, 1e-3]
+
+
 def test_bad_inputs(sample_dir: Path, tmp_path: Path) -> None:
     one = tmp_path / "one"
     shutil.copytree(sample_dir / "temple", one / "temple")
@@ -180,6 +197,8 @@ def test_bad_inputs(sample_dir: Path, tmp_path: Path) -> None:
         train(sample_dir, tmp_path / "m5", _opts(unfreeze=11))
     with pytest.raises(LookalikeError, match="--crop must be between"):
         train(sample_dir, tmp_path / "m6", _opts(unfreeze=1, crop=0.1))
+    with pytest.raises(LookalikeError, match="--schedule must be constant or cosine"):
+        train(sample_dir, tmp_path / "m7", _opts(schedule="step"))
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()
