@@ -10,7 +10,8 @@ so ``--finetune`` (the slow unfreeze runs) can run separately; every run rewrite
 
     flock /tmp/lookalike-bench.lock .venv/bin/python -m bench.train [--report | --readout | --finetune lite2@384:u8 ...]
 
-``--readout`` adds the accuracy of `lookalike classify`'s own heads to rows measured before they were recorded.
+``--readout`` adds the accuracy of `lookalike classify`'s own heads (and the kNN confusion matrix) to rows measured
+before they were recorded.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ os.environ.setdefault("LOOKALIKE_CACHE", "/tmp/lookalike-cache")
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections import Counter  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -105,13 +107,25 @@ def heads(xtr: np.ndarray, ytr: list[str], xte: np.ndarray, yte: list[str]) -> d
     return {m: float(np.mean(make_head(m).fit(xtr, ytr).predict(xte) == np.asarray(yte))) for m in HEADS}
 
 
+def confusion(xtr: np.ndarray, ytr: list[str], xte: np.ndarray, yte: list[str]) -> dict:
+    """The kNN vote's confusion matrix (rows: folder label, columns: predicted), to see which rooms it mixes up."""
+    from sklearn.metrics import confusion_matrix
+
+    knn = KNeighborsClassifier(n_neighbors=10, metric="cosine", weights="distance").fit(xtr, ytr)
+    classes = sorted(set(ytr))
+    return {"classes": classes, "matrix": confusion_matrix(yte, knn.predict(xte), labels=classes).tolist()}
+
+
+AUDIT = Path(__file__).parent / "results" / "rooms-errors-audit.json"
+
+
 def _untrained_key(model: str, res: int) -> str:
     return f"untrained@{res}" if model == "efficientnet-lite0" else f"untrained-{model}@{res}"
 
 
 def readout(results: dict, only: list[str]) -> None:
-    """Add the classify heads' accuracies to rows that lack them (or the rows named in ``only``), from cached
-    features, saved vectors or the model."""
+    """Add the classify heads' accuracies (and the kNN confusion matrix) to rows that lack them (or the rows named
+    in ``only``), from cached features, saved vectors or the model."""
     tr, te = split(_files("rooms"))
     ytr, yte = [c for _, c in tr], [c for _, c in te]
     rows = results.get("rooms", {})
@@ -122,7 +136,7 @@ def readout(results: dict, only: list[str]) -> None:
             print(key, rows[key]["heads"], flush=True)
             _save(results)
     for name, row in rows.items():
-        if "heads" in row or name.startswith("untrained") or (only and name not in only):
+        if ("heads" in row and "confusion" in row) or name.startswith("untrained") or (only and name not in only):
             continue
         vec = VECTORS / f"{name}.npz"
         if not vec.exists():
@@ -131,7 +145,8 @@ def readout(results: dict, only: list[str]) -> None:
                 continue
             _save_vectors(name, trained_vectors(MODELS / name, tr, None), trained_vectors(MODELS / name, te, None))
         with np.load(vec) as z:
-            row["heads"] = heads(z["tr"], ytr, z["te"], yte)
+            row.setdefault("heads", heads(z["tr"], ytr, z["te"], yte))
+            row["confusion"] = confusion(z["tr"], ytr, z["te"], yte)
         print(name, row["heads"], flush=True)
         _save(results)
 
@@ -231,7 +246,8 @@ def rooms(results: dict, finetune: list[str] | None) -> None:
         if card["base_model"] != "efficientnet-lite0":
             desc = f"{_short(card['base_model'])}, {desc}"
         rows[name] = {"model": desc, "knn": knn, "linear": lin, "intra": intra, "inter": inter, "seconds": secs,
-                      "epochs": card["epochs_run"], "best_epoch": card["best_epoch"], "heads": heads(vtr, ytr, vte, yte)}  # fmt: skip
+                      "epochs": card["epochs_run"], "best_epoch": card["best_epoch"], "heads": heads(vtr, ytr, vte, yte),
+                      "confusion": confusion(vtr, ytr, vte, yte)}  # fmt: skip
         if name == "rooms-normsoftmax-l20":
             rows[name]["onnx_diff"] = onnx_check(model_dir, te, xte)
         print(rows[name], flush=True)
@@ -359,6 +375,28 @@ def report(results: dict) -> None:
                 "the training epochs (for fine-tuned rows without the one pass through the frozen layers). Rows accumulate over "
                 "runs (bench/results/train.json); the line at the end dates the latest."
             )
+        with_cm = [v for v in r.values() if "confusion" in v]
+        if with_cm:
+            v = max(with_cm, key=lambda v: v["knn"])
+            cm = v["confusion"]
+            text = (
+                f"Where the best fine-tuned embedding's kNN vote errs ({v['model']}; rows: folder label, columns: "
+                "predicted):\n\n"
+                + markdown_table(
+                    ["label \\ predicted", *cm["classes"]],
+                    [[c, *m] for c, m in zip(cm["classes"], cm["matrix"], strict=True)],
+                )
+            )
+            if AUDIT.exists():
+                audit = json.loads(AUDIT.read_text())["errors"]
+                n = Counter(e["verdict"] for e in audit)
+                text += (
+                    f"\n\nEach of its {len(audit)} wrong held-out images looked at by eye (`bench/results/"
+                    f"{AUDIT.name}`, one reviewer): the folder label is wrong (another room type, or not a room) "
+                    f"for {n['label wrong']}, the photo shows two room types (open plan; either label defensible) "
+                    f"for {n['both rooms shown']}, and the model is plainly wrong for {n['model wrong']}."
+                )
+            parts.append(text)
         if "rooms-normsoftmax-l20" in r and "onnx_diff" in r["rooms-normsoftmax-l20"]:
             parts.append(
                 "The head-only models' held-out embeddings were computed as head(cached backbone features); the "

@@ -132,12 +132,14 @@ def test_random_crop_of_frozen_maps_is_a_window_of_each() -> None:
     assert len(sizes) > 2  # the window size varies from batch to batch
 
 
+def kill_after_first_epoch(line: str) -> None:
+    """A log callback that interrupts a run the way Ctrl-C would, right after its first checkpoint."""
+    if line.startswith("epoch 1/"):
+        raise KeyboardInterrupt
+
+
 def test_killed_run_is_refused_then_resumes(sample_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
-
-    def kill_after_first_epoch(line: str) -> None:
-        if line.startswith("epoch 1/"):
-            raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         train(sample_dir, out, _opts(epochs=2), log=kill_after_first_epoch)
@@ -159,10 +161,6 @@ def test_killed_run_is_refused_then_resumes(sample_dir: Path, tmp_path: Path) ->
 
 def test_cosine_schedule_decays_the_rate_and_a_resumed_run_continues_it(sample_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "cos"
-
-    def kill_after_first_epoch(line: str) -> None:
-        if line.startswith("epoch 1/"):
-            raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         train(sample_dir, out, _opts(epochs=3, schedule="cosine", lr=1e-3), log=kill_after_first_epoch)
