@@ -93,8 +93,12 @@ def onnx_check(model_dir: Path, files: list[tuple[Path, str]], x_pooled: np.ndar
     return float(np.abs(onnx - trained_vectors(model_dir, sub, x_pooled[:32])).max())
 
 
+def _knn(xtr: np.ndarray, ytr: list[str]) -> KNeighborsClassifier:
+    return KNeighborsClassifier(n_neighbors=10, metric="cosine", weights="distance").fit(xtr, ytr)
+
+
 def classify(xtr: np.ndarray, ytr: list[str], xte: np.ndarray, yte: list[str]) -> tuple[float, float]:
-    knn = KNeighborsClassifier(n_neighbors=10, metric="cosine", weights="distance").fit(xtr, ytr)
+    knn = _knn(xtr, ytr)
     lin = LogisticRegression(C=1.0, max_iter=3000).fit(xtr, ytr)
     return float(knn.score(xte, yte)), float(lin.score(xte, yte))
 
@@ -109,11 +113,9 @@ def heads(xtr: np.ndarray, ytr: list[str], xte: np.ndarray, yte: list[str]) -> d
 
 def confusion(xtr: np.ndarray, ytr: list[str], xte: np.ndarray, yte: list[str]) -> dict:
     """The kNN vote's confusion matrix (rows: folder label, columns: predicted), to see which rooms it mixes up."""
-    from sklearn.metrics import confusion_matrix
+    from lookalike.evaluate import classification_metrics
 
-    knn = KNeighborsClassifier(n_neighbors=10, metric="cosine", weights="distance").fit(xtr, ytr)
-    classes = sorted(set(ytr))
-    return {"classes": classes, "matrix": confusion_matrix(yte, knn.predict(xte), labels=classes).tolist()}
+    return classification_metrics(yte, _knn(xtr, ytr).predict(xte), sorted(set(ytr)))["confusion"]
 
 
 AUDIT = Path(__file__).parent / "results" / "rooms-errors-audit.json"
@@ -145,7 +147,8 @@ def readout(results: dict, only: list[str]) -> None:
                 continue
             _save_vectors(name, trained_vectors(MODELS / name, tr, None), trained_vectors(MODELS / name, te, None))
         with np.load(vec) as z:
-            row.setdefault("heads", heads(z["tr"], ytr, z["te"], yte))
+            if "heads" not in row:
+                row["heads"] = heads(z["tr"], ytr, z["te"], yte)
             row["confusion"] = confusion(z["tr"], ytr, z["te"], yte)
         print(name, row["heads"], flush=True)
         _save(results)
@@ -372,26 +375,27 @@ def report(results: dict) -> None:
                 + (f", the best fine-tuned one {max(tuned):.3f}" if tuned else "")
                 + ". A head on frozen pooled features barely moves the untrained features' accuracy: the features "
                 "themselves have to change (`--unfreeze`, the fine-tuned rows). `train s` is the wall-clock time of "
-                "the training epochs (for fine-tuned rows without the one pass through the frozen layers). Rows accumulate over "
-                "runs (bench/results/train.json); the line at the end dates the latest."
+                "the training epochs (for fine-tuned rows without the one pass through the frozen layers). Rows "
+                "accumulate over runs (bench/results/train.json); the line at the end dates the latest."
             )
-        with_cm = [v for v in r.values() if "confusion" in v]
-        if with_cm:
-            v = max(with_cm, key=lambda v: v["knn"])
+        audit = json.loads(AUDIT.read_text()) if AUDIT.exists() else None
+        with_cm = {k: v for k, v in r.items() if "confusion" in v}
+        if with_cm:  # the audited row's errors, else the best row's
+            v = with_cm.get(audit["row"]) if audit else None
+            v = v or max(with_cm.values(), key=lambda v: v["knn"])
             cm = v["confusion"]
             text = (
-                f"Where the best fine-tuned embedding's kNN vote errs ({v['model']}; rows: folder label, columns: "
+                f"Where a fine-tuned embedding's kNN vote errs ({v['model']}; rows: folder label, columns: "
                 "predicted):\n\n"
                 + markdown_table(
-                    ["label \\ predicted", *cm["classes"]],
-                    [[c, *m] for c, m in zip(cm["classes"], cm["matrix"], strict=True)],
+                    ["label \\ predicted", *cm["labels"]],
+                    [[c, *m] for c, m in zip(cm["labels"], cm["matrix"], strict=True)],
                 )
             )
-            if AUDIT.exists():
-                audit = json.loads(AUDIT.read_text())["errors"]
-                n = Counter(e["verdict"] for e in audit)
+            if audit and r.get(audit["row"]) is v:
+                n = Counter(e["verdict"] for e in audit["errors"])
                 text += (
-                    f"\n\nEach of its {len(audit)} wrong held-out images looked at by eye (`bench/results/"
+                    f"\n\nEach of its {len(audit['errors'])} wrong held-out images looked at by eye (`bench/results/"
                     f"{AUDIT.name}`, one reviewer): the folder label is wrong (another room type, or not a room) "
                     f"for {n['label wrong']}, the photo shows two room types (open plan; either label defensible) "
                     f"for {n['both rooms shown']}, and the model is plainly wrong for {n['model wrong']}."
