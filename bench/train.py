@@ -24,6 +24,7 @@ import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
+from itertools import pairwise  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -91,6 +92,28 @@ def onnx_check(model_dir: Path, files: list[tuple[Path, str]], x_pooled: np.ndar
     sub = files[:32]
     onnx = np.concatenate([b.vectors for b in d.describe_files([p for p, _ in sub])])
     return float(np.abs(onnx - trained_vectors(model_dir, sub, x_pooled[:32])).max())
+
+
+def members_cost(model_dir: Path, files: list[tuple[Path, str]]) -> dict:
+    """Indexing time of a --members model against its first member alone, side by side on the same 160 images
+    (after a warm-up that exports both to ONNX): what the shared frozen layers save over N separate models."""
+    from lookalike.aggregate import MeanPooling
+    from lookalike.embed import Describer
+    from lookalike.models import create_model
+
+    card = json.loads((model_dir / "model.json").read_text())
+    paths = [p for p, _ in files[:160]]
+    out = {}
+    for key, path in (("member", model_dir / card["members"][0]), ("members", model_dir)):
+        d = Describer(create_model(str(path)), MeanPooling(), card["resolution"])
+        list(d.describe_files(paths[:8], batch_size=8))
+        t0 = time.perf_counter()
+        list(d.describe_files(paths, batch_size=32))
+        out[key] = time.perf_counter() - t0
+    out["n"] = len(paths)
+    out["ratio"] = out["members"] / out["member"]
+    print("members cost", out, flush=True)
+    return out
 
 
 def _knn(xtr: np.ndarray, ytr: list[str]) -> KNeighborsClassifier:
@@ -197,7 +220,8 @@ def rooms(results: dict, finetune: list[str] | None) -> None:
     rows = results.setdefault("rooms", {})
     runs: list[tuple[str, dict]] = []
     if finetune:
-        # lite2@384:u8, plus :c1 for another --crop, :cos for the cosine schedule, :e16 for at most 16 epochs
+        # lite2@384:u8, plus :c1 for another --crop, :cos for the cosine schedule, :e16 for at most 16 epochs,
+        # :v0.05 for --val-split 0.05, :s1 for --seed 1, :n2 for --members 2
         for spec in finetune:
             what, unfreeze, *more = spec.split(":")
             variant, res = what.split("@")
@@ -213,6 +237,15 @@ def rooms(results: dict, finetune: list[str] | None) -> None:
                     name += f"-{m}"
                 elif m.startswith("e"):  # not in the name: resuming a run with fewer epochs finishes it
                     opts["epochs"] = int(m[1:])
+                elif m.startswith("v"):  # --val-split: a smaller one trains on more of the four fifths
+                    opts["val_split"] = float(m[1:])
+                    name += f"-{m}"
+                elif m.startswith("n"):  # --members: that many seeds, embeddings concatenated
+                    opts["members"] = int(m[1:])
+                    name += f"-{m}"
+                elif m.startswith("s"):  # --seed: another initialisation, views and validation split
+                    opts["seed"] = int(m[1:])
+                    name += f"-{m}"
             runs.append((name, opts))
     baselines = BASELINES + [(o["model"], o["resolution"]) for _, o in runs]
     for model, res in dict.fromkeys(baselines):
@@ -246,6 +279,10 @@ def rooms(results: dict, finetune: list[str] | None) -> None:
         if card["unfreeze"]:
             desc += f", crop {card['options'].get('crop', 1.0):g}"
             desc += ", cosine lr" if card["options"].get("schedule") == "cosine" else ""
+            o = card["options"]
+            desc += f", val split {o['val_split']:g}" if o.get("val_split", 0.15) != 0.15 else ""
+            desc += f", seed {o['seed']}" if o.get("seed", 0) else ""
+            desc += f", {o['members']} members" if o.get("members", 1) > 1 else ""
         if card["base_model"] != "efficientnet-lite0":
             desc = f"{_short(card['base_model'])}, {desc}"
         rows[name] = {"model": desc, "knn": knn, "linear": lin, "intra": intra, "inter": inter, "seconds": secs,
@@ -253,6 +290,16 @@ def rooms(results: dict, finetune: list[str] | None) -> None:
                       "confusion": confusion(vtr, ytr, vte, yte)}  # fmt: skip
         if name == "rooms-normsoftmax-l20":
             rows[name]["onnx_diff"] = onnx_check(model_dir, te, xte)
+        if card.get("members"):
+            rows[name]["members_cost"] = members_cost(model_dir, te)
+            # each member alone: its slice of the joined embedding (the members' dims add up in order)
+            cuts = np.cumsum([0] + [json.loads((model_dir / m / "model.json").read_text())["embedding_dim"]
+                                    for m in card["members"]])  # fmt: skip
+            unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+            rows[name]["member_scores"] = [
+                dict(zip(("knn", "linear"), classify(unit(vtr[:, a:b]), ytr, unit(vte[:, a:b]), yte), strict=True))
+                for a, b in pairwise(cuts)
+            ]
         print(rows[name], flush=True)
         _save(results)
 
@@ -337,7 +384,7 @@ def report(results: dict) -> None:
             [v["model"], f"{v['knn']:.3f}", f"{v['linear']:.3f}",
              " / ".join(f"{v['heads'][m]:.3f}" for m in HEADS) if "heads" in v else "",
              f"{v['intra']:.3f}", f"{v['inter']:.3f}", f"{v['intra'] - v['inter']:.3f}", f"{v['seconds']:.0f}",
-             v.get("epochs", "")]
+             " + ".join(map(str, v["epochs"])) if isinstance(v.get("epochs"), list) else v.get("epochs", "")]
             for v in sorted(r.values(), key=_kind)
         ]  # fmt: skip
         parts.append(

@@ -357,6 +357,10 @@ def train_cmd(
     schedule: Annotated[
         str, typer.Option(help="Learning rate over the epochs: constant, or cosine (decays to 1/100 by --epochs).")
     ] = "constant",
+    members: Annotated[
+        int,
+        typer.Option(help="Train N models (seeds seed..seed+N-1) used as one: N× the training, more accurate."),
+    ] = 1,
     resume: Annotated[
         bool | None, typer.Option("--resume/--restart", help="Require resuming / discard an unfinished run [auto].")
     ] = None,
@@ -369,7 +373,7 @@ def train_cmd(
     options = TrainOptions(
         loss=loss, scale=scale, margin=margin, miner=miner, unfreeze=unfreeze, epochs=epochs, val_split=val_split,
         resolution=resolution, model=model, dim=dim, head=head, batch_size=batch_size, lr=lr, patience=patience,
-        seed=seed, crop=crop, schedule=schedule,
+        seed=seed, crop=crop, schedule=schedule, members=members,
     )  # fmt: skip
     result = train(
         data, out_dir, options, overwrite=overwrite, resume=resume, progress=not quiet,
@@ -382,6 +386,8 @@ def train_cmd(
     if result.dropped_classes:
         err.print(f"[yellow]classes with one image left out[/]: {', '.join(result.dropped_classes)}")
     b, a = result.metrics["before"], result.metrics["after"]
+    if result.members:
+        err.print(f"{len(result.members)} members; their mean validation figures:")
     err.print(
         f"[bold green]trained[/] {len(result.classes)} classes, {result.n_train} train / {result.n_val} validation "
         f"images, {result.epochs_run} epochs (best {result.best_epoch}) in {result.seconds:.0f}s; validation "

@@ -172,6 +172,55 @@ def test_cosine_schedule_decays_the_rate_and_a_resumed_run_continues_it(sample_d
     assert lrs == [1e-3, 1e-3]
 
 
+def test_members_are_one_model_whose_embedding_joins_theirs(sample_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ens"
+    result = train(sample_dir, out, _opts(members=2, unfreeze=1, epochs=1))
+    assert [r.out.name for r in result.members] == ["seed0", "seed1"]
+    card = json.loads((out / "model.json").read_text())
+    assert card["embedding_dim"] == 64 and card["members"] == ["members/seed0", "members/seed1"]
+    assert "2 members" in (out / "MODEL.md").read_text()
+    seeds = [json.loads((out / m / "model.json").read_text())["options"]["seed"] for m in card["members"]]
+    assert seeds == [0, 1]
+
+    model = create_model(str(out))
+    assert model.runtime == "onnx" and model.feature_dim == 64
+    n_blocks = len(model.module.module.members[0].net._blocks)
+    assert model.module.module.shared == n_blocks - 1  # the untouched blocks run once for both members
+    x = np.random.default_rng(1).integers(0, 255, (3, RES, RES, 3), dtype=np.uint8)
+    joint = model.features(x)[:, :, 0, 0]
+    parts = [create_model(str(out / m)).features(x)[:, :, 0, 0] for m in card["members"]]
+    assert not np.allclose(parts[0], parts[1], atol=1e-3)  # other seeds, other members
+    np.testing.assert_allclose(joint, np.concatenate(parts, axis=1) / np.sqrt(2), atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(joint, axis=1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(create_model(str(out), runtime="torch").features(x)[:, :, 0, 0], joint, atol=1e-4)
+    assert model.config()["weights"] != create_model(str(out / "members" / "seed0")).config()["weights"]
+
+
+def test_killed_members_run_keeps_finished_members_and_resumes(sample_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ens"
+    seen: list[str] = []
+
+    def kill_in_second_member(line: str) -> None:
+        seen.append(line)
+        if line.startswith("epoch 1/") and any(s.startswith("member 2/") for s in seen):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(sample_dir, out, _opts(members=2, epochs=2), log=kill_in_second_member)
+    assert (out / "members" / "seed0" / "complete").exists() and not (out / "complete").exists()
+    with pytest.raises(ModelUnavailableError, match="unfinished training run"):
+        create_model(str(out))
+    with pytest.raises(LookalikeError, match="other options"):
+        train(sample_dir, out, _opts(members=2, epochs=2, loss="triplet"))
+    lines: list[str] = []
+    result = train(sample_dir, out, _opts(members=2, epochs=2), log=lines.append, resume=True)
+    assert "member 1/2 (seed 0) already trained" in lines and any("resuming" in s for s in lines)
+    assert result.members[1].resumed_from == 1 and (out / "complete").exists()
+    assert create_model(str(out)).feature_dim == 64
+    with pytest.raises(LookalikeError, match="--members must be"):
+        train(sample_dir, tmp_path / "x", _opts(members=0))
+
+
 def test_bad_inputs(sample_dir: Path, tmp_path: Path) -> None:
     one = tmp_path / "one"
     shutil.copytree(sample_dir / "temple", one / "temple")

@@ -12,6 +12,7 @@ was killed leaves a folder that is refused with a message saying how to resume, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ CARD_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
 COMPLETE_FILE = "complete"
 RUN_DIR = "run"
+MEMBERS_DIR = "members"
 BASE_MODELS = ("efficientnet-lite0", "efficientnet-lite2")
 _MEAN = (127.0, 127.0, 127.0)
 _STD = (128.0, 128.0, 128.0)
@@ -102,7 +104,7 @@ def read_card(path: Path) -> dict[str, Any]:
     path = Path(path)
     card_path = path / CARD_FILE
     if not (path / COMPLETE_FILE).is_file():
-        if (path / RUN_DIR).is_dir():
+        if (path / RUN_DIR).is_dir() or (path / MEMBERS_DIR).is_dir():
             raise ModelUnavailableError(
                 f"{path} holds an unfinished training run; run `lookalike train DATA --out {path}` again to resume "
                 "it, or delete the folder"
@@ -121,9 +123,51 @@ def read_card(path: Path) -> dict[str, Any]:
             f"{path} was written by model format version {card.get('format_version')}; this lookalike reads "
             f"version {FORMAT_VERSION}: retrain it with `lookalike train`"
         )
-    if not (path / WEIGHTS_FILE).is_file():
+    if "members" in card:
+        for member in card["members"]:
+            read_card(path / member)
+    elif not (path / WEIGHTS_FILE).is_file():
         raise ModelUnavailableError(f"{path}: {WEIGHTS_FILE} is missing; retrain the model")
     return card
+
+
+def build_ensemble(embedders: list[Any]) -> Any:
+    """Members trained alike but for the seed, as one graph: their unit embeddings concatenated and scaled by
+    1/sqrt(N), so the result is unit length and its cosine is the mean of the members' cosines.
+
+    The layers no member fine-tuned hold the same ImageNet weights in every member, so they run once and only the
+    tuned top of each member runs per member: an ensemble of N costs far less than N models at indexing time.
+    """
+    import torch
+    from torch import nn
+
+    def same(a: nn.Module, b: nn.Module) -> bool:
+        return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+    first, rest = embedders[0], embedders[1:]
+    # how many leading blocks every member still holds untouched (the ImageNet ones no member fine-tuned)
+    start = len(first.net._blocks)
+    for e in rest:
+        pairs = enumerate(zip(first.net._blocks, e.net._blocks, strict=True))
+        start = min(start, next((i for i, (a, b) in pairs if not same(a, b)), start))
+    stem_same = all(same(first.net._conv_stem, e.net._conv_stem) and same(first.net._bn0, e.net._bn0) for e in rest)
+
+    class Ensemble(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.members = nn.ModuleList(embedders)
+            self.shared = start if stem_same else -1
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.shared < 0:
+                outs = [m(x)[:, :, 0, 0] for m in self.members]
+            else:
+                h = self.members[0].stem(x, self.shared)
+                outs = [m.embed_pooled(m.pool(m.top(h, self.shared))) for m in self.members]
+            e = torch.cat(outs, dim=1) / float(len(outs)) ** 0.5
+            return e[:, :, None, None]
+
+    return Ensemble().eval()
 
 
 class TrainedBackbone(TorchBackbone):
@@ -136,26 +180,37 @@ class TrainedBackbone(TorchBackbone):
         return cache_dir() / "onnx" / f"trained-{self.weights_id[:24]}.onnx"
 
 
-def load_trained_model(path: Path, runtime: str = "auto", **kwargs: Any) -> TorchBackbone:
-    """Load a model folder written by ``lookalike train`` as a backbone giving (N, D, 1, 1) embeddings."""
+def _load_embedder(path: Path, card: dict[str, Any]) -> Any:
     import torch
 
-    path = Path(path).resolve()
-    card = read_card(path)
-    weights = path / WEIGHTS_FILE
     embedder = build_embedder(card["base_model"], card["head"], card.get("gem_p", 3.0))
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         embedder.load_state_dict(state)
     except Exception as exc:
         raise ModelUnavailableError(f"{path}: cannot load {WEIGHTS_FILE} ({exc}); retrain the model") from None
-    embedder.eval()
+    return embedder.eval()
+
+
+def load_trained_model(path: Path, runtime: str = "auto", **kwargs: Any) -> TorchBackbone:
+    """Load a model folder written by ``lookalike train`` as a backbone giving (N, D, 1, 1) embeddings."""
+    path = Path(path).resolve()
+    card = read_card(path)
+    if "members" in card:
+        members = [_load_embedder(path / m, read_card(path / m)) for m in card["members"]]
+        embedder = build_ensemble(members)
+        weights_id = hashlib.blake2b(
+            "".join(file_hash(path / m / WEIGHTS_FILE) for m in card["members"]).encode(), digest_size=16
+        ).hexdigest()
+    else:
+        embedder = _load_embedder(path, card)
+        weights_id = file_hash(path / WEIGHTS_FILE)
     return TrainedBackbone(
         str(path),
         embedder,
-        feature_dim=int(card["head"]["dim"]),
+        feature_dim=int(card["embedding_dim"]),
         stride=32,
-        weights_id=file_hash(weights),
+        weights_id=weights_id,
         mean=_MEAN,
         std=_STD,
         default_resolution=int(card["resolution"]),
