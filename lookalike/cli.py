@@ -385,16 +385,17 @@ def train_cmd(
         err.print(f"  … and {len(result.skipped) - 20} more (listed in model.json)")
     if result.dropped_classes:
         err.print(f"[yellow]classes with one image left out[/]: {', '.join(result.dropped_classes)}")
-    b, a = result.metrics["before"], result.metrics["after"]
-    if result.members:
-        err.print(f"{len(result.members)} members; their mean validation figures:")
-    err.print(
-        f"[bold green]trained[/] {len(result.classes)} classes, {result.n_train} train / {result.n_val} validation "
-        f"images, {result.epochs_run} epochs (best {result.best_epoch}) in {result.seconds:.0f}s; validation "
-        f"precision@1 {b['precision_at_1']:.3f} → {a['precision_at_1']:.3f}, mAP@R {b['map_at_r']:.3f} → "
-        f"{a['map_at_r']:.3f}",
-        highlight=False,
-    )
+    for r in result.members or [result]:
+        b, a = r.metrics["before"], r.metrics["after"]
+        who = f"member {r.out.name}: " if result.members else ""
+        err.print(
+            f"[bold green]trained[/] {who}{len(r.classes)} classes, {r.n_train} train / {r.n_val} validation "
+            f"images, {r.epochs_run} epochs (best {r.best_epoch}); validation "
+            f"precision@1 {b['precision_at_1']:.3f} → {a['precision_at_1']:.3f}, mAP@R {b['map_at_r']:.3f} → "
+            f"{a['map_at_r']:.3f}",
+            highlight=False,
+        )
+    err.print(f"in {result.seconds:.0f}s" + (f", {len(result.members)} members used as one" if result.members else ""))
     err.print(f"model: {result.out} (use: lookalike index PHOTOS --model {result.out})")
 
 
