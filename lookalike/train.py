@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -857,8 +857,7 @@ def _train_members(
         mdir = out / MEMBERS_DIR / f"seed{mo.seed}"
         if (mdir / COMPLETE_FILE).exists():
             card = json.loads((mdir / CARD_FILE).read_text())
-            same = {k2: v for k2, v in card["options"].items() if k2 not in ("epochs", "patience")}
-            if same != {k2: v for k2, v in asdict(mo).items() if k2 not in ("epochs", "patience")}:
+            if _comparable(card["options"]) != _comparable(asdict(mo)):
                 raise LookalikeError(
                     f"{mdir} was trained with other options; pass the same options to finish {out}, or --overwrite"
                 )
@@ -904,6 +903,14 @@ def _train_members(
         dropped_classes=results[0].dropped_classes,
         members=results,
     )
+
+
+def _comparable(options: dict[str, Any]) -> dict[str, Any]:
+    """What must match for a finished member to belong to a run: every option but the stopping ones, with options
+    added since the member was written (absent from its card) at their defaults."""
+    known = {f.name for f in fields(TrainOptions)}
+    full = asdict(TrainOptions(**{k: v for k, v in options.items() if k in known}))
+    return {k: v for k, v in full.items() if k not in ("epochs", "patience")}
 
 
 def _result_from_card(path: Path, card: dict[str, Any]) -> TrainResult:

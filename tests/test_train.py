@@ -212,6 +212,11 @@ def test_killed_members_run_keeps_finished_members_and_resumes(sample_dir: Path,
         create_model(str(out))
     with pytest.raises(LookalikeError, match="other options"):
         train(sample_dir, out, _opts(members=2, epochs=2, loss="triplet"))
+    # a member written before an option existed (absent from its card) counts as having had the default
+    card_path = out / "members" / "seed0" / "model.json"
+    old = json.loads(card_path.read_text())
+    del old["options"]["members"], old["options"]["schedule"]
+    card_path.write_text(json.dumps(old))
     lines: list[str] = []
     result = train(sample_dir, out, _opts(members=2, epochs=2), log=lines.append, resume=True)
     assert "member 1/2 (seed 0) already trained" in lines and any("resuming" in s for s in lines)
