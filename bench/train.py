@@ -425,6 +425,16 @@ def report(results: dict) -> None:
                 "the training epochs (for fine-tuned rows without the one pass through the frozen layers). Rows "
                 "accumulate over runs (bench/results/train.json); the line at the end dates the latest."
             )
+        for v in r.values():
+            if "member_scores" in v:
+                each = ", ".join(f"{m['knn']:.3f} / {m['linear']:.3f}" for m in v["member_scores"])
+                c = v["members_cost"]
+                parts.append(
+                    f"{v['model']}: each member alone (its slice of the joined embedding) scores kNN / linear {each}; "
+                    f"together {v['knn']:.3f} / {v['linear']:.3f}. Indexing the same {c['n']} held-out photos took "
+                    f"{c['members']:.1f} s with all members against {c['member']:.1f} s with one "
+                    f"({c['ratio']:.2f}×; the layers no member fine-tuned run once)."
+                )
         audit = json.loads(AUDIT.read_text()) if AUDIT.exists() else None
         with_cm = {k: v for k, v in r.items() if "confusion" in v}
         if with_cm:  # the audited row's errors, else the best row's

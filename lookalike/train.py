@@ -836,12 +836,12 @@ def _train_members(
     started: float,
 ) -> TrainResult:
     """``--members N``: N models that differ only in their seed (initialisation, augmented views, sampling and the
-    validation split, so together they learn from every image), used as one by concatenating their embeddings.
+    validation split, so between them nearly every image is trained on), used as one by joining their embeddings.
 
-    Averaging independently trained members is the cheapest reliable gain in accuracy there is; it costs N times
-    the training, but at indexing time the frozen layers, identical in every member, run once. Each member is an
-    ordinary model folder under ``OUT/members/``, so a killed run resumes inside the member it was training and
-    finished members are kept.
+    Members trained apart make partly different mistakes, so their joined embedding tends to beat each of them;
+    it costs N times the training, but at indexing time the frozen layers, identical in every member, run once.
+    Each member is an ordinary model folder under ``OUT/members/``, so a killed run resumes inside the member it
+    was training and finished members are kept.
     """
     if resume and not overwrite and not (out / MEMBERS_DIR).is_dir():
         raise LookalikeError(f"nothing to resume in {out} (no unfinished run there)")
