@@ -871,7 +871,7 @@ def _train_members(
     first = cards[0]
     card = {
         **{k: first[k] for k in ("format", "format_version", "base_model", "resolution", "gem_p", "loss", "scale",
-                                 "temperature", "margin", "miner", "unfreeze", "data", "classes")},
+                                 "temperature", "margin", "miner", "unfreeze", "classes")},
         "options": asdict(o),
         "embedding_dim": sum(c["embedding_dim"] for c in cards),
         "members": [str(r.out.relative_to(out)) for r in results],
@@ -880,8 +880,8 @@ def _train_members(
         "metrics": {"members": [c["metrics"] for c in cards]},
         "training_seconds": round(sum(c["training_seconds"] for c in cards), 1),
         "frozen_seconds": round(sum(c["frozen_seconds"] for c in cards), 1),
+        "data": {**first["data"], "root": str(Path(data).resolve()) if data is not None else None},
     }  # fmt: skip
-    card["data"] = {**first["data"], "root": str(Path(data).resolve()) if data is not None else None}
     _write_text_atomic(out / CARD_FILE, json.dumps(card, indent=1))
     _write_text_atomic(out / "MODEL.md", members_card_markdown(card, cards))
     (out / COMPLETE_FILE).write_text(f"{FORMAT} {FORMAT_VERSION}\n")
