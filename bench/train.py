@@ -221,7 +221,7 @@ def rooms(results: dict, finetune: list[str] | None) -> None:
     runs: list[tuple[str, dict]] = []
     if finetune:
         # lite2@384:u8, plus :c1 for another --crop, :cos for the cosine schedule, :e16 for at most 16 epochs,
-        # :v0.05 for --val-split 0.05, :s1 for --seed 1, :n2 for --members 2
+        # :v0.05 for --val-split 0.05, :s1 for --seed 1, :n2 for --members 2, :d0.1 for --drop-suspects 0.1
         for spec in finetune:
             what, unfreeze, *more = spec.split(":")
             variant, res = what.split("@")
@@ -242,6 +242,9 @@ def rooms(results: dict, finetune: list[str] | None) -> None:
                     name += f"-{m}"
                 elif m.startswith("n"):  # --members: that many seeds, embeddings concatenated
                     opts["members"] = int(m[1:])
+                    name += f"-{m}"
+                elif m.startswith("d"):  # --drop-suspects: leave out images whose label the others contradict
+                    opts["drop_suspects"] = float(m[1:])
                     name += f"-{m}"
                 elif m.startswith("s"):  # --seed: another initialisation, views and validation split
                     opts["seed"] = int(m[1:])
@@ -283,6 +286,7 @@ def rooms(results: dict, finetune: list[str] | None) -> None:
             desc += f", val split {o['val_split']:g}" if o.get("val_split", 0.15) != 0.15 else ""
             desc += f", seed {o['seed']}" if o.get("seed", 0) else ""
             desc += f", {o['members']} members" if o.get("members", 1) > 1 else ""
+            desc += f", suspects < {o['drop_suspects']:g} left out" if o.get("drop_suspects") else ""
         if card["base_model"] != "efficientnet-lite0":
             desc = f"{_short(card['base_model'])}, {desc}"
         rows[name] = {"model": desc, "knn": knn, "linear": lin, "intra": intra, "inter": inter, "seconds": secs,

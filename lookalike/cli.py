@@ -361,6 +361,13 @@ def train_cmd(
         int,
         typer.Option(help="Train N models (seeds seed..seed+N-1) used as one: N× the training, more accurate."),
     ] = 1,
+    drop_suspects: Annotated[
+        float,
+        typer.Option(
+            help="Leave out images whose folder label a probe fitted on the other images gives less than this "
+            "probability (0: keep all; 0.1 catches mostly wrong labels)."
+        ),
+    ] = 0.0,
     resume: Annotated[
         bool | None, typer.Option("--resume/--restart", help="Require resuming / discard an unfinished run [auto].")
     ] = None,
@@ -373,7 +380,7 @@ def train_cmd(
     options = TrainOptions(
         loss=loss, scale=scale, margin=margin, miner=miner, unfreeze=unfreeze, epochs=epochs, val_split=val_split,
         resolution=resolution, model=model, dim=dim, head=head, batch_size=batch_size, lr=lr, patience=patience,
-        seed=seed, crop=crop, schedule=schedule, members=members,
+        seed=seed, crop=crop, schedule=schedule, members=members, drop_suspects=drop_suspects,
     )  # fmt: skip
     result = train(
         data, out_dir, options, overwrite=overwrite, resume=resume, progress=not quiet,
@@ -672,6 +679,26 @@ def evaluate(
         out.print(r)
     if report:
         err.print(f"report: {write_report(idx, ev, report)}")
+
+
+@app.command()
+def suspects(
+    index: IndexOpt = Path(".lookalike"),
+    below: Annotated[
+        float, typer.Option(help="Flag images whose own label gets less than this out-of-fold probability.")
+    ] = 0.1,
+    as_json: JsonOpt = False,
+) -> None:
+    """Images whose folder label the rest of the index contradicts: the ones to check for a wrong label."""
+    from lookalike.evaluate import index_suspects
+
+    found = index_suspects(_open_index(index), below=below)
+    if as_json:
+        _print_json(found)
+        return
+    for s in found:
+        out.print(f"{s['p_label']:.3f}  {s['label']} → {s['predicted']}  {s['path']}", highlight=False)
+    err.print(f"{len(found)} suspect labels (probability of their own label below {below:g})")
 
 
 @plot_app.command("tsne")

@@ -84,6 +84,7 @@ class TrainOptions:
     crop: float = 0.75
     schedule: str = "constant"
     members: int = 1
+    drop_suspects: float = 0.0
 
     def resolved(self) -> TrainOptions:
         o = TrainOptions(**asdict(self))
@@ -108,6 +109,10 @@ class TrainOptions:
             raise LookalikeError(f"--schedule must be constant or cosine, got {o.schedule!r}")
         if not 1 <= o.members <= 8:
             raise LookalikeError(f"--members must be 1..8 (models trained with seeds seed..seed+N-1), got {o.members}")
+        if not 0.0 <= o.drop_suspects < 1.0:
+            raise LookalikeError(
+                f"--drop-suspects must be 0 (keep all) or a probability below 1, got {o.drop_suspects}"
+            )
         if o.dim < 2 or o.batch_size < 4 or o.patience < 1:
             raise LookalikeError("--dim must be ≥ 2, --batch-size ≥ 4 and --patience ≥ 1")
         o.scale = float(o.scale if o.scale is not None else DEFAULT_SCALE.get(o.loss, 0.0)) or None
@@ -601,6 +606,23 @@ def train(
     if dropped2:
         pooled = pooled[[c not in dropped2 for _, c in files]]
         files = kept
+    suspects: list[dict[str, Any]] = []
+    if o.drop_suspects:
+        # Before the split, so neither training nor validation learns from a label the rest of the data contradicts;
+        # judged on the untrained features, as the fine-tuned model would have learnt the wrong label by heart.
+        from lookalike.evaluate import label_suspects
+
+        found = label_suspects(pooled, [c for _, c in files], below=o.drop_suspects)
+        suspects = [{"path": str(files[s.pop("row")][0]), **s} for s in found]
+        gone = {s["path"] for s in suspects}
+        keep = np.array([str(p) not in gone for p, _ in files], bool)
+        files, pooled = [f for f, k in zip(files, keep, strict=True) if k], pooled[keep]
+        say(f"left out {len(suspects)} images whose folder label the others contradict (p < {o.drop_suspects:g})")
+        kept, dropped3 = _check_classes(files)
+        if dropped3:
+            pooled = pooled[[c not in dropped3 for _, c in files]]
+            files = kept
+            dropped2 = sorted(set(dropped2) | set(dropped3))
     dropped = sorted(set(dropped) | set(dropped2))
     classes = sorted({c for _, c in files})
     labels = np.array([classes.index(c) for _, c in files])
@@ -793,6 +815,7 @@ def train(
             "validation": len(va),
             "skipped": skipped,
             "dropped_classes": dropped,
+            "suspects": suspects,
             "hash": data_hash,
         },
         "classes": [

@@ -16,6 +16,8 @@ from lookalike.evaluate import (
     cross_validate,
     evaluate,
     expected_calibration_error,
+    index_suspects,
+    label_suspects,
     map_at_r,
     precision_at_k,
     rank_database,
@@ -125,6 +127,43 @@ def test_cross_validate_on_separable_vectors() -> None:
     r = cross_validate(X, y, "knn", folds=3)
     assert r["accuracy"] > 0.9 and r["folds"] == 3 and r["n"] == 90
     assert {"macro_f1", "ece", "fit_seconds", "predict_ms_per_image"} <= set(r)
+
+
+def test_label_suspects_are_the_flipped_labels() -> None:
+    rng = np.random.default_rng(5)
+    centres = 3 * rng.normal(size=(3, 16))
+    truth = np.repeat(["x", "y", "z"], 30)
+    X = centres[np.repeat(np.arange(3), 30)] + rng.normal(size=(90, 16))  # noqa: N806
+    y = truth.copy()
+    flipped = {3: "y", 40: "z", 75: "x"}
+    for i, c in flipped.items():
+        y[i] = c
+    y = np.append(y, ["w"] * 3)  # a class too small to judge is never flagged
+    X = np.vstack([X, centres[0] + rng.normal(size=(3, 16))])  # noqa: N806 - and it looks like "x"
+    found = label_suspects(X, y, below=0.1)
+    assert {s["row"] for s in found} == set(flipped)
+    assert all(s["predicted"] == truth[s["row"]] and s["label"] == flipped[s["row"]] for s in found)
+    assert [s["p_label"] for s in found] == sorted(s["p_label"] for s in found) and found[-1]["p_label"] < 0.1
+    with pytest.raises(LookalikeError, match="between 0 and 1"):
+        label_suspects(X, y, below=1.5)
+
+
+def test_cli_suspects_names_a_photo_filed_under_the_wrong_class(tmp_path: Path) -> None:
+    from lookalike.cli import app
+    from lookalike.index import Index
+    from lookalike.samples import make_samples
+
+    photos = make_samples(tmp_path / "photos", per_class=6, size=200)
+    a, b = sorted(p.name for p in photos.iterdir())[:2]
+    shutil.copy(next((photos / a).glob("*.jpg")), photos / b / "misfiled.jpg")
+    index = Index.build(photos, tmp_path / "idx", labels="folders", progress=False)
+    found = index_suspects(index, below=0.3)
+    assert [(Path(s["path"]).name, s["label"], s["predicted"]) for s in found] == [("misfiled.jpg", b, a)]
+    res = CliRunner().invoke(app, ["suspects", "--index", str(tmp_path / "idx"), "--below", "0.3", "--json"])
+    assert res.exit_code == 0, res.output
+    assert [Path(s["path"]).name for s in json.loads(res.stdout)] == ["misfiled.jpg"]
+    res = CliRunner().invoke(app, ["suspects", "--index", str(tmp_path / "idx"), "--below", "2"])
+    assert isinstance(res.exception, LookalikeError) and "between 0 and 1" in str(res.exception)  # main(): one line
 
 
 # --- evaluate on sample folders ------------------------------------------------------------------------------------

@@ -226,6 +226,21 @@ def test_killed_members_run_keeps_finished_members_and_resumes(sample_dir: Path,
         train(sample_dir, tmp_path / "x", _opts(members=0))
 
 
+def test_drop_suspects_leaves_out_a_photo_filed_under_the_wrong_class(sample_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir, data)
+    a, b = sorted(p.name for p in data.iterdir())[:2]
+    shutil.copy(next((data / a).glob("*.jpg")), data / b / "misfiled.jpg")
+    result = train(data, tmp_path / "m", _opts(epochs=1, drop_suspects=0.3))
+    card = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert [(Path(s["path"]).name, s["label"], s["predicted"]) for s in card["data"]["suspects"]] == [
+        ("misfiled.jpg", b, a)
+    ]
+    assert result.n_train + result.n_val == card["data"]["images"] == 24  # the 24 correctly filed photos
+    with pytest.raises(LookalikeError, match="--drop-suspects"):
+        train(data, tmp_path / "m2", _opts(drop_suspects=1.0))
+
+
 def test_bad_inputs(sample_dir: Path, tmp_path: Path) -> None:
     one = tmp_path / "one"
     shutil.copytree(sample_dir / "temple", one / "temple")
