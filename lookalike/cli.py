@@ -698,7 +698,8 @@ def suspects(
         return
     for s in found:
         out.print(f"{s['p_label']:.3f}  {s['label']} → {s['predicted']}  {s['path']}", highlight=False)
-    err.print(f"{len(found)} suspect labels (probability of their own label below {below:g})")
+    n = len(found)
+    err.print(f"{n} suspect label{'' if n == 1 else 's'} (probability of their own label below {below:g})")
 
 
 @plot_app.command("tsne")
