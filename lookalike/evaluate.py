@@ -348,7 +348,7 @@ def label_suspects(
     flagged: there is nothing to judge them against.
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     from lookalike.aggregate import l2_normalize
 
@@ -360,12 +360,10 @@ def label_suspects(
     classes = sorted(c for c, n in counts.items() if n >= folds)
     if len(classes) < 2:
         return []
-    X = l2_normalize(np.nan_to_num(np.asarray(vectors, np.float32)))[judged]  # noqa: N806
+    X = l2_normalize(np.asarray(vectors, np.float32))[judged]  # noqa: N806
     yj = np.array([classes.index(c) for c in y[judged]])
-    proba = np.zeros((len(yj), len(classes)))
-    for tr, te in StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, yj):
-        probe = LogisticRegression(C=1.0, max_iter=3000).fit(X[tr], yj[tr])
-        proba[np.ix_(te, probe.classes_)] = probe.predict_proba(X[te])
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)  # every class in every fold: columns = classes
+    proba = cross_val_predict(LogisticRegression(C=1.0, max_iter=3000), X, yj, cv=cv, method="predict_proba")
     own = proba[np.arange(len(yj)), yj]
     rows = np.flatnonzero(judged)
     out = [

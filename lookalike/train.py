@@ -602,10 +602,6 @@ def train(
     skipped = [(str(p), why) for p, why in bad]
     files = [f for f, good in zip(files, ok, strict=True) if good]
     pooled = pooled[ok]
-    kept, dropped2 = _check_classes(files)
-    if dropped2:
-        pooled = pooled[[c not in dropped2 for _, c in files]]
-        files = kept
     suspects: list[dict[str, Any]] = []
     if o.drop_suspects:
         # Before the split, so neither training nor validation learns from a label the rest of the data contradicts;
@@ -613,16 +609,15 @@ def train(
         from lookalike.evaluate import label_suspects
 
         found = label_suspects(pooled, [c for _, c in files], below=o.drop_suspects)
+        keep = np.ones(len(files), bool)
+        keep[[s["row"] for s in found]] = False
         suspects = [{"path": str(files[s.pop("row")][0]), **s} for s in found]
-        gone = {s["path"] for s in suspects}
-        keep = np.array([str(p) not in gone for p, _ in files], bool)
         files, pooled = [f for f, k in zip(files, keep, strict=True) if k], pooled[keep]
         say(f"left out {len(suspects)} images whose folder label the others contradict (p < {o.drop_suspects:g})")
-        kept, dropped3 = _check_classes(files)
-        if dropped3:
-            pooled = pooled[[c not in dropped3 for _, c in files]]
-            files = kept
-            dropped2 = sorted(set(dropped2) | set(dropped3))
+    kept, dropped2 = _check_classes(files)
+    if dropped2:
+        pooled = pooled[[c not in dropped2 for _, c in files]]
+        files = kept
     dropped = sorted(set(dropped) | set(dropped2))
     classes = sorted({c for _, c in files})
     labels = np.array([classes.index(c) for _, c in files])
