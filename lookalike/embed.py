@@ -18,8 +18,19 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lookalike.aggregate import Pooling, l2_normalize, valid_cells
-from lookalike.errors import ImageError
+from lookalike.aggregate import (
+    PCA_FILE,
+    VOCAB_FILE,
+    PCAWhitening,
+    Pooling,
+    VLADPooling,
+    l2_normalize,
+    make_pooling,
+    read_vocabulary,
+    valid_cells,
+)
+from lookalike.config import DEFAULT_POOLING, IndexConfig
+from lookalike.errors import ConfigError, ImageError
 from lookalike.images import ImageMeta, content_hash, decode, letterbox, read_file
 from lookalike.models.base import Backbone
 
@@ -61,6 +72,40 @@ class Describer:
         if self.resolution % model.stride:
             self.resolution = max(model.stride, round(self.resolution / model.stride) * model.stride)
         self.post = post
+
+    @classmethod
+    def from_config(
+        cls, config: IndexConfig, *, folder: str | os.PathLike[str] | None = None, runtime: str = "auto"
+    ) -> Describer:
+        """The one place a describer is built: index, queries, vocabulary fitting, scenes, training and the Ray
+        workers all come here, so a vector means the same thing wherever it was made.
+
+        ``folder`` is an index folder whose fitted state (VLAD vocabulary, PCA-whitening) is loaded; without one, a
+        VLAD pooling takes ``config.vocab`` or stays unfitted until a vocabulary is fitted. A model without a
+        stated pooling gets the one it advertises (a trained projection head asks for mean: GeM would clip its
+        negative components), else GeM.
+        """
+        from lookalike.models import create_model
+        from lookalike.models.registry import takes_weights
+
+        kwargs: dict[str, Any] = {"runtime": runtime, **config.model_options}
+        if config.weights:
+            if not takes_weights(config.model):
+                raise ConfigError(f"a weights file applies to hub models, not {config.model}")
+            kwargs["weights"] = str(Path(config.weights).resolve())
+        backbone = create_model(config.model, **kwargs)
+        pooling = make_pooling(config.pooling or getattr(backbone, "default_pooling", None) or DEFAULT_POOLING)
+        post = None
+        if isinstance(pooling, VLADPooling):
+            if folder is not None and (Path(folder) / VOCAB_FILE).is_file():
+                pooling.load(folder)
+            elif config.vocab is not None:
+                centres, _ = read_vocabulary(config.vocab)
+                pooling.clusters = int(centres.shape[0])  # a given vocabulary's cluster count wins
+                pooling.load(config.vocab)
+        if config.pca and folder is not None and (Path(folder) / PCA_FILE).is_file():
+            post = PCAWhitening(int(config.pca)).load(folder)
+        return cls(backbone, pooling, config.resolution, post=post)
 
     @property
     def dim(self) -> int:

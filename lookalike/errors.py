@@ -9,6 +9,10 @@ class LookalikeError(Exception):
     """A problem with the user's input or environment, reported as one line (no traceback)."""
 
 
+class ConfigError(LookalikeError):
+    """A setting out of range or of the wrong kind (named without CLI flag spelling: the library has no flags)."""
+
+
 class ImageError(LookalikeError):
     """One image could not be used; indexing skips it and reports why, a query fails with this message."""
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from lookalike.config import folder_label
 from lookalike.errors import ImageError, LookalikeError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -53,6 +54,25 @@ def find_images(root: str | os.PathLike[str]) -> list[Path]:
                 found.append(Path(dirpath) / name)
     found.sort()
     return found
+
+
+def labelled_files(root: str | os.PathLike[str], *, what: str = "images") -> list[tuple[Path, str]]:
+    """(file, class) for every image in ``root/<class>/...``, by the one label rule (:func:`lookalike.config.
+    folder_label`: the first folder under the root, nested folders included); files directly in ``root`` have no
+    class and are left out. ``what`` names the folder's role in the error when there is nothing labelled."""
+    root = Path(root)
+    if not root.is_dir():
+        raise LookalikeError(f"not a folder: {root}")
+    out = []
+    for p in find_images(root):
+        label = folder_label(p.relative_to(root).as_posix())
+        if label is not None:
+            out.append((p, label))
+    if not out:
+        raise LookalikeError(
+            f"no labelled {what} in {root}: put them in one sub-folder per class (e.g. {root}/Kitchen/a.jpg)"
+        )
+    return out
 
 
 def content_hash(data: bytes) -> str:

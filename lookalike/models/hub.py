@@ -222,16 +222,28 @@ def create_dinov2(
     )
 
 
-@register_model("dinov2-vits14", "DINOv2 ViT-S/14 patch tokens (AnyLoc); weights from --weights or the torch hub cache")
+@register_model(
+    "dinov2-vits14",
+    "DINOv2 ViT-S/14 patch tokens (AnyLoc); weights from --weights or the torch hub cache",
+    weights=True,
+)
 def dinov2_vits14(**kwargs: Any) -> TorchBackbone:
     return create_dinov2("dinov2-vits14", **kwargs)
 
 
-@register_model("dinov2-vitb14", "DINOv2 ViT-B/14 patch tokens (AnyLoc); weights from --weights or the torch hub cache")
+@register_model(
+    "dinov2-vitb14",
+    "DINOv2 ViT-B/14 patch tokens (AnyLoc); weights from --weights or the torch hub cache",
+    weights=True,
+)
 def dinov2_vitb14(**kwargs: Any) -> TorchBackbone:
     return create_dinov2("dinov2-vitb14", **kwargs)
 
 
-@register_model("dinov2-vitl14", "DINOv2 ViT-L/14 patch tokens (AnyLoc); weights from --weights or the torch hub cache")
+@register_model(
+    "dinov2-vitl14",
+    "DINOv2 ViT-L/14 patch tokens (AnyLoc); weights from --weights or the torch hub cache",
+    weights=True,
+)
 def dinov2_vitl14(**kwargs: Any) -> TorchBackbone:
     return create_dinov2("dinov2-vitl14", **kwargs)

@@ -13,16 +13,28 @@ if TYPE_CHECKING:
 
 _FACTORIES: dict[str, Callable[..., Backbone]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
+_TAKES_WEIGHTS: set[str] = set()
 DEFAULT_MODEL = "efficientnet-lite0"
 
 
-def register_model(name: str, description: str = "") -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
+def register_model(
+    name: str, description: str = "", *, weights: bool = False
+) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
+    """Register a backbone factory; ``weights=True`` when it takes a checkpoint file (``weights=``)."""
+
     def decorator(factory: Callable[..., Backbone]) -> Callable[..., Backbone]:
         _FACTORIES[name] = factory
+        if weights:
+            _TAKES_WEIGHTS.add(name)
         _DESCRIPTIONS[name] = description or (factory.__doc__ or "").strip().splitlines()[0]
         return factory
 
     return decorator
+
+
+def takes_weights(name: str) -> bool:
+    """Whether a model takes a checkpoint file (``weights=``): hub models do, bundled and trained ones do not."""
+    return name in _TAKES_WEIGHTS
 
 
 def available_models() -> dict[str, str]:

@@ -1,0 +1,73 @@
+"""Writing files so that a crash or power cut leaves the old version or the new one, never half of either.
+
+Every file lookalike writes (index tables, headers, heads, vocabularies, cluster lists, model cards, caches) goes
+through :func:`atomic_write`: a temporary file in the same folder, flushed and fsynced, renamed over the target,
+then the folder itself fsynced so the rename survives a power cut. A rename alone is not enough: without the first
+fsync the new name can point at a zero-length file after a crash, and without the second the old name can come
+back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Make a rename inside ``folder`` durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str | Callable[[Path], object]) -> Path:
+    """Write ``data`` to ``path`` atomically and durably; returns ``path``.
+
+    ``data`` is the content (bytes, or text written as UTF-8), or a function that writes the file at the temporary
+    path it is given (for writers that want a file name: Parquet, ``np.savez``, ``torch.save``, an ONNX export).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        if callable(data):
+            os.close(fd)
+            data(tmp)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        else:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data.encode() if isinstance(data, str) else data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """:func:`atomic_write` of ``obj`` as indented, key-sorted JSON (stable diffs, readable by people)."""
+    return atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def now_iso() -> str:
+    """UTC time to the second, as written in every header and card lookalike keeps."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
