@@ -33,14 +33,39 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lookalike.aggregate import PCA_FILE, VOCAB_FILE
 from lookalike.errors import IndexMissingError, LookalikeError
 
 FORMAT_VERSION = 1
 INDEX_DIRNAME = ".lookalike"
+
+# Every file an index folder may hold, in one table: its name, the module that writes it, and what it is. Writers
+# take their names from here (the two that lower layers own are defined there and listed here), so a reader of
+# this table knows the whole folder.
 META_FILE = "meta.json"
 TABLE_FILE = "images.parquet"
 SKIPPED_FILE = "skipped.json"
 PARTS_DIR = "parts"
+LOCK_FILE = "lock"
+ANN_FILE = "ann.faiss"
+HEAD_FILE = "head.json"
+HEAD_WEIGHTS_FILE = "head.npz"
+CLUSTERS_FILE = "clusters.json"
+THUMBNAILS_DIR = "thumbnails"
+INDEX_FILES: dict[str, tuple[str, str]] = {
+    META_FILE: ("lookalike.store", "format, photo root, model, pooling, resolution, vector size, label rule"),
+    TABLE_FILE: ("lookalike.store", "one row per image: path, size, mtime, hash, label, EXIF, vector"),
+    SKIPPED_FILE: ("lookalike.store", "files that could not be used, with why"),
+    PARTS_DIR: ("lookalike.store", "checkpoints of an unfinished run, merged when it ends"),
+    LOCK_FILE: ("lookalike.store", "held by the process updating the index"),
+    VOCAB_FILE: ("lookalike.aggregate", "the VLAD vocabulary"),
+    PCA_FILE: ("lookalike.aggregate", "the PCA-whitening"),
+    ANN_FILE: ("lookalike.search", "the approximate search index, when one is used"),
+    HEAD_FILE: ("lookalike.classify", "the fitted classifier: method, classes, metrics, fingerprint"),
+    HEAD_WEIGHTS_FILE: ("lookalike.classify", "the fitted classifier's weights as plain arrays"),
+    CLUSTERS_FILE: ("lookalike.cluster", "the last clustering"),
+    THUMBNAILS_DIR: ("lookalike.server", "the web page's thumbnail cache"),
+}
 
 META_FIELDS: list[tuple[str, pa.DataType]] = [
     ("path", pa.string()),
