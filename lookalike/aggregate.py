@@ -7,6 +7,7 @@ cells, so letterboxed images of any aspect ratio pool only over their own conten
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -15,6 +16,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from lookalike.errors import LookalikeError
+from lookalike.io import atomic_write
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    """Arrays as the bytes of an ``.npz`` file (no pickle), ready for :func:`lookalike.io.atomic_write`."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -181,11 +190,7 @@ class VLADPooling:
             raise LookalikeError("this VLAD pooling has no vocabulary to save; fit it first")
         path = Path(path)
         target = path / VOCAB_FILE if path.is_dir() else path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp.npz")
-        np.savez(tmp, centres=self.centres, config=np.array(json.dumps(self.config())))
-        os.replace(tmp, target)
-        return target
+        return atomic_write(target, _npz(centres=self.centres, config=np.array(json.dumps(self.config()))))
 
     def load(self, path: str | os.PathLike[str]) -> VLADPooling:
         """Read a vocabulary from a file or an index folder; a folder without one leaves the pooling unfitted."""
@@ -336,11 +341,8 @@ class PCAWhitening:
         return (np.asarray(vectors, np.float32) - self.mean) @ self.projection
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
-        target = Path(folder) / self.file
-        tmp = target.with_name(f".{target.name}.tmp.npz")
-        np.savez(tmp, mean=self.mean, projection=self.projection, config=np.array(json.dumps(self.config())))
-        os.replace(tmp, target)
-        return target
+        data = _npz(mean=self.mean, projection=self.projection, config=np.array(json.dumps(self.config())))
+        return atomic_write(Path(folder) / self.file, data)
 
     def load(self, folder: str | os.PathLike[str]) -> PCAWhitening:
         target = Path(folder) / self.file

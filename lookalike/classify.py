@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,15 +28,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lookalike.errors import LookalikeError
-from lookalike.evaluate import expected_calibration_error
-from lookalike.store import atomic_write_bytes, atomic_write_json, now_iso
+from lookalike.io import atomic_write, atomic_write_json, now_iso
+from lookalike.metrics import expected_calibration_error
+from lookalike.store import HEAD_FILE as HEAD_JSON
+from lookalike.store import HEAD_WEIGHTS_FILE as HEAD_NPZ
 
 if TYPE_CHECKING:
     from lookalike.index import Index
 
 METHODS = ("knn", "linear", "mlp")
-HEAD_JSON = "head.json"
-HEAD_NPZ = "head.npz"
 HEAD_FORMAT = 1
 DEFAULT_K = 10
 #: The unfitted vote weighs a neighbour by exp(cosine / T); T = 0.1 is what search's predicted class always used.
@@ -546,7 +547,7 @@ def fit_index(index: Index, method: str, *, k: int = DEFAULT_K, save: bool = Tru
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         path = index.store.path
-        atomic_write_bytes(path / HEAD_NPZ, buf.getvalue())
+        atomic_write(path / HEAD_NPZ, buf.getvalue())
         atomic_write_json(path / HEAD_JSON, info)
     if isinstance(head, KNNHead):
         _attach_to_index(head, index, list(head.classes_))
@@ -575,14 +576,20 @@ def _stale_message(index: Index, info: dict[str, Any]) -> str:
     )
 
 
+# Loaded heads, per opened index and valid while its table is the same object (a commit replaces it): the server
+# classifies every upload, and reading head.npz each time would dominate. Weak keys: a closed index frees its head.
+_LOADED: weakref.WeakKeyDictionary[Any, tuple[int, Head, dict[str, Any]]] = weakref.WeakKeyDictionary()
+
+
 def _cache(index: Index, head: Head, info: dict[str, Any] | None) -> None:
-    index.__dict__["_classify_head"] = (id(index.store.table), head, info)
+    if info is not None:
+        _LOADED[index] = (id(index.store.table), head, info)
 
 
 def load_head(index: Index) -> tuple[Head, dict[str, Any]] | None:
     """The head stored in the index folder (None if there is none); a stale head is refused with how to refit."""
-    cached = index.__dict__.get("_classify_head")
-    if cached and cached[0] == id(index.store.table) and cached[2] is not None:
+    cached = _LOADED.get(index)
+    if cached and cached[0] == id(index.store.table):
         return cached[1], cached[2]
     info = head_info(index)
     if info is None:

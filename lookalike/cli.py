@@ -44,6 +44,15 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+def pooling_spec(pooling: str | None, clusters: int | None = None, soft: bool = False) -> str | dict | None:
+    """``--pooling``, ``--clusters`` and ``--soft`` -> a pooling setting: the last two make sense (and imply) VLAD."""
+    if clusters is None and not soft:
+        return pooling
+    if pooling not in (None, "vlad"):
+        raise LookalikeError(f"--clusters and --soft are VLAD options; they do not apply to --pooling {pooling}")
+    return {"name": "vlad", "clusters": 32 if clusters is None else clusters, "soft": soft}
+
+
 def _open_index(index: Path):
     from lookalike.index import Index
 
@@ -97,7 +106,6 @@ def index(
 ) -> None:
     """Index a folder of photos, or bring its index up to date (only new and changed files are embedded)."""
     from lookalike.index import Index
-    from lookalike.vocab import pooling_spec
 
     idx = Index.build(
         photos,
@@ -561,9 +569,7 @@ def vocab_fit(
     quiet: QuietOpt = False,
 ) -> None:
     """Fit VLAD centres on the index's own images, then re-describe every image with them."""
-    from lookalike.vocab import refit_index_vocabulary
-
-    idx = refit_index_vocabulary(_open_index(index), clusters, soft=soft, out=out_file, progress=not quiet)
+    idx = _open_index(index).refit_vocabulary(clusters, soft=soft, out=out_file, progress=not quiet)
     _print_report(idx.report, quiet)
     err.print(f"vocabulary: {clusters} clusters, {idx.store.meta['dim']}-dim vectors; index: {idx.store.path}")
     if out_file:
@@ -719,7 +725,11 @@ def main() -> None:
     try:
         app()
     except LookalikeError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        message = str(exc)
+        setting = getattr(exc, "setting", None)
+        if setting and message.startswith(setting):  # the library names settings; here they are flags
+            message = "--" + setting.replace("_", "-") + message[len(setting) :]
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err.print(

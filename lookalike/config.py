@@ -74,17 +74,19 @@ class IndexConfig:
         object.__setattr__(self, "pooling", _pooling_dict(self.pooling))
         object.__setattr__(self, "model_options", dict(self.model_options))
         if not self.model:
-            raise ConfigError("model must be a registered name or a model folder")
+            raise ConfigError("model must be a registered name or a model folder", setting="model")
         if self.resolution is not None and int(self.resolution) < 16:
-            raise ConfigError(f"resolution must be at least 16 pixels, got {self.resolution}")
+            raise ConfigError(f"resolution must be at least 16 pixels, got {self.resolution}", setting="resolution")
         if self.pca is not None and int(self.pca) < 1:
-            raise ConfigError(f"pca needs a positive dimension, got {self.pca}")
+            raise ConfigError(f"pca needs a positive dimension, got {self.pca}", setting="pca")
         if self.vectors not in VECTOR_TYPES:
-            raise ConfigError(f"vectors must be one of {', '.join(VECTOR_TYPES)}, got {self.vectors!r}")
+            raise ConfigError(
+                f"vectors must be one of {', '.join(VECTOR_TYPES)}, got {self.vectors!r}", setting="vectors"
+            )
         if self.labels not in LABEL_RULES:
-            raise ConfigError(f"labels must be one of {', '.join(LABEL_RULES)}, got {self.labels!r}")
+            raise ConfigError(f"labels must be one of {', '.join(LABEL_RULES)}, got {self.labels!r}", setting="labels")
         if self.vocab is not None and (self.pooling or {}).get("name", "vlad") != "vlad":
-            raise ConfigError("a VLAD vocabulary needs vlad pooling")
+            raise ConfigError("vocab is a VLAD vocabulary: it needs pooling vlad", setting="vocab")
 
     # --- meta.json -----------------------------------------------------------------------------------------------
 
@@ -179,17 +181,19 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         if int(self.batch_size) < 1:
-            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}", setting="batch_size")
         if self.workers is not None and int(self.workers) < 1:
-            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+            raise ConfigError(f"workers must be at least 1, got {self.workers}", setting="workers")
         if int(self.checkpoint_every) < 1:
-            raise ConfigError(f"checkpoint interval must be at least 1, got {self.checkpoint_every}")
+            raise ConfigError(
+                f"checkpoint_every must be at least 1, got {self.checkpoint_every}", setting="checkpoint_every"
+            )
         if self.runtime not in RUNTIMES:
-            raise ConfigError(f"unknown runtime {self.runtime!r}; use {', '.join(RUNTIMES)}")
+            raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}", setting="runtime")
         if self.engine not in ENGINES:
-            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}", setting="engine")
         if self.ann is not None and self.ann not in ANN_KINDS:
-            raise ConfigError(f"ann must be one of {', '.join(ANN_KINDS)}, got {self.ann!r}")
+            raise ConfigError(f"ann must be one of {', '.join(ANN_KINDS)}, got {self.ann!r}", setting="ann")
 
 
 def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -16,12 +16,12 @@ import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from lookalike.embed import Batch, Prepared
+from lookalike.config import IndexConfig
+from lookalike.embed import Batch, Describer, Prepared
 from lookalike.errors import LookalikeError
 from lookalike.images import ImageMeta
 
@@ -43,11 +43,9 @@ class DescribeActor:
     """A Ray Data actor: loads the model once, then describes batches of paths (``path`` and ``known`` columns)."""
 
     def __init__(self, meta: dict[str, Any], index_path: str, runtime: str = "auto", threads: int = 1) -> None:
-        from lookalike.index import describer_from_meta
-
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        store = SimpleNamespace(meta=meta, path=Path(index_path))
-        self.describer = describer_from_meta(store, runtime=runtime)  # type: ignore[arg-type]
+        # the driver checked the model's weights against the index before starting the actors
+        self.describer = Describer.from_config(IndexConfig.from_meta(meta), folder=index_path, runtime=runtime)
         model = self.describer.model
         if getattr(model, "threads", threads) != threads:
             # size the runtime to the CPUs Ray gave this actor, so actors sharing a machine do not oversubscribe it

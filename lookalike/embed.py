@@ -91,7 +91,7 @@ class Describer:
         kwargs: dict[str, Any] = {"runtime": runtime, **config.model_options}
         if config.weights:
             if not takes_weights(config.model):
-                raise ConfigError(f"a weights file applies to hub models, not {config.model}")
+                raise ConfigError(f"weights applies to hub models only, not {config.model}", setting="weights")
             kwargs["weights"] = str(Path(config.weights).resolve())
         backbone = create_model(config.model, **kwargs)
         pooling = make_pooling(config.pooling or getattr(backbone, "default_pooling", None) or DEFAULT_POOLING)

@@ -10,7 +10,12 @@ class LookalikeError(Exception):
 
 
 class ConfigError(LookalikeError):
-    """A setting out of range or of the wrong kind (named without CLI flag spelling: the library has no flags)."""
+    """A setting out of range or of the wrong kind. The message names the setting as Python spells it
+    (``batch_size``); ``setting`` lets a face respell it (the CLI says ``--batch-size``)."""
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class ImageError(LookalikeError):

@@ -11,7 +11,7 @@ import hashlib
 import io
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,16 +39,20 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def find_images(root: str | os.PathLike[str]) -> list[Path]:
-    """All image files below ``root``, sorted, skipping hidden folders (the index lives in ``.lookalike``)."""
+def find_images(root: str | os.PathLike[str], *, exclude: Sequence[str | os.PathLike[str]] = ()) -> list[Path]:
+    """All image files below ``root``, sorted, skipping hidden folders (the index lives in ``.lookalike``) and the
+    folders in ``exclude`` (an index folder placed anywhere under the root is never indexed as photos)."""
     root = Path(root)
     if not root.exists():
         raise LookalikeError(f"folder not found: {root}")
     if root.is_file():
         return [root] if is_image_path(root) else []
+    skip = {Path(p).resolve() for p in exclude}
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and (not skip or (Path(dirpath) / d).resolve() not in skip)
+        )
         for name in filenames:
             if not name.startswith(".") and is_image_path(Path(name)):
                 found.append(Path(dirpath) / name)

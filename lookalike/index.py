@@ -8,10 +8,11 @@ up by the next run).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,29 +21,16 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from lookalike.aggregate import make_pooling, make_post
-from lookalike.distributed import ENGINES, ray_describe_files, require_ray
-from lookalike.embed import Describer
+from lookalike.config import IndexConfig, RunOptions, split_settings
+from lookalike.distributed import ray_describe_files, require_ray
+from lookalike.embed import Batch, Describer
 from lookalike.errors import ImageError, IndexMismatchError, LookalikeError
 from lookalike.images import IMAGE_EXTENSIONS, content_hash, decode, find_images, read_file
-from lookalike.models import create_model
-from lookalike.models.registry import DEFAULT_MODEL
 from lookalike.progress import bar
-from lookalike.search import ANN_KINDS, VectorSearch, open_searcher, refresh_ann
-from lookalike.store import INDEX_DIRNAME, VECTOR_TYPES, Store, make_table
-from lookalike.vocab import (
-    check_same_vocabulary,
-    ensure_vocabulary,
-    fit_pending_post,
-    model_kwargs,
-    stored_model_kwargs,
-    use_vocabulary,
-)
+from lookalike.search import VectorSearch, open_searcher, refresh_ann
+from lookalike.store import INDEX_DIRNAME, Store, make_table, plan_update, with_labels
+from lookalike.vocab import check_same_vocabulary, ensure_vocabulary, fit_pending_post
 
-DEFAULT_BATCH = (
-    8  # ONNX Runtime on 2 cores: 118-126 images/s at batch 4-8 vs 101 at 32 (320 px) (cache-friendlier activations)
-)
-DEFAULT_POOLING = "gem"  # best room kNN accuracy and flowers mAP@R at 224 and 320 px (BENCHMARKS.md "descriptors")
 MODES = ("all", "same-class", "other-classes")
 
 Query = str | os.PathLike[str] | Image.Image | np.ndarray
@@ -95,30 +83,19 @@ class BuildReport:
         return self.added + self.updated
 
 
-def _label_for(rel: str, mode: str) -> str | None:
-    if mode != "folders":
-        return None
-    parent = Path(rel).parent
-    return parent.name if parent.name else None
-
-
-def _same_config(stored: dict[str, Any], asked: dict[str, Any]) -> bool:
-    return all(stored.get(k) == v for k, v in asked.items())
-
-
 class Index:
-    """An opened index: metadata, vectors, and the describer that made them (loaded on first query)."""
+    """An opened index: the facade the CLI, the server and users call (open, build/update, search, classify, info).
+
+    It holds the store and the describer that made its vectors, and caches views derived from the stored table
+    (names, labels, the searcher); tasks read these through its public attributes and never write into it.
+    """
 
     def __init__(self, store: Store, *, runtime: str = "auto") -> None:
         self.store = store
         self.runtime = runtime
         self.report: BuildReport | None = None
         self._describer: Describer | None = None
-        self._search: VectorSearch | None = None
-        self._by_name: dict[str, int] | None = None
-        self._by_hash: dict[str, list[int]] | None = None
-        self._names: list[str] | None = None
-        self._labels: list[str | None] | None = None
+        self._views: dict[str, Any] = {}
 
     # --- construction ----------------------------------------------------------------------------------------
 
@@ -135,286 +112,247 @@ class Index:
         photos: str | os.PathLike[str],
         index_dir: str | os.PathLike[str] | None = None,
         *,
-        labels: str = "folders",
-        model: str | None = None,
-        pooling: str | dict[str, Any] | None = None,
-        resolution: int | None = None,
-        batch_size: int = DEFAULT_BATCH,
-        workers: int | None = None,
-        progress: bool = False,
-        rebuild: bool = False,
-        checkpoint_every: int = 256,
-        runtime: str = "auto",
-        vocab: str | os.PathLike[str] | None = None,
-        pca: int | None = None,
-        weights: str | os.PathLike[str] | None = None,
-        engine: str = "local",
-        address: str | None = None,
-        num_workers: int | None = None,
-        ann: str | None = None,
-        vectors: str | None = None,
+        config: IndexConfig | None = None,
+        options: RunOptions | None = None,
+        **settings: Any,
     ) -> Index:
-        """Index (or bring up to date) every image below ``photos``; see the module docstring.
+        """Index (or bring up to date) every image below ``photos``.
 
-        ``vocab``: a saved VLAD vocabulary to use instead of fitting one; ``pca``: PCA-whiten to this many
-        dimensions (fitted on the indexed vectors, kept on updates until ``rebuild``); ``weights``: a checkpoint
-        file for hub backbones (see :mod:`lookalike.vocab` and :mod:`lookalike.models.hub`).
-
-        ``engine="ray"``: decode + embed on Ray (``address`` to join a cluster, else a local Ray with
-        ``num_workers`` CPUs; see :mod:`lookalike.distributed`). ``ann``: auto|flat|ivf|hnsw search index, kept in
-        the index folder (see :func:`lookalike.search.refresh_ann`). ``vectors``: float32|float16 storage.
+        ``settings`` are fields of :class:`~lookalike.config.IndexConfig` (model, pooling, resolution, pca, vocab,
+        weights, vectors, labels) and of :class:`~lookalike.config.RunOptions` (batch_size, workers, progress,
+        rebuild, engine, ann, ...), or pass the two objects. On an existing index, settings left out follow what
+        the index was built with; one that would change its vectors is refused, naming the setting and both values
+        (``rebuild=True`` re-embeds everything instead).
         """
-
-        if engine not in ENGINES:
-            raise LookalikeError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-        if engine == "ray":
+        asked, run = split_settings(settings)
+        options = dataclasses.replace(options or RunOptions(), **run)
+        if options.engine == "ray":
             require_ray()
-        if ann is not None and ann not in ANN_KINDS:
-            raise LookalikeError(f"--ann must be one of {', '.join(ANN_KINDS)}, got {ann!r}")
-        if vectors is not None and vectors not in VECTOR_TYPES:
-            raise LookalikeError(f"--vectors must be float32 or float16, got {vectors!r}")
-        if labels not in ("folders", "none"):
-            raise LookalikeError(f"--labels must be 'folders' or 'none', got {labels!r}")
-        if batch_size < 1:
-            raise LookalikeError(f"batch size must be at least 1, got {batch_size}")
+        if isinstance(asked.get("model"), (str, os.PathLike)) and Path(asked["model"]).is_dir():
+            asked["model"] = str(Path(asked["model"]).resolve())  # a model folder is named by its absolute path
+        for key in ("vocab", "weights"):
+            if asked.get(key) is not None:
+                asked[key] = str(asked[key])
         root = Path(photos).resolve()
         if not root.is_dir():
             raise LookalikeError(f"not a folder: {photos}")
         index_path = Path(index_dir) if index_dir else root / INDEX_DIRNAME
         started = time.perf_counter()
 
-        if Store.exists(index_path) and not rebuild:
-            store = Store.open(index_path)
-            if store.root != root:
-                raise IndexMismatchError(
-                    f"{index_path} indexes {store.root}, not {root}; pass another --index or --rebuild"
-                )
-            index = cls(store, runtime=runtime)
-            describer = index.describer
-            asked: dict[str, Any] = {}
-            if model and model != store.meta["model"]["name"]:
-                # a trained model is a folder: the same folder given by another (relative) path is the same model
-                same_dir = Path(model).is_dir() and str(Path(model).resolve()) == store.meta["model"]["name"]
-                if not same_dir:
-                    asked["model"] = {"name": model}
-            if pooling:
-                asked["pooling"] = make_pooling(pooling).config()
-            if resolution:
-                asked["resolution"] = Describer(describer.model, describer.pooling, resolution).resolution
-            if pca:
-                asked["pca"] = int(pca)
-
-            check_same_vocabulary(describer.pooling, vocab, index_path)
-            if not _same_config(store.meta, asked):
-                raise IndexMismatchError(
-                    f"{index_path} was built with {describe_config(store.meta)}; asked for "
-                    f"{describe_config({**store.meta, **asked})}. Use --rebuild to re-embed everything, "
-                    "or another --index"
-                )
-            if store.meta.get("labels") != labels:
-                store.meta["labels"] = labels
-            if vectors:
-                store.meta["vectors"] = vectors  # a change of storage type is a cast on commit, not a re-embed
+        if Store.exists(index_path) and not options.rebuild:
+            index = cls._reopen(index_path, root, config, asked, options)
         else:
-            backbone = create_model(model or DEFAULT_MODEL, **model_kwargs(runtime, weights, model or DEFAULT_MODEL))
-            # a trained embedding (N, D, 1, 1) asks for mean pooling: GeM would clamp its negative components
-            default_pooling = getattr(backbone, "default_pooling", None) or DEFAULT_POOLING
-            describer = Describer(
-                backbone,
-                use_vocabulary(make_pooling(pooling or default_pooling), vocab),
-                resolution,
+            wanted = (
+                dataclasses.replace(config, **{k: v for k, v in asked.items() if v is not None}) if config else None
             )
-            rel_root = os.path.relpath(root, index_path.resolve())
-            extra: dict[str, Any] = {"pca": int(pca)} if pca else {}
-            extra["vectors"] = vectors or "float32"
-            store = Store.create(
-                index_path, {"root": rel_root, "labels": labels, "dim": describer.dim, **describer.config(), **extra}
-            )
-            index = cls(store, runtime=runtime)
+            wanted = wanted or IndexConfig(**{k: v for k, v in asked.items() if v is not None})
+            describer = Describer.from_config(wanted, runtime=options.runtime)
+            meta = {"root": os.path.relpath(root, index_path.resolve()), "dim": describer.dim}
+            store = Store.create(index_path, {**meta, **wanted.to_meta(), **describer.config()})
+            index = cls(store, runtime=options.runtime)
             index._describer = describer
-            if rebuild:
+            if options.rebuild:
                 store.clear_parts()
 
-        with store.lock():
-            report = index._update(
-                root,
-                labels,
-                batch_size=batch_size,
-                workers=workers,
-                progress=progress,
-                checkpoint_every=checkpoint_every,
-                engine=engine,
-                engine_options={"address": address, "num_workers": num_workers},
-            )
-
-            fit_pending_post(index)
-
-            refresh_ann(store, ann)
+        with index.store.lock():
+            report = index.update(options)
+            refresh_ann(index.store, options.ann)
         report.seconds = time.perf_counter() - started
         index.report = report
         return index
 
-    def _update(
-        self,
-        root: Path,
-        labels: str,
-        *,
-        batch_size: int,
-        workers: int | None,
-        progress: bool,
-        checkpoint_every: int,
-        engine: str = "local",
-        engine_options: dict[str, Any] | None = None,
-    ) -> BuildReport:
-        store, describer = self.store, self.describer
-        index_path = store.path.resolve()
-        files = [p for p in find_images(root) if index_path not in p.resolve().parents]
-        report = BuildReport(total=len(files))
+    @classmethod
+    def _reopen(
+        cls, path: Path, root: Path, config: IndexConfig | None, asked: dict[str, Any], options: RunOptions
+    ) -> Index:
+        """An existing index, checked against what was asked: the same vectors or a refusal that names why."""
+        store = Store.open(path)
+        if store.root != root:
+            raise IndexMismatchError(f"{path} indexes {store.root}, not {root}; pass another index folder or rebuild")
+        stored = IndexConfig.from_meta(store.meta)
+        wanted = stored.merged(**{k: v for k, v in dataclasses.asdict(config).items()}) if config else stored
+        wanted = wanted.merged(**asked)
+        diffs = stored.differences(wanted)
+        if diffs:
+            raise IndexMismatchError(
+                f"{path} was built with other settings ({IndexConfig.describe_differences(diffs)}); re-embed "
+                "everything with --rebuild (rebuild=True in Python), or use another index folder"
+            )
+        index = cls(store, runtime=options.runtime)
+        check_same_vocabulary(index.describer.pooling, wanted.vocab, path)
+        store.meta["labels"] = wanted.labels
+        store.meta["vectors"] = wanted.vectors  # a change of storage type is a cast on commit, not a re-embed
+        return index
+
+    def update(self, options: RunOptions | None = None) -> BuildReport:
+        """Bring the index up to date with its photo folder: embed new and changed files, drop deleted ones.
+
+        Checkpoints every ``options.checkpoint_every`` images; a killed run's checkpoints are picked up here. The
+        caller holds the store's lock.
+        """
+        options = options or RunOptions()
+        store, describer, root = self.store, self.describer, self.root
+        files = find_images(root, exclude=[store.path])
         if not files and len(store) == 0:
             exts = ", ".join(sorted(IMAGE_EXTENSIONS))
             raise LookalikeError(f"no images found in {root} (looked for {exts}, in any case)")
+        ensure_vocabulary(store, describer, files, progress=options.progress)
 
-        ensure_vocabulary(self, files, progress=progress)
-
-        stats: dict[str, tuple[Path, int, int]] = {}
+        on_disk: dict[str, tuple[int, int]] = {}
         for p in files:
-            try:
+            with contextlib.suppress(OSError):
                 st = p.stat()
-            except OSError:
-                continue
-            stats[p.relative_to(root).as_posix()] = (p, st.st_size, st.st_mtime_ns)
-
+                on_disk[p.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns)
         old = store.table
-        old_pos = {name: i for i, name in enumerate(old.column("path").to_pylist())}
-        old_size = old.column("size").to_pylist()
-        old_mtime = old.column("mtime_ns").to_pylist()
-        old_hash = old.column("hash").to_pylist()
+        old_rows = {n: i for i, n in enumerate(old.column("path").to_pylist())}
+        sizes, mtimes, hashes = (old.column(c).to_pylist() for c in ("size", "mtime_ns", "hash"))
         recovered = store.read_parts()
-        rec_pos = {} if recovered is None else {n: i for i, n in enumerate(recovered.column("path").to_pylist())}
+        rec_rows = {} if recovered is None else {n: i for i, n in enumerate(recovered.column("path").to_pylist())}
+        rec_stat = (
+            {}
+            if recovered is None
+            else dict(
+                zip(
+                    rec_rows,
+                    zip(*(recovered.column(c).to_pylist() for c in ("size", "mtime_ns")), strict=True),
+                    strict=True,
+                )
+            )
+        )
         skipped_before = {s["path"]: s for s in store.skipped}
-
-        keep_old: list[int] = []
-        keep_rec: list[int] = []
-        to_embed: list[Path] = []
-        known: dict[Path, str] = {}
-        skipped: list[dict[str, Any]] = []
-        for name, (p, size, mtime) in stats.items():
-            if name in rec_pos:
-                r = rec_pos[name]
-                if recovered.column("size")[r].as_py() == size and recovered.column("mtime_ns")[r].as_py() == mtime:
-                    keep_rec.append(r)
-                    continue
-            if name in old_pos:
-                i = old_pos[name]
-                if old_size[i] == size and old_mtime[i] == mtime:
-                    keep_old.append(i)
-                    continue
-                known[p] = old_hash[i]
-            s = skipped_before.get(name)
-            if s and s.get("size") == size and s.get("mtime_ns") == mtime:
-                skipped.append(s)
-                continue
-            to_embed.append(p)
-        report.unchanged = len(keep_old)
-        report.resumed = len(keep_rec)
-        report.removed = sum(1 for name in old_pos if name not in stats)
-
+        plan = plan_update(
+            on_disk,
+            {n: (sizes[i], mtimes[i], hashes[i]) for n, i in old_rows.items()},
+            rec_stat,
+            {n: (s.get("size"), s.get("mtime_ns")) for n, s in skipped_before.items()},
+        )
+        report = BuildReport(
+            total=len(files), unchanged=len(plan.keep), resumed=len(plan.resume), removed=len(plan.removed)
+        )
+        skipped = [skipped_before[n] for n in plan.skip_again]
         new_tables: list[pa.Table] = []
         rows: list[dict[str, Any]] = []
         vecs: list[np.ndarray] = []
-        reused: list[int] = []
+        reused: list[str] = []
 
         def flush() -> None:
-            if not rows:
-                return
-            table = store.conform(make_table(rows, np.concatenate(vecs), store.dim))
-            store.write_part(table)
-            new_tables.append(table)
-            rows.clear()
-            vecs.clear()
+            if rows:
+                table = store.conform(make_table(rows, np.concatenate(vecs), store.dim))
+                store.write_part(table)
+                new_tables.append(table)
+                rows.clear()
+                vecs.clear()
 
+        to_embed = [root / n for n in plan.embed]
+        known = {root / n: h for n, h in plan.known_hashes.items()}
         try:
-            with bar("embedding", len(to_embed), progress and bool(to_embed)) as tick:
-                if engine == "ray":
-                    batches = ray_describe_files(
-                        store.meta, store.path, to_embed, known_hashes=known.get, batch_size=batch_size,
-                        runtime=self.runtime, **(engine_options or {}),
-                    )  # fmt: skip
-                else:
-                    batches = describer.describe_files(
-                        to_embed, known_hashes=known.get, batch_size=batch_size, workers=workers
-                    )
-                for batch in batches:
+            with bar("embedding", len(to_embed), options.progress and bool(to_embed)) as tick:
+                for batch in self._describe(to_embed, known, options):
                     v = 0
                     for item in batch.items:
                         name = item.path.relative_to(root).as_posix()
-                        _, size, mtime = stats[name]
+                        size, mtime = on_disk[name]
                         if item.error:
                             skipped.append({"path": name, "reason": item.error, "size": size, "mtime_ns": mtime})
                         elif item.unchanged:
-                            reused.append(old_pos[name])
+                            reused.append(name)
                         else:
                             m = item.meta
                             rows.append(
                                 {
                                     "path": name, "size": size, "mtime_ns": mtime, "hash": item.hash,
-                                    "width": m.width, "height": m.height, "label": _label_for(name, labels),
-                                    "exif_time": m.exif_time, "gps_lat": m.gps_lat, "gps_lon": m.gps_lon,
+                                    "width": m.width, "height": m.height, "exif_time": m.exif_time,
+                                    "gps_lat": m.gps_lat, "gps_lon": m.gps_lon,
                                 }
                             )  # fmt: skip
                             vecs.append(batch.vectors[v : v + 1])
                             v += 1
-                            if name in old_pos:
+                            if name in old_rows:
                                 report.updated += 1
                             else:
                                 report.added += 1
                     tick.advance(len(batch.items))
-                    if len(rows) >= checkpoint_every:
+                    if len(rows) >= options.checkpoint_every:
                         flush()
         finally:
             flush()  # on Ctrl-C too: what was embedded is on disk for the next run
 
-        parts = [old.take(sorted(keep_old))] if keep_old else []
-        if reused:
-            # content unchanged but touched: keep the vector, refresh size/mtime
-            t = old.take(sorted(reused))
+        parts = [old.take(sorted(old_rows[n] for n in plan.keep))] if plan.keep else []
+        if reused:  # content unchanged but touched: keep the vector, refresh size and mtime
+            t = old.take(sorted(old_rows[n] for n in reused))
             names = t.column("path").to_pylist()
-            t = t.set_column(
-                t.schema.get_field_index("size"), "size", pa.array([stats[n][1] for n in names], pa.int64())
-            )
-            t = t.set_column(
-                t.schema.get_field_index("mtime_ns"), "mtime_ns", pa.array([stats[n][2] for n in names], pa.int64())
-            )
+            for col, pos in (("size", 0), ("mtime_ns", 1)):
+                values = pa.array([on_disk[n][pos] for n in names], pa.int64())
+                t = t.set_column(t.schema.get_field_index(col), col, values)
             parts.append(t)
             report.unchanged += len(reused)
-        if keep_rec:
-            parts.append(recovered.take(sorted(keep_rec)))
+        if plan.resume:
+            parts.append(recovered.take(sorted(rec_rows[n] for n in plan.resume)))
         parts.extend(new_tables)
-        parts = [store.conform(t) for t in parts]  # old rows may be float32 when --vectors float16 was asked
+        parts = [store.conform(t) for t in parts]  # old rows may be float32 when float16 storage was asked
         table = pa.concat_tables(parts) if parts else make_table([], np.zeros((0, store.dim), np.float32), store.dim)
-        if labels == "none":
-            table = table.set_column(
-                table.schema.get_field_index("label"), "label", pa.nulls(table.num_rows, pa.string())
-            )
-        store.commit(table, skipped)
+        store.commit(with_labels(table, store.meta.get("labels", "folders")), skipped)
         report.skipped = [(s["path"], s["reason"]) for s in skipped]
-        self._invalidate()
+        fit_pending_post(store, describer)
+        self._views.clear()
         return report
 
-    def _invalidate(self) -> None:
-        self._search = None
-        self._by_name = None
-        self._by_hash = None
-        self._names = None
-        self._labels = None
+    def _describe(self, paths: list[Path], known: dict[Path, str], options: RunOptions) -> Iterator[Batch]:
+        if options.engine == "ray":
+            return ray_describe_files(
+                self.store.meta, self.store.path, paths, known_hashes=known.get, batch_size=options.batch_size,
+                runtime=self.runtime, address=options.address, num_workers=options.num_workers,
+            )  # fmt: skip
+        return self.describer.describe_files(
+            paths, known_hashes=known.get, batch_size=options.batch_size, workers=options.workers
+        )
+
+    def refit_vocabulary(
+        self,
+        clusters: int = 32,
+        *,
+        soft: bool = False,
+        out: str | os.PathLike[str] | None = None,
+        progress: bool = False,
+    ) -> Index:
+        """A new VLAD vocabulary from the index's own images, then every image re-described with it.
+
+        The index keeps its model, resolution, labels and PCA setting; its PCA-whitening (if any) is refitted
+        too, since it was fitted on vectors of the old vocabulary.
+        """
+        stored = IndexConfig.from_meta(self.store.meta)
+        wanted = dataclasses.replace(stored, pooling={"name": "vlad", "clusters": clusters, "soft": soft})
+        new = Index.build(
+            self.root,
+            self.store.path,
+            config=wanted,
+            options=RunOptions(rebuild=True, progress=progress, runtime=self.runtime),
+        )
+        if out is not None:
+            new.describer.pooling.save(out)  # type: ignore[attr-defined]
+        return new
 
     # --- properties ----------------------------------------------------------------------------------------------
 
     @property
+    def config(self) -> IndexConfig:
+        """The recipe of this index's vectors, as its ``meta.json`` records it."""
+        return IndexConfig.from_meta(self.store.meta)
+
+    @property
     def describer(self) -> Describer:
+        """The describer the vectors were made with (built on first use: opening an index loads no model)."""
         if self._describer is None:
-            self._describer = describer_from_meta(self.store, runtime=self.runtime)
+            self._describer = describer_of(self.store, runtime=self.runtime)
         return self._describer
+
+    def _view(self, name: str, make: Any) -> Any:
+        """A view derived from the stored table, computed once per table (a commit replaces the table object)."""
+        key = (name, id(self.store.table))
+        if key not in self._views:
+            self._views = {k: v for k, v in self._views.items() if k[1] == id(self.store.table)}
+            self._views[key] = make()
+        return self._views[key]
 
     def __len__(self) -> int:
         return len(self.store)
@@ -425,9 +363,7 @@ class Index:
 
     @property
     def names(self) -> list[str]:
-        if self._names is None:
-            self._names = self.store.column("path")
-        return self._names
+        return self._view("names", lambda: self.store.column("path"))
 
     @property
     def paths(self) -> list[Path]:
@@ -437,9 +373,7 @@ class Index:
     @property
     def labels(self) -> list[str | None]:
         """One list per opened index: per-image lookups in search loops must not convert the column each time."""
-        if self._labels is None:
-            self._labels = self.store.column("label")
-        return self._labels
+        return self._view("labels", lambda: self.store.column("label"))
 
     @property
     def classes(self) -> list[str]:
@@ -452,29 +386,28 @@ class Index:
     @property
     def searcher(self) -> VectorSearch:
         """Exact search, or the index folder's ANN index when ``--ann`` made one for these vectors."""
-        if self._search is None:
-            self._search = open_searcher(self.store)
-        return self._search
+        return self._view("searcher", lambda: open_searcher(self.store))
 
     # --- describing queries ----------------------------------------------------------------------------------------
 
     def hash_ids(self, digest: str) -> list[int]:
         """Ids of indexed images whose file content has this hash."""
-        if self._by_hash is None:
+
+        def make() -> dict[str, list[int]]:
             by_hash: dict[str, list[int]] = {}
             for i, h in enumerate(self.store.column("hash")):
                 by_hash.setdefault(h, []).append(i)
-            self._by_hash = by_hash
-        return self._by_hash.get(digest, [])
+            return by_hash
+
+        return self._view("by_hash", make).get(digest, [])
 
     def _self_ids(self, path: Path, data: bytes) -> list[int]:
-        if self._by_name is None:
-            self._by_name = {n: i for i, n in enumerate(self.names)}
+        by_name = self._view("by_name", lambda: {n: i for i, n in enumerate(self.names)})
         ids = set(self.hash_ids(content_hash(data)))
         with contextlib.suppress(ValueError):
             rel = path.resolve().relative_to(self.root).as_posix()
-            if rel in self._by_name:
-                ids.add(self._by_name[rel])
+            if rel in by_name:
+                ids.add(by_name[rel])
         return sorted(ids)
 
     def prepare(self, queries: Sequence[Query]) -> tuple[np.ndarray, list[list[int]]]:
@@ -644,26 +577,15 @@ class Index:
         return {k: head[k] for k in keep if k in head}
 
 
-def describe_config(meta: dict[str, Any]) -> str:
-    pooling = meta.get("pooling", {})
-    p = pooling.get("name", "?") if isinstance(pooling, dict) else str(pooling)
-    return f"model {meta.get('model', {}).get('name', '?')}, pooling {p}, resolution {meta.get('resolution')}"
-
-
-def describer_from_meta(store: Store, *, runtime: str = "auto") -> Describer:
-    """Rebuild the exact describer an index was made with; refuse if the model's weights changed."""
-    meta = store.meta
-
-    model = create_model(meta["model"]["name"], **stored_model_kwargs(runtime, meta["model"]))
-    if model.config() != meta["model"]:
+def describer_of(store: Store, *, runtime: str = "auto") -> Describer:
+    """The exact describer an index was made with; refused if this machine's weights for its model differ."""
+    describer = Describer.from_config(IndexConfig.from_meta(store.meta), folder=store.path, runtime=runtime)
+    stored, found = store.meta["model"], describer.model.config()
+    if found != stored:
         raise IndexMismatchError(
-            f"{store.path} was built with {meta['model']['name']} weights {meta['model'].get('weights', '?')[:12]}, "
-            f"but this machine has {model.config().get('weights', '?')[:12]}; rebuild with `lookalike index --rebuild`"
+            f"{store.path} was built with {stored['name']} weights {stored.get('weights', '?')[:12]}, but this "
+            f"machine has {found.get('weights', '?')[:12]}; rebuild the index to use them"
         )
-    pooling = make_pooling(meta["pooling"]) if "pooling" in meta else make_pooling(DEFAULT_POOLING)
-    if hasattr(pooling, "load"):
-        pooling.load(store.path)
-    post = None
-    if meta.get("post"):
-        post = make_post(meta["post"], store.path)
-    return Describer(model, pooling, meta["resolution"], post=post)
+    if stored.get("post") and describer.post is None:
+        raise LookalikeError(f"{store.path}: PCA-whitening file missing; rebuild the index")
+    return describer

@@ -471,24 +471,13 @@ def crops(image: Image.Image, boxes: Sequence[Box]) -> list[Image.Image]:
 
 
 def scene_describer(model: str | None = None, resolution: int | None = None, pooling: str | None = None):  # noqa: ANN201
-    """The describer for crops: GeM over the default backbone, or a model folder from ``lookalike train``.
-
-    A trained embedding with a projection head returns (N, D, 1, 1) that must be mean-pooled (GeM would clip its
-    negative components to zero), so a model whose feature map is a single cell gets mean pooling unless told.
-    """
-    from lookalike.aggregate import make_pooling
+    """The describer for crops: GeM over the default backbone, or a model folder from ``lookalike train`` (whose
+    projection head advertises mean pooling: GeM would clip its negative components)."""
+    from lookalike.config import DEFAULT_MODEL, IndexConfig
     from lookalike.embed import Describer
-    from lookalike.models import create_model
-    from lookalike.models.registry import DEFAULT_MODEL
 
-    backbone = create_model(str(model) if model else DEFAULT_MODEL)
-    if pooling is None:
-        pooling = getattr(backbone, "default_pooling", None)
-    if pooling is None:
-        probe_side = int(resolution or backbone.default_resolution)
-        probe = backbone.features(np.full((1, probe_side, probe_side, 3), 127, np.uint8))
-        pooling = "mean" if probe.shape[2] * probe.shape[3] == 1 else "gem"
-    return Describer(backbone, make_pooling(pooling), resolution)
+    config = IndexConfig(model=str(model) if model else DEFAULT_MODEL, pooling=pooling, resolution=resolution)
+    return Describer.from_config(config)
 
 
 def describer_name(describer: Any) -> str:

@@ -10,16 +10,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
-from lookalike.errors import LookalikeError
+from lookalike.config import ANN_KINDS
+from lookalike.errors import ConfigError, LookalikeError
+from lookalike.io import atomic_write
+from lookalike.metrics import ann_recall
+from lookalike.store import ANN_FILE
 
 
 def faiss_search(index: Any, x: np.ndarray, k: int, params: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +187,6 @@ def knn_graph(
 
 # --- approximate search for large indexes (issue 8) ---------------------------------------------------------------
 
-ANN_KINDS = ("auto", "flat", "ivf", "hnsw")
 #: ``--ann auto`` stays exact below this many vectors. Measured (BENCHMARKS.md, scale; 1280-d, 2 shared cores):
 #: exact single-query search takes ~13 ms at 10k, ~90 ms at 100k, ~700 ms at 1M (it is memory-bandwidth bound);
 #: below 100k an IVF index gains only a few times and costs recall, above it the gain grows to ~1000× at 1M.
@@ -196,7 +197,6 @@ AUTO_ANN_THRESHOLD = 100_000
 EXACT_RESTRICTED_LIMIT = 2_000
 #: Build-time tuning picks the smallest search depth whose measured recall@10 reaches this.
 TARGET_RECALL = 0.95
-ANN_FILE = "ann.faiss"
 
 
 def ann_kind(index: faiss.Index) -> str:
@@ -218,7 +218,7 @@ def choose_ann(kind: str, n: int) -> str:
     from its direct map, and memory-maps from disk.
     """
     if kind not in ANN_KINDS:
-        raise LookalikeError(f"--ann must be one of {', '.join(ANN_KINDS)}, got {kind!r}")
+        raise ConfigError(f"ann must be one of {', '.join(ANN_KINDS)}, got {kind!r}", setting="ann")
     if kind == "auto":
         return "flat" if n < AUTO_ANN_THRESHOLD else "ivf"
     return kind if n else "flat"  # nothing to train on yet
@@ -265,15 +265,6 @@ def _exact_subset(
         s = np.pad(s, ((0, 0), (0, pad)), constant_values=-np.inf)
         ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
     return s, ids
-
-
-def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean fraction of the true top-k ids that were found (ids -1 never count)."""
-    hits = [
-        len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) / max(1, int((t >= 0).sum()))
-        for f, t in zip(found, truth, strict=True)
-    ]
-    return float(np.mean(hits)) if hits else 1.0
 
 
 def _self_excluded(ids: np.ndarray, scores: np.ndarray, selves: np.ndarray, k: int) -> np.ndarray:
@@ -349,7 +340,7 @@ def build_ann(
     for depth in depths:
         _apply_params(index, {key: depth})
         s, i = index.search(q, kq)
-        recall = recall_at_k(_self_excluded(i, s, q_ids, k), truth)
+        recall = ann_recall(_self_excluded(i, s, q_ids, k), truth)
         if recall >= target_recall:
             chosen = depth
             break
@@ -360,17 +351,8 @@ def build_ann(
 
 
 def save_ann(index: faiss.Index, path: str | os.PathLike[str]) -> None:
-    """Write atomically (temp file + rename) so a reader never memory-maps half an index."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        faiss.write_index(index, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Written atomically, so a reader never memory-maps half an index."""
+    atomic_write(path, lambda tmp: faiss.write_index(index, str(tmp)))
 
 
 def load_ann(path: str | os.PathLike[str]) -> faiss.Index:

@@ -23,9 +23,8 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lookalike.aggregate import PCA_FILE, VOCAB_FILE
+from lookalike.config import VECTOR_TYPES as _VECTOR_TYPE_NAMES
+from lookalike.config import folder_label
 from lookalike.errors import IndexMissingError, LookalikeError
+from lookalike.io import atomic_write, atomic_write_json, now_iso
 
 FORMAT_VERSION = 1
 INDEX_DIRNAME = ".lookalike"
@@ -81,52 +83,19 @@ META_FIELDS: list[tuple[str, pa.DataType]] = [
 ]
 
 
-VECTOR_TYPES = {"float32": pa.float32(), "float16": pa.float16()}
+VECTOR_TYPES = {name: getattr(pa, name)() for name in _VECTOR_TYPE_NAMES}
 
 
 def schema(dim: int, vectors: str = "float32") -> pa.Schema:
     """The table schema; ``vectors="float16"`` halves the size of the vector column (meta ``"vectors"``)."""
     if vectors not in VECTOR_TYPES:
-        raise LookalikeError(f"--vectors must be float32 or float16, got {vectors!r}")
+        raise LookalikeError(f"vectors must be float32 or float16, got {vectors!r}")
     return pa.schema([*META_FIELDS, ("vector", pa.list_(VECTOR_TYPES[vectors], dim))])
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def atomic_write_table(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+def atomic_write_table(path: Path, table: pa.Table) -> Path:
+    """A Parquet table through the one :func:`lookalike.io.atomic_write` (zstd: vectors compress little, metadata a lot)."""
+    return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
@@ -148,6 +117,66 @@ def make_table(rows: list[dict[str, Any]], vectors: np.ndarray, dim: int) -> pa.
         vectors = np.zeros((0, dim), dtype=np.float32)
     columns["vector"] = vectors_to_arrow(vectors)
     return pa.table(columns, schema=schema(dim))
+
+
+# --- what an update has to do ---------------------------------------------------------------------------------
+
+
+@dataclass
+class UpdatePlan:
+    """What an indexing run does with each file it found, decided before any image is read.
+
+    Names are paths relative to the photo root. ``known_hashes`` gives, for changed files that were indexed, the
+    content hash on record: a file merely touched (same bytes) keeps its vector instead of being re-embedded.
+    """
+
+    keep: list[str] = field(default_factory=list)  # indexed, size and mtime unchanged
+    resume: list[str] = field(default_factory=list)  # embedded by an interrupted run, unchanged since
+    embed: list[str] = field(default_factory=list)  # new, changed, or a bad file that changed
+    skip_again: list[str] = field(default_factory=list)  # failed before and unchanged: not retried
+    removed: list[str] = field(default_factory=list)  # indexed but gone from disk
+    known_hashes: dict[str, str] = field(default_factory=dict)
+
+
+def plan_update(
+    on_disk: Mapping[str, tuple[int, int]],
+    indexed: Mapping[str, tuple[int, int, str]],
+    resumable: Mapping[str, tuple[int, int]] | None = None,
+    skipped: Mapping[str, tuple[int, int]] | None = None,
+) -> UpdatePlan:
+    """Which files to keep, resume, embed, skip again, and which index rows to drop.
+
+    ``on_disk``: name -> (size, mtime_ns) of every image file found; ``indexed``: name -> (size, mtime_ns, hash) of
+    the index's rows; ``resumable``: name -> (size, mtime_ns) of rows in checkpoint parts; ``skipped``: the same for
+    files that could not be used last time. Size and mtime decide (cheap: no file is read); a pure function so the
+    rules are tested without images.
+    """
+    resumable = resumable or {}
+    skipped = skipped or {}
+    plan = UpdatePlan()
+    for name, stat in on_disk.items():
+        if resumable.get(name) == stat:
+            plan.resume.append(name)
+            continue
+        row = indexed.get(name)
+        if row is not None:
+            if row[:2] == stat:
+                plan.keep.append(name)
+                continue
+            plan.known_hashes[name] = row[2]
+        if skipped.get(name) == stat:
+            plan.skip_again.append(name)
+            continue
+        plan.embed.append(name)
+    plan.removed = [name for name in indexed if name not in on_disk]
+    return plan
+
+
+def with_labels(table: pa.Table, rule: str) -> pa.Table:
+    """``table`` with its label column derived from each path by the label rule (labels follow moves and a change
+    of rule without re-embedding anything)."""
+    labels = pa.array([folder_label(p, rule) for p in table.column("path").to_pylist()], pa.string())
+    return table.set_column(table.schema.get_field_index("label"), "label", labels)
 
 
 class Store:
@@ -263,7 +292,7 @@ class Store:
     def lock(self) -> Iterator[None]:
         """Exclusive update lock; a second indexer on the same folder fails fast instead of corrupting it."""
         self.path.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path / "lock", "a+")  # noqa: SIM115 - held for the whole update
+        fh = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115 - held for the whole update
         try:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

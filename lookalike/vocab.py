@@ -12,7 +12,6 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,10 +28,7 @@ from lookalike.aggregate import (
 from lookalike.embed import Describer
 from lookalike.errors import IndexMismatchError, LookalikeError
 from lookalike.progress import bar
-from lookalike.store import vectors_to_arrow
-
-if TYPE_CHECKING:
-    from lookalike.index import Index
+from lookalike.store import Store, vectors_to_arrow
 
 MAX_IMAGES = 500
 MAX_DESCRIPTORS = 100_000
@@ -91,75 +87,35 @@ def fit_vocabulary(
     return pooling.fit(x, seed=seed)
 
 
-# --- how an Index uses vocabularies and post-transforms (called from lookalike.index) ---------------------------
-
-
-def model_kwargs(runtime: str, weights: str | os.PathLike[str] | None, model: str | None = None) -> dict[str, Any]:
-    """Keyword arguments for ``create_model``: ``weights`` only reaches backbones that take a checkpoint file."""
-    kwargs: dict[str, Any] = {"runtime": runtime}
-    if weights:
-        from lookalike.models.hub import HUB_MODELS
-
-        if model is not None and model not in HUB_MODELS:
-            raise LookalikeError(f"--weights applies to hub models ({', '.join(sorted(HUB_MODELS))}), not {model}")
-        kwargs["weights"] = str(Path(weights).resolve())
-    return kwargs
-
-
-def pooling_spec(pooling: str | None, clusters: int | None = None, soft: bool = False) -> str | dict[str, Any] | None:
-    """CLI flags -> a pooling config: ``--clusters``/``--soft`` make sense (and imply) VLAD only."""
-    if clusters is None and not soft:
-        return pooling
-    if pooling not in (None, "vlad"):
-        raise LookalikeError(f"--clusters and --soft are VLAD options; they do not apply to --pooling {pooling}")
-    return {"name": "vlad", "clusters": 32 if clusters is None else clusters, "soft": soft}
-
-
-def stored_model_kwargs(runtime: str, model_config: dict[str, Any]) -> dict[str, Any]:
-    """Rebuild a backbone exactly as an index recorded it: checkpoint file, layer and facet for hub models."""
-    kwargs = model_kwargs(runtime, model_config.get("weights_file"))
-    kwargs.update({k: model_config[k] for k in ("layer", "facet") if k in model_config})
-    return kwargs
-
-
-def use_vocabulary(pooling: Pooling, vocab: str | os.PathLike[str] | None) -> Pooling:
-    """Load a saved vocabulary (``--vocab FILE``) into a new index's VLAD pooling; its cluster count wins."""
-    if vocab is None:
-        return pooling
-    if not isinstance(pooling, VLADPooling):
-        raise LookalikeError("--vocab is a VLAD vocabulary; use it with --pooling vlad")
-    centres, _ = read_vocabulary(vocab)
-    pooling.clusters = int(centres.shape[0])
-    return pooling.load(vocab)
+# --- the vocabulary and PCA-whitening of an index folder (called by lookalike.index while it updates) -------------
 
 
 def check_same_vocabulary(pooling: Pooling, vocab: str | os.PathLike[str] | None, index_path: Path) -> None:
-    """An existing index keeps its vocabulary; a different ``--vocab`` needs ``--rebuild`` (or ``vocab fit``)."""
+    """An existing index keeps its vocabulary; a different one asked for needs a rebuild (or ``vocab fit``)."""
     if vocab is None:
         return
     if not isinstance(pooling, VLADPooling):
-        raise LookalikeError(f"{index_path} does not use VLAD pooling; --vocab needs --pooling vlad --rebuild")
+        raise LookalikeError(f"{index_path} does not use VLAD pooling; a vocabulary needs vlad pooling and a rebuild")
     other = VLADPooling(read_vocabulary(vocab)[0].shape[0]).load(vocab)
     if other.vocab_hash() != pooling.vocab_hash():
         raise IndexMismatchError(
-            f"{index_path} was built with another VLAD vocabulary than {vocab}; add --rebuild to re-describe "
-            "everything with it"
+            f"{index_path} was built with another VLAD vocabulary than {vocab}; rebuild to re-describe everything "
+            "with it"
         )
 
 
-def ensure_vocabulary(index: Index, files: Sequence[Path], *, progress: bool = False) -> None:
+def ensure_vocabulary(store: Store, describer: Describer, files: Sequence[Path], *, progress: bool = False) -> None:
     """Before embedding: fit the VLAD vocabulary if there is none, and keep it in the index folder."""
-    pooling = index.describer.pooling
+    pooling = describer.pooling
     if not isinstance(pooling, VLADPooling):
         return
-    store = index.store
     if pooling.needs_fit:
         if len(store):
             raise LookalikeError(
                 f"{store.path} lost its VLAD vocabulary ({VOCAB_FILE}); run `lookalike vocab fit --index "
                 f"{store.path}` to fit a new one and re-describe the images"
             )
-        fit_vocabulary(index.describer, files, progress=progress)
+        fit_vocabulary(describer, files, progress=progress)
         source = "fitted"
     elif store.meta.get("vocab", {}).get("hash") == pooling.vocab_hash() and (store.path / VOCAB_FILE).is_file():
         return
@@ -170,17 +126,16 @@ def ensure_vocabulary(index: Index, files: Sequence[Path], *, progress: bool = F
     store.write_meta()
 
 
-def fit_pending_post(index: Index) -> None:
+def fit_pending_post(store: Store, describer: Describer) -> bool:
     """After embedding: fit PCA-whitening on the stored vectors if the index asks for it and has none yet.
 
     Stored vectors are transformed in place and the transform saved, so from here on images and queries are
-    described with it. It stays fixed on incremental updates (refitting would change every stored vector);
-    ``--rebuild`` or ``vocab fit`` fits it afresh.
+    described with it (``describer.post`` is set). It stays fixed on incremental updates (refitting would change
+    every stored vector); a rebuild or ``vocab fit`` fits it afresh. Returns whether it fitted one.
     """
-    store = index.store
     want = store.meta.get("pca")
     if not want or store.meta.get("post") or len(store) < 2:
-        return
+        return False
     pca = PCAWhitening(int(want)).fit(store.vectors)
     vectors = l2_normalize(pca.transform(store.vectors)).astype(np.float32)
     pca.save(store.path)
@@ -189,40 +144,5 @@ def fit_pending_post(index: Index) -> None:
     store.meta["dim"] = int(vectors.shape[1])
     store.meta["post"] = pca.config()
     store.commit(table)
-    index.describer.post = pca
-    index._invalidate()
-
-
-def refit_index_vocabulary(
-    index: Index,
-    clusters: int = 32,
-    *,
-    soft: bool = False,
-    out: str | os.PathLike[str] | None = None,
-    progress: bool = False,
-) -> Index:
-    """``lookalike vocab fit``: a new vocabulary from the index's own images, then every image re-described.
-
-    The index keeps its model, resolution, labels and PCA setting; its PCA-whitening (if any) is refitted too,
-    since it was fitted on vectors of the old vocabulary.
-    """
-    from lookalike.index import Index as _Index
-
-    meta = index.store.meta
-    new = _Index.build(
-        index.root,
-        index.store.path,
-        labels=meta.get("labels", "folders"),
-        model=meta["model"]["name"],
-        weights=meta["model"].get("weights_file"),
-        pooling={"name": "vlad", "clusters": clusters, "soft": soft},
-        resolution=meta["resolution"],
-        pca=meta.get("pca"),
-        vectors=meta.get("vectors"),
-        rebuild=True,
-        progress=progress,
-        runtime=index.runtime,
-    )
-    if out is not None:
-        new.describer.pooling.save(out)  # type: ignore[attr-defined]
-    return new
+    describer.post = pca
+    return True

@@ -18,10 +18,10 @@ from lookalike.search import (
     exact_topk,
     load_ann,
     open_searcher,
-    recall_at_k,
     refresh_ann,
     save_ann,
 )
+from lookalike.metrics import ann_recall
 from lookalike.store import Store, make_table
 
 
@@ -58,18 +58,18 @@ def test_ann_recall_against_exact(data: np.ndarray, kind: str, vector_type: str)
     queries = clustered(300, seed=1)
     _, truth = exact_topk(queries, data, 10)
     _, found = VectorSearch(None, ann=index, params=info).search(queries, 10)
-    assert recall_at_k(found, truth) >= 0.9
+    assert ann_recall(found, truth) >= 0.9
     # and exact search really is exact
     _, flat = VectorSearch(data).search(queries, 10)
-    assert recall_at_k(flat, truth) == 1.0
+    assert ann_recall(flat, truth) == 1.0
 
 
 def test_shallow_search_loses_recall_so_tuning_matters(data: np.ndarray) -> None:
     index, info = build_ann(data, "ivf", queries=200)
     queries = clustered(300, seed=2)
     _, truth = exact_topk(queries, data, 10)
-    shallow = recall_at_k(VectorSearch(None, ann=index, params={"nprobe": 1}).search(queries, 10)[1], truth)
-    tuned = recall_at_k(VectorSearch(None, ann=index, params=info).search(queries, 10)[1], truth)
+    shallow = ann_recall(VectorSearch(None, ann=index, params={"nprobe": 1}).search(queries, 10)[1], truth)
+    tuned = ann_recall(VectorSearch(None, ann=index, params=info).search(queries, 10)[1], truth)
     assert info["nlist"] > 1 and tuned > shallow
 
 
@@ -107,7 +107,7 @@ def test_restricted_search_with_selector_above_exact_limit(data: np.ndarray, mon
     _, i = ann.search(queries, 10, allowed=allowed)
     assert np.isin(i[i >= 0], allowed).all()
     _, truth = VectorSearch(data).search(queries, 10, allowed=allowed)
-    assert recall_at_k(i, truth) >= 0.9
+    assert ann_recall(i, truth) >= 0.9
 
 
 def test_save_and_load_round_trip(data: np.ndarray, tmp_path: Path) -> None:
@@ -127,7 +127,7 @@ def test_choose_ann() -> None:
     assert choose_ann("auto", 1000) == "flat"
     assert choose_ann("auto", 5_000_000) == "ivf"
     assert choose_ann("hnsw", 10) == "hnsw" and choose_ann("ivf", 0) == "flat"
-    with pytest.raises(LookalikeError, match="--ann must be one of"):
+    with pytest.raises(LookalikeError, match="ann must be one of"):
         choose_ann("lsh", 10)
 
 
@@ -186,7 +186,7 @@ def test_index_build_with_ann_and_float16(tmp_path: Path) -> None:
     got = [m.name for m in reopened.search(q, 4, mode="same-class")]
     assert got == [m.name for m in exact.search(q, 4, mode="same-class")]
     assert all(n.startswith("temple/") for n in got)
-    with pytest.raises(LookalikeError, match="--ann must be one of"):
+    with pytest.raises(LookalikeError, match="ann must be one of"):
         Index.build(photos, tmp_path / "ann", ann="annoy")
     result = CliRunner().invoke(app, ["info", "--index", str(tmp_path / "ann")])
     assert result.exit_code == 0 and "hnsw" in result.output and "recall@10" in result.output

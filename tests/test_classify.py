@@ -62,7 +62,7 @@ def test_knn_vote_tuning_is_calibrated() -> None:
     X, y = _blobs(60, seed=2, spread=1.4)  # overlapping classes: probabilities must be spread, not 0/1  # noqa: N806
     head = KNNHead(k=10).fit(X, y)
     Xt, yt = _blobs(60, seed=3, spread=1.4)  # noqa: N806
-    from lookalike.evaluate import expected_calibration_error
+    from lookalike.metrics import expected_calibration_error
 
     proba = head.predict_proba(Xt)
     yi = np.searchsorted(head.classes_, yt)

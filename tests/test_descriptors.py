@@ -187,7 +187,7 @@ def test_saved_vocabulary_is_reused_across_indexes(vlad_index: Index, sample_dir
     different = VLADPooling(8).fit(np.random.default_rng(0).normal(size=(100, 1280))).save(tmp_path / "x.npz")
     with pytest.raises(IndexMismatchError, match="another VLAD vocabulary"):
         Index.build(sample_dir, tmp_path / "other", vocab=different)
-    with pytest.raises(LookalikeError, match="--pooling vlad"):
+    with pytest.raises(LookalikeError, match="pooling vlad"):
         Index.build(sample_dir, tmp_path / "third", pooling="gem", vocab=vocab)
 
 
@@ -224,7 +224,7 @@ def test_plot_vlad_needs_a_vlad_index(sample_index: Index, tmp_path: Path) -> No
 
 
 def test_vlad_flags_need_vlad() -> None:
-    from lookalike.vocab import pooling_spec
+    from lookalike.cli import pooling_spec
 
     assert pooling_spec("gem") == "gem"
     assert pooling_spec(None, 16) == {"name": "vlad", "clusters": 16, "soft": False}
@@ -302,5 +302,5 @@ def test_dinov2_index_end_to_end(vits_weights: Path, sample_dir: Path, sample_qu
     reopened = Index.open(tmp_path / "idx")  # finds the checkpoint again from the index's record
     assert float(reopened.embed([str(reopened.paths[0])])[0] @ reopened.vectors[0]) > 0.999
     assert len(reopened.search(next(sample_queries.glob("*.jpg")), k=3)) == 3
-    with pytest.raises(LookalikeError, match="--weights applies to hub models"):
+    with pytest.raises(LookalikeError, match="weights applies to hub models"):
         Index.build(sample_dir, tmp_path / "x", weights=vits_weights)

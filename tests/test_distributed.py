@@ -23,7 +23,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_unknown_engine_is_one_clear_error(photos: Path, tmp_path: Path) -> None:
-    with pytest.raises(LookalikeError, match="--engine must be one of local, ray"):
+    with pytest.raises(LookalikeError, match="engine must be one of local, ray"):
         Index.build(photos, tmp_path / "ix", engine="spark")
 
 

@@ -12,20 +12,22 @@ from typer.testing import CliRunner
 
 from lookalike.errors import LookalikeError
 from lookalike.evaluate import (
-    classification_metrics,
     cross_validate,
     evaluate,
-    expected_calibration_error,
     index_suspects,
     label_suspects,
+    run_evaluation,
+    write_report,
+)
+from lookalike.metrics import (
+    classification_metrics,
+    expected_calibration_error,
     map_at_r,
     precision_at_k,
     rank_database,
     recall_at_k,
     retrieval_metrics,
-    run_evaluation,
     top_k_accuracy,
-    write_report,
 )
 
 # --- metric functions ------------------------------------------------------------------------------------------

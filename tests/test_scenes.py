@@ -285,6 +285,7 @@ def test_zero_and_one_box_need_no_model(tmp_path: Path, monkeypatch: pytest.Monk
 def test_scene_describer_mean_pools_a_projection_head(monkeypatch: pytest.MonkeyPatch) -> None:
     class Head:
         name, feature_dim, stride, default_resolution = "head", 8, 32, 64
+        default_pooling = "mean"  # what a trained model with a projection head advertises
 
         def config(self) -> dict:
             return {"name": "head"}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -132,27 +131,25 @@ class TorchBackbone:
     def _export(self, path: Path) -> None:
         import torch
 
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from lookalike.io import atomic_write
+
         dummy = torch.zeros(1, 224, 224, 3)
-        fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-        os.close(fd)
-        try:
+
+        def export(tmp: Path) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     self.module,
                     (dummy,),
-                    tmp,
+                    str(tmp),
                     input_names=["pixels"],
                     output_names=["features"],
                     dynamic_axes={"pixels": {0: "n", 1: "h", 2: "w"}, "features": {0: "n", 2: "fh", 3: "fw"}},
                     opset_version=17,
                     dynamo=False,
                 )
-            os.replace(tmp, path)  # atomic: a concurrent or killed export never leaves a half-written model
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+
+        atomic_write(path, export)  # a concurrent or killed export never leaves a half-written model
 
     def _onnx_session(self) -> Any:
         import onnxruntime as ort

@@ -38,6 +38,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lookalike.errors import ImageError, LookalikeError
 from lookalike.images import content_hash, decode, load_image
 from lookalike.index import MODES, Index
+from lookalike.io import atomic_write
+from lookalike.store import THUMBNAILS_DIR
 
 log = logging.getLogger("lookalike.server")
 
@@ -104,7 +106,7 @@ class ThumbnailCache:
         self.hashes = hashes
         self.size = size
         self.capacity = capacity
-        self.folder: Path | None = index.store.path / "thumbnails" / str(size)
+        self.folder: Path | None = index.store.path / THUMBNAILS_DIR / str(size)
         self._lru: OrderedDict[int, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -140,10 +142,7 @@ class ThumbnailCache:
         path = self._disk_path(image_id)
         if path is not None:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-                tmp.write_bytes(data)
-                tmp.replace(path)
+                atomic_write(path, data)
             except OSError as exc:
                 log.warning("thumbnail disk cache disabled (%s)", exc)
                 self.folder = None
