@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from lookalike.errors import LookalikeError
+from lookalike.metrics import ann_recall
 from lookalike.search import (
     ANN_FILE,
     VectorSearch,
@@ -21,7 +22,6 @@ from lookalike.search import (
     refresh_ann,
     save_ann,
 )
-from lookalike.metrics import ann_recall
 from lookalike.store import Store, make_table
 
 
