@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lookalike.errors import ImageError, LookalikeError
 from lookalike.images import content_hash, decode, load_image
 from lookalike.index import MODES, Index
+from lookalike.store import CLUSTERS_FILE
 
 log = logging.getLogger("lookalike.server")
 
@@ -261,7 +262,7 @@ class Service:
 
     def clusters(self) -> dict[str, Any]:
         """The index's saved clustering (``lookalike cluster``) with paths turned into ids; reread when it changes."""
-        path = self.index.store.path / "clusters.json"
+        path = self.index.store.path / CLUSTERS_FILE
         try:
             mtime = path.stat().st_mtime
         except OSError:
