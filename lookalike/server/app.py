@@ -39,7 +39,7 @@ from lookalike.errors import ImageError, LookalikeError
 from lookalike.images import content_hash, decode, load_image
 from lookalike.index import MODES, Index
 from lookalike.io import atomic_write
-from lookalike.store import THUMBNAILS_DIR
+from lookalike.store import CLUSTERS_FILE, THUMBNAILS_DIR
 
 log = logging.getLogger("lookalike.server")
 
@@ -260,7 +260,7 @@ class Service:
 
     def clusters(self) -> dict[str, Any]:
         """The index's saved clustering (``lookalike cluster``) with paths turned into ids; reread when it changes."""
-        path = self.index.store.path / "clusters.json"
+        path = self.index.store.path / CLUSTERS_FILE
         try:
             mtime = path.stat().st_mtime
         except OSError:

@@ -1,5 +1,5 @@
-"""Pixel verification of candidate near-duplicate pairs: is one image a rescaled, recompressed or cropped copy of the
-other?
+"""The pixel check for copies: is one image of a candidate near-duplicate pair a rescaled, recompressed or cropped
+copy of the other? (It compares aligned pixels only; it is not a geometric verification with local features.)
 
 WHY: a global descriptor cannot tell a copy from another photo of the same subject. On flowers, a photo and its 80%
 crop score 0.82–0.89 while a different photo of the same species often scores 0.87 or more, so no cosine threshold
@@ -129,7 +129,7 @@ def _refine(a, b, arg):  # noqa: ANN001, ANN202
     return out
 
 
-def pair_scores(coarse: np.ndarray, fine: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+def pixel_scores(coarse: np.ndarray, fine: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     """Aligned NCC in [-1, 1] for each pair (i, j) of rows of the thumbnails: ~1 when one is a copy of the other."""
     import torch
 

@@ -1,0 +1,159 @@
+"""The index-level entry points: cluster an index (graph method or HDBSCAN), save and load the result, suggest
+thresholds. ``ClusterResult`` is what a run produces and what ``clusters.json`` holds."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lookalike.cluster.gps import gps_centre, valid_gps
+from lookalike.cluster.graph import GraphParams, Suggestion, graph_labels, hdbscan_labels, suggest_thresholds
+from lookalike.cluster.labels import label_metrics, members, relabel
+from lookalike.errors import ConfigError, LookalikeError
+from lookalike.io import atomic_write_json
+from lookalike.search import knn_graph
+from lookalike.store import CLUSTERS_FILE
+
+if TYPE_CHECKING:
+    from lookalike.index import Index
+
+
+@dataclass
+class ClusterResult:
+    """Labels over the index's images plus everything a person or the server shows about them."""
+
+    labels: np.ndarray
+    names: list[str]
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    lat: np.ndarray | None = None
+    lon: np.ndarray | None = None
+
+    def clusters(self) -> list[dict[str, Any]]:
+        out = []
+        groups = members(self.labels)
+        for c in range(int(self.labels.max(initial=-1)) + 1):
+            inside = groups.get(c, np.array([], dtype=np.int64))
+            gps = None
+            if self.lat is not None and self.lon is not None:
+                centre = gps_centre(self.lat[inside], self.lon[inside])
+                if centre is not None:
+                    tagged = int(np.isfinite(self.lat[inside]).sum())
+                    gps = {"lat": round(centre[0], 7), "lon": round(centre[1], 7), "count": tagged}
+            out.append({"id": c + 1, "size": len(inside), "paths": [self.names[i] for i in inside], "gps": gps})
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "clusters": self.clusters(),
+            "noise": [self.names[i] for i in np.flatnonzero(self.labels < 0)],
+            "metrics": self.metrics,
+            "method": self.method,
+            "params": self.params,
+            "notes": self.notes,
+        }
+
+
+def _basic_metrics(labels: np.ndarray, seconds: float) -> dict[str, Any]:
+    return {
+        "images": len(labels),
+        "clusters": int(labels.max(initial=-1)) + 1,
+        "clustered": int((labels >= 0).sum()),
+        "noise": int((labels < 0).sum()),
+        "seconds": round(seconds, 3),
+    }
+
+
+def _index_gps(index: Index, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    cols = index.store.metadata().column_names
+    if "gps_lat" not in cols or "gps_lon" not in cols:
+        n = len(index)
+        return np.full(n, np.nan), np.full(n, np.nan)
+    lat, lon, rejected = valid_gps(index.store.column("gps_lat"), index.store.column("gps_lon"))
+    if rejected:
+        notes.append(f"{rejected} photo(s) with malformed or out-of-range GPS ignored")
+    return lat, lon
+
+
+def _check_size(index: Index) -> None:
+    if len(index) < 2:
+        raise LookalikeError(
+            f"the index has {len(index)} image(s); clustering needs at least 2 — add photos and run `lookalike index`"
+        )
+
+
+def suggest(index: Index, k: int = 10) -> Suggestion:
+    """The similarity distribution of the index's kNN graph and the thresholds the graph method would use."""
+    _check_size(index)
+    vectors = index.vectors
+    return suggest_thresholds(knn_graph(vectors, k)[1], vectors)
+
+
+def cluster_index(
+    index: Index,
+    method: str = "graph",
+    *,
+    params: GraphParams | None = None,
+    hdbscan_size: int = 5,
+    pca: int | None = None,
+    save: bool = True,
+) -> ClusterResult:
+    """Cluster an index's images; saves the result as ``clusters.json`` in the index folder (see load_clusters)."""
+    if method not in ("graph", "hdbscan"):
+        raise ConfigError(f"clustering method must be 'graph' or 'hdbscan', got {method!r}")
+    _check_size(index)
+    params = params or GraphParams()
+    if params.k < 1:
+        raise ConfigError(f"k (neighbours per image) must be at least 1, got {params.k}")
+    if params.min_size < 1:
+        raise ConfigError(f"minimum cluster size must be at least 1, got {params.min_size}")
+    if params.gps_distance < 0 or params.gps_count < 0:
+        raise ConfigError(
+            f"GPS distance and GPS count must not be negative, got {params.gps_distance:g} m and {params.gps_count}"
+        )
+    started = time.perf_counter()
+    notes: list[str] = []
+    lat, lon = _index_gps(index, notes)
+    vectors = index.vectors
+    used: dict[str, Any]
+    if method == "graph":
+        ids, scores = knn_graph(vectors, params.k)
+        s = suggest_thresholds(scores, vectors)
+        strong = s.strong if params.strong is None else params.strong
+        weak = min(s.weak, strong) if params.weak is None else params.weak
+        if params.strong is None or params.weak is None:
+            notes.append(f"thresholds from the similarity distribution: strong {strong:.4f}, weak {weak:.4f}")
+        p = GraphParams(**{**params.__dict__, "strong": strong, "weak": weak})
+        labels = graph_labels(ids, scores, p, lat=lat, lon=lon, notes=notes)
+        used = {"method": "graph", **p.__dict__}
+    else:
+        labels = relabel(
+            hdbscan_labels(vectors, hdbscan_size, second_min_size=max(2, params.min_size), pca=pca), params.min_size
+        )
+        used = {"method": "hdbscan", "hdbscan_size": hdbscan_size, "min_size": params.min_size, "pca": pca}
+    metrics = _basic_metrics(labels, time.perf_counter() - started)
+    metrics.update(label_metrics(labels, index.labels))
+    result = ClusterResult(labels, index.names, method, used, notes, metrics, lat, lon)
+    if save:
+        atomic_write_json(index.store.path / CLUSTERS_FILE, result.to_dict())
+    return result
+
+
+def load_clusters(index: Index | str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The last saved ``lookalike cluster`` result of an index (an Index or its folder), or None if there is none."""
+    folder = Path(index.store.path) if hasattr(index, "store") else Path(index)  # type: ignore[union-attr]
+    path = folder / CLUSTERS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LookalikeError(f"{path} is unreadable ({exc}); run `lookalike cluster` again") from None
