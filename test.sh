@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup-env.sh
 .venv/bin/ruff check lookalike tests bench
+.venv/bin/lint-imports   # the layers contract in pyproject.toml
 exec .venv/bin/python -m pytest -q "$@"

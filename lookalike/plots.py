@@ -67,7 +67,7 @@ def result_grid(results: Sequence, out: str | os.PathLike[str], *, tile: float =
     return save_figure(fig, out)
 
 
-# --- VLAD assignment maps (issue 3) ---------------------------------------------------------------------------
+# --- VLAD assignment maps ----------------------------------------------------------------------------
 
 
 def cluster_colours(k: int) -> np.ndarray:
@@ -125,7 +125,7 @@ def vlad_map(index, image: str | os.PathLike[str], out: str | os.PathLike[str], 
     return save_figure(fig, out)
 
 
-# --- classification pictures (issue 4) ----------------------------------------------------------------------------
+# --- classification pictures -----------------------------------------------------------------------------
 
 
 def confusion_png(labels: Sequence[str], matrix: Sequence[Sequence[int]], out: str | os.PathLike[str]) -> Path:

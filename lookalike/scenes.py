@@ -274,7 +274,7 @@ def _rings(component: np.ndarray) -> list[np.ndarray]:
     return rings
 
 
-def _closing(mask: np.ndarray, ey: int, ex: int) -> np.ndarray:
+def separable_closing(mask: np.ndarray, ey: int, ex: int) -> np.ndarray:
     """Binary closing by an ``ey``×``ex`` rectangle, done as 1-D passes.
 
     A rectangle is the Minkowski sum of a row and a column, so dilating (and eroding) by each in turn gives exactly
@@ -366,7 +366,7 @@ def box_regions(
             slice(cells[members, 0].min(), cells[members, 2].max()),
         )
         closed = np.zeros_like(mask)
-        closed[ys, xs] = _closing(np.pad(mask[ys, xs], pad), ey, ex)[pad:-pad, pad:-pad]
+        closed[ys, xs] = separable_closing(np.pad(mask[ys, xs], pad), ey, ex)[pad:-pad, pad:-pad]
         # Closing may bridge over a narrow box of another product; that spot is not this product's, so carve it out.
         closed = mask | (closed & ~others)
         comp, n = ndimage.label(closed, structure=np.ones((3, 3), dtype=bool))

@@ -185,7 +185,7 @@ def knn_graph(
     return all_ids, all_scores
 
 
-# --- approximate search for large indexes (issue 8) ---------------------------------------------------------------
+# --- approximate search for large indexes ----------------------------------------------------------------
 
 #: ``--ann auto`` stays exact below this many vectors. Measured (BENCHMARKS.md, scale; 1280-d, 2 shared cores):
 #: exact single-query search takes ~13 ms at 10k, ~90 ms at 100k, ~700 ms at 1M (it is memory-bandwidth bound);

@@ -1,4 +1,4 @@
-"""Approximate search for large indexes, float16 vectors, and their persistence (issue 8)."""
+"""Approximate search for large indexes, float16 vectors, and their persistence."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Ray engine writes the same index as the local engine (issue 8)."""
+"""The Ray engine writes the same index as the local engine."""
 
 from __future__ import annotations
 

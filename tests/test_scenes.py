@@ -230,7 +230,7 @@ def test_separable_closing_equals_binary_closing(ey: int, ex: int) -> None:
         y, x = rng.integers(0, 80, size=2)
         mask[y : y + rng.integers(2, 15), x : x + rng.integers(2, 15)] = True
     expected = ndimage.binary_closing(mask, structure=np.ones((ey, ex), dtype=bool))
-    assert np.array_equal(scenes._closing(mask, ey, ex), expected)
+    assert np.array_equal(scenes.separable_closing(mask, ey, ex), expected)
 
 
 def test_regions_join_neighbours_and_stop_at_other_products() -> None:
