@@ -291,3 +291,68 @@ def test_info_reports_the_fitted_head_and_when_it_goes_stale(photos: Path, tmp_p
     assert head["method"] == "knn" and head["stale"] is False and head["n_train"] == 24
     shutil.copy(photos / "flower/flower_00.jpg", photos / "flower/extra.jpg")
     assert Index.build(photos, tmp_path / "idx").info()["classifier"]["stale"] is True
+
+
+# --- one configuration, one label rule -------------------------------------------------------------------------------
+
+
+def test_nested_folders_get_one_label_in_index_evaluate_and_train(sample_dir: Path, tmp_path: Path) -> None:
+    """``root/Kitchen/2019/a.jpg`` is a Kitchen photo for every command (the first folder under the root)."""
+    from lookalike.evaluate import evaluate
+    from lookalike.images import labelled_files
+
+    root = tmp_path / "nested"
+    for cls in sorted(p.name for p in sample_dir.iterdir() if p.is_dir()):
+        for i, src in enumerate(sorted((sample_dir / cls).glob("*.jpg"))):
+            dst = root / cls / ("2019" if i % 2 else "2020") / "deeper" / src.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst)
+    idx = Index.build(root, tmp_path / "idx")
+    indexed = dict(zip(idx.names, idx.labels, strict=True))
+    assert set(indexed.values()) == {"flower", "package", "portrait", "temple"}
+    assert all(lab == name.split("/")[0] for name, lab in indexed.items())
+    # training reads the same files with the same labels
+    training = {p.relative_to(root).as_posix(): lab for p, lab in labelled_files(root)}
+    assert training == indexed
+    # evaluation knows every class (no "2019" class) and scores the nested photos against their top folder
+    m = evaluate(idx, root)
+    assert m["unknown_classes"] == {} and m["n"] == len(indexed)
+
+
+def test_vocab_fit_then_the_same_index_command_needs_no_rebuild(photos: Path, tmp_path: Path) -> None:
+    """`index --pooling vlad`, `vocab fit --clusters 16`, `index --pooling vlad` again: the stored settings win."""
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    runner = CliRunner()
+    idx_dir = str(tmp_path / "idx")
+    first = runner.invoke(
+        app, ["index", str(photos), "--index", idx_dir, "--pooling", "vlad", "--clusters", "8", "--quiet"]
+    )
+    assert first.exit_code == 0, first.output
+    fit = runner.invoke(app, ["vocab", "fit", "--index", idx_dir, "--clusters", "16", "--quiet"])
+    assert fit.exit_code == 0, fit.output
+    again = runner.invoke(app, ["index", str(photos), "--index", idx_dir, "--pooling", "vlad", "--quiet"])
+    assert again.exit_code == 0, again.output
+    assert Index.open(idx_dir).store.meta["pooling"]["clusters"] == 16
+    # a real conflict names the field and both values
+    with pytest.raises(IndexMismatchError, match=r"pooling\.clusters: 16 in the index, 8 asked"):
+        Index.build(photos, idx_dir, pooling={"name": "vlad", "clusters": 8})
+    with pytest.raises(IndexMismatchError, match="model: efficientnet-lite0 in the index, efficientnet-lite2 asked"):
+        Index.build(photos, idx_dir, model="efficientnet-lite2")
+    # through the CLI, on one line
+    r = _cli("index", str(photos), "--index", idx_dir, "--pooling", "gem")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert "pooling: vlad in the index, gem asked" in r.stderr
+
+
+def test_moving_a_photo_to_another_class_folder_relabels_it(photos: Path, tmp_path: Path) -> None:
+    idx = Index.build(photos, tmp_path / "idx")
+    src = sorted((photos / "temple").glob("*.jpg"))[0]
+    (photos / "flower" / "moved").mkdir()
+    shutil.move(src, photos / "flower" / "moved" / src.name)
+    again = Index.build(photos, tmp_path / "idx")
+    labels = dict(zip(again.names, again.labels, strict=True))
+    assert labels[f"flower/moved/{src.name}"] == "flower" and f"temple/{src.name}" not in labels
+    assert again.report.added == 1 and again.report.removed == 1 and len(again) == len(idx)
