@@ -48,7 +48,7 @@ def create_model(name: str = DEFAULT_MODEL, **kwargs: object) -> Backbone:
     if Path(name).is_dir():
         try:
             from lookalike.models.trained import load_trained_model
-        except ImportError:  # pragma: no cover - the trained-model loader ships with lookalike.train
+        except ImportError:  # pragma: no cover - the trained-model loader ships with lookalike.training
             raise ModelUnavailableError(f"{name}: loading trained models is not available in this install") from None
         return load_trained_model(Path(name), **kwargs)
     known = ", ".join(sorted(_FACTORIES))
