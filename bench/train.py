@@ -50,7 +50,7 @@ def split(files: list[tuple[Path, str]]) -> tuple[list, list]:
 
 
 def pooled(files: list[tuple[Path, str]], resolution: int, model: str = "efficientnet-lite0") -> np.ndarray:
-    from lookalike.train import pooled_features
+    from lookalike.training import pooled_features
 
     x, bad = pooled_features([p for p, _ in files], model, resolution)
     if bad:
@@ -192,7 +192,7 @@ def compactness(x: np.ndarray, y: list[str]) -> tuple[float, float]:
 
 
 def run_train(name: str, files: list[tuple[Path, str]], **opts: object) -> tuple[Path, float, dict]:
-    from lookalike.train import TrainOptions, train
+    from lookalike.training import TrainOptions, train
 
     out = MODELS / name
     t0 = time.perf_counter()
@@ -309,16 +309,15 @@ def rooms(results: dict, finetune: list[str] | None) -> None:
 
 
 def _files(name: str) -> list[tuple[Path, str]]:
-    from lookalike.train import labelled_files
+    from lookalike.images import labelled_files
 
     return labelled_files(dataset(name))
 
 
 def retrieval(xq: np.ndarray, yq: list[str], xr: np.ndarray, yr: list[str]) -> dict:
-    from lookalike.train import retrieval_metrics
+    from lookalike.training import validation_metrics
 
-    classes = sorted(set(yq) | set(yr))
-    return retrieval_metrics(xq, np.array([classes.index(c) for c in yq]), xr, np.array([classes.index(c) for c in yr]))
+    return validation_metrics(xq, np.asarray(yq), xr, np.asarray(yr))
 
 
 def products(results: dict) -> None:

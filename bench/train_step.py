@@ -1,4 +1,5 @@
-"""Fine-tuning step time with glibc's default allocator settings and with ``train._keep_freed_memory``, side by side.
+"""Fine-tuning step time with glibc's default allocator settings and with ``keep_freed_memory``
+(:mod:`lookalike.training.loop`), side by side.
 
 Each configuration runs in a fresh process (allocator settings and glibc's adaptive mmap threshold are per
 process): Lite2 at 384 px, the last N blocks trained on batches of 64 frozen maps of the size the random crop
@@ -28,7 +29,7 @@ def one(unfreeze: int, keep: bool, steps: int) -> dict[str, float]:
     import torch
 
     from lookalike.models.trained import build_embedder
-    from lookalike.train import _keep_freed_memory
+    from lookalike.training.loop import keep_freed_memory
 
     torch.manual_seed(0)
     e = build_embedder(MODEL, {"type": "mlp", "in": 1280, "hidden": 512, "dim": 128, "dropout": 0.1})
@@ -46,7 +47,7 @@ def one(unfreeze: int, keep: bool, steps: int) -> dict[str, float]:
     e.head.train()
     times = []
     t_cpu = os.times()
-    with _keep_freed_memory() if keep else nullcontext():
+    with keep_freed_memory() if keep else nullcontext():
         for _ in range(steps + 1):
             h = torch.randn(BATCH, channels, SIDE, SIDE)
             t = time.perf_counter()
@@ -87,7 +88,7 @@ def main() -> None:
             "",
             f"{MODEL} at {RES} px, batch {BATCH} frozen maps of {SIDE}×{SIDE} cells, forward + backward + Adam, "
             f"median of {args.steps} steps after a warm-up, each configuration in its own process. `kept` is "
-            "`lookalike.train._keep_freed_memory` (no mmap for large blocks, no heap trimming), which "
+            "`lookalike.training.loop.keep_freed_memory` (no mmap for large blocks, no heap trimming), which "
             "`lookalike train` uses around its fine-tuning steps.",
             "",
             "| --unfreeze | default s/step | default kernel share | kept s/step | kept kernel share | speed-up |",

@@ -87,19 +87,27 @@ class GeMPooling:
     name = "gem"
     needs_fit = False
 
-    def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
+    def __init__(self, p: float = 3.0, eps: float = 1e-6, include_padding: bool = False) -> None:
         if p <= 0:
             raise LookalikeError(f"GeM power must be positive, got {p}")
         self.p = float(p)
         self.eps = eps
+        # Pool every cell of the map, letterbox padding included: what a trained model's graph computes, since it
+        # sees only pixels (lookalike.models.trained); training pools its input features the same way.
+        self.include_padding = bool(include_padding)
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "p": self.p}
+        cfg: dict[str, Any] = {"name": self.name, "p": self.p}
+        if self.include_padding:  # only when set, so the configs indexes stored before stay as they were
+            cfg["include_padding"] = True
+        return cfg
 
     def output_dim(self, dim_in: int) -> int:
         return dim_in
 
     def transform(self, features: np.ndarray, cells: np.ndarray | None = None) -> np.ndarray:
+        if self.include_padding:
+            cells = None
         x = np.power(np.maximum(features, self.eps), self.p)
         if cells is None or np.all(cells == features.shape[2:]):
             pooled = x.mean(axis=(2, 3))

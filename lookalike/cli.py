@@ -383,7 +383,7 @@ def train_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Learn an embedding from labelled folders; use it with `lookalike index PHOTOS --model OUT`."""
-    from lookalike.train import TrainOptions, train
+    from lookalike.training import TrainOptions, train
 
     options = TrainOptions(
         loss=loss, scale=scale, margin=margin, miner=miner, unfreeze=unfreeze, epochs=epochs, val_split=val_split,

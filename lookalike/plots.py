@@ -15,16 +15,22 @@ from PIL import Image
 
 from lookalike.errors import ImageError
 from lookalike.images import load_image
+from lookalike.io import atomic_write
 
 THUMB = 256
 
 
 def save_figure(fig: plt.Figure, out: str | os.PathLike[str], dpi: int = 100) -> Path:
-    """Write a figure (creating its folder) and free it: pyplot keeps every open figure alive otherwise."""
+    """Write a figure atomically (creating its folder) and free it: pyplot keeps every open figure alive otherwise.
+
+    The format follows the file's extension (PNG without one), as the temporary file written first has none.
+    """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
+    fmt = out.suffix.lstrip(".").lower() or "png"
+    try:
+        atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=dpi, format=fmt))
+    finally:
+        plt.close(fig)
     return out
 
 
@@ -67,7 +73,7 @@ def result_grid(results: Sequence, out: str | os.PathLike[str], *, tile: float =
     return save_figure(fig, out)
 
 
-# --- VLAD assignment maps ----------------------------------------------------------------------------
+# --- VLAD assignment maps -----------------------------------------------------------------------------------
 
 
 def cluster_colours(k: int) -> np.ndarray:
@@ -125,7 +131,7 @@ def vlad_map(index, image: str | os.PathLike[str], out: str | os.PathLike[str], 
     return save_figure(fig, out)
 
 
-# --- classification pictures -----------------------------------------------------------------------------
+# --- classification pictures ------------------------------------------------------------------------------------
 
 
 def confusion_png(labels: Sequence[str], matrix: Sequence[Sequence[int]], out: str | os.PathLike[str]) -> Path:
@@ -148,6 +154,27 @@ def confusion_png(labels: Sequence[str], matrix: Sequence[Sequence[int]], out: s
     return save_figure(fig, out)
 
 
+TSNE_EXACT_UP_TO = 300  # exact gradients are quicker than Barnes-Hut for a few hundred points
+LEGEND_ENTRIES = 50  # a longer legend is unreadable and pushes the plot out of the figure
+
+
+def _tsne_layout(x: np.ndarray, seed: int) -> np.ndarray:
+    """2-D t-SNE (cosine) of the rows of ``x``; fewer than four points have no layout and are drawn at the origin."""
+    from sklearn.manifold import TSNE
+
+    n = len(x)
+    if n < 4:
+        return np.zeros((n, 2))
+    return TSNE(
+        2,
+        perplexity=float(max(2.0, min(30.0, (n - 1) / 3))),
+        metric="cosine",
+        init="pca",
+        random_state=seed,
+        method="exact" if n <= TSNE_EXACT_UP_TO else "barnes_hut",
+    ).fit_transform(x)
+
+
 def tsne_png(
     vectors: np.ndarray,
     labels: Sequence[str | None],
@@ -155,48 +182,55 @@ def tsne_png(
     *,
     extra_vectors: np.ndarray | None = None,
     extra_labels: Sequence[str | None] | None = None,
+    beside: Sequence[tuple[str, np.ndarray]] = (),
     max_points: int = 3000,
+    min_points: int = 5,
     seed: int = 0,
     title: str = "t-SNE of the index",
 ) -> Path:
     """2-D t-SNE (cosine) of index vectors (dots) and optional test vectors (crosses), coloured by class.
 
-    Large sets are subsampled to ``max_points`` (index and test in proportion) because t-SNE is O(n log n) per
-    iteration and a picture of 3,000 points already shows the structure.
+    ``beside``: (title, vectors) of other embeddings of the same images, one row per row of ``vectors`` (then of
+    ``extra_vectors``), each laid out in a panel of its own beside the first with the same points and colours, e.g.
+    training's validation images by the backbone and by the trained model. Large sets are subsampled to
+    ``max_points`` (index and test in proportion) because t-SNE is O(n log n) per iteration and a picture of 3,000
+    points already shows the structure. Fewer than ``min_points`` points are refused.
     """
-    from sklearn.manifold import TSNE
-
     rng = np.random.default_rng(seed)
+    n_main = len(vectors)
     n_extra = 0 if extra_vectors is None else len(extra_vectors)
-    total = len(vectors) + n_extra
+    total = n_main + n_extra
     keep = min(1.0, max_points / max(total, 1))
-    a = np.sort(rng.choice(len(vectors), max(1, round(len(vectors) * keep)), replace=False)) if len(vectors) else []
-    b = np.sort(rng.choice(n_extra, max(1, round(n_extra * keep)), replace=False)) if n_extra else []
-    parts = [np.asarray(vectors)[a]] + ([np.asarray(extra_vectors)[b]] if n_extra else [])
-    x = np.concatenate(parts).astype(np.float32)
+    a = np.sort(rng.choice(n_main, max(1, round(n_main * keep)), replace=False)) if n_main else np.zeros(0, int)
+    b = np.sort(rng.choice(n_extra, max(1, round(n_extra * keep)), replace=False)) if n_extra else np.zeros(0, int)
+    rows = np.concatenate([a, n_main + b])
     labs = [labels[i] or "unlabelled" for i in a] + ([extra_labels[i] or "unlabelled" for i in b] if n_extra else [])  # type: ignore[index]
-    if len(x) < 5:
+    if len(rows) < min_points:
         from lookalike.errors import LookalikeError
 
-        raise LookalikeError(f"t-SNE needs at least 5 images, got {len(x)}")
-    perplexity = float(min(30.0, (len(x) - 1) / 3))
-    xy = TSNE(2, perplexity=perplexity, metric="cosine", init="pca", random_state=seed).fit_transform(x)
+        raise LookalikeError(f"t-SNE needs at least {min_points} images, got {len(rows)}")
+    stacked = np.concatenate([np.asarray(vectors)] + ([np.asarray(extra_vectors)] if n_extra else []))
+    shown = f"{len(rows)} of {total}" if len(rows) < total else f"{total}"
+    panels = [(f"{title} ({shown} points)", stacked), *beside]
     classes = sorted(set(labs))
     colours = cluster_colours(len(classes))
-    fig, ax = plt.subplots(figsize=(8.5, 7))
     is_test = np.array([False] * len(a) + [True] * len(b))
     lab_arr = np.array(labs, dtype=object)
-    for c, colour in zip(classes, colours, strict=True):
-        for test, marker, size in ((False, "o", 9), (True, "x", 28)):
-            m = (lab_arr == c) & (is_test == test)
-            if m.any():
-                ax.scatter(xy[m, 0], xy[m, 1], s=size, color=colour, marker=marker, alpha=0.75, linewidths=1,
-                           label=f"{c}{' (test)' if test else ''} ({int(m.sum())})")  # fmt: skip
-    ax.set_xticks([])
-    ax.set_yticks([])
-    shown = f"{len(x)} of {total}" if len(x) < total else f"{total}"
-    ax.set_title(f"{title} ({shown} points)", fontsize=10)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, markerscale=1.5)
+    fig, axes = plt.subplots(1, len(panels), figsize=(8.5 + 7 * (len(panels) - 1), 7), squeeze=False)
+    for ax, (panel_title, x) in zip(axes[0], panels, strict=True):
+        xy = _tsne_layout(np.asarray(x)[rows].astype(np.float32), seed)
+        for c, colour in zip(classes, colours, strict=True):
+            for test, marker, size in ((False, "o", 9), (True, "x", 28)):
+                m = (lab_arr == c) & (is_test == test)
+                if m.any():
+                    ax.scatter(xy[m, 0], xy[m, 1], s=size, color=colour, marker=marker, alpha=0.75, linewidths=1,
+                               label=f"{c}{' (test)' if test else ''} ({int(m.sum())})")  # fmt: skip
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(panel_title, fontsize=10)
+    last = axes[0][-1]
+    if len(last.get_legend_handles_labels()[0]) <= LEGEND_ENTRIES:
+        last.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, markerscale=1.5)
     fig.tight_layout()
     return save_figure(fig, out)
 

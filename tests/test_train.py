@@ -17,7 +17,7 @@ import pytest
 from lookalike.errors import LookalikeError, ModelUnavailableError
 from lookalike.models import create_model
 from lookalike.models.base import file_hash
-from lookalike.train import TrainOptions, train
+from lookalike.training import TrainOptions, train
 
 RES = 64
 
@@ -110,14 +110,14 @@ def test_fine_tuning_last_block(sample_dir: Path, tmp_path: Path) -> None:
 
 
 def test_random_crop_of_frozen_maps_is_a_window_of_each() -> None:
-    from lookalike.train import _random_crop
+    from lookalike.training.data import random_crop
 
     rng = np.random.default_rng(0)
     maps = rng.standard_normal((6, 3, 12, 12)).astype(np.float16)
-    assert _random_crop(maps, 1.0, rng) is maps
+    assert random_crop(maps, 1.0, rng) is maps
     sizes = set()
     for _ in range(20):
-        out = _random_crop(maps, 0.5, rng)
+        out = random_crop(maps, 0.5, rng)
         n, c, h, w = out.shape
         assert (n, c) == (6, 3) and h == w and 6 <= h <= 12
         sizes.add(h)
@@ -222,7 +222,7 @@ def test_killed_members_run_keeps_finished_members_and_resumes(sample_dir: Path,
     assert "member 1/2 (seed 0) already trained" in lines and any("resuming" in s for s in lines)
     assert result.members[1].resumed_from == 1 and (out / "complete").exists()
     assert create_model(str(out)).feature_dim == 64
-    with pytest.raises(LookalikeError, match="--members must be"):
+    with pytest.raises(LookalikeError, match="members must be"):
         train(sample_dir, tmp_path / "x", _opts(members=0))
 
 
@@ -237,7 +237,7 @@ def test_drop_suspects_leaves_out_a_photo_filed_under_the_wrong_class(sample_dir
         ("misfiled.jpg", b, a)
     ]
     assert result.n_train + result.n_val == card["data"]["images"] == 24  # the 24 correctly filed photos
-    with pytest.raises(LookalikeError, match="--drop-suspects"):
+    with pytest.raises(LookalikeError, match="drop_suspects"):
         train(data, tmp_path / "m2", _opts(drop_suspects=1.0))
 
 
@@ -255,16 +255,16 @@ def test_bad_inputs(sample_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(LookalikeError, match="two or more images"):
         train(singles, tmp_path / "m2", _opts())
 
-    with pytest.raises(LookalikeError, match="no class folders"):
+    with pytest.raises(LookalikeError, match="no labelled training images"):
         train(tmp_path / "singles" / "temple", tmp_path / "m3", _opts())
 
     with pytest.raises(LookalikeError, match="unknown loss"):
         train(sample_dir, tmp_path / "m4", _opts(loss="contrastive"))
-    with pytest.raises(LookalikeError, match=r"--unfreeze must be 0\.\.10 for efficientnet-lite0"):
+    with pytest.raises(LookalikeError, match=r"unfreeze must be 0\.\.10 for efficientnet-lite0"):
         train(sample_dir, tmp_path / "m5", _opts(unfreeze=11))
-    with pytest.raises(LookalikeError, match="--crop must be between"):
+    with pytest.raises(LookalikeError, match="crop must be between"):
         train(sample_dir, tmp_path / "m6", _opts(unfreeze=1, crop=0.1))
-    with pytest.raises(LookalikeError, match="--schedule must be constant or cosine"):
+    with pytest.raises(LookalikeError, match="schedule must be constant or cosine"):
         train(sample_dir, tmp_path / "m7", _opts(schedule="step"))
 
     foreign = tmp_path / "foreign"
@@ -329,7 +329,7 @@ def _rss_mb() -> float:
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists() or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_fine_tuning_keeps_freed_buffers_then_returns_them() -> None:
-    from lookalike.train import _keep_freed_memory
+    from lookalike.training.loop import keep_freed_memory
 
     def big_and_freed() -> tuple[float, float]:
         a = np.ones(200 * 2**20 // 8)  # 200 MB: glibc would mmap it, and unmap it again on free
@@ -339,7 +339,7 @@ def test_fine_tuning_keeps_freed_buffers_then_returns_them() -> None:
 
     with_it, after = big_and_freed()
     assert with_it - after > 150  # default: handed back at once
-    with _keep_freed_memory():
+    with keep_freed_memory():
         with_it, after = big_and_freed()
         assert with_it - after < 50  # kept for the next step's buffers
         kept = after

@@ -32,7 +32,7 @@ _MEAN = (127.0, 127.0, 127.0)
 _STD = (128.0, 128.0, 128.0)
 
 
-def make_head(cfg: dict[str, Any]) -> Any:
+def make_projection_head(cfg: dict[str, Any]) -> Any:
     """The projection head: BatchNorm standardises the pooled features, then a linear map or a one-hidden-layer MLP."""
     from torch import nn
 
@@ -68,7 +68,7 @@ def build_embedder(base: str, head_cfg: dict[str, Any], gem_p: float = 3.0) -> A
         def __init__(self) -> None:
             super().__init__()
             self.net = net
-            self.head = make_head(head_cfg)
+            self.head = make_projection_head(head_cfg)
             self.p = float(gem_p)
 
         def stem(self, x: torch.Tensor, upto: int) -> torch.Tensor:
