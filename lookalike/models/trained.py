@@ -19,6 +19,7 @@ from typing import Any
 
 from lookalike.errors import ModelUnavailableError
 from lookalike.models.base import TorchBackbone, cache_dir, file_hash
+from lookalike.models.efficientnet import PIXEL_MEAN, PIXEL_STD  # the same pixels as the base model
 
 FORMAT = "lookalike-trained-model"
 FORMAT_VERSION = 1
@@ -28,8 +29,6 @@ COMPLETE_FILE = "complete"
 RUN_DIR = "run"
 MEMBERS_DIR = "members"
 BASE_MODELS = ("efficientnet-lite0", "efficientnet-lite2")
-_MEAN = (127.0, 127.0, 127.0)
-_STD = (128.0, 128.0, 128.0)
 
 
 def make_projection_head(cfg: dict[str, Any]) -> Any:
@@ -55,12 +54,12 @@ def build_embedder(base: str, head_cfg: dict[str, Any], gem_p: float = 3.0) -> A
     import torch.nn.functional as F  # noqa: N812
     from torch import nn
 
-    from lookalike.models.efficientnet import _feature_module, _weights_file
+    from lookalike.models.efficientnet import feature_module, weights_file
 
     if base not in BASE_MODELS:
         raise ModelUnavailableError(f"cannot train on {base!r}; base models: {', '.join(BASE_MODELS)}")
     variant = base.removeprefix("efficientnet-")
-    net = _feature_module(variant, _weights_file(variant)).net
+    net = feature_module(variant, weights_file(variant)).net
 
     class Embedder(nn.Module):
         """Normalised NCHW pixels -> (N, D, 1, 1) unit-length embeddings."""
@@ -211,8 +210,8 @@ def load_trained_model(path: Path, runtime: str = "auto", **kwargs: Any) -> Torc
         feature_dim=int(card["embedding_dim"]),
         stride=32,
         weights_id=weights_id,
-        mean=_MEAN,
-        std=_STD,
+        mean=PIXEL_MEAN,
+        std=PIXEL_STD,
         default_resolution=int(card["resolution"]),
         runtime=runtime,
         extra_config={"trained": True, "base": card["base_model"], "format_version": FORMAT_VERSION},

@@ -27,9 +27,9 @@ GEM_P = 3.0  # the power the trained graph pools with (lookalike.models.trained.
 def base_weights_id(model: str) -> str:
     """Hash of a base model's ImageNet weights file, without building the model."""
     from lookalike.models.base import file_hash
-    from lookalike.models.efficientnet import _weights_file
+    from lookalike.models.efficientnet import weights_file
 
-    return file_hash(_weights_file(model.removeprefix("efficientnet-")))
+    return file_hash(weights_file(model.removeprefix("efficientnet-")))
 
 
 def _file_key(p: Path) -> str:
@@ -118,7 +118,7 @@ def frozen_part(embedder: Any, model: str, upto: int) -> Any:
     import torch
 
     from lookalike.models.base import TorchBackbone
-    from lookalike.models.trained import _MEAN, _STD
+    from lookalike.models.efficientnet import PIXEL_MEAN, PIXEL_STD
 
     class Frozen(torch.nn.Module):
         def __init__(self) -> None:
@@ -134,8 +134,8 @@ def frozen_part(embedder: Any, model: str, upto: int) -> Any:
         feature_dim=0,
         stride=0,
         weights_id=f"{base_weights_id(model)[:16]}-frozen{upto}",
-        mean=_MEAN,
-        std=_STD,
+        mean=PIXEL_MEAN,
+        std=PIXEL_STD,
     )
 
 
