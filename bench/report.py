@@ -92,10 +92,18 @@ def index_settings(meta: dict[str, object]) -> dict[str, object]:
     }
 
 
-def write_section(name: str, body: str, settings: Settings = None) -> None:
-    """Replace section ``name`` of BENCHMARKS.md with ``body`` and a footer: date, machine, commit, command, settings."""
+def write_section(name: str, body: str, settings: Settings = None, *, measured: bool = True) -> None:
+    """Replace section ``name`` of BENCHMARKS.md with ``body`` and a footer: date, machine, commit, command, settings.
+
+    ``measured=False`` when the run only rewrote the text from stored results: the footer then says so (the body must
+    date what it shows)."""
     command = " ".join(["python -m", f"bench.{name}", *sys.argv[1:]])
-    footer = f"_Measured {now_stamp()} on {machine()}, {commit_stamp()}; `{command}`._"
+    footer = (
+        f"_Measured {now_stamp()} on {machine()}, {commit_stamp()}; `{command}`._"
+        if measured
+        else f"_Rewritten {now_stamp()} from stored results, nothing re-measured (the dates and commits of the "
+        f"results are given above), {commit_stamp()}; `{command}`._"
+    )
     if settings:
         footer += f"\n_Settings: {format_settings(settings)}._"
     block = f"<!-- BEGIN {name} -->\n{body.rstrip()}\n\n{footer}\n<!-- END {name} -->"
