@@ -47,13 +47,17 @@ def git_rev() -> str:
 
 
 def uncommitted_code() -> list[str]:
-    """Files of the code that ran (lookalike/ and the bench modules this process imported) that differ from HEAD:
+    """Files of the code that ran (the lookalike and bench modules this process imported) that differ from HEAD:
     then the code is not exactly the stamped commit's."""
     files = {Path(f).resolve() for m in list(sys.modules.values()) if (f := getattr(m, "__file__", None))}
-    bench = sorted(str(f.relative_to(ROOT)) for f in files if f.is_relative_to(ROOT / "bench"))  # incl. __main__
+    ours = sorted(
+        str(f.relative_to(ROOT))
+        for f in files
+        if f.is_relative_to(ROOT / "lookalike") or f.is_relative_to(ROOT / "bench")
+    )  # incl. __main__
     try:
         out = subprocess.check_output(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", "lookalike", *bench], cwd=ROOT, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *ours], cwd=ROOT, text=True
         )
     except (OSError, subprocess.CalledProcessError):
         return []
