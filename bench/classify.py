@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from bench.common import shared_index
-from bench.report import markdown_table, write_section
+from bench.report import index_settings, markdown_table, write_section
 from lookalike.classify import METHODS
 from lookalike.evaluate import cross_validate, retrieval_metrics
 
@@ -73,7 +73,14 @@ def main() -> None:
             markdown_table(["data", "R@1", "R@5", "R@10", "P@1", "P@5", "P@10", "MAP@R"], ret_rows),
         ]
     )
-    write_section("classify", body)
+    settings = {
+        **index_settings(meta),
+        "data": ", ".join(DATASETS),
+        "folds": "5, stratified, seed 0",
+        "kNN head k": 10,
+        "methods": ", ".join(METHODS),
+    }
+    write_section("classify", body, settings)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,17 @@
 """Issue 2 figures: end-to-end indexing throughput against the model alone and against a seed-style eager loop,
 and the cost of re-indexing an unchanged folder. All measured in one run, reported as ratios.
 
+The end-to-end run comes first, after dropping the page cache (``echo 1 > /proc/sys/vm/drop_caches``, root only), so
+it pays for reading the photos from disk; the model-only step decodes every file beforehand and would otherwise
+leave them all cached. A second end-to-end run over the then cached files shows what the read costs.
+
     flock /tmp/lookalike-bench.lock .venv/bin/python -m bench.indexing [--limit N]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -15,13 +20,23 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import dataset
-from bench.report import markdown_table, write_section
+from bench.report import index_settings, markdown_table, write_section
 from lookalike import Index
 from lookalike.aggregate import make_pooling
 from lookalike.embed import Describer
 from lookalike.images import find_images, load_image
 from lookalike.index import DEFAULT_BATCH
 from lookalike.models import create_model
+
+
+def drop_page_cache() -> bool:
+    """Write dirty pages and drop the clean page cache (needs root); False when not permitted."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    except OSError:
+        return False
+    return True
 
 
 def seed_style_loop(paths: list[Path], resolution: int) -> float:
@@ -66,7 +81,22 @@ def main() -> None:
         res = describer.resolution
         describer.describe_arrays(np.zeros((8, res, res, 3), np.uint8), np.full((8, 2), res))
 
-        # 1. model alone on pre-decoded tensors
+        # 1. end to end, first thing to read the photos: discovery, read, hash, decode, letterbox, model, pooling,
+        # Parquet, checkpoints
+        cold = drop_page_cache()
+        start = time.perf_counter()
+        idx = Index.build(src, work / "index", pooling="gem", resolution=res)
+        full_s = time.perf_counter() - start
+        end_to_end = n / full_s
+        assert len(idx) == n, (len(idx), n)
+
+        # 2. re-index unchanged
+        start = time.perf_counter()
+        again = Index.build(src, work / "index")
+        reindex_s = time.perf_counter() - start
+        assert again.report.embedded == 0
+
+        # 3. model alone on pre-decoded tensors (decoding reads every file: the page cache now holds them)
         prepared = [describer.prepare_image(load_image(p, target=res)) for p in paths]
         pixels = np.stack([p for p, _ in prepared])
         valid = np.array([v for _, v in prepared])
@@ -77,38 +107,53 @@ def main() -> None:
         model_only = n / (time.perf_counter() - start)
         del pixels
 
-        # 2. end to end: discovery, read, hash, decode, letterbox, model, pooling, Parquet, checkpoints
+        # 3b. end to end again from scratch, the photos now in the page cache (what the old ordering measured)
         start = time.perf_counter()
-        idx = Index.build(src, work / "index", pooling="gem", resolution=res)
-        full_s = time.perf_counter() - start
-        end_to_end = n / full_s
-        assert len(idx) == n, (len(idx), n)
-
-        # 3. re-index unchanged
-        start = time.perf_counter()
-        again = Index.build(src, work / "index")
-        reindex_s = time.perf_counter() - start
-        assert again.report.embedded == 0
+        Index.build(src, work / "index-warm", pooling="gem", resolution=res)
+        warm = n / (time.perf_counter() - start)
 
         # 4. seed-style per-image eager torch loop
         seed = seed_style_loop(paths[: args.seed_images], res)
 
+        first = "page cache dropped first" if cold else "page cache not dropped (not permitted), run first"
         rows = [
             [f"model alone, pre-decoded tensors (ONNX Runtime, batch {DEFAULT_BATCH})", f"{model_only:.1f}", "1.00×", ""],
-            ["`Index.build` end to end", f"{end_to_end:.1f}", f"{end_to_end / model_only:.2f}×", "≥ 0.8× of model-only"],
+            [f"`Index.build` end to end ({first})", f"{end_to_end:.1f}", f"{end_to_end / model_only:.2f}×",
+             "≥ 0.8× of model-only"],
+            ["`Index.build` end to end, photos already in the page cache", f"{warm:.1f}", f"{warm / model_only:.2f}×",
+             ""],
             [f"seed-style loop (per image, eager torch; {min(n, args.seed_images)} images)", f"{seed:.1f}",
              f"{seed / model_only:.2f}×", ""],
         ]  # fmt: skip
+        settings = index_settings(idx.store.meta)
+        read_note = (
+            "The end-to-end row reads the photos from disk: the page cache was dropped just before it "
+            "(`echo 1 > /proc/sys/vm/drop_caches`)."
+            if cold
+            else "The page cache could not be dropped (not root): the end-to-end row runs before anything else in "
+            "this run reads the photos, but earlier processes may have left them cached."
+        )
         body = (
             f"### Indexing throughput (issue 2)\n\n"
-            f"{n:,} real 416×416 JPEGs from `../shared/data/rooms`, EfficientNet-Lite0 at {res} px (the default), GeM "
-            "pooling; the seed-style loop runs at the same resolution.\n\n"
+            f"{n:,} real 416×416 JPEGs from `../shared/data/rooms`, {settings['model']} at {res} px (the default), "
+            f"{settings['pooling']} pooling; the seed-style loop runs at the same resolution. {read_note}\n\n"
             + markdown_table(["pipeline", "images/s", "vs model-only", "target"], rows)
-            + f"\n\n- End to end vs the seed-style loop: **{end_to_end / seed:.1f}× faster** (target ≥ 4×).\n"
+            + f"\n\n- End to end ({first}) vs the seed-style loop: **{end_to_end / seed:.1f}× faster** (target ≥ 4×).\n"
+            f"- End to end with the photos already cached runs at {warm / end_to_end:.2f}× the speed of the run "
+            f"that read them ({first}).\n"
             f"- Full index run {full_s:.1f} s; re-indexing the unchanged folder {reindex_s:.2f} s = "
             f"**{100 * reindex_s / full_s:.1f}%** of a full run (target ≤ 2%).\n"
         )
-        write_section("indexing", body)
+        write_section(
+            "indexing",
+            body,
+            {
+                **settings,
+                "batch": DEFAULT_BATCH,
+                "data": f"rooms, {n:,} images",
+                "page cache": "dropped before the end-to-end run" if cold else "not dropped",
+            },
+        )
         print(body)
     finally:
         shutil.rmtree(work, ignore_errors=True)

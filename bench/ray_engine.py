@@ -1,6 +1,7 @@
 """The Ray engine vs the local engine, indexing ../shared/data/rooms on this machine, and a scaling model.
 
-Both engines index the same folder from scratch into fresh index folders (default model, GeM, 224 px). The Ray run
+Both engines index the same folder from scratch into fresh index folders (default model, pooling and resolution;
+the report quotes them from the index's meta.json). The Ray run
 starts its own local Ray with one describing actor per CPU. A tiny Ray run (two batches) measures the fixed cost
 (starting Ray, actors loading the model); the driver's own per-image cost (decoding Ray's batches, writing
 checkpoints, committing) is measured without Ray on the same rows. Together they give the model
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import CACHE, dataset
-from bench.report import markdown_table, write_section
+from bench.report import format_settings, index_settings, markdown_table, write_section
 from lookalike.distributed import decode_items, encode_items
 from lookalike.embed import Prepared
 from lookalike.images import ImageMeta, find_images
@@ -111,6 +112,9 @@ def main() -> None:
     _, t_tiny_local = timed_build(tiny, "tiny-local")
     print(f"tiny ray: {t_tiny:.1f}s, tiny local {t_tiny_local:.1f}s", flush=True)
 
+    settings = index_settings(local.store.meta)
+    if index_settings(ray_idx.store.meta) != settings:
+        raise SystemExit(f"the engines built different indexes: {index_settings(ray_idx.store.meta)} vs {settings}")
     same_rows = ray_idx.names == local.names and ray_idx.labels == local.labels
     max_diff = float(np.abs(ray_idx.vectors - local.vectors).max()) if same_rows else float("nan")
     n = len(local)
@@ -153,8 +157,8 @@ def main() -> None:
             "## Ray engine vs local engine (issue 8)",
             "",
             f"Indexing `../shared/data/rooms` ({n_files:,} files{', an evenly spread subset' if args.limit else ''}, "
-            f"{n:,} indexed) from scratch, default model, GeM, "
-            f"224 px, on this {cpus}-CPU machine. The Ray index equals the local one: same rows "
+            f"{n:,} indexed) from scratch with the defaults ({format_settings(settings)}), "
+            f"on this {cpus}-CPU machine. The Ray index equals the local one: same rows "
             f"({'yes' if same_rows else 'NO'}), max |Δ| over all vector components {max_diff:.2e}.",
             "",
             markdown_table(["run", "seconds", "images/s", "time vs local"], rows),
@@ -175,7 +179,7 @@ def main() -> None:
             "CPUs until the single driver becomes the limit.",
         ]
     )
-    write_section("ray_engine", body)
+    write_section("ray_engine", body, {**settings, "data": f"rooms, {n:,} images", "Ray workers": cpus})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Write one benchmark's results into its own section of BENCHMARKS.md, with the machine it ran on.
 
 Each benchmark owns the text between ``<!-- BEGIN name -->`` and ``<!-- END name -->``; re-running it replaces
-just that section, so benchmarks can run separately and the file stays one document.
+just that section, so benchmarks can run separately and the file stays one document. The section's last lines say
+when, where and at which commit it ran (and whether the code differed from that commit), the command line, and the
+settings the benchmark passes (model, resolution, pooling, data, k, ...).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,15 +46,71 @@ def git_rev() -> str:
         return "?"
 
 
+def uncommitted_code() -> list[str]:
+    """Files of the code that ran (the lookalike and bench modules this process imported) that differ from HEAD:
+    then the code is not exactly the stamped commit's."""
+    files = {Path(f).resolve() for m in list(sys.modules.values()) if (f := getattr(m, "__file__", None))}
+    ours = sorted(
+        str(f.relative_to(ROOT))
+        for f in files
+        if f.is_relative_to(ROOT / "lookalike") or f.is_relative_to(ROOT / "bench")
+    )  # incl. __main__
+    try:
+        out = subprocess.check_output(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *ours], cwd=ROOT, text=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return [line[3:] for line in out.splitlines() if line.strip()]
+
+
 def now_stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def write_section(name: str, body: str) -> None:
-    block = (
-        f"<!-- BEGIN {name} -->\n{body.rstrip()}\n\n"
-        f"_Measured {now_stamp()} on {machine()}, commit {git_rev()}; `python bench/{name}.py`._\n<!-- END {name} -->"
+def commit_stamp() -> str:
+    """``commit abc1234``, plus the changed files when the working tree's code is not that commit's."""
+    dirty = uncommitted_code()
+    return f"commit {git_rev()}" + (f" plus uncommitted changes to {', '.join(dirty)}" if dirty else "")
+
+
+Settings = dict[str, object] | str | None
+
+
+def format_settings(settings: Settings) -> str:
+    if not settings:
+        return ""
+    if isinstance(settings, str):
+        return settings
+    return "; ".join(f"{k} {v}" for k, v in settings.items())
+
+
+def index_settings(meta: dict[str, object]) -> dict[str, object]:
+    """Model, pooling and resolution as an index's meta.json records them (what a run really used)."""
+    model = meta.get("model")
+    pooling = meta.get("pooling")
+    return {
+        "model": model.get("name", "?") if isinstance(model, dict) else model,
+        "pooling": pooling.get("name", "?") if isinstance(pooling, dict) else pooling,
+        "resolution": f"{meta.get('resolution')} px",
+    }
+
+
+def write_section(name: str, body: str, settings: Settings = None, *, measured: bool = True) -> None:
+    """Replace section ``name`` of BENCHMARKS.md with ``body`` and a footer: date, machine, commit, command, settings.
+
+    ``measured=False`` when the run only rewrote the text from stored results: the footer then says so (the body must
+    date what it shows)."""
+    command = " ".join(["python -m", f"bench.{name}", *sys.argv[1:]])
+    footer = (
+        f"_Measured {now_stamp()} on {machine()}, {commit_stamp()}; `{command}`._"
+        if measured
+        else f"_Rewritten {now_stamp()} from stored results, nothing re-measured (the dates and commits of the "
+        f"results are given above), {commit_stamp()}; `{command}`._"
     )
+    if settings:
+        footer += f"\n_Settings: {format_settings(settings)}._"
+    block = f"<!-- BEGIN {name} -->\n{body.rstrip()}\n\n{footer}\n<!-- END {name} -->"
     text = (
         BENCH_FILE.read_text()
         if BENCH_FILE.exists()

@@ -26,7 +26,7 @@ from PIL import Image
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from bench.common import CACHE, dataset, shared_index
-from bench.report import ROOT, markdown_table, write_section
+from bench.report import ROOT, index_settings, markdown_table, write_section
 
 TRAINED = CACHE / "models" / "products-heldout"
 DOCS_OVERLAY = ROOT / "docs" / "scene_overlay.png"
@@ -197,7 +197,12 @@ def main() -> None:
         "more group; *ARI (clustered)* scores only the crops that got a cluster; *noise* is the share left out. "
         "`s` is the clustering time alone.\n\n" + table(results) + "\n\n" + trained_text
     )
-    write_section("scenes", body)
+    settings = {
+        **index_settings(cfg),
+        "data": f"shelf/shelf.jpeg; products ({len(truth)} crops)",
+        "HDBSCAN (min size, second pass)": ", ".join(f"{m} {'yes' if s else 'no'}" for m, s in SETTINGS),
+    }
+    write_section("scenes", body, settings)
     print(body)
 
 

@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 
 from bench.common import dataset, shared_index
-from bench.report import markdown_table, write_section
+from bench.report import index_settings, markdown_table, write_section
 
 NAME = "server_load"
 
@@ -204,7 +204,14 @@ def main() -> None:
         ]
     )
     if not args.no_write:
-        write_section(NAME, body)
+        settings = {
+            **index_settings(index.store.meta),
+            "data": f"rooms index, {len(index)} images; {len(photos)} query photos",
+            "k": 5,
+            "clients": f"1 for {args.single_seconds:g} s, {args.clients} for {args.seconds:g} s",
+            "server --workers": ", ".join(map(str, args.workers)),
+        }
+        write_section(NAME, body, settings)
     print(body)
 
 

@@ -70,6 +70,14 @@ def main() -> None:
         "features at 384 px); the flagged photos of the held-out fifth set against the audit by eye of one "
         "fine-tuned model's 64 held-out mistakes (`bench/results/rooms-errors-audit.json`). Photos that model got "
         "right were not audited.\n\n" + table,
+        {
+            "model": "efficientnet-lite2 (untrained)",
+            "pooling": "gem",
+            "resolution": "384 px",
+            "data": f"rooms, {len(allf):,} images",
+            "probe": "logistic regression, 5 folds",
+            "thresholds": ", ".join(f"{t:g}" for t in THRESHOLDS),
+        },
     )
 
 

@@ -33,7 +33,7 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
 
 from bench.common import CACHE, dataset  # noqa: E402
-from bench.report import markdown_table, write_section  # noqa: E402
+from bench.report import commit_stamp, markdown_table, now_stamp, write_section  # noqa: E402
 
 MODELS = CACHE / "models"
 VECTORS = CACHE / "bench-train-vectors"
@@ -144,6 +144,11 @@ def confusion(xtr: np.ndarray, ytr: list[str], xte: np.ndarray, yte: list[str]) 
 AUDIT = Path(__file__).parent / "results" / "rooms-errors-audit.json"
 
 
+def _measured() -> str:
+    """When and at which commit a row is measured, kept with the row (rows accumulate over runs)."""
+    return f"{now_stamp()}, {commit_stamp()}"
+
+
 def _untrained_key(model: str, res: int) -> str:
     return f"untrained@{res}" if model == "efficientnet-lite0" else f"untrained-{model}@{res}"
 
@@ -158,6 +163,7 @@ def readout(results: dict, only: list[str]) -> None:
         key = _untrained_key(model, res)
         if key in rows and "heads" not in rows[key] and (not only or key in only):
             rows[key]["heads"] = heads(pooled(tr, res, model), ytr, pooled(te, res, model), yte)
+            rows[key]["readout_measured"] = _measured()
             print(key, rows[key]["heads"], flush=True)
             _save(results)
     for name, row in rows.items():
@@ -173,6 +179,7 @@ def readout(results: dict, only: list[str]) -> None:
             if "heads" not in row:
                 row["heads"] = heads(z["tr"], ytr, z["te"], yte)
             row["confusion"] = confusion(z["tr"], ytr, z["te"], yte)
+            row["readout_measured"] = _measured()
         print(name, row["heads"], flush=True)
         _save(results)
 
@@ -260,7 +267,7 @@ def rooms(results: dict, finetune: list[str] | None) -> None:
         intra, inter = compactness(xte, yte)
         rows[key] = {
             "model": f"{_short(model)} GeM, untrained, {res} px", "knn": knn, "linear": lin, "intra": intra,
-            "inter": inter, "seconds": 0.0, "heads": heads(xtr, ytr, xte, yte),
+            "inter": inter, "seconds": 0.0, "heads": heads(xtr, ytr, xte, yte), "measured": _measured(),
         }  # fmt: skip
         print(rows[key], flush=True)
     xtr, xte = (None, None) if finetune else (pooled(tr, 224), pooled(te, 224))
@@ -291,7 +298,7 @@ def rooms(results: dict, finetune: list[str] | None) -> None:
             desc = f"{_short(card['base_model'])}, {desc}"
         rows[name] = {"model": desc, "knn": knn, "linear": lin, "intra": intra, "inter": inter, "seconds": secs,
                       "epochs": card["epochs_run"], "best_epoch": card["best_epoch"], "heads": heads(vtr, ytr, vte, yte),
-                      "confusion": confusion(vtr, ytr, vte, yte)}  # fmt: skip
+                      "confusion": confusion(vtr, ytr, vte, yte), "measured": _measured()}  # fmt: skip
         if name == "rooms-normsoftmax-l20":
             rows[name]["onnx_diff"] = onnx_check(model_dir, te, xte)
         if card.get("members"):
@@ -326,10 +333,12 @@ def products(results: dict) -> None:
     ytr, yte = [c for _, c in tr], [c for _, c in te]
     xtr, xte = pooled(tr, 224), pooled(te, 224)
     rows = results.setdefault("products", {})
-    rows["untrained"] = {"model": "EfficientNet-Lite0 GeM, untrained", **retrieval(xte, yte, xtr, ytr)}
+    rows["untrained"] = {"model": "EfficientNet-Lite0 GeM, untrained", **retrieval(xte, yte, xtr, ytr),
+                         "measured": _measured()}  # fmt: skip
     model_dir, secs, _card = run_train("products-normsoftmax", tr, loss="normsoftmax")
     vtr, vte = trained_vectors(model_dir, tr, xtr), trained_vectors(model_dir, te, xte)
-    rows["trained"] = {"model": "normsoftmax λ=20, unfreeze 0", **retrieval(vte, yte, vtr, ytr), "seconds": secs}
+    rows["trained"] = {"model": "normsoftmax λ=20, unfreeze 0", **retrieval(vte, yte, vtr, ytr), "seconds": secs,
+                       "measured": _measured()}  # fmt: skip
     # without the deliberately mixed id, where "same product" is ill-defined
     keep_q = [c != MIXED_ID for c in yte]
     keep_r = [c != MIXED_ID for c in ytr]
@@ -359,6 +368,8 @@ def products(results: dict) -> None:
         "trained": retrieval(vu_te, yu_te, vu_tr, yu_tr),
         "seconds": secs,
     }
+    for key in ("untrained", "trained"):
+        results["heldout"][key]["measured"] = _measured()
     print(results["heldout"], flush=True)
     _save(results)
 
@@ -426,7 +437,8 @@ def report(results: dict) -> None:
                 + ". A head on frozen pooled features barely moves the untrained features' accuracy: the features "
                 "themselves have to change (`--unfreeze`, the fine-tuned rows). `train s` is the wall-clock time of "
                 "the training epochs (for fine-tuned rows without the one pass through the frozen layers). Rows "
-                "accumulate over runs (bench/results/train.json); the line at the end dates the latest."
+                "accumulate over runs (bench/results/train.json); a table below says when and at which commit each "
+                "was measured."
             )
         for v in r.values():
             if "member_scores" in v:
@@ -467,16 +479,31 @@ def report(results: dict) -> None:
                 "saved model run through ONNX Runtime on 32 of the same images differs from that by at most "
                 f"{r['rooms-normsoftmax-l20']['onnx_diff']:.1e} (cosine units)."
             )
+        parts.append(
+            "Where each row comes from (rows accumulate over runs; 'measured' is when the row was written and the "
+            "commit checked out then; rows from before this was recorded carry the footer of the BENCHMARKS.md "
+            "version that first showed them, and the commit that added them to this file):\n\n"
+            + markdown_table(
+                ["embedding", "measured", "`classify` heads / confusion read out later"],
+                [
+                    [v["model"], v.get("measured", "not recorded"), v.get("readout_measured", "")]
+                    for v in sorted(r.values(), key=_kind)
+                ],
+            )
+        )
     p = results.get("products", {})
     if p:
         rows = []
         for v in p.values():
             w = v.get("without_mixed", {})
             rows.append([v["model"], f"{v['precision_at_1']:.3f}", f"{v['map_at_r']:.3f}",
-                         f"{w.get('precision_at_1', float('nan')):.3f}", f"{w.get('map_at_r', float('nan')):.3f}"])  # fmt: skip
+                         f"{w.get('precision_at_1', float('nan')):.3f}", f"{w.get('map_at_r', float('nan')):.3f}",
+                         v.get("measured", "not recorded")])  # fmt: skip
         parts.append(
             "### Products: held-out fifth as queries against the other four fifths (25 ids)\n\n"
-            + markdown_table(["embedding", "precision@1", "mAP@R", f"p@1 without {MIXED_ID}", "mAP@R without"], rows)
+            + markdown_table(
+                ["embedding", "precision@1", "mAP@R", f"p@1 without {MIXED_ID}", "mAP@R without", "measured"], rows
+            )
         )
     h = results.get("heldout")
     if h:
@@ -484,20 +511,28 @@ def report(results: dict) -> None:
             f"### Products never seen in training\n\nA model trained on 20 ids (`{h['model_dir']}`), evaluated on the "
             f"5 held-out ids {', '.join(h['ids'])} (their own fifth as queries against the rest of them):\n\n"
             + markdown_table(
-                ["embedding", "precision@1", "mAP@R"],
+                ["embedding", "precision@1", "mAP@R", "measured"],
                 [
-                    ["untrained", f"{h['untrained']['precision_at_1']:.3f}", f"{h['untrained']['map_at_r']:.3f}"],
                     [
-                        "trained on the other 20 ids",
-                        f"{h['trained']['precision_at_1']:.3f}",
-                        f"{h['trained']['map_at_r']:.3f}",
-                    ],
+                        label,
+                        f"{h[key]['precision_at_1']:.3f}",
+                        f"{h[key]['map_at_r']:.3f}",
+                        h[key].get("measured", "not recorded"),
+                    ]
+                    for key, label in (("untrained", "untrained"), ("trained", "trained on the other 20 ids"))
                 ],
             )
             + "\n\nTrained on the 25 ids, the embedding gathers each product's crops (mAP@R up sharply); on ids it "
             "never saw it ranks worse than the untrained backbone: it specialises to the products it was taught."
         )
-    write_section("train", "## Learned embeddings (`lookalike train`)\n\n" + "\n\n".join(parts))
+    settings = {
+        "rooms": "held-out fifth (727 of 3,633, stratified, seed 0); kNN k=10 cosine distance-weighted; logistic "
+        "regression C=1; model, resolution, loss and options as each row says",
+        "products": "held-out fifth as queries, 25 ids; EfficientNet-Lite0 at 224 px",
+    }
+    measured = "--report" not in sys.argv  # --report only rewrites the text from bench/results/train.json
+    write_section("train", "## Learned embeddings (`lookalike train`)\n\n" + "\n\n".join(parts), settings,
+                  measured=measured)  # fmt: skip
 
 
 def main() -> None:

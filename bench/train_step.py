@@ -96,7 +96,9 @@ def main() -> None:
             *rows,
         ]
     )
-    write_section("train_step", body)
+    settings = {"model": MODEL, "resolution": f"{RES} px", "batch": BATCH, "feature map": f"{SIDE}×{SIDE}",
+                "steps": args.steps}  # fmt: skip
+    write_section("train_step", body, settings)
 
 
 if __name__ == "__main__":

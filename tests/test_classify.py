@@ -20,6 +20,7 @@ from lookalike.classify import (
     fit_index,
     fit_temperature,
     head_info,
+    training_data,
 )
 from lookalike.errors import LookalikeError
 from lookalike.index import Index
@@ -97,14 +98,54 @@ def _held_out(samples: Path) -> tuple[list[str], list[str]]:
     return [str(p) for p in paths], [p.parent.name for p in paths]
 
 
-def test_unfitted_index_classifies_with_knn_vote(built: Index, samples: Path) -> None:
-    assert head_info(built) is None or built.store.path.joinpath("head.json").exists()
+def test_unfitted_index_classifies_with_the_default_knn_vote(built: Index, samples: Path) -> None:
+    """No `lookalike fit` yet: classify is the kNN vote with T = 0.1 over k = 10, and it stores nothing."""
+    assert head_info(built) is None and not (built.store.path / "head.json").exists()
     queries, truth = _held_out(samples)
-    preds = built.classify(queries, method="knn")
+    preds = built.classify(queries)
     assert all(isinstance(p, Prediction) and p.method == "knn" for p in preds)
     assert all(abs(sum(p.probabilities.values()) - 1) < 1e-6 for p in preds)
-    assert set(preds[0].probabilities) == {"flower", "package", "portrait", "temple"}
+    classes = ["flower", "package", "portrait", "temple"]
+    assert set(preds[0].probabilities) == set(classes)
     assert np.mean([p.label == t for p, t in zip(preds, truth, strict=True)]) >= 0.75
+    # the probabilities are the documented vote, computed here by hand: p(c) ∝ Σ exp(cos / 0.1) over the 10 nearest
+    # indexed images of class c, with the unfitted head's 1 % uniform smoothing; a tuned T would give other numbers
+    sims = built.embed(queries) @ built.vectors.T
+    labels = np.array(built.labels, dtype=object)
+    for row, pred in zip(sims, preds, strict=True):
+        nearest = np.argsort(-row, kind="stable")[:10]
+        w = np.exp(row[nearest] / 0.1)
+        vote = {c: float(w[labels[nearest] == c].sum() / w.sum()) for c in classes}
+        expected = {c: 0.99 * v + 0.01 / len(classes) for c, v in vote.items()}
+        assert pred.probabilities == pytest.approx(expected, abs=1e-4)
+    tuned = KNNHead(k=10).fit(*training_data(built))  # what a fitted head would say: not the same
+    assert tuned.temperature != 0.1
+    assert head_info(built) is None and not (built.store.path / "head.json").exists()  # classifying stored nothing
+
+
+def test_method_is_fitted_on_the_spot_and_not_stored(built: Index, samples: Path, tmp_path: Path) -> None:
+    shutil.copytree(samples / "index", tmp_path / "index")
+    index = Index.open(tmp_path / "index")
+    head_files = [tmp_path / "index" / "head.json", tmp_path / "index" / "head.npz"]
+    queries, truth = _held_out(samples)
+    # no stored head: --method linear fits a linear probe now, on the index, and leaves the folder alone
+    preds = index.classify(queries, method="linear")
+    assert {p.method for p in preds} == {"linear"}
+    assert np.mean([p.label == t for p, t in zip(preds, truth, strict=True)]) >= 0.75
+    reference = LinearHead().fit(*training_data(index)).predict_proba(index.embed(queries))
+    got = np.array([[p.probabilities[c] for c in sorted(p.probabilities)] for p in preds])
+    assert np.allclose(got, reference, atol=1e-5)
+    assert head_info(index) is None and not any(f.exists() for f in head_files)
+    assert {p.method for p in Index.open(tmp_path / "index").classify(queries[:2])} == {"knn"}  # the default again
+    # a stored head of another method is neither used nor replaced by --method
+    fit_index(index, "knn")
+    stored = [f.read_bytes() for f in head_files]
+    assert {p.method for p in index.classify(queries, method="linear")} == {"linear"}
+    assert [f.read_bytes() for f in head_files] == stored and head_info(index)["method"] == "knn"
+    reopened = Index.open(tmp_path / "index")
+    assert {p.method for p in reopened.classify(queries[:2], method="linear")} == {"linear"}
+    assert {p.method for p in reopened.classify(queries[:2])} == {"knn"}
+    assert [f.read_bytes() for f in head_files] == stored
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -123,18 +164,76 @@ def test_fit_stores_head_and_classify_uses_it(method: str, samples: Path, tmp_pa
     assert reopened.predict_class(reopened.embed([queries[0]])[0]) == preds[0].label
 
 
-def test_stale_head_is_refused_with_how_to_refit(samples: Path, tmp_path: Path) -> None:
-    photos = tmp_path / "photos"
-    shutil.copytree(samples / "photos", photos)
-    index = Index.build(photos, tmp_path / "index")
-    fit_index(index, "linear")
+def _copy_built(samples: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A private copy of the photos and their index, laid out alike (the index finds its photos relatively)."""
+    shutil.copytree(samples / "photos", tmp_path / "photos")
+    shutil.copytree(samples / "index", tmp_path / "index")
+    return tmp_path / "photos", tmp_path / "index"
+
+
+def _add(photos: Path, samples: Path) -> str:
     shutil.copy(samples / "held" / "temple" / "temple_00.jpg", photos / "temple" / "new.jpg")
-    index = Index.build(photos, tmp_path / "index")
-    assert head_info(index)["stale"]
+    return "temple/new.jpg"
+
+
+def _remove(photos: Path, samples: Path) -> str:
+    (photos / "temple" / "temple_03.jpg").unlink()
+    return "temple/temple_03.jpg"
+
+
+def _relabel(photos: Path, samples: Path) -> str:
+    shutil.move(photos / "temple" / "temple_03.jpg", photos / "flower" / "temple_03.jpg")  # same content, new class
+    return "flower/temple_03.jpg"
+
+
+def _reembed(photos: Path, samples: Path) -> str:
+    (photos / "temple" / "temple_03.jpg").write_bytes((samples / "held" / "temple" / "temple_01.jpg").read_bytes())
+    return "temple/temple_03.jpg"  # same path and class, new content
+
+
+@pytest.mark.parametrize(
+    ("change", "method"),
+    [(_add, "linear"), (_remove, "knn"), (_relabel, "linear"), (_reembed, "linear")],
+    ids=["added", "removed", "relabelled", "re-embedded"],
+)
+def test_a_head_goes_stale_when_the_index_changes(built: Index, samples: Path, tmp_path: Path, change, method) -> None:  # noqa: ANN001
+    """README: images added, removed, moved to another class folder or re-embedded make the head stale: `info`
+    says so and classify / evaluate stop with how to refit, until `lookalike fit` runs again."""
+    from lookalike import cli
+    from lookalike.evaluate import evaluate
+
+    photos, index_dir = _copy_built(samples, tmp_path)
+    before = Index.open(index_dir)
+    fit_index(before, method)
+    assert not head_info(before)["stale"]
+    old = dict(zip(before.names, zip(before.store.column("hash"), before.labels, strict=True), strict=True))
+    name = change(photos, samples)
+    index = Index.build(photos, index_dir)
+    new = dict(zip(index.names, zip(index.store.column("hash"), index.labels, strict=True), strict=True))
+    # the change reached the index as intended
+    if change is _add:
+        assert name in new and name not in old and len(index) == 33
+    elif change is _remove:
+        assert name in old and name not in new and len(index) == 31
+    elif change is _relabel:
+        assert new[name] == (old["temple/temple_03.jpg"][0], "flower") and len(index) == 32
+    else:
+        assert new[name][1] == "temple" and new[name][0] != old[name][0] and len(index) == 32
+    assert head_info(index)["stale"] and index.info()["classifier"]["stale"]
+    res = CliRunner().invoke(cli.app, ["info", "--index", str(index_dir), "--json"])
+    assert res.exit_code == 0, res.output
+    shown = json.loads(res.stdout)["classifier"]
+    assert shown["method"] == method and shown["stale"] is True
+    query = str(samples / "held" / "flower" / "flower_00.jpg")
+    with pytest.raises(LookalikeError, match=rf"changed since.*lookalike fit --index .* --method {method}"):
+        index.classify([query])
     with pytest.raises(LookalikeError, match=r"changed since.*lookalike fit"):
-        index.classify([str(photos / "temple" / "new.jpg")])
-    fit_index(index, "linear")
-    assert index.classify([str(photos / "temple" / "new.jpg")])[0].method == "linear"
+        Index.open(index_dir).classify([query])
+    with pytest.raises(LookalikeError, match=r"changed since.*lookalike fit"):
+        evaluate(index, samples / "held")
+    fit_index(index, method)
+    assert not head_info(index)["stale"] and not Index.open(index_dir).info()["classifier"]["stale"]
+    assert Index.open(index_dir).classify([query])[0].method == method
 
 
 def test_same_class_search_uses_the_predicted_class(built: Index, samples: Path) -> None:

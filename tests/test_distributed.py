@@ -86,3 +86,47 @@ def test_ray_engine_builds_the_same_index_as_local(photos: Path, tmp_path: Path)
     # everything after indexing is the local code: an update run embeds nothing
     again = Index.build(photos, tmp_path / "ray", engine="ray", num_workers=2)
     assert again.report is not None and again.report.embedded == 0 and again.report.unchanged == len(local)
+
+
+@pytest.mark.skipif(not HAS_RAY, reason='Ray is not installed (pip install "lookalike[ray]")')
+def test_interrupted_ray_run_resumes_from_its_checkpoints(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq
+    import ray
+
+    from lookalike import distributed
+
+    real_decode = distributed.decode_items
+    seen: list[int] = []
+
+    def dies_on_the_third_batch(batch: dict[str, np.ndarray]) -> object:
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the driver while Ray is still describing
+        out = real_decode(batch)
+        seen.append(len(out.described))
+        return out
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        monkeypatch.setattr(distributed, "decode_items", dies_on_the_third_batch)
+        with pytest.raises(KeyboardInterrupt):
+            Index.build(photos, tmp_path / "ix", engine="ray", batch_size=3, checkpoint_every=2)
+        # what the driver received before the interruption is on disk as checkpoints, and nothing else
+        checkpointed = sum(seen)
+        parts = sorted((tmp_path / "ix" / "parts").glob("part-*.parquet"))
+        assert parts and sum(pq.read_metadata(p).num_rows for p in parts) == checkpointed > 0
+        monkeypatch.setattr(distributed, "decode_items", real_decode)
+        resumed = Index.build(photos, tmp_path / "ix", engine="ray", batch_size=3)
+    finally:
+        ray.shutdown()
+    local = Index.build(photos, tmp_path / "local", batch_size=4)
+    assert resumed.report is not None and local.report is not None
+    assert checkpointed < len(local)  # interrupted mid-way
+    # the checkpointed images are not embedded again; only the rest are
+    assert resumed.report.resumed == checkpointed
+    assert resumed.report.added == len(local) - checkpointed
+    assert resumed.store.pending_parts() == 0
+    assert resumed.names == local.names
+    assert sorted(resumed.report.skipped) == sorted(local.report.skipped)
+    np.testing.assert_allclose(resumed.vectors, local.vectors, atol=1e-4)

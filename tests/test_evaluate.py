@@ -217,26 +217,105 @@ def test_unknown_test_class_is_named_and_left_out(setup, tmp_path: Path) -> None
         evaluate(index, flat)
 
 
-def test_test_images_that_are_in_the_index_do_not_find_themselves(setup) -> None:  # noqa: ANN001
-    index, train, _ = setup
-    m = evaluate(index, train, "knn")
-    assert m["overlap"] == m["n"] == 32
-    # without the exclusion every image would be its own first match (P@1 = 1 by construction); the number here
-    # comes from other crops of the same photo
-    assert 0.5 <= m["precision_at"]["1"] <= 1.0
+def test_test_images_that_are_in_the_index_do_not_find_themselves(
+    setup,  # noqa: ANN001
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import lookalike.classify
+    import lookalike.evaluate
+    from lookalike.classify import KNNHead
+
+    index, train, test = setup
+    mixed = tmp_path / "mixed"
+    shutil.copytree(test, mixed)  # 12 fresh crops, plus one indexed image per class under another name
+    own: dict[str, int] = {}
+    for c in ("flower", "package", "portrait", "temple"):
+        src = sorted((train / c).glob("*.jpg"))[2]
+        shutil.copy(src, mixed / c / "copy.jpg")
+        own[str(mixed / c / "copy.jpg")] = index.names.index(f"{c}/{src.name}")
+
+    ranked, voted = [], []
+    rank, vote = lookalike.evaluate.rank_database, lookalike.classify.predict_proba
+
+    def spy_rank(q, db, depth, exclude=None, chunk=256):  # noqa: ANN001, ANN202
+        ranked.append((exclude, rank(q, db, depth, exclude, chunk)))
+        return ranked[-1][1]
+
+    def spy_vote(head, vectors, exclude=None):  # noqa: ANN001, ANN202
+        voted.append(vote(head, vectors, exclude))
+        return voted[-1]
+
+    monkeypatch.setattr(lookalike.evaluate, "rank_database", spy_rank)
+    monkeypatch.setattr(lookalike.classify, "predict_proba", spy_vote)
+    ev = run_evaluation(index, mixed, "knn")
+    m = ev.metrics
+    assert m["n"] == 16 and m["overlap"] == 4
+    ((exclude, ids),) = ranked
+    rows = {str(p): i for i, p in enumerate(ev.paths)}
+    selves = [[own[str(p)]] if str(p) in own else [] for p in ev.paths]
+    assert exclude is not None, "the index was ranked for the test images without excluding any of them"
+    assert [list(e) for e in exclude] == selves  # overlap counts exactly the exclusions that were made
+    assert sum(1 for e in exclude if e) == m["overlap"]
+    # without the exclusion each copy is its own first match (cosine 1); with it, it is nowhere in its ranking
+    assert [int(i) for i in rank_database(ev.vectors[[rows[p] for p in own]], index.vectors, 1)[:, 0]] == list(
+        own.values()
+    )
+    for path, i in own.items():
+        ranking = ids[rows[path]]
+        assert i not in ranking and (ranking >= 0).sum() == ids.shape[1]
+    # the kNN vote of a copy is the vote of the index without it, not one it takes part in
+    (proba,) = voted
+    X, y = index.vectors, np.array(index.labels, dtype=object)  # noqa: N806
+    for path, i in own.items():
+        keep = np.arange(len(index)) != i
+        without = KNNHead(k=10).fit(X[keep], y[keep], tune=False).predict_proba(ev.vectors[rows[path]][None])[0]
+        with_self = KNNHead(k=10).fit(X, y, tune=False).predict_proba(ev.vectors[rows[path]][None])[0]
+        assert np.abs(with_self - without).max() > 1e-4  # the test can tell them apart
+        assert proba[rows[path]] == pytest.approx(without, abs=1e-6)
 
 
-def test_report_writes_pictures_and_page(setup, tmp_path: Path) -> None:  # noqa: ANN001
+def test_report_writes_pictures_and_page(setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    import lookalike.plots
+
     index, _, test = setup
-    ev = run_evaluation(index, test, "knn")
+    # known mistakes: two flower crops filed under temple in the test folder; the index calls them flower
+    known = tmp_path / "known"
+    shutil.copytree(test, known)
+    misfiled = {known / "temple" / f"misfiled_{i}.jpg" for i in range(2)}
+    for i, src in enumerate(sorted((test / "flower").glob("*.jpg"))[:2]):
+        shutil.copy(src, known / "temple" / f"misfiled_{i}.jpg")
+    ev = run_evaluation(index, known, "knn")
+    pred = dict(zip(ev.paths, ev.y_pred, strict=True))
+    assert all(pred[p] == "flower" for p in misfiled)
+    wrong: dict[str, list[tuple[Path, str, float]]] = {}
+    for p, t, yp, conf in zip(ev.paths, ev.y_true, ev.y_pred, ev.confidence, strict=True):
+        if t != yp:
+            wrong.setdefault(t, []).append((p, yp, conf))
+    assert "temple" in wrong and len(wrong["temple"]) >= 2
+
+    grids: dict[str, list] = {}
+    real = lookalike.plots.mistakes_png
+
+    def spy(cls, shots, out, **kw):  # noqa: ANN001, ANN003, ANN202
+        grids[cls] = list(shots)
+        return real(cls, shots, out, **kw)
+
+    monkeypatch.setattr(lookalike.plots, "mistakes_png", spy)
     page = write_report(index, ev, tmp_path / "report")
     assert page.name == "index.html"
     for name in ("confusion.png", "tsne.png", "metrics.json"):
         assert (tmp_path / "report" / name).stat().st_size > 1000
     html = page.read_text()
     assert "confusion.png" in html and "tsne.png" in html
-    wrong_classes = {t for t, p in zip(ev.y_true, ev.y_pred, strict=True) if t != p}
-    assert len(list((tmp_path / "report").glob("mistakes-*.png"))) == len(wrong_classes)
+    files = sorted(p.name for p in (tmp_path / "report").glob("mistakes-*.png"))
+    assert files == sorted(f"mistakes-{c}.png" for c in wrong) and "mistakes-temple.png" in files
+    assert all((tmp_path / "report" / f).stat().st_size > 1000 for f in files)
+    # each grid shows that class's mistakes, most confident first, and the page counts them
+    for c, shots in wrong.items():
+        assert grids[c] == sorted(shots, key=lambda s: -s[2])
+        assert f"{c}: {len(shots)} misclassified" in html
+    assert misfiled <= {p for p, _, _ in grids["temple"]}
 
 
 def test_mistakes_grid(setup, tmp_path: Path) -> None:  # noqa: ANN001

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageDraw, ImageEnhance
 from scipy import ndimage
 from sklearn.metrics import adjusted_rand_score
 
 from lookalike import scenes
+from lookalike.cluster import hdbscan_labels
 from lookalike.errors import LookalikeError
 from lookalike.samples import source_photos
 from lookalike.scenes import Box, box_regions, check_boxes, load_detections, parse_detections
@@ -37,14 +38,16 @@ def _product_faces() -> dict[str, Image.Image]:
     return faces
 
 
-def make_shelf(seed: int = 0) -> tuple[Image.Image, list[list[int]], list[str]]:
+def make_shelf(
+    seed: int = 0, layout: list[str] = LAYOUT, faces: dict[str, Image.Image] | None = None
+) -> tuple[Image.Image, list[list[int]], list[str]]:
     """The shelf photo, its boxes as [x1, y1, x2, y2] (a few px of detector jitter) and each box's true product."""
     rng = np.random.default_rng(seed)
-    faces = _product_faces()
-    cols, rows = len(LAYOUT[0]), len(LAYOUT)
+    faces = faces or _product_faces()
+    cols, rows = len(layout[0]), len(layout)
     shelf = Image.new("RGB", (cols * SLOT_W + 10, rows * SLOT_H + 10), (205, 200, 190))
     boxes, truth = [], []
-    for r, line in enumerate(LAYOUT):
+    for r, line in enumerate(layout):
         shelf.paste((90, 90, 100), (0, (r + 1) * SLOT_H - 8, shelf.width, (r + 1) * SLOT_H))  # the shelf board
         for c, letter in enumerate(line):
             face = faces[letter]
@@ -125,6 +128,44 @@ def test_overlay_and_json(shelf_scene) -> None:
     assert all(r["polygon"] and len(r["bbox"]) == 4 for c in data["clusters"] for r in c["regions"])
     assert [b["number"] for b in data["boxes"]] == list(range(1, len(LAYOUT) * len(LAYOUT[0]) + 1))
     assert data["settings"]["model"] == "efficientnet-lite0"
+
+
+def _label_face() -> Image.Image:
+    """A made-up product label: red stripes on yellow around a blue disc."""
+    img = Image.new("RGB", (400, 400), (240, 220, 40))
+    draw = ImageDraw.Draw(img)
+    for y in range(0, 400, 50):
+        draw.rectangle((0, y, 400, y + 22), fill=(200, 30, 30))
+    draw.ellipse((120, 120, 280, 280), fill=(20, 60, 160))
+    return img
+
+
+def test_second_pass_rescues_products_with_two_facings() -> None:
+    # A, B, C stand 6 times each; D (the package photo) and E (a made-up label) only twice: below --min-size 3
+    faces = _product_faces()
+    package = Image.open(source_photos()["package"]).convert("RGB")
+    w, h = package.size
+    side = min(w, h)
+    faces["D"] = package.crop(((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2))
+    faces["E"] = _label_face()
+    layout = ["AAABBBCCDD", "AAABBBCCEE"]
+    img, xyxy, truth = make_shelf(layout=layout, faces=faces)
+    boxes = [Box(f"b{i:02d}", i + 1, *b) for i, b in enumerate(xyxy)]
+    describer = scenes.scene_describer()
+    pairs = [i for i, t in enumerate(truth) if t in "DE"]
+    # the first pass alone cannot find them: both pairs are its noise
+    first = hdbscan_labels(describer.describe_images(scenes.crops(img, boxes)), 3, second_pass=False)
+    assert (first[pairs] < 0).all() and (first[[i for i in range(len(truth)) if i not in pairs]] >= 0).all()
+
+    scene = scenes.analyse_scene(img, boxes, describer=describer, min_size=3)
+    assert not scene.noise
+    assert adjusted_rand_score(truth, scene.labels) == pytest.approx(1.0)
+    by_product = {truth[int(np.flatnonzero(scene.labels == c.id)[0])]: c for c in scene.clusters}
+    assert sorted(by_product) == ["A", "B", "C", "D", "E"]
+    for letter in "DE":
+        cluster = by_product[letter]
+        assert sorted(cluster.boxes) == [boxes[i].id for i, t in enumerate(truth) if t == letter]
+        assert len(cluster.regions) == 1  # the two facings stand side by side: one region
 
 
 # --- detections: three layouts and bad files -------------------------------------------------------------------

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import struct
 import threading
+import time
 import zlib
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -226,14 +229,70 @@ def test_inference_does_not_block_the_event_loop(app, sample_queries: Path, monk
     assert search.json()["matches"][0]["label"] == "flower"
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_at_most_workers_searches_run_at_once(
+    server_index: Index,
+    sample_queries: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: int,
+) -> None:
+    """--workers caps the model calls in flight: 6 simultaneous uploads, never more than `workers` inside at once."""
+    app = create_app(server_index, workers=workers)
+    svc = app.state.service
+    lock, inside, peak = threading.Lock(), [0], [0]
+    original = svc.upload_query
+
+    def counted(data: bytes, name: str):  # noqa: ANN202
+        with lock:
+            inside[0] += 1
+            peak[0] = max(peak[0], inside[0])
+        try:
+            time.sleep(0.3)  # long enough for every waiting request to try to get in
+            return original(data, name)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(svc, "upload_query", counted)
+    data = _jpeg(sample_queries / "flower.jpg")
+
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as c:
+            return await asyncio.gather(
+                *[c.post("/api/search", files={"file": ("f.jpg", data)}, data={"k": "3"}) for _ in range(6)]
+            )
+
+    responses = asyncio.run(run())
+    assert [r.status_code for r in responses] == [200] * 6
+    assert peak[0] == workers  # the cap is reached (requests do overlap) and never exceeded
+
+
+def test_workers_default_to_the_cores_and_the_cli_passes_them_on(
+    app,  # noqa: ANN001
+    server_index: Index,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from lookalike import cli
+
+    assert app.state.service.limiter.total_tokens == (os.cpu_count() or 1)
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda application, **kw: served.append((application, kw)))
+    res = CliRunner().invoke(
+        cli.app, ["serve", "--index", str(server_index.store.path), "--workers", "3", "--port", "8123"]
+    )
+    assert res.exit_code == 0, res.output
+    ((application, kw),) = served
+    assert application.state.service.limiter.total_tokens == 3 and kw["port"] == 8123
+
+
 # --- classification -------------------------------------------------------------------------------------------------
 
 
 def test_classify(client: TestClient, sample_queries: Path, server_index: Index) -> None:
-    if not callable(getattr(Index, "classify", None)):
-        r = client.post("/api/classify", files={"file": ("q.jpg", _jpeg(sample_queries / "temple.jpg"))})
-        _assert_error(r, 400, "classify")
-        pytest.skip("Index.classify (the classification issue) is not in this checkout; the API says so")
     for query in sorted(sample_queries.glob("*.jpg")):
         r = client.post("/api/classify", files={"file": (query.name, _jpeg(query))})
         assert r.status_code == 200, r.text
@@ -242,14 +301,34 @@ def test_classify(client: TestClient, sample_queries: Path, server_index: Index)
         assert set(p["probabilities"]) == set(server_index.classes)
         assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
         assert max(p["probabilities"], key=p["probabilities"].get) == p["label"]
-    by_id = client.post("/api/classify", data={"id": "2"}).json()
-    assert by_id["query"]["id"] == 2 and by_id["label"] in server_index.classes
-    # an indexed image does not vote for itself, whether asked by id or uploaded as a copy
-    copy = client.post("/api/classify", files={"file": ("c.jpg", server_index.paths[2].read_bytes())}).json()
-    assert copy["probabilities"] == pytest.approx(by_id["probabilities"], abs=1e-5)
-    assert max(by_id["probabilities"].values()) < 1.0
     search = _search(client, _jpeg(sample_queries / "portrait.jpg")).json()
     assert search["prediction"]["label"] == "portrait"
+
+
+@pytest.mark.parametrize("i", [2, 12])
+def test_an_indexed_image_does_not_vote_for_itself(client: TestClient, server_index: Index, i: int) -> None:
+    """By id, as an uploaded copy, and in a search's prediction: the vote is the one the index casts without it."""
+    from lookalike.classify import KNNHead, head_for
+
+    head = head_for(server_index)  # no head fitted: the default kNN vote
+    assert isinstance(head, KNNHead)
+    X, y = server_index.vectors, np.array(server_index.labels, dtype=object)  # noqa: N806
+    keep = np.arange(len(server_index)) != i
+
+    def vote(rows: np.ndarray) -> dict[str, float]:
+        knn = KNNHead(head.k, head.temperature, head.smoothing).fit(X[rows], y[rows], tune=False)
+        return dict(zip(knn.classes_, knn.predict_proba(X[i : i + 1])[0].tolist(), strict=True))
+
+    without, with_self = vote(keep), vote(np.ones(len(X), bool))
+    assert max(abs(without[c] - with_self[c]) for c in without) > 1e-3  # the test can tell them apart
+    by_id = client.post("/api/classify", data={"id": str(i)}).json()
+    assert by_id["query"]["id"] == i
+    copy = client.post("/api/classify", files={"file": ("c.jpg", server_index.paths[i].read_bytes())}).json()
+    assert copy["query"]["same_as"] == [i]
+    searched = client.get("/api/search", params={"id": i, "k": 3}).json()["prediction"]
+    for got in (by_id, copy, searched):
+        assert got["probabilities"] == pytest.approx(without, abs=1e-5)
+        assert got["label"] == server_index.labels[i]
 
 
 # --- images, thumbnails, clusters -----------------------------------------------------------------------------------
@@ -272,6 +351,32 @@ def test_thumbnails_are_small_and_cached(client: TestClient, server_index: Index
     assert client.get("/api/thumbnails/4").content == first.content
 
 
+def test_thumbnail_memory_cache_is_a_bounded_lru(server_index: Index, client: TestClient) -> None:
+    """Only misses of the in-memory LRU go to disk: with room for 2, the least recently used one is evicted."""
+    assert client.app.state.service.thumbs.capacity == 2048  # the documented default
+    app = create_app(server_index, thumb_cache=2)
+    thumbs = app.state.service.thumbs
+    loaded: list[int] = []
+    original = thumbs._from_disk
+
+    def from_disk(image_id: int) -> bytes | None:
+        loaded.append(image_id)
+        return original(image_id)
+
+    thumbs._from_disk = from_disk
+    with TestClient(app) as c:
+        first = {}
+        for i in [0, 1, 0, 2, 0, 1, 2]:
+            r = c.get(f"/api/thumbnails/{i}")
+            assert r.status_code == 200
+            assert first.setdefault(i, r.content) == r.content
+            assert len(thumbs._lru) <= 2
+    # 0 and 1 are loaded; 0 again is a hit (and now recent); 2 evicts 1, the least recent; 0 is still a hit;
+    # 1 is loaded again (evicting 2); 2 is loaded again
+    assert loaded == [0, 1, 2, 1, 2]
+    assert list(thumbs._lru) == [1, 2]
+
+
 def test_clusters_as_ids(client: TestClient, server_index: Index) -> None:
     data = client.get("/api/clusters").json()
     assert data["available"] is True
@@ -289,6 +394,48 @@ def test_cluster_contact_sheets(client: TestClient) -> None:
     assert client.get("/api/clusters/1/sheet.png").content == r.content
     _assert_error(client.get("/api/clusters/77/sheet.png"), 404, "no cluster 77")
     _assert_error(client.get("/api/clusters/x/sheet.png"), 422, "cluster_id")
+
+
+def test_contact_sheets_follow_a_new_clustering(
+    client: TestClient, server_index: Index, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A sheet is kept while the clusters stay the same, and made afresh when `lookalike cluster` runs again."""
+    import lookalike.cluster
+    from lookalike.cluster import cluster_index
+
+    path = server_index.store.path / "clusters.json"
+    saved = path.read_bytes()
+    made: list[list[int]] = []
+    real = lookalike.cluster.contact_sheet
+
+    def spy(paths: list[Path], out: Path, **kw: object) -> Path:
+        made.append([server_index.paths.index(p) for p in paths])
+        return real(paths, out, **kw)
+
+    monkeypatch.setattr(lookalike.cluster, "contact_sheet", spy)
+    try:
+        mixed = [0, 7, 13]  # a cluster no clustering of these photos would make
+        names = server_index.names
+        path.write_text(json.dumps({"clusters": [{"id": 1, "size": 3, "paths": [names[i] for i in mixed], "gps": None}],
+                                    "noise": [], "metrics": {}}))  # fmt: skip
+        old = client.get("/api/clusters/1/sheet.png")
+        assert old.status_code == 200 and made == [mixed]
+        assert Image.open(io.BytesIO(old.content)).width == 3 * (128 + 4) + 4  # three thumbnails side by side
+        assert client.get("/api/clusters/1/sheet.png").content == old.content and len(made) == 1  # kept
+
+        result = cluster_index(server_index)  # re-run `lookalike cluster`: clusters.json is replaced
+        clusters = client.get("/api/clusters").json()["clusters"]
+        new_ids = next(c["ids"] for c in clusters if c["id"] == 1)
+        assert sorted(new_ids) != sorted(mixed) and result.to_dict()["clusters"][0]["id"] == 1
+        new = client.get("/api/clusters/1/sheet.png")
+        assert new.status_code == 200 and made[-1] == new_ids and len(made) == 2
+        assert new.content != old.content
+        expected = real([server_index.paths[i] for i in new_ids], tmp_path / "sheet.png",
+                        title=f"cluster 1: {len(new_ids)} images")  # fmt: skip
+        assert new.content == expected.read_bytes()
+    finally:
+        path.write_bytes(saved)
+    assert client.get("/api/clusters").json()["clusters"][0]["size"] == 6
 
 
 def test_clusters_missing_means_unavailable(client: TestClient, server_index: Index) -> None:
