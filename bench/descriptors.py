@@ -86,7 +86,7 @@ def map_at_r(vectors: np.ndarray, labels: np.ndarray) -> float:
 
     Ranking here, scoring by :func:`lookalike.evaluate.map_at_r` (issue 4's implementation of the metric).
     """
-    from lookalike.evaluate import map_at_r as score
+    from lookalike.metrics import map_at_r as score
 
     sims = vectors @ vectors.T
     np.fill_diagonal(sims, -np.inf)

@@ -23,6 +23,7 @@ import numpy as np
 
 from bench.common import CACHE
 from bench.report import markdown_table, write_section
+from lookalike.metrics import ann_recall as recall_at_k
 from lookalike.search import (
     AUTO_ANN_THRESHOLD,
     EXACT_RESTRICTED_LIMIT,
@@ -31,7 +32,6 @@ from lookalike.search import (
     build_ann,
     exact_topk,
     load_ann,
-    recall_at_k,
     save_ann,
 )
 

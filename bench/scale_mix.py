@@ -21,7 +21,8 @@ import numpy as np
 
 from bench.common import CACHE, shared_index
 from bench.report import index_settings, markdown_table, write_section
-from lookalike.search import TARGET_RECALL, VectorSearch, build_ann, exact_topk, load_ann, recall_at_k, save_ann
+from lookalike.metrics import ann_recall as recall_at_k
+from lookalike.search import TARGET_RECALL, VectorSearch, build_ann, exact_topk, load_ann, save_ann
 
 N = 1_000_000
 K = 10
