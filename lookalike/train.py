@@ -330,6 +330,25 @@ def _random_crop(maps: np.ndarray, smallest: float, rng: np.random.Generator) ->
     return np.stack([m[:, y : y + sh, x : x + sw] for m, y, x in zip(maps, ys, xs, strict=True)])
 
 
+def _epoch_order(labels: np.ndarray, m: int, batch: int, seed: int) -> np.ndarray:
+    """One epoch's batches (``m`` images of each of ``batch / m`` classes), drawn from ``seed`` alone.
+
+    PML's sampler draws from numpy's global random state and keeps its shuffled class order from epoch to epoch:
+    used as it is, one --seed would sample differently on every run, and a resumed run differently from an
+    uninterrupted one. A fresh sampler per epoch drawing from a seeded generator makes the batches a function of
+    (seed, epoch).
+    """
+    from pytorch_metric_learning.samplers import MPerClassSampler
+    from pytorch_metric_learning.utils import common_functions as pml_common
+
+    sampler = MPerClassSampler(labels, m=m, batch_size=batch, length_before_new_iter=max(batch, len(labels)))
+    saved, pml_common.NUMPY_RANDOM = pml_common.NUMPY_RANDOM, np.random.RandomState(seed)
+    try:
+        return np.array(list(iter(sampler)))
+    finally:
+        pml_common.NUMPY_RANDOM = saved
+
+
 @contextmanager
 def _keep_freed_memory() -> Iterator[None]:
     """Keep freed heap memory in the process while fine-tuning, then hand it back.
@@ -698,11 +717,8 @@ def train(
                 outs.append(embedder.embed_pooled(embedder.pool(embedder.top(h, start))).numpy())
             return np.concatenate(outs)
 
-    from pytorch_metric_learning.samplers import MPerClassSampler
-
     m = 4
     batch = max(m, min(o.batch_size, m * len(classes)) // m * m)
-    sampler = MPerClassSampler(labels[tr], m=m, batch_size=batch, length_before_new_iter=max(batch, len(tr)))
     rng = np.random.default_rng(o.seed + first_epoch)
     epoch = first_epoch - 1
     stopped_early = False
@@ -718,7 +734,7 @@ def train(
             torch.manual_seed(o.seed * 1000 + epoch)
             embedder.eval()  # BatchNorm of the backbone stays frozen; only the head's layers train
             embedder.head.train()
-            order = np.array(list(iter(sampler)))
+            order = _epoch_order(labels[tr], m, batch, o.seed * 1000 + epoch)
             losses = []
             for s in range(0, len(order) - batch + 1, batch):
                 idx = tr[order[s : s + batch]]
