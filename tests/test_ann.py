@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,12 @@ from lookalike.errors import LookalikeError
 from lookalike.metrics import ann_recall
 from lookalike.search import (
     ANN_FILE,
+    TARGET_RECALL,
     VectorSearch,
     build_ann,
     choose_ann,
     exact_topk,
+    knn_graph,
     load_ann,
     open_searcher,
     refresh_ann,
@@ -64,13 +67,53 @@ def test_ann_recall_against_exact(data: np.ndarray, kind: str, vector_type: str)
     assert ann_recall(flat, truth) == 1.0
 
 
-def test_shallow_search_loses_recall_so_tuning_matters(data: np.ndarray) -> None:
-    index, info = build_ann(data, "ivf", queries=200)
-    queries = clustered(300, seed=2)
-    _, truth = exact_topk(queries, data, 10)
-    shallow = ann_recall(VectorSearch(None, ann=index, params={"nprobe": 1}).search(queries, 10)[1], truth)
-    tuned = ann_recall(VectorSearch(None, ann=index, params=info).search(queries, 10)[1], truth)
-    assert info["nlist"] > 1 and tuned > shallow
+#: The depths build-time tuning tries, shallowest first (``nprobe`` up to nlist / ``efSearch``).
+LADDERS = {
+    "ivf": ("nprobe", (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)),
+    "hnsw": ("ef_search", (16, 32, 64, 128, 256, 512)),
+}
+
+
+def own_recall(index: object, vectors: np.ndarray, params: dict, k: int = 10) -> float:
+    """recall@k of every index vector as a query (itself excluded) at the given depth, as the tuner measures it."""
+    _, truth = exact_topk(vectors, vectors, k + 1)
+    _, found = VectorSearch(None, ann=index, params=params).search(vectors, k + 1)
+
+    def without_self(ids: np.ndarray) -> np.ndarray:
+        return np.stack([row[row != me][:k] for me, row in enumerate(ids)])
+
+    return ann_recall(without_self(found), without_self(truth))
+
+
+def random_unit(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(
+    "kind, make",
+    [
+        ("ivf", lambda: clustered(6000)),  # nprobe 1 misses neighbours in the next cell: ~0.92
+        ("hnsw", lambda: random_unit(5000, 512)),  # structureless 512-d: efSearch 16 gives ~0.89
+    ],
+)
+def test_tuning_keeps_the_smallest_depth_that_reaches_the_target(kind: str, make: Callable[[], np.ndarray]) -> None:
+    """README: the depth is tuned "to the smallest that gives recall@10 ≥ 0.95". Tuned on every vector (queries =
+    N), so the recall measured here at each depth is exactly what the tuner saw."""
+    vectors = make()
+    index, info = build_ann(vectors, kind, queries=len(vectors))
+    key, ladder = LADDERS[kind]
+    ladder = [d for d in ladder if kind != "ivf" or d <= info["nlist"]]
+    chosen = info[key]
+    assert chosen in ladder
+    step = ladder.index(chosen)
+    assert step > 0, "the data must need more than the shallowest depth, or 'smallest' is not tested"
+    at_chosen = own_recall(index, vectors, {key: chosen})
+    assert at_chosen >= TARGET_RECALL and at_chosen == pytest.approx(info["recall_at_10"], abs=1e-4)
+    shallower = own_recall(index, vectors, {key: ladder[step - 1]})
+    assert shallower < TARGET_RECALL  # one step less would miss the target: the chosen depth is the smallest
+    # the saved parameters are what a searcher uses
+    assert VectorSearch(None, ann=index, params=info).params[key] == chosen
 
 
 def test_exact_topk_in_chunks_matches_faiss(data: np.ndarray) -> None:
@@ -123,6 +166,49 @@ def test_save_and_load_round_trip(data: np.ndarray, tmp_path: Path) -> None:
         load_ann(tmp_path / "bad.faiss")
 
 
+def test_knn_graph_above_the_exact_limit_comes_from_ivf_and_agrees_with_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """README (cluster, pairs): exact kNN graph up to the limit, above it IVF with 4·√N cells and 16 probed."""
+    import faiss
+
+    import lookalike.search as search
+    from lookalike.cluster import similar_pairs
+
+    built: list = []
+    real_ivf = faiss.IndexIVFFlat
+
+    def spy(*args: object):  # noqa: ANN202
+        index = real_ivf(*args)
+        built.append(index)
+        return index
+
+    monkeypatch.setattr(faiss, "IndexIVFFlat", spy)
+    monkeypatch.setattr(search, "EXACT_GRAPH_LIMIT", 1000)
+    knn_graph(clustered(1000), 10)
+    assert built == []  # up to the limit: exact
+    x = clustered(25_000)  # large enough that 4·√N cells (632) is below the N/39 cap on cells
+    exact_ids, exact_scores = knn_graph(x, 10, exact=True)
+    ids, scores = knn_graph(x, 10)
+    assert len(built) == 1  # above it: IVF
+    assert built[0].nlist == int(4 * np.sqrt(len(x))) == 632 and built[0].nprobe == 16
+    assert built[0].ntotal == len(x)
+    assert ids.shape == (len(x), 10) and (ids >= 0).all()
+    assert not (ids == np.arange(len(x))[:, None]).any()  # never its own neighbour
+    np.testing.assert_allclose(scores, np.einsum("nd,nkd->nk", x, x[ids]), atol=1e-5)  # true cosines of those ids
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+    assert ann_recall(ids, exact_ids) >= 0.99  # measured 0.9996
+    assert (scores[:, 0] <= exact_scores[:, 0] + 1e-5).all()
+
+    # `lookalike pairs` goes through the same graph
+    pairs = similar_pairs(x, [f"{i:05d}" for i in range(len(x))], num_matched=5)
+    assert len(built) == 2
+    got = {(int(a), int(b)) for a, b, _ in pairs}
+    rows, cols = np.repeat(np.arange(len(x)), 5), exact_ids[:, :5].ravel()
+    want = set(zip(np.minimum(rows, cols).tolist(), np.maximum(rows, cols).tolist(), strict=True))
+    assert len(got & want) >= 0.99 * len(want)
+
+
 def test_choose_ann() -> None:
     assert choose_ann("auto", 1000) == "flat"
     assert choose_ann("auto", 5_000_000) == "ivf"
@@ -151,6 +237,12 @@ def test_refresh_persists_and_rebuilds_when_vectors_change(data: np.ndarray, tmp
     store = make_store(tmp_path / "ix", data, "float16")
     info = refresh_ann(store, "ivf")
     assert info["index"] == "ivf" and info["vectors"] == "float16" and 0.95 <= info["recall_at_10"] <= 1.0
+    # the stored depth is the smallest reaching the target (tuned on 500 vectors, checked here on all 6,000)
+    stored = load_ann(store.path / ANN_FILE)
+    assert info["nprobe"] > 1 and own_recall(stored, data, {"nprobe": info["nprobe"]}) >= TARGET_RECALL
+    ladder = LADDERS["ivf"][1]
+    shallower = ladder[ladder.index(info["nprobe"]) - 1]
+    assert own_recall(stored, data, {"nprobe": shallower}) < TARGET_RECALL
     assert (store.path / ANN_FILE).is_file()
     assert json.loads((store.path / "meta.json").read_text())["ann"]["fingerprint"] == info["fingerprint"]
     reopened = Store.open(store.path)

@@ -177,6 +177,37 @@ def test_incremental_update_keeps_vocab_and_pca(vlad_index: Index, photos: Path,
         Index.build(photos, tmp_path / "idx", pca=6)
 
 
+def test_pca_on_fewer_than_two_images_stays_unwhitened_until_there_are_enough(sample_dir: Path, tmp_path: Path) -> None:
+    """README: "An index built with --pca on fewer than 2 images stays un-whitened until it has enough"."""
+    from lookalike.cli import app
+
+    photos = tmp_path / "photos"
+    (photos / "temple").mkdir(parents=True)
+    temples = sorted((sample_dir / "temple").glob("*.jpg"))
+    shutil.copy(temples[0], photos / "temple")
+    res = CliRunner().invoke(app, ["index", str(photos), "--index", str(tmp_path / "idx"), "--pca", "4", "-q"])
+    assert res.exit_code == 0, res.output  # no error: nothing to fit yet
+    idx = Index.open(tmp_path / "idx")
+    meta = idx.store.meta
+    assert len(idx) == 1 and meta["pca"] == 4 and not meta.get("post")
+    assert not (tmp_path / "idx" / "pca.npz").exists()
+    assert meta["dim"] == 1280 and idx.vectors.shape == (1, 1280)  # the backbone's GeM vector, un-whitened
+    np.testing.assert_allclose(idx.embed([str(temples[0])]), idx.vectors, atol=1e-4)
+    assert len(idx.search(temples[1], k=3)) == 1  # queries are described like the stored vector
+
+    for extra in temples[1:]:  # enough images now: the next update fits PCA-whitening and applies it to all
+        shutil.copy(extra, photos / "temple")
+    idx = Index.build(photos, tmp_path / "idx", pca=4)
+    assert idx.report.added == len(temples) - 1 and idx.report.unchanged == 1
+    meta = idx.store.meta
+    assert (meta.get("post") or {}).get("name") == "pca-whiten"
+    assert meta["dim"] == 4 and idx.vectors.shape == (len(temples), 4)
+    assert (tmp_path / "idx" / "pca.npz").is_file()
+    np.testing.assert_allclose(np.linalg.norm(idx.vectors, axis=1), 1.0, atol=1e-5)
+    again = Index.open(tmp_path / "idx").embed([str(p) for p in idx.paths])
+    np.testing.assert_allclose(np.sum(again * idx.vectors, axis=1), 1.0, atol=1e-3)  # the first image too
+
+
 def test_saved_vocabulary_is_reused_across_indexes(vlad_index: Index, sample_dir: Path, tmp_path: Path) -> None:
     vocab = vlad_index.describer.pooling.save(tmp_path / "rooms-vocab.npz")
     other = Index.build(sample_dir, tmp_path / "other", pooling="vlad", vocab=vocab)

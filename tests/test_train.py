@@ -159,6 +159,242 @@ def test_killed_run_is_refused_then_resumes(sample_dir: Path, tmp_path: Path) ->
         train(sample_dir, tmp_path / "fresh", _opts(epochs=1), resume=True)
 
 
+def _same(a: object, b: object, path: str = "") -> None:
+    """Nested checkpoint parts (dicts, lists, tensors, numbers) are equal, bit for bit; timings are ignored."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b), path
+    elif isinstance(a, dict):
+        keys = {k for k in a if k != "seconds"}
+        assert keys == {k for k in b if k != "seconds"}, path
+        for k in keys:
+            _same(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+def _keep_checkpoints(out: Path, kept: dict[int, dict], kill_after: int | None = None):  # noqa: ANN202
+    """A log callback keeping a copy of the checkpoint written at the end of every epoch (and killing the run)."""
+    import torch
+
+    def log(line: str) -> None:
+        if line.startswith("epoch "):
+            epoch = int(line.split()[1].split("/")[0])
+            kept[epoch] = torch.load(out / "run" / "checkpoint.pt", map_location="cpu", weights_only=False)
+            if epoch == kill_after:
+                raise KeyboardInterrupt
+
+    return log
+
+
+def test_resumed_run_restores_weights_and_optimizer_and_ends_like_an_uninterrupted_run(
+    sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: a killed run resumes. Resuming must bring back the weights, the loss's weights and Adam's moments,
+    and then (training on CPU with a fixed seed is deterministic) end exactly where an uninterrupted run ends."""
+    import copy
+
+    import torch
+    import torch.optim.optimizer as optim_hooks
+
+    import lookalike.training.loop as train_mod
+
+    opts = _opts(epochs=3, batch_size=8, patience=9)  # 2 of the 4 classes per batch: which ones is drawn
+    whole: dict[int, dict] = {}
+    train(sample_dir, tmp_path / "whole", opts, log=_keep_checkpoints(tmp_path / "whole", whole))
+    killed: dict[int, dict] = {}
+    with pytest.raises(KeyboardInterrupt):
+        train(sample_dir, tmp_path / "run", opts, log=_keep_checkpoints(tmp_path / "run", killed, kill_after=1))
+    assert sorted(killed) == [1]
+    _same(killed[1], whole[1], "epoch 1")  # --seed fixes split, initialisation and sampling: the same first epoch
+
+    # what the resumed run holds when its first batch starts (before any forward pass moves BatchNorm's statistics)
+    made: dict[str, object] = {}
+    start: dict[str, object] = {}
+    build, make_loss = train_mod.build_embedder, train_mod.make_loss
+
+    def first_batch(module: object, args: object) -> None:
+        if "model" not in start:
+            start["model"] = copy.deepcopy(made["embedder"].state_dict())
+            start["loss"] = copy.deepcopy(made["loss"].state_dict())
+
+    def spy_build(*a: object, **kw: object) -> object:
+        made["embedder"] = embedder = build(*a, **kw)
+        embedder.head.register_forward_pre_hook(first_batch)
+        return embedder
+
+    def spy_loss(*a: object, **kw: object) -> tuple:
+        made["loss"], miner = make_loss(*a, **kw)
+        return made["loss"], miner
+
+    def first_step(opt: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        start.setdefault("opt", copy.deepcopy(opt.state_dict()))
+
+    monkeypatch.setattr(train_mod, "build_embedder", spy_build)
+    monkeypatch.setattr(train_mod, "make_loss", spy_loss)
+    handle = optim_hooks.register_optimizer_step_pre_hook(first_step)
+    resumed: dict[int, dict] = {}
+    try:
+        result = train(sample_dir, tmp_path / "run", opts, log=_keep_checkpoints(tmp_path / "run", resumed))
+    finally:
+        handle.remove()
+    assert result.resumed_from == 1 and sorted(resumed) == [2, 3]
+    held = killed[1]
+    assert held["opt"]["state"] and held["epoch"] == 1  # Adam has moments to lose
+    _same(start["model"], held["model"], "model")
+    _same(start["loss"], held["loss"], "loss")
+    _same(start["opt"]["state"], held["opt"]["state"], "opt")
+    # ... and the rest of the run is the uninterrupted one: every later checkpoint and the saved model
+    for epoch in (2, 3):
+        for part in ("model", "loss", "opt", "history", "best"):
+            _same(resumed[epoch][part], whole[epoch][part], f"epoch {epoch} {part}")
+    _same(
+        torch.load(tmp_path / "run" / "weights.pt", weights_only=True),
+        torch.load(tmp_path / "whole" / "weights.pt", weights_only=True),
+    )
+
+
+def test_best_epoch_is_kept_and_training_stops_after_patience(
+    sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: "The best epoch is kept; training stops after --patience epochs without improvement". Validation
+    is scripted (best at epoch 2) so the model saved must be epoch 2's, not the last one's."""
+    import torch
+
+    import lookalike.training.loop as train_mod
+
+    real = train_mod.validation_metrics
+    scripted = iter([0.3, 0.9, 0.5, 0.7])  # validation precision@1 of epochs 1..4; epoch 2 is best
+    calls: list[dict[str, float]] = []
+
+    def metrics(*args: object) -> dict[str, float]:
+        got = real(*args)
+        calls.append(got)
+        if len(calls) == 1:  # "before" (the untrained backbone)
+            return got
+        p = next(scripted, None)
+        return got if p is None else {"precision_at_1": p, "map_at_r": p}
+
+    monkeypatch.setattr(train_mod, "validation_metrics", metrics)
+    out = tmp_path / "m"
+    kept: dict[int, dict] = {}
+    lines: list[str] = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        _keep_checkpoints(out, kept)(line)
+
+    result = train(sample_dir, out, _opts(epochs=8, patience=2, lr=3e-3), log=log)
+    assert result.best_epoch == 2 and result.epochs_run == 4  # epochs 3 and 4 did not improve: stop before 5
+    assert sorted(kept) == [1, 2, 3, 4] and any(line.startswith("stopped early") for line in lines)
+    card = json.loads((out / "model.json").read_text())
+    assert card["best_epoch"] == 2 and card["epochs_run"] == 4 and len(card["history"]) == 4
+    saved = torch.load(out / "weights.pt", weights_only=True)
+    _same(saved, kept[2]["model"])  # the best epoch's weights ...
+    assert not all(torch.equal(saved[k], kept[4]["model"][k]) for k in saved)  # ... not the last epoch's
+    # the "after" metrics are measured on the kept weights: the real validation of epoch 2
+    assert result.metrics["after"] == calls[2]
+
+
+def test_restart_discards_an_unfinished_run_and_overwrite_replaces_a_model(sample_dir: Path, tmp_path: Path) -> None:
+    """README: `--restart` discards an unfinished run (whatever its options); a finished model is replaced only
+    with `--overwrite`, and a folder that is not a lookalike model is never emptied."""
+    import torch
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    out = tmp_path / "m"
+    with pytest.raises(KeyboardInterrupt):
+        train(sample_dir, out, _opts(epochs=2), log=kill_after_first_epoch)
+    assert (out / "run" / "checkpoint.pt").is_file()
+    args = ["train", str(sample_dir), "--out", str(out), "--resolution", str(RES), "--batch-size", "16", "-q"]
+    run = CliRunner().invoke
+    res = run(app, [*args, "--dim", "16", "--epochs", "1"])  # other options than the unfinished run's: refused
+    assert isinstance(res.exception, LookalikeError) and "other options" in str(res.exception)
+    res = run(app, [*args, "--dim", "16", "--epochs", "1", "--restart"])
+    assert res.exit_code == 0, res.output
+    card = json.loads((out / "model.json").read_text())
+    assert card["embedding_dim"] == 16 and [h["epoch"] for h in card["history"]] == [1]
+    assert not (out / "run").exists()
+    first = torch.load(out / "weights.pt", weights_only=True)
+
+    res = run(app, [*args, "--dim", "8", "--epochs", "1"])
+    assert isinstance(res.exception, LookalikeError) and "already holds a trained model" in str(res.exception)
+    assert json.loads((out / "model.json").read_text())["embedding_dim"] == 16  # untouched
+    res = run(app, [*args, "--dim", "8", "--epochs", "1", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "model.json").read_text())["embedding_dim"] == 8 and (out / "complete").is_file()
+    assert torch.load(out / "weights.pt", weights_only=True).keys() == first.keys()
+    assert create_model(str(out)).feature_dim == 8
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["complete", "model.json", "MODEL.md", "weights.pt", "curves.png", "tsne.png"]
+    )
+
+    (out / "notes.txt").write_text("mine")  # not a file lookalike writes: --overwrite must not delete the folder
+    res = run(app, [*args, "--overwrite"])
+    assert isinstance(res.exception, LookalikeError) and "not empty" in str(res.exception)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "complete").is_file()
+
+
+def test_frozen_feature_cache_is_reused_and_keyed_by_file_weights_and_resolution(
+    sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: backbone features are computed once and cached, keyed by file, size, mtime, weights and
+    resolution: the same inputs decode nothing, a changed file or setting is described again."""
+    import lookalike.models.base as base
+    import lookalike.training.features as train_mod
+    from lookalike.embed import Describer
+    from lookalike.models.efficientnet import weights_file
+    from lookalike.training import pooled_features
+
+    monkeypatch.setattr(train_mod, "cache_dir", lambda: tmp_path / "cache")
+    described: list[Path] = []
+    real = Describer.describe_files
+
+    def spy(self: Describer, files: list[Path], *args: object, **kwargs: object):  # noqa: ANN202
+        described.extend(files)
+        return real(self, files, *args, **kwargs)
+
+    monkeypatch.setattr(Describer, "describe_files", spy)
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir, data)
+    paths = sorted(data.rglob("*.jpg"))
+
+    first, bad = pooled_features(paths, "efficientnet-lite0", RES)
+    assert described == paths and bad == [] and np.isfinite(first).all()
+    assert [p.name for p in (tmp_path / "cache" / "train-features").iterdir()] != []
+    described.clear()
+    again, _ = pooled_features(paths, "efficientnet-lite0", RES)
+    assert described == [] and np.array_equal(again, first)  # same inputs: read from the cache
+    train(data, tmp_path / "m", _opts(epochs=1))  # a training run on the same folder reads them too
+    assert described == []
+
+    touched = paths[3]
+    st = touched.stat()
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same bytes, new mtime
+    again, _ = pooled_features(paths, "efficientnet-lite0", RES)
+    assert described == [touched] and np.allclose(again, first, atol=1e-5)
+    described.clear()
+    shutil.copy(paths[0], paths[5])  # other content, other size
+    again, _ = pooled_features(paths, "efficientnet-lite0", RES)
+    assert described == [paths[5]] and np.allclose(again[5], first[0], atol=1e-5)
+    described.clear()
+
+    other_res, _ = pooled_features(paths, "efficientnet-lite0", RES + 32)  # another resolution: all again
+    assert described == paths and not np.allclose(other_res, again, atol=1e-3)
+    described.clear()
+    real_hash, weights = base.file_hash, weights_file("lite0")
+    monkeypatch.setattr(base, "file_hash", lambda p: "0" * 32 if str(p) == weights else real_hash(p))
+    pooled_features(paths, "efficientnet-lite0", RES)  # other weights (their hash): all again
+    assert described == paths
+
+
 def test_cosine_schedule_decays_the_rate_and_a_resumed_run_continues_it(sample_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "cos"
 

@@ -252,6 +252,25 @@ def _trainable(embedder: Any, loss_fn: Any, o: TrainOptions, start: int) -> Any:
     return torch.optim.Adam(groups, lr=o.lr, weight_decay=1e-4)
 
 
+def epoch_order(labels: np.ndarray, m: int, batch: int, seed: int) -> np.ndarray:
+    """One epoch's batches (``m`` images of each of ``batch / m`` classes), drawn from ``seed`` alone.
+
+    PML's sampler draws from numpy's global random state and keeps its shuffled class order from epoch to epoch:
+    used as it is, one seed would sample differently on every run, and a resumed run differently from an
+    uninterrupted one. A fresh sampler per epoch drawing from a seeded generator makes the batches a function of
+    (seed, epoch).
+    """
+    from pytorch_metric_learning.samplers import MPerClassSampler
+    from pytorch_metric_learning.utils import common_functions as pml_common
+
+    sampler = MPerClassSampler(labels, m=m, batch_size=batch, length_before_new_iter=max(batch, len(labels)))
+    saved, pml_common.NUMPY_RANDOM = pml_common.NUMPY_RANDOM, np.random.RandomState(seed)
+    try:
+        return np.array(list(iter(sampler)))
+    finally:
+        pml_common.NUMPY_RANDOM = saved
+
+
 def fit(
     o: TrainOptions,
     d: TrainingData,
@@ -264,7 +283,6 @@ def fit(
     """Train one model on ``d`` (resuming from ``checkpoint``), checkpointing every epoch in ``out/run/``; stop
     after ``o.epochs`` or ``o.patience`` epochs without a better validation score, and keep the best epoch."""
     import torch
-    from pytorch_metric_learning.samplers import MPerClassSampler
 
     state = _load_checkpoint(checkpoint, o, d.hash, out, say)
     (out / RUN_DIR).mkdir(parents=True, exist_ok=True)
@@ -291,7 +309,6 @@ def fit(
         inputs.compute_frozen(o.model, o.resolution, o.seed, progress, say)
     y = torch.from_numpy(labels)
     batch = max(PER_CLASS, min(o.batch_size, PER_CLASS * len(d.classes)) // PER_CLASS * PER_CLASS)
-    sampler = MPerClassSampler(labels[tr], m=PER_CLASS, batch_size=batch, length_before_new_iter=max(batch, len(tr)))
     rng = np.random.default_rng(o.seed + first_epoch)
     epoch = first_epoch - 1
     stopped_early = False
@@ -307,7 +324,7 @@ def fit(
             torch.manual_seed(o.seed * 1000 + epoch)
             embedder.eval()  # BatchNorm of the backbone stays frozen; only the head's layers train
             embedder.head.train()
-            order = np.array(list(iter(sampler)))
+            order = epoch_order(labels[tr], PER_CLASS, batch, o.seed * 1000 + epoch)
             losses = []
             for s in range(0, len(order) - batch + 1, batch):
                 pos = order[s : s + batch]
