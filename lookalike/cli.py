@@ -77,7 +77,7 @@ def _print_report(report, quiet: bool) -> None:
 def index(
     photos: Annotated[Path, typer.Argument(help="Folder of photos (searched recursively).")],
     index_dir: Annotated[Path | None, typer.Option("--index", "-i", help="Index folder [PHOTOS/.lookalike].")] = None,
-    labels: Annotated[str, typer.Option(help="folders: parent folder name is the class; none.")] = "folders",
+    labels: Annotated[str, typer.Option(help="folders: the first folder under PHOTOS is the class (nested folders belong to it); none.")] = "folders",
     model: Annotated[str | None, typer.Option(help="Backbone name, or a folder from `lookalike train`.")] = None,
     pooling: Annotated[str | None, typer.Option(help="Pooling of dense features: mean, gem, vlad.")] = None,
     resolution: Annotated[int | None, typer.Option(help="Input size in pixels (long side).")] = None,
