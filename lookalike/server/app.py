@@ -172,7 +172,7 @@ class Service:
             self.predict(self.vectors[:1], [0], quiet=True)  # loads (or attaches) the classifier head now
         self.thumbs = ThumbnailCache(index, self.hashes, capacity=thumb_cache)
         self.limiter = anyio.CapacityLimiter(workers or os.cpu_count() or 1)
-        self._clusters: tuple[float, dict[str, Any] | None] | None = None
+        self._clusters: tuple[tuple[int, ...], dict[str, Any] | None] | None = None
         self._clusters_lock = threading.Lock()
         self._sheets: dict[tuple[float, int], bytes] = {}
 
@@ -262,12 +262,14 @@ class Service:
         """The index's saved clustering (``lookalike cluster``) with paths turned into ids; reread when it changes."""
         path = self.index.store.path / CLUSTERS_FILE
         try:
-            mtime = path.stat().st_mtime
+            st = path.stat()
+            # every atomic rewrite is a new inode: a re-clustering within one mtime tick is still seen
+            version: tuple[int, ...] = (st.st_ino, st.st_mtime_ns, st.st_size)
         except OSError:
-            mtime = -1.0
+            version = ()
         with self._clusters_lock:
-            if self._clusters is None or self._clusters[0] != mtime:
-                self._clusters = (mtime, self._load_clusters())
+            if self._clusters is None or self._clusters[0] != version:
+                self._clusters = (version, self._load_clusters())
             data = self._clusters[1]
         if data is None:
             return {"available": False, "clusters": [], "noise": [], "metrics": {}}
@@ -280,7 +282,7 @@ class Service:
         if cluster is None:
             known = ", ".join(str(c["id"]) for c in data["clusters"][:20]) or "none: run `lookalike cluster`"
             raise HTTPException(404, f"no cluster {cluster_id} in this index (clusters: {known})")
-        key = (self._clusters[0] if self._clusters else -1.0, cluster_id)
+        key = (self._clusters[0] if self._clusters else (), cluster_id)
         with self._clusters_lock:
             if key in self._sheets:
                 return self._sheets[key]
