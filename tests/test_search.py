@@ -1,4 +1,4 @@
-"""Approximate search for large indexes, float16 vectors, and their persistence."""
+"""lookalike.search: exact search against brute force, approximate search (IVF, HNSW) and its tuning, the kNN graph, float16 vectors, and the ANN file kept in the index folder."""
 
 from __future__ import annotations
 
