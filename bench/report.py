@@ -39,6 +39,14 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}){mem}, Python {platform.python_version()}, {platform.system()}"
 
 
+_LOAD_AT_IMPORT = os.getloadavg()[0]  # a benchmark imports this module first thing: the load when it started
+
+
+def load_note() -> str:
+    """The 1-minute load average when the benchmark started and now: on a shared machine, how busy it was."""
+    return f"load average {_LOAD_AT_IMPORT:.1f} at start, {os.getloadavg()[0]:.1f} at end"
+
+
 def git_rev() -> str:
     try:
         return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
@@ -103,7 +111,7 @@ def write_section(name: str, body: str, settings: Settings = None, *, measured: 
     date what it shows)."""
     command = " ".join(["python -m", f"bench.{name}", *sys.argv[1:]])
     footer = (
-        f"_Measured {now_stamp()} on {machine()}, {commit_stamp()}; `{command}`._"
+        f"_Measured {now_stamp()} on {machine()} ({load_note()}), {commit_stamp()}; `{command}`._"
         if measured
         else f"_Rewritten {now_stamp()} from stored results, nothing re-measured (the dates and commits of the "
         f"results are given above), {commit_stamp()}; `{command}`._"
