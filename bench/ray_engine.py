@@ -137,7 +137,12 @@ def main() -> None:
         return fixed + images * max(per_image_worker / workers, drv)
 
     rows = [
-        ["local engine (threads + ONNX Runtime, 2 intra-op threads)", f"{t_local:.1f}", f"{n / t_local:.1f}", "1.00×"],
+        [
+            f"local engine (threads + ONNX Runtime, {cpus} intra-op threads)",
+            f"{t_local:.1f}",
+            f"{n / t_local:.1f}",
+            "1.00×",
+        ],
         [
             f"Ray engine, local Ray, {cpus} actors × 1 CPU",
             f"{t_ray:.1f}",
