@@ -119,13 +119,20 @@ def pixel_twins(idx, threshold: float = 0.98) -> int:  # noqa: ANN001
 
 
 def _child(conn, fn: str, kwargs: dict) -> None:  # noqa: ANN001
-    import resource
-
     t0 = time.perf_counter()
     result = globals()[fn](**kwargs)
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    result["peak_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)
+    result["peak_gib"] = round(_peak_rss_kib() / 1024**2, 2)
     conn.send(result)
+
+
+def _peak_rss_kib() -> int:
+    """This process's peak resident memory (VmHWM). Not ``ru_maxrss``: Linux carries that across the fork + exec
+    that starts a spawned child, so a child of a big parent would report the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 
 
 def measured(fn: str, **kwargs: object) -> dict:

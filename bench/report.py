@@ -39,6 +39,14 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}){mem}, Python {platform.python_version()}, {platform.system()}"
 
 
+_LOAD_AT_IMPORT = os.getloadavg()[0]  # a benchmark imports this module first thing: the load when it started
+
+
+def load_note() -> str:
+    """The 1-minute load average when the benchmark started and now: on a shared machine, how busy it was."""
+    return f"load average {_LOAD_AT_IMPORT:.1f} at start, {os.getloadavg()[0]:.1f} at end"
+
+
 def git_rev() -> str:
     try:
         return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
@@ -46,22 +54,36 @@ def git_rev() -> str:
         return "?"
 
 
-def uncommitted_code() -> list[str]:
-    """Files of the code that ran (the lookalike and bench modules this process imported) that differ from HEAD:
-    then the code is not exactly the stamped commit's."""
+def _git(*args: str) -> list[str]:
+    try:
+        return subprocess.check_output(["git", *args], cwd=ROOT, text=True).splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return []
+
+
+def _dirty(paths: list[str]) -> set[str]:
+    return {line[3:] for line in _git("status", "--porcelain", "--untracked-files=no", "--", *paths) if line.strip()}
+
+
+# A benchmark imports this module first thing: the commit checked out, and the code that differed from it, when it
+# started (other engineers commit while long benchmarks run).
+_START_REV = git_rev()
+_START_DIRTY = _dirty(["lookalike", "bench"])
+
+
+def imported_code() -> list[str]:
+    """The lookalike and bench source files this process imported (the code that ran), relative to the project."""
     files = {Path(f).resolve() for m in list(sys.modules.values()) if (f := getattr(m, "__file__", None))}
-    ours = sorted(
+    return sorted(
         str(f.relative_to(ROOT))
         for f in files
         if f.is_relative_to(ROOT / "lookalike") or f.is_relative_to(ROOT / "bench")
     )  # incl. __main__
-    try:
-        out = subprocess.check_output(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", *ours], cwd=ROOT, text=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return []
-    return [line[3:] for line in out.splitlines() if line.strip()]
+
+
+def uncommitted_code() -> list[str]:
+    """Files of the code that ran that differed from the start commit when the benchmark started."""
+    return sorted(_START_DIRTY & set(imported_code()))
 
 
 def now_stamp() -> str:
@@ -69,9 +91,17 @@ def now_stamp() -> str:
 
 
 def commit_stamp() -> str:
-    """``commit abc1234``, plus the changed files when the working tree's code is not that commit's."""
+    """``commit abc1234`` (checked out when the benchmark started), plus the files of the code that ran that differed
+    from it then, and a note if HEAD moved during the run."""
     dirty = uncommitted_code()
-    return f"commit {git_rev()}" + (f" plus uncommitted changes to {', '.join(dirty)}" if dirty else "")
+    out = f"commit {_START_REV}" + (f" plus uncommitted changes to {', '.join(dirty)}" if dirty else "")
+    end = git_rev()
+    if end != _START_REV:
+        changed = [f for f in _git("diff", "--name-only", _START_REV, end, "--", *imported_code()) if f]
+        out += f" (HEAD moved to {end} during the run, " + (
+            f"changing {', '.join(changed)})" if changed else "changing none of the code that ran)"
+        )
+    return out
 
 
 Settings = dict[str, object] | str | None
@@ -103,7 +133,7 @@ def write_section(name: str, body: str, settings: Settings = None, *, measured: 
     date what it shows)."""
     command = " ".join(["python -m", f"bench.{name}", *sys.argv[1:]])
     footer = (
-        f"_Measured {now_stamp()} on {machine()}, {commit_stamp()}; `{command}`._"
+        f"_Measured {now_stamp()} on {machine()} ({load_note()}), {commit_stamp()}; `{command}`._"
         if measured
         else f"_Rewritten {now_stamp()} from stored results, nothing re-measured (the dates and commits of the "
         f"results are given above), {commit_stamp()}; `{command}`._"

@@ -2,10 +2,10 @@
 
 Each synthetic vector is ``normalise(w·a + (1-w)·b + noise)`` for two random real descriptors ``a, b`` of
 ../shared/data/rooms (the shared cached index at the default model, pooling and resolution, quoted from its
-meta.json), ``w ~ U(0, 1)``, noise of norm 0.15. They sit in the region real photos occupy (two random vectors have
-about the cosine of two random room photos), but they are not photo-like in their neighbourhoods: with 1M blends of
+meta.json), ``w ~ U(0, 1)``, noise of norm 0.15. They sit in the region real photos occupy (median cosine of two
+random vectors ~0.69, of two random room photos ~0.61), but they are not photo-like in their neighbourhoods: with 1M blends of
 3,633 seeds, a query's nearest neighbours are near-identical blends of the same seeds (1st and 10th neighbour cosine
-~0.95, against ~0.7 for a room photo's 10th neighbour among the real photos). The report measures and quotes both.
+~0.95, against ~0.74 for a room photo's 10th neighbour among the real photos at 320 px). The report measures and quotes both.
 Stored float16 (what `--vectors float16` gives).
 
 Run from the project root under the bench lock:

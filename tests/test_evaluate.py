@@ -126,7 +126,7 @@ def test_test_images_that_are_in_the_index_do_not_find_themselves(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import lookalike.classify
-    import lookalike.evaluate
+    import lookalike.metrics
     from lookalike.classify import KNNHead
 
     index, train, test = setup
@@ -139,7 +139,7 @@ def test_test_images_that_are_in_the_index_do_not_find_themselves(
         own[str(mixed / c / "copy.jpg")] = index.names.index(f"{c}/{src.name}")
 
     ranked, voted = [], []
-    rank, vote = lookalike.evaluate.rank_database, lookalike.classify.predict_proba
+    rank, vote = lookalike.metrics.rank_database, lookalike.classify.predict_proba
 
     def spy_rank(q, db, depth, exclude=None, chunk=256):  # noqa: ANN001, ANN202
         ranked.append((exclude, rank(q, db, depth, exclude, chunk)))
@@ -149,7 +149,7 @@ def test_test_images_that_are_in_the_index_do_not_find_themselves(
         voted.append(vote(head, vectors, exclude))
         return voted[-1]
 
-    monkeypatch.setattr(lookalike.evaluate, "rank_database", spy_rank)
+    monkeypatch.setattr(lookalike.metrics, "rank_database", spy_rank)
     monkeypatch.setattr(lookalike.classify, "predict_proba", spy_vote)
     ev = run_evaluation(index, mixed, "knn")
     m = ev.metrics
