@@ -65,7 +65,7 @@ def _stat_error(path: Path, exc: OSError) -> str:
     if exc.errno == errno.ELOOP:
         return "symbolic link loop"
     if exc.errno == errno.ENOENT:
-        return "dangling symbolic link (its target is missing)" if path.is_symlink() else "gone before it was read"
+        return "dangling symbolic link (its target is missing)" if path.is_symlink() else "cannot read (no such file)"
     return f"cannot read ({exc.strerror or exc})"
 
 

@@ -237,6 +237,11 @@ def test_report_writes_pictures_and_page(setup, tmp_path: Path) -> None:  # noqa
     assert "confusion.png" in html and "tsne.png" in html
     wrong_classes = {t for t, p in zip(ev.y_true, ev.y_pred, strict=True) if t != p}
     assert len(list((tmp_path / "report").glob("mistakes-*.png"))) == len(wrong_classes)
+    # its PNGs are lookalike's pictures, not photos: a folder holding the report never indexes them
+    from lookalike.images import discover
+
+    found = discover(tmp_path)
+    assert found.left_out == [(tmp_path / "report", "a lookalike evaluation report")] and not found.files
 
 
 def test_mistakes_grid(setup, tmp_path: Path) -> None:  # noqa: ANN001
