@@ -106,8 +106,8 @@ def test_names_that_are_not_utf8_round_trip_through_the_table(tmp_path: Path) ->
     store.commit(with_labels(make_table(rows, np.eye(2, dtype=np.float32), 2), "folders"), [])
     again = Store.open(tmp_path / "idx")
     assert sorted(again.names()) == sorted([odd, "Küche/a.jpg"])
-    assert sorted(again.column("path")) == ["K\ufffdche/\ufffd.jpg", "Küche/a.jpg"]  # readable, valid UTF-8
-    assert sorted(again.column("label")) == ["K\ufffdche", "Küche"]
+    assert set(again.column("path")) == {"K\ufffdche/\ufffd.jpg", "Küche/a.jpg"}  # readable, valid UTF-8
+    assert set(again.column("label")) == {"K\ufffdche", "Küche"}
     assert again.column("path_bytes")[again.names().index(odd)] == b"K\xfcche/\xff.jpg"
 
 
