@@ -4,8 +4,8 @@ Layout of an index folder (``PHOTOS_DIR/.lookalike`` by default)::
 
     meta.json        format version, photo root, model, pooling, resolution, vector size, label mode
     images.parquet   one row per indexed image: path (relative to the root), size, mtime_ns, hash, width, height,
-                     label, exif_time, gps_lat, gps_lon, vector (fixed-size list of float32, or float16 when
-                     meta "vectors" is "float16")
+                     label, exif_time, gps_lat, gps_lon, path_bytes (the exact bytes of a name that is not
+                     UTF-8), vector (fixed-size list of float32, or float16 when meta "vectors" is "float16")
     ann.faiss        approximate-nearest-neighbour index for large indexes (meta "ann" says which, its recall and
                      which vectors it was built from); absent while exact search is used
     skipped.json     files that could not be used, with why (kept so unchanged bad files are not retried)
