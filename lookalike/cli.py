@@ -749,7 +749,8 @@ def main() -> None:
 
     # A safety net under the explicit _shown calls: any name with undecodable bytes that still reaches the terminal
     # is printed readably instead of ending the command with a UnicodeEncodeError.
-    codecs.register_error("lookalike-shown", lambda e: (shown(e.object[e.start : e.end]), e.end))  # type: ignore[attr-defined]
+    # (as bytes: the UTF-8 encoder takes only ASCII text from an error handler)
+    codecs.register_error("lookalike-shown", lambda e: (shown(e.object[e.start : e.end]).encode(), e.end))  # type: ignore[attr-defined]
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(errors="lookalike-shown")  # type: ignore[union-attr]
