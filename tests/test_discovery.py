@@ -150,6 +150,8 @@ def test_hostile_folder_indexes_in_time_and_odd_name_is_searchable_and_exportabl
     out = tmp_path / "export"
     export_clusters({"clusters": [{"id": 1, "size": 1, "paths": [odd], "gps": None}], "noise": []}, root, out)
     assert (out / "cluster_0001" / odd).read_bytes() == (root / odd).read_bytes()
+    listed = json.loads((out / "clusters.json").read_text(encoding="utf-8"))  # readable, valid UTF-8
+    assert listed["clusters"][0]["paths"] == [f"flower/{ODD_SHOWN}"]
 
     # JSON stays valid UTF-8 and shows the name readably
     info = json.loads(lookalike("info", "--index", str(root), "--json").stdout.decode("utf-8"))
