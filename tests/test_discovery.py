@@ -145,6 +145,10 @@ def test_hostile_folder_indexes_in_time_and_odd_name_is_searchable_and_exportabl
     assert hits and all(h.name != odd for h in hits) and hits[0].label == "flower"
     found = [m for m in idx.search(root / "flower" / "flower_00.jpg", k=len(idx)) if m.name == odd]
     assert found and Path(found[0].path).read_bytes() == (root / odd).read_bytes()
+    from lookalike.plots import result_grid  # a figure draws the readable form (fonts refuse the escapes)
+
+    grid = result_grid(idx.search_many([root / "flower" / "flower_00.jpg"], k=len(idx)), tmp_path / "grid.png")
+    assert grid.stat().st_size > 0
 
     # exportable: the copy keeps the exact name
     out = tmp_path / "export"
