@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -33,7 +34,17 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 
 def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+    """One JSON document per line, valid UTF-8 whatever the file names (undecodable bytes show as U+FFFD)."""
+    from lookalike.io import shown_json
+
+    sys.stdout.write(json.dumps(shown_json(obj), ensure_ascii=False, default=str) + "\n")
+
+
+def _shown(name: Any) -> str:
+    """A path or name for the terminal: readable, with U+FFFD for bytes that are not UTF-8, and no rich markup."""
+    from lookalike.io import shown
+
+    return escape(shown(str(name)))
 
 
 def _human_bytes(n: float) -> str:
@@ -62,15 +73,21 @@ def _open_index(index: Path):
 def _print_report(report, quiet: bool) -> None:
     r = report
     err.print(
-        f"[bold green]indexed[/] {r.total} files in {r.seconds:.1f}s: {r.added} added, {r.updated} updated, "
-        f"{r.unchanged} unchanged, {r.removed} removed"
+        f"[bold green]indexed[/] {r.total} image files in {r.seconds:.1f}s: {r.added} added, {r.updated} updated, "
+        f"{r.unchanged} unchanged"
         + (f", {r.resumed} resumed from an interrupted run" if r.resumed else "")
         + (f", [yellow]{len(r.skipped)} skipped[/]" if r.skipped else "")
+        + f"; {r.removed} removed",
+        highlight=False,
     )
     for path, reason in r.skipped[:20]:
-        err.print(f"  [yellow]skipped[/] {path}: {reason}")
+        err.print(f"  [yellow]skipped[/] {_shown(path)}: {escape(reason)}", highlight=False)
     if len(r.skipped) > 20:
         err.print(f"  … and {len(r.skipped) - 20} more (see `lookalike info`)")
+    if r.ignored:
+        err.print("  ignored (not images): " + ", ".join(f"{n} {_shown(ext)}" for ext, n in r.ignored.items()))
+    for path, why in r.left_out:
+        err.print(f"  left out {_shown(path)}/: {why}", highlight=False)
 
 
 @app.command()
@@ -155,14 +172,14 @@ def search(
             _print_json(r.to_dict())
     else:
         for r in results:
-            title = f"{r.query}" + (f"  [{r.mode}: {r.query_class} ({r.class_source})]" if r.query_class else "")
+            title = _shown(r.query) + (f"  [{r.mode}: {r.query_class} ({r.class_source})]" if r.query_class else "")
             table = Table(title=title, title_justify="left")
             table.add_column("#", justify="right")
             table.add_column("score", justify="right")
             table.add_column("label")
             table.add_column("path")
             for m in r.matches:
-                table.add_row(str(m.rank), f"{m.score:.4f}", m.label or "", m.name)
+                table.add_row(str(m.rank), f"{m.score:.4f}", escape(m.label or ""), _shown(m.name))
             out.print(table)
     if grid:
         from lookalike.plots import result_grid
@@ -214,7 +231,11 @@ def info(index: IndexOpt = Path(".lookalike"), as_json: JsonOpt = False) -> None
         t.add_row(f"[bold]{key}[/]", str(value))
     out.print(t)
     for s in data["skipped"]:
-        out.print(f"  [yellow]skipped[/] {s['path']}: {s['reason']}")
+        out.print(f"  [yellow]skipped[/] {_shown(s['path'])}: {escape(s['reason'])}", highlight=False)
+    if data.get("ignored"):
+        out.print("  ignored (not images): " + ", ".join(f"{n} {_shown(e)}" for e, n in data["ignored"].items()))
+    for s in data.get("left_out", []):
+        out.print(f"  left out {_shown(s['path'])}/: {s['reason']}", highlight=False)
     if data["interrupted_parts"]:
         out.print(
             f"[yellow]an interrupted run left {data['interrupted_parts']} checkpoint(s); run `lookalike index` to finish[/]"
@@ -249,7 +270,7 @@ def demo(
     for r in demo_run.results:
         out.print(f"[bold]{r.query}[/]")
         for m in r.matches:
-            out.print(f"  #{m.rank} {m.score:.3f} {m.label or '':12} {m.name}")
+            out.print(f"  #{m.rank} {m.score:.3f} {m.label or '':12} {_shown(m.name)}")
     err.print(f"grid: {demo_run.grid}")
 
 
@@ -395,7 +416,7 @@ def train_cmd(
         log=None if quiet else (lambda line: err.print(line, highlight=False)),
     )  # fmt: skip
     for path, reason in result.skipped[:20]:
-        err.print(f"  [yellow]skipped[/] {path}: {reason}", highlight=False)
+        err.print(f"  [yellow]skipped[/] {_shown(path)}: {escape(reason)}", highlight=False)
     if len(result.skipped) > 20:
         err.print(f"  … and {len(result.skipped) - 20} more (listed in model.json)")
     if result.dropped_classes:
@@ -513,7 +534,7 @@ def cluster(
     table.add_column("paths")
     for c in data["clusters"][:50]:
         gps = f"{c['gps']['lat']:.5f}, {c['gps']['lon']:.5f}" if c["gps"] else ""
-        shown = ", ".join(c["paths"][:3]) + (f", … (+{c['size'] - 3})" if c["size"] > 3 else "")
+        shown = ", ".join(_shown(p) for p in c["paths"][:3]) + (f", … (+{c['size'] - 3})" if c["size"] > 3 else "")
         table.add_row(str(c["id"]), str(c["size"]), gps, shown)
     out.print(table)
     if len(data["clusters"]) > 50:
@@ -550,7 +571,7 @@ def dedupe(
     for i, g in enumerate(groups, start=1):
         out.print(f"[bold]group {i}[/] ({g['size']} images, cosine {g['min_score']:.3f}–{g['max_score']:.3f})")
         for p in g["paths"]:
-            out.print(f"  {p}")
+            out.print(f"  {_shown(p)}", highlight=False)
     err.print(f"{len(groups)} groups, {sum(g['size'] for g in groups)} images of {len(idx)}")
 
 
@@ -703,7 +724,7 @@ def suspects(
         _print_json(found)
         return
     for s in found:
-        out.print(f"{s['p_label']:.3f}  {s['label']} → {s['predicted']}  {s['path']}", highlight=False)
+        out.print(f"{s['p_label']:.3f}  {s['label']} → {s['predicted']}  {_shown(s['path'])}", highlight=False)
     n = len(found)
     err.print(f"{n} suspect label{'' if n == 1 else 's'} (probability of their own label below {below:g})")
 
@@ -722,6 +743,17 @@ def plot_tsne(
 
 
 def main() -> None:
+    import codecs
+
+    from lookalike.io import shown
+
+    # A safety net under the explicit _shown calls: any name with undecodable bytes that still reaches the terminal
+    # is printed readably instead of ending the command with a UnicodeEncodeError.
+    # (as bytes: the UTF-8 encoder takes only ASCII text from an error handler)
+    codecs.register_error("lookalike-shown", lambda e: (shown(e.object[e.start : e.end]).encode(), e.end))  # type: ignore[attr-defined]
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="lookalike-shown")  # type: ignore[union-attr]
     try:
         app()
     except LookalikeError as exc:

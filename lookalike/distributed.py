@@ -55,14 +55,20 @@ class DescribeActor:
         self.dim = self.describer.dim
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        paths = [Path(str(p)) for p in batch["path"]]
-        known = {Path(str(p)): (str(h) or None) for p, h in zip(batch["path"], batch["known"], strict=True)}
+        paths = [_path(p) for p in batch["path"]]
+        known = {_path(p): (str(h) or None) for p, h in zip(batch["path"], batch["known"], strict=True)}
         items: list[Prepared] = []
         rows: list[np.ndarray] = []
         for b in self.describer.describe_files(paths, known_hashes=known.get, batch_size=len(paths), workers=1):
             items.extend(b.items)
             rows.append(b.vectors)
         return encode_items(items, np.concatenate(rows) if rows else np.zeros((0, self.dim), np.float32), self.dim)
+
+
+def _path(value: Any) -> Path:
+    """A path back from a Ray Data column: paths travel as their bytes on disk, since Arrow strings must be valid
+    UTF-8 and a file name need not be."""
+    return Path(os.fsdecode(value if isinstance(value, (bytes, str)) else bytes(value)))
 
 
 def encode_items(items: Sequence[Prepared], vectors: np.ndarray, dim: int) -> dict[str, np.ndarray]:
@@ -86,7 +92,7 @@ def encode_items(items: Sequence[Prepared], vectors: np.ndarray, dim: int) -> di
             has[j] = True
             v += 1
     return {
-        "path": np.array([str(it.path) for it in items], dtype=object),
+        "path": np.array([os.fsencode(it.path) for it in items], dtype=object),
         "info": np.array(info, dtype=object),
         "has_vector": has,
         "vector": out,
@@ -99,7 +105,7 @@ def decode_items(batch: dict[str, np.ndarray]) -> Batch:
     for path, info in zip(batch["path"], batch["info"], strict=True):
         d = json.loads(str(info))
         meta = None if d["meta"] is None else ImageMeta(*d["meta"])
-        items.append(Prepared(Path(str(path)), hash=d["hash"], meta=meta, error=d["error"], unchanged=d["unchanged"]))
+        items.append(Prepared(_path(path), hash=d["hash"], meta=meta, error=d["error"], unchanged=d["unchanged"]))
     has = np.asarray(batch["has_vector"], bool)
     vectors = np.asarray(batch["vector"], np.float32).reshape(len(items), -1)[has]
     described = [it for it, h in zip(items, has, strict=True) if h]
@@ -154,7 +160,9 @@ def ray_describe_files(
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = progress
         with _quiet_ray_data(ctx):
-            items = [{"path": str(p), "known": (known_hashes(p) if known_hashes else None) or ""} for p in paths]
+            items = [
+                {"path": os.fsencode(p), "known": (known_hashes(p) if known_hashes else None) or ""} for p in paths
+            ]
             ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // batch_size + 1, 4 * workers)))
             ds = ds.map_batches(
                 DescribeActor,

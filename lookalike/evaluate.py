@@ -23,6 +23,7 @@ import numpy as np
 
 from lookalike.errors import LookalikeError
 from lookalike.images import labelled_files
+from lookalike.io import REPORT_MARKER, atomic_write, atomic_write_json, now_iso
 from lookalike.metrics import KS, classification_metrics, expected_calibration_error, retrieval_metrics, top_k_accuracy
 
 if TYPE_CHECKING:
@@ -221,12 +222,13 @@ def write_report(index: Index, evaluation: Evaluation, out_dir: str | os.PathLik
     """``out_dir/index.html`` with the metrics, a confusion matrix, a t-SNE of index and test vectors, and a grid of
     each class's mistakes (the most confident first, as they are the most telling); returns the HTML path."""
     import html
-    import json
 
     from lookalike.plots import confusion_png, mistakes_png, tsne_png
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # the marker first: a report written next to the photos is never indexed as photos, even if this run stops
+    atomic_write_json(out / REPORT_MARKER, {"format": 1, "written_by": "lookalike evaluate --report", "at": now_iso()})
     m = evaluation.metrics
     confusion_png(m["confusion"]["labels"], m["confusion"]["matrix"], out / "confusion.png")
     tsne_png(
@@ -237,7 +239,7 @@ def write_report(index: Index, evaluation: Evaluation, out_dir: str | os.PathLik
         extra_labels=evaluation.y_true,
         title="t-SNE: index (dots) and test images (crosses)",
     )
-    (out / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
+    atomic_write_json(out / "metrics.json", m)
     grids: list[tuple[str, str, int]] = []
     for c in m["classes"]:
         wrong = [
@@ -302,7 +304,7 @@ macro-F1 <b>{pct(m["macro_f1"])}</b>, MAP@R <b>{pct(m["map_at_r"])}</b>, ECE {m[
 </body></html>
 """
     path = out / "index.html"
-    path.write_text(page)
+    atomic_write(path, page)
     return path
 
 

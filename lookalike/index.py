@@ -25,10 +25,10 @@ from lookalike.config import IndexConfig, RunOptions, split_settings
 from lookalike.distributed import ray_describe_files, require_ray
 from lookalike.embed import Batch, Describer
 from lookalike.errors import ImageError, IndexMismatchError, LookalikeError
-from lookalike.images import IMAGE_EXTENSIONS, content_hash, decode, find_images, read_file
+from lookalike.images import IMAGE_EXTENSIONS, content_hash, decode, discover, read_file
 from lookalike.progress import bar
 from lookalike.search import VectorSearch, open_searcher, refresh_ann
-from lookalike.store import INDEX_DIRNAME, Store, make_table, plan_update, with_labels
+from lookalike.store import INDEX_DIRNAME, Store, make_table, names_of, plan_update, with_labels
 from lookalike.vocab import check_same_vocabulary, ensure_vocabulary, fit_pending_post
 
 MODES = ("all", "same-class", "other-classes")
@@ -67,7 +67,13 @@ class SearchResult:
 
 @dataclass
 class BuildReport:
-    """What an index run did; ``skipped`` lists (relative path, reason) for files that could not be used."""
+    """What an index run did, accounting for every image-named entry it saw:
+    ``total == added + updated + unchanged + resumed + len(skipped)`` (``removed`` rows were gone from disk).
+
+    ``skipped`` lists (relative path, reason) for entries that could not be used (exact names: pass them through
+    :func:`lookalike.io.shown` to print); ``ignored`` counts the other files by extension; ``left_out`` lists
+    (relative folder, why) for folders lookalike wrote itself, which are never indexed.
+    """
 
     total: int = 0
     added: int = 0
@@ -76,6 +82,8 @@ class BuildReport:
     unchanged: int = 0
     resumed: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    ignored: dict[str, int] = field(default_factory=dict)
+    left_out: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -192,22 +200,19 @@ class Index:
         """
         options = options or RunOptions()
         store, describer, root = self.store, self.describer, self.root
-        files = find_images(root, exclude=[store.path])
+        found = discover(root, exclude=[store.path])
+        files = found.files
         if not files and len(store) == 0:
             exts = ", ".join(sorted(IMAGE_EXTENSIONS))
             raise LookalikeError(f"no images found in {root} (looked for {exts}, in any case)")
         ensure_vocabulary(store, describer, files, progress=options.progress)
 
-        on_disk: dict[str, tuple[int, int]] = {}
-        for p in files:
-            with contextlib.suppress(OSError):
-                st = p.stat()
-                on_disk[p.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns)
+        on_disk = {p.relative_to(root).as_posix(): found.stats[p] for p in files}
         old = store.table
-        old_rows = {n: i for i, n in enumerate(old.column("path").to_pylist())}
+        old_rows = {n: i for i, n in enumerate(store.names())}
         sizes, mtimes, hashes = (old.column(c).to_pylist() for c in ("size", "mtime_ns", "hash"))
         recovered = store.read_parts()
-        rec_rows = {} if recovered is None else {n: i for i, n in enumerate(recovered.column("path").to_pylist())}
+        rec_rows = {} if recovered is None else {n: i for i, n in enumerate(names_of(recovered))}
         rec_stat = (
             {}
             if recovered is None
@@ -227,9 +232,16 @@ class Index:
             {n: (s.get("size"), s.get("mtime_ns")) for n, s in skipped_before.items()},
         )
         report = BuildReport(
-            total=len(files), unchanged=len(plan.keep), resumed=len(plan.resume), removed=len(plan.removed)
+            total=found.seen,
+            unchanged=len(plan.keep),
+            resumed=len(plan.resume),
+            removed=len(plan.removed),
+            ignored=dict(sorted(found.ignored.items(), key=lambda kv: (-kv[1], kv[0]))),
+            left_out=[(rel_name(p, root), why) for p, why in found.left_out],
         )
+        # entries that are no regular files are found again (and not opened) on every run: no size or mtime to keep
         skipped = [skipped_before[n] for n in plan.skip_again]
+        skipped += [{"path": rel_name(p, root), "reason": why} for p, why in found.skipped]
         new_tables: list[pa.Table] = []
         rows: list[dict[str, Any]] = []
         vecs: list[np.ndarray] = []
@@ -280,7 +292,7 @@ class Index:
         parts = [old.take(sorted(old_rows[n] for n in plan.keep))] if plan.keep else []
         if reused:  # content unchanged but touched: keep the vector, refresh size and mtime
             t = old.take(sorted(old_rows[n] for n in reused))
-            names = t.column("path").to_pylist()
+            names = names_of(t)
             for col, pos in (("size", 0), ("mtime_ns", 1)):
                 values = pa.array([on_disk[n][pos] for n in names], pa.int64())
                 t = t.set_column(t.schema.get_field_index(col), col, values)
@@ -291,6 +303,7 @@ class Index:
         parts.extend(new_tables)
         parts = [store.conform(t) for t in parts]  # old rows may be float32 when float16 storage was asked
         table = pa.concat_tables(parts) if parts else make_table([], np.zeros((0, store.dim), np.float32), store.dim)
+        store.meta["discovery"] = {"ignored": report.ignored, "left_out": [list(x) for x in report.left_out]}
         store.commit(with_labels(table, store.meta.get("labels", "folders")), skipped)
         report.skipped = [(s["path"], s["reason"]) for s in skipped]
         fit_pending_post(store, describer)
@@ -363,7 +376,9 @@ class Index:
 
     @property
     def names(self) -> list[str]:
-        return self._view("names", lambda: self.store.column("path"))
+        """Paths relative to the photo folder, exact (a name that is not valid UTF-8 keeps its bytes: shown in
+        readable form by :func:`lookalike.io.shown`)."""
+        return self._view("names", self.store.names)
 
     @property
     def paths(self) -> list[Path]:
@@ -554,6 +569,8 @@ class Index:
             "unlabelled": sum(1 for lab in self.labels if lab is None),
             "gps_tagged": int(sum(1 for v in self.store.column("gps_lat") if v is not None)),
             "skipped": [{"path": s["path"], "reason": s["reason"]} for s in self.store.skipped],
+            "ignored": meta.get("discovery", {}).get("ignored", {}),
+            "left_out": [{"path": p, "reason": r} for p, r in meta.get("discovery", {}).get("left_out", [])],
             "interrupted_parts": self.store.pending_parts(),
             "vectors": self.store.vector_type,
             "search": meta.get("ann") or {"kind": "auto", "index": "flat", "exact": True},
@@ -575,6 +592,11 @@ class Index:
             return None
         keep = ("method", "classes", "n_train", "fitted", "stale", "metrics")
         return {k: head[k] for k in keep if k in head}
+
+
+def rel_name(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` with forward slashes: the name an index keeps for it."""
+    return path.relative_to(root).as_posix()
 
 
 def describer_of(store: Store, *, runtime: str = "auto") -> Describer:

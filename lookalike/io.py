@@ -68,6 +68,77 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+# --- folders lookalike writes, recognised wherever photos are looked for ------------------------------------------
+
+EXPORT_MARKER = ".lookalike-export.json"
+"""In a cluster export folder (lookalike.cluster.export): what the last export wrote there."""
+REPORT_MARKER = ".lookalike-report.json"
+"""In an evaluation report folder (lookalike.evaluate.write_report): what wrote it and when."""
+INDEX_SIGNATURE = ("meta.json", "images.parquet")
+"""An index folder holds both (lookalike.store names them META_FILE and TABLE_FILE)."""
+
+
+def written_by_lookalike(folder: str | os.PathLike[str]) -> str | None:
+    """Why ``folder`` is lookalike's own output (its copies and contact sheets must never come back as photos), or
+    None for a folder of the user's."""
+    folder = Path(folder)
+    if (folder / EXPORT_MARKER).is_file():
+        return "a lookalike cluster export"
+    if (folder / REPORT_MARKER).is_file():
+        return "a lookalike evaluation report"
+    if all((folder / name).is_file() for name in INDEX_SIGNATURE):
+        return "a lookalike index folder"
+    return None
+
+
+# --- file names that are not valid UTF-8 --------------------------------------------------------------------------
+# Python hands such names over as strings with lone surrogates (PEP 383 "surrogateescape"): exact, since they encode
+# back to the bytes on disk, but not encodable as UTF-8, so Parquet, JSON for other programs and the terminal refuse
+# them. Inside lookalike names stay exact; these functions are the boundary.
+
+
+def name_bytes(name: str) -> bytes | None:
+    """The bytes on disk of a name that is not valid UTF-8, or None for an ordinary name (stored as it is)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name)
+    return None
+
+
+def name_from(text: str, raw: bytes | None) -> str:
+    """The exact name back from what :func:`shown` and :func:`name_bytes` stored."""
+    return os.fsdecode(raw) if raw is not None else text
+
+
+def shown(name: str) -> str:
+    """A name as people and UTF-8 consumers see it: undecodable bytes become U+FFFD (the name itself is unchanged
+    when it is valid UTF-8)."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte (not from a file system, but never crash)
+        raw = name.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace")
+
+
+def shown_json(obj: Any) -> Any:
+    """``obj`` with every string (keys too) passed through :func:`shown`: JSON printed or served is valid UTF-8."""
+    if isinstance(obj, str):
+        return shown(obj)
+    if isinstance(obj, dict):
+        return {shown(k) if isinstance(k, str) else k: shown_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [shown_json(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return shown(os.fspath(obj))  # type: ignore[arg-type]
+    return obj
+
+
 def now_iso() -> str:
     """UTC time to the second, as written in every header and card lookalike keeps."""
     return datetime.now(UTC).replace(microsecond=0).isoformat()

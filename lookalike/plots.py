@@ -15,7 +15,7 @@ from PIL import Image
 
 from lookalike.errors import ImageError
 from lookalike.images import load_image
-from lookalike.io import atomic_write
+from lookalike.io import atomic_write, shown
 
 THUMB = 256
 
@@ -46,6 +46,9 @@ def thumbnail(source: str | os.PathLike[str] | Image.Image, size: int = THUMB) -
 
 
 def _short(text: str, n: int = 28) -> str:
+    """A file name for a figure: readable (U+FFFD for bytes that are not UTF-8: fonts cannot draw the escapes)
+    and at most ``n`` characters, keeping the end, which tells names apart."""
+    text = shown(text)
     return text if len(text) <= n else "…" + text[-(n - 1) :]
 
 
@@ -115,7 +118,7 @@ def vlad_map(index, image: str | os.PathLike[str], out: str | os.PathLike[str], 
         overlay = np.pad(overlay, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.2 * vh / max(vw, 1) + 0.8))
     axes[0].imshow(shown)
-    axes[0].set_title(Path(str(image)).name, fontsize=10)
+    axes[0].set_title(_short(Path(str(image)).name, 60), fontsize=10)
     axes[1].imshow(shown)
     axes[1].imshow(overlay[..., :3], alpha=alpha, interpolation="nearest")
     axes[1].set_title(f"VLAD-{k} {'soft' if pooling.soft else 'hard'}: nearest centre per patch", fontsize=10)

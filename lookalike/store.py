@@ -4,8 +4,8 @@ Layout of an index folder (``PHOTOS_DIR/.lookalike`` by default)::
 
     meta.json        format version, photo root, model, pooling, resolution, vector size, label mode
     images.parquet   one row per indexed image: path (relative to the root), size, mtime_ns, hash, width, height,
-                     label, exif_time, gps_lat, gps_lon, vector (fixed-size list of float32, or float16 when
-                     meta "vectors" is "float16")
+                     label, exif_time, gps_lat, gps_lon, path_bytes (the exact bytes of a name that is not
+                     UTF-8), vector (fixed-size list of float32, or float16 when meta "vectors" is "float16")
     ann.faiss        approximate-nearest-neighbour index for large indexes (meta "ann" says which, its recall and
                      which vectors it was built from); absent while exact search is used
     skipped.json     files that could not be used, with why (kept so unchanged bad files are not retried)
@@ -36,7 +36,7 @@ from lookalike.aggregate import PCA_FILE, VOCAB_FILE
 from lookalike.config import VECTOR_TYPES as _VECTOR_TYPE_NAMES
 from lookalike.config import folder_label
 from lookalike.errors import IndexMissingError, LookalikeError
-from lookalike.io import atomic_write, atomic_write_json, now_iso
+from lookalike.io import INDEX_SIGNATURE, atomic_write, atomic_write_json, name_bytes, name_from, now_iso, shown
 
 FORMAT_VERSION = 1
 INDEX_DIRNAME = ".lookalike"
@@ -44,8 +44,7 @@ INDEX_DIRNAME = ".lookalike"
 # Every file an index folder may hold, in one table: its name, the module that writes it, and what it is. Writers
 # take their names from here (the two that lower layers own are defined there and listed here), so a reader of
 # this table knows the whole folder.
-META_FILE = "meta.json"
-TABLE_FILE = "images.parquet"
+META_FILE, TABLE_FILE = INDEX_SIGNATURE  # "meta.json", "images.parquet": how discovery knows an index folder
 SKIPPED_FILE = "skipped.json"
 PARTS_DIR = "parts"
 LOCK_FILE = "lock"
@@ -80,7 +79,11 @@ META_FIELDS: list[tuple[str, pa.DataType]] = [
     ("exif_time", pa.string()),
     ("gps_lat", pa.float64()),
     ("gps_lon", pa.float64()),
+    ("path_bytes", pa.binary()),
 ]
+"""``path`` is the name relative to the root as text; a name that is not valid UTF-8 (old camera cards, archives)
+has its exact bytes in ``path_bytes`` and its readable form, undecodable bytes as U+FFFD, in ``path`` (null
+otherwise). Tables written before ``path_bytes`` existed read as if it were all null."""
 
 
 VECTOR_TYPES = {name: getattr(pa, name)() for name in _VECTOR_TYPE_NAMES}
@@ -111,7 +114,9 @@ def arrow_to_vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray
 
 
 def make_table(rows: list[dict[str, Any]], vectors: np.ndarray, dim: int) -> pa.Table:
-    """Rows of metadata (keys of META_FIELDS) plus their vectors -> a table in the index schema."""
+    """Rows of metadata (keys of META_FIELDS; ``path`` the exact name, whatever its bytes) plus their vectors -> a
+    table in the index schema."""
+    rows = [{**r, "path": shown(r["path"]), "path_bytes": name_bytes(r["path"])} for r in rows]
     columns = {name: pa.array([r.get(name) for r in rows], type=typ) for name, typ in META_FIELDS}
     if len(rows) == 0:
         vectors = np.zeros((0, dim), dtype=np.float32)
@@ -172,10 +177,28 @@ def plan_update(
     return plan
 
 
+def names_of(table: pa.Table) -> list[str]:
+    """The exact names (relative paths) of a table's rows: what is on disk, byte for byte."""
+    text = table.column("path").to_pylist()
+    if "path_bytes" not in table.column_names:
+        return text
+    return [name_from(t, r) for t, r in zip(text, table.column("path_bytes").to_pylist(), strict=True)]
+
+
+def upgrade(table: pa.Table) -> pa.Table:
+    """A table of an older index (no ``path_bytes`` column) in the current column order; others unchanged."""
+    order = [name for name, _ in META_FIELDS] + ["vector"]
+    if "path_bytes" in table.column_names or set(table.column_names) != set(order) - {"path_bytes"}:
+        return table  # current, or not an index table at all (schema checks downstream refuse it)
+    table = table.append_column(pa.field("path_bytes", pa.binary()), pa.nulls(table.num_rows, pa.binary()))
+    return table.select(order)
+
+
 def with_labels(table: pa.Table, rule: str) -> pa.Table:
     """``table`` with its label column derived from each path by the label rule (labels follow moves and a change
-    of rule without re-embedding anything)."""
-    labels = pa.array([folder_label(p, rule) for p in table.column("path").to_pylist()], pa.string())
+    of rule without re-embedding anything); a folder name that is not valid UTF-8 gives its readable form."""
+    labels = [folder_label(p, rule) for p in names_of(table)]
+    labels = pa.array([None if lab is None else shown(lab) for lab in labels], pa.string())
     return table.set_column(table.schema.get_field_index("label"), "label", labels)
 
 
@@ -214,7 +237,7 @@ class Store:
         dim = int(meta["dim"])
         if table_path.is_file():
             try:
-                table = pq.read_table(table_path)
+                table = upgrade(pq.read_table(table_path))
             except (OSError, pa.ArrowException) as exc:
                 raise LookalikeError(
                     f"{table_path}: unreadable ({exc}); rebuild with `lookalike index --rebuild`"
@@ -275,7 +298,12 @@ class Store:
     def conform(self, table: pa.Table) -> pa.Table:
         """``table`` with its vector column in this index's stored type (checkpoints and old rows alike)."""
         target = schema(self.dim, self.vector_type)
+        table = upgrade(table)
         return table if table.schema.equals(target) else table.cast(target)
+
+    def names(self) -> list[str]:
+        """The exact relative path of each row (see :func:`names_of`); ``column("path")`` is the readable form."""
+        return names_of(self.table)
 
     def column(self, name: str) -> list[Any]:
         return self.table.column(name).to_pylist()
@@ -324,6 +352,7 @@ class Store:
                 t = pq.read_table(f)
             except (OSError, pa.ArrowException):
                 continue  # a part is renamed into place only when complete; an unreadable one is garbage
+            t = upgrade(t)
             if t.schema.equals(schema(self.dim)) or t.schema.equals(schema(self.dim, "float16")):
                 tables.append(self.conform(t))
         return pa.concat_tables(tables) if tables else None

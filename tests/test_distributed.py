@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,10 @@ HAS_RAY = importlib.util.find_spec("ray") is not None
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = make_samples(tmp_path_factory.mktemp("dist") / "photos", per_class=5, size=160)
     (root / "temple" / "broken.jpg").write_bytes(b"not a jpeg at all")  # must be skipped the same way by both
+    # a name that is not UTF-8 travels through Ray Data (Arrow) as bytes; a pipe is never handed to a worker
+    shutil.copy(sorted((root / "flower").glob("*.jpg"))[0], root / "flower" / os.fsdecode(b"\xff odd.jpg"))
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(root / "temple" / "pipe.jpg")
     return root
 
 
@@ -52,14 +58,15 @@ def test_encode_decode_round_trip_keeps_items_and_vectors() -> None:
         Prepared(Path("/a/bad.jpg"), error="not an image"),
         Prepared(Path("/a/same.jpg"), hash="h3", unchanged=True),
         Prepared(Path("/a/y.jpg"), hash="h4", meta=ImageMeta(3, 4)),
+        Prepared(Path(os.fsdecode(b"/a/\xff\xfe.jpg")), hash="h5", meta=ImageMeta(5, 6)),
     ]
-    vectors = np.arange(6, dtype=np.float32).reshape(2, 3)
+    vectors = np.arange(9, dtype=np.float32).reshape(3, 3)
     batch = decode_items(encode_items(items, vectors, 3))
     assert [(i.path, i.hash, i.error, i.unchanged, i.meta) for i in batch.items] == [
         (i.path, i.hash, i.error, i.unchanged, i.meta) for i in items
     ]
     np.testing.assert_array_equal(batch.vectors, vectors)
-    assert [i.path.name for i in batch.described] == ["x.jpg", "y.jpg"]
+    assert [i.path.name for i in batch.described] == ["x.jpg", "y.jpg", os.fsdecode(b"\xff\xfe.jpg")]
 
 
 @pytest.mark.skipif(not HAS_RAY, reason='Ray is not installed (pip install "lookalike[ray]")')
@@ -80,7 +87,10 @@ def test_ray_engine_builds_the_same_index_as_local(photos: Path, tmp_path: Path)
     assert remote.store.column("hash") == local.store.column("hash")
     assert remote.store.column("width") == local.store.column("width")
     assert sorted(remote.report.skipped) == sorted(local.report.skipped)
-    assert [s for s, _ in local.report.skipped] == ["temple/broken.jpg"]
+    assert sorted(s for s, _ in local.report.skipped) == ["temple/broken.jpg"] + (
+        ["temple/pipe.jpg"] if hasattr(os, "mkfifo") else []
+    )
+    assert os.fsdecode(b"flower/\xff odd.jpg") in remote.names
     np.testing.assert_allclose(remote.vectors, local.vectors, atol=1e-4)
     assert remote.store.pending_parts() == 0
     # everything after indexing is the local code: an update run embeds nothing

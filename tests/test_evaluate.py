@@ -219,6 +219,11 @@ def test_report_writes_pictures_and_page(setup, tmp_path: Path, monkeypatch: pyt
         assert grids[c] == sorted(shots, key=lambda s: -s[2])
         assert f"{c}: {len(shots)} misclassified" in html
     assert misfiled <= {p for p, _, _ in grids["temple"]}
+    # its PNGs are lookalike's pictures, not photos: a folder holding the report never indexes them
+    from lookalike.images import discover
+
+    found = discover(tmp_path)
+    assert found.left_out == [(tmp_path / "report", "a lookalike evaluation report")] and not found.files
 
 
 def test_mistakes_grid(setup, tmp_path: Path) -> None:  # noqa: ANN001

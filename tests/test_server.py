@@ -564,3 +564,24 @@ def test_bad_server_options_are_one_line_errors(server_index: Index, tmp_path: P
         create_app(server_index, workers=0)
     with pytest.raises(LookalikeError, match="no lookalike index"):
         create_app(tmp_path / "nowhere")
+
+
+def test_a_name_that_is_not_utf8_is_served_readably_and_opened_exactly(sample_dir: Path, tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    root = tmp_path / "photos"
+    shutil.copytree(sample_dir / "flower", root / "flower")
+    odd = os.fsdecode(b"flower/\xff\xfe.jpg")
+    src = sorted((root / "flower").glob("*.jpg"))[0]
+    Image.open(src).rotate(90, expand=True).save(root / odd)  # distinct content: not a byte copy of another photo
+    index = Index.build(root)
+    i = index.names.index(odd)
+    with TestClient(create_app(index)) as c:
+        res = c.get("/api/search", params={"id": 0, "k": len(index) - 1})
+        assert res.status_code == 200
+        names = [m["name"] for m in json.loads(res.content.decode("utf-8"))["matches"]]
+        assert "flower/\ufffd\ufffd.jpg" in names
+        assert c.get(f"/api/thumbnails/{i}").status_code == 200
+        assert c.get(f"/api/images/{i}").content == (root / odd).read_bytes()
+        assert json.loads(c.get("/api/search", params={"id": i}).content.decode("utf-8"))["matches"]

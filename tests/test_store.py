@@ -95,3 +95,33 @@ def test_a_second_writer_is_refused(tmp_path: Path) -> None:
     other = Store.open(tmp_path / "idx")
     with store.lock(), pytest.raises(LookalikeError, match="being updated by another"), other.lock():
         pass
+
+
+def test_names_that_are_not_utf8_round_trip_through_the_table(tmp_path: Path) -> None:
+    import os
+
+    odd = os.fsdecode(b"K\xfcche/\xff.jpg")  # Latin-1 folder, undecodable file
+    rows = [{"path": odd, "size": 1, "mtime_ns": 2, "hash": "h"}, {"path": "Küche/a.jpg", "size": 3, "mtime_ns": 4}]
+    store = Store.create(tmp_path / "idx", {"root": "..", "dim": 2})
+    store.commit(with_labels(make_table(rows, np.eye(2, dtype=np.float32), 2), "folders"), [])
+    again = Store.open(tmp_path / "idx")
+    assert sorted(again.names()) == sorted([odd, "Küche/a.jpg"])
+    assert set(again.column("path")) == {"K\ufffdche/\ufffd.jpg", "Küche/a.jpg"}  # readable, valid UTF-8
+    assert set(again.column("label")) == {"K\ufffdche", "Küche"}
+    assert again.column("path_bytes")[again.names().index(odd)] == b"K\xfcche/\xff.jpg"
+
+
+def test_an_index_written_before_path_bytes_still_opens_and_updates(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    store = Store.create(tmp_path / "idx", {"root": "..", "dim": 2})
+    rows = [{"path": "a/x.jpg", "size": 1, "mtime_ns": 2, "hash": "h"}]
+    store.commit(make_table(rows, np.ones((1, 2), np.float32), 2), [])
+    table = pq.read_table(tmp_path / "idx" / TABLE_FILE).drop_columns(["path_bytes"])  # the old schema
+    pq.write_table(table, tmp_path / "idx" / TABLE_FILE)
+    old = Store.open(tmp_path / "idx")
+    assert old.names() == ["a/x.jpg"] and "path_bytes" in old.table.column_names
+    old.write_part(table)  # a checkpoint of the old schema is still picked up
+    assert old.read_parts() is not None and old.read_parts().num_rows == 1
+    old.commit(old.table, [])
+    assert Store.open(tmp_path / "idx").names() == ["a/x.jpg"]

@@ -12,12 +12,12 @@ from typing import Any
 
 from lookalike.cluster.run import ClusterResult
 from lookalike.errors import ConfigError, LookalikeError
-from lookalike.io import atomic_write, atomic_write_json
+from lookalike.io import EXPORT_MARKER, atomic_write, atomic_write_json, shown_json
 from lookalike.store import CLUSTERS_FILE
 
-EXPORT_MARKER = ".lookalike-export.json"
-"""Written into an export folder: what the last export wrote there, so a re-run can update it and a folder without it
-(somebody else's) is never written into."""
+# EXPORT_MARKER (lookalike.io) is written into an export folder: what the last export wrote there, so a re-run can
+# update it, a folder without it (somebody else's) is never written into, and indexing the photos never takes the
+# export's copies and contact sheets for new photos.
 EXPORT_MODES = ("copy", "symlink", "hardlink")
 
 
@@ -151,7 +151,7 @@ def export_clusters(
             rel = f"sheets/cluster_{c['id']:04d}.png"
             contact_sheet([root / p for p in c["paths"]], out / rel, title=f"cluster {c['id']}: {c['size']} photos")
             sheet_files.append(rel)
-    atomic_write_json(out / CLUSTERS_FILE, data)
+    atomic_write_json(out / CLUSTERS_FILE, shown_json(data))  # for people and other programs: readable names
     atomic_write(out / "index.html", _html(data))
     atomic_write_json(marker, {"format": 1, "root": str(root), "mode": mode, "files": sorted(wanted)})
     return {

@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lookalike.errors import ImageError, LookalikeError
 from lookalike.images import content_hash, decode, load_image
 from lookalike.index import MODES, Index
-from lookalike.io import atomic_write
+from lookalike.io import atomic_write, shown_json
 from lookalike.store import CLUSTERS_FILE, THUMBNAILS_DIR
 
 log = logging.getLogger("lookalike.server")
@@ -359,8 +359,16 @@ class Service:
         }
 
 
+class ShownJSONResponse(JSONResponse):
+    """JSON whose strings are valid UTF-8 whatever the file names: a name with bytes that are not UTF-8 is sent in
+    its readable form (U+FFFD); clients address images by id, which is exact."""
+
+    def render(self, content: Any) -> bytes:
+        return super().render(shown_json(content))
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return ShownJSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -392,6 +400,7 @@ def create_app(
         title="lookalike",
         summary="Find look-alikes of a photo in an index, its room type, and the index's clusters.",
         version="0.1.0",
+        default_response_class=ShownJSONResponse,
     )
     app.state.service = svc
     app.add_middleware(BodyLimit, max_bytes=max_bytes + MULTIPART_SLACK, message=too_large)
