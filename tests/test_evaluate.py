@@ -223,7 +223,8 @@ def test_report_writes_pictures_and_page(setup, tmp_path: Path, monkeypatch: pyt
     from lookalike.images import discover
 
     found = discover(tmp_path)
-    assert found.left_out == [(tmp_path / "report", "a lookalike evaluation report")] and not found.files
+    assert found.left_out == [(tmp_path / "report", "a lookalike evaluation report")]
+    assert found.files and not [f for f in found.files if (tmp_path / "report") in f.parents]
 
 
 def test_mistakes_grid(setup, tmp_path: Path) -> None:  # noqa: ANN001
