@@ -182,9 +182,14 @@ def _open(data: bytes, name: str) -> Image.Image:
             raise ImageError(f"{name}: {_MISSING[kind]}") from None
         raise ImageError(f"{name}: not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, RuntimeError) as exc:
-        raise ImageError(f"{name}: unreadable image ({exc})") from None
+        raise ImageError(f"{name}: unreadable image ({_reason(exc)})") from None
     _check_size(img.size, name)
     return img
+
+
+def _reason(exc: BaseException) -> str:
+    """A decoder's complaint on one line (libheif's end with a newline; a message must stay one line)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _check_size(size: tuple[int, int], name: str) -> None:
@@ -240,7 +245,7 @@ def _decode_pillow(data: bytes, name: str, target: int | None) -> tuple[Image.Im
     except ImageError:
         raise
     except (OSError, ValueError, SyntaxError, RuntimeError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
+        raise ImageError(f"{name}: corrupt or truncated image ({_reason(exc)})") from None
     return img, meta
 
 
@@ -275,7 +280,7 @@ def decode_raw(data: bytes, name: str = "image", target: int | None = None) -> t
     except ImageError:
         raise
     except (rawpy.LibRawError, rawpy.NotSupportedError, OSError, ValueError) as exc:
-        raise ImageError(f"{name}: not a RAW photo LibRaw can read ({exc})") from None
+        raise ImageError(f"{name}: not a RAW photo LibRaw can read ({_reason(exc)})") from None
     meta = _raw_meta(data) or preview_meta or ImageMeta(w, h)
     meta.width, meta.height = w, h
     if not (meta.exif_time or meta.gps_lat is not None) and preview_meta:
@@ -325,8 +330,10 @@ def _raw_meta(data: bytes) -> ImageMeta | None:
         if data[:4] not in (b"II*\x00", b"MM\x00*"):
             return None
         exif = Image.Exif()
-        exif.load(data)
-        return _meta_from_exif(exif, 0, 0, rotate=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns of corrupt EXIF; here it just means no metadata
+            exif.load(data)
+            return _meta_from_exif(exif, 0, 0, rotate=False)
     except Exception:  # malformed metadata yields no metadata, never an error
         return None
 
