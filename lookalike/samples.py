@@ -146,17 +146,18 @@ def write_dng(
     exif: Image.Exif | None = None,
 ) -> Path:
     """A minimal but real DNG 1.4 of ``image``: the picture mosaicked into a 12-bit RGGB Bayer raw (a SubIFD), IFD0 a
-    preview of ``preview`` px on its long side (a baseline JPEG, or uncompressed RGB; none when None) and the EXIF
-    and GPS IFDs of ``exif``. No camera RAW can be had offline, so this is what LibRaw is tested on: it decodes it
+    preview of ``preview`` px on its long side (a baseline JPEG, or uncompressed RGB; none when None), the orientation
+    of ``exif`` and from it the capture time (``DateTimeOriginal``) and GPS position, the tags lookalike reads. No camera RAW can be had offline, so this is what LibRaw is tested on: it decodes it
     as any DNG (demosaic, embedded preview, orientation), which is the path every camera's RAW takes in lookalike.
     """
     import struct
     from fractions import Fraction
 
-    srgb = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+    v = np.arange(256) / 255.0
+    to_linear = np.round(np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4) * 4095).astype(np.uint16)
+    srgb = np.asarray(image.convert("RGB"))
     h, w = (srgb.shape[0] // 2) * 2, (srgb.shape[1] // 2) * 2
-    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)  # a sensor counts light
-    rgb = np.round(linear[:h, :w] * 4095).astype(np.uint16)  # 12 bit
+    rgb = to_linear[srgb[:h, :w]]  # a sensor counts light: linear, 12 bit
     cfa = np.empty((h, w), "<u2")
     cfa[0::2, 0::2], cfa[0::2, 1::2] = rgb[0::2, 0::2, 0], rgb[0::2, 1::2, 1]
     cfa[1::2, 0::2], cfa[1::2, 1::2] = rgb[1::2, 0::2, 1], rgb[1::2, 1::2, 2]
@@ -263,11 +264,14 @@ def write_dng(
     else:
         tags.update({256: (long_, 8), 257: (long_, 8), 258: (short, 8), 262: (short, 1), 277: (short, 1)})
         tags.update({273: (long_, place(bytes(64))), 278: (long_, 8), 279: (long_, 64), 259: (short, 1)})
-    for pointer in (0x8769, 0x8825):
+    for pointer, kept in ((0x8769, {0x9003: ascii_}), (0x8825, {1: ascii_, 2: rational, 3: ascii_, 4: rational})):
         sub = exif.get_ifd(pointer)
-        if sub:
-            kinds = {tag: ascii_ if isinstance(v, str | bytes) else rational for tag, v in sub.items()}
-            sub_tags = {tag: (kinds[tag], v.decode() if isinstance(v, bytes) else v) for tag, v in sub.items()}
+        sub_tags = {
+            tag: (kind, sub[tag].decode("ascii", "ignore").strip("\x00") if isinstance(sub[tag], bytes) else sub[tag])
+            for tag, kind in kept.items()
+            if tag in sub
+        }
+        if sub_tags:
             tags[pointer] = (long_, place_ifd(sub_tags))
     ifd0_at = place_ifd(tags)
     struct.pack_into("<I", out, 4, ifd0_at)
