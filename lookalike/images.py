@@ -296,6 +296,8 @@ def _raw_preview(
         if thumb.format == jpeg:
             img = _open(thumb.data, name)
             meta = read_meta(img)
+            if meta.exif_time == "1970-01-01T00:00:00":  # LibRaw's own EXIF header on a preview: time unknown
+                meta.exif_time = None
             own = img.getexif().get(0x0112, 1)
             if min(img.size) < need:
                 return None, meta

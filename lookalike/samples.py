@@ -144,11 +144,14 @@ def write_dng(
     preview: int | None = 1024,
     jpeg_preview: bool = True,
     exif: Image.Exif | None = None,
+    metadata_in: str = "raw",
 ) -> Path:
     """A minimal but real DNG 1.4 of ``image``: the picture mosaicked into a 12-bit RGGB Bayer raw (a SubIFD), IFD0 a
-    preview of ``preview`` px on its long side (a baseline JPEG, or uncompressed RGB; none when None), the orientation
-    of ``exif`` and from it the capture time (``DateTimeOriginal``) and GPS position, the tags lookalike reads. No camera RAW can be had offline, so this is what LibRaw is tested on: it decodes it
-    as any DNG (demosaic, embedded preview, orientation), which is the path every camera's RAW takes in lookalike.
+    preview of ``preview`` px on its long side (a baseline JPEG, or uncompressed RGB; none when None) with the
+    orientation of ``exif``, and the capture time (``DateTimeOriginal``) and GPS position of ``exif``, the tags
+    lookalike reads, in the RAW's own IFDs (``metadata_in="raw"``) or only in the JPEG preview's EXIF ("preview", as
+    Fujifilm's RAF keeps them). No camera RAW can be had offline, so this is what LibRaw is tested on: it decodes it
+    as any DNG (demosaic, embedded preview, orientation), the path every camera's RAW takes in lookalike.
     """
     import struct
     from fractions import Fraction
@@ -242,8 +245,14 @@ def write_dng(
         thumb.thumbnail((preview, preview))
         if jpeg_preview:
             buf = io.BytesIO()
-            thumb.save(buf, "JPEG", quality=92)
+            own = Image.Exif()
+            if metadata_in == "preview":  # time and GPS, not the orientation: that is the RAW's (IFD0) alone
+                own.get_ifd(0x8769).update(exif.get_ifd(0x8769))
+                own.get_ifd(0x8825).update(exif.get_ifd(0x8825))
+            thumb.save(buf, "JPEG", quality=92, **({"exif": own.tobytes()} if metadata_in == "preview" else {}))
             strip, photometric, compression = buf.getvalue(), 6, 7
+            if metadata_in == "preview" and strip[2:4] == b"\xff\xe0":  # EXIF first, as a camera writes its JPEGs
+                strip = strip[:2] + strip[4 + int.from_bytes(strip[4:6], "big") :]
         else:
             strip, photometric, compression = thumb.tobytes(), 2, 1
         strip_at = place(strip)
@@ -265,7 +274,7 @@ def write_dng(
         tags.update({256: (long_, 8), 257: (long_, 8), 258: (short, 8), 262: (short, 1), 277: (short, 1)})
         tags.update({273: (long_, place(bytes(64))), 278: (long_, 8), 279: (long_, 64), 259: (short, 1)})
     for pointer, kept in ((0x8769, {0x9003: ascii_}), (0x8825, {1: ascii_, 2: rational, 3: ascii_, 4: rational})):
-        sub = exif.get_ifd(pointer)
+        sub = exif.get_ifd(pointer) if metadata_in == "raw" else {}
         sub_tags = {
             tag: (kind, sub[tag].decode("ascii", "ignore").strip("\x00") if isinstance(sub[tag], bytes) else sub[tag])
             for tag, kind in kept.items()

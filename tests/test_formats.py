@@ -121,11 +121,30 @@ def test_raw_demosaics_at_half_size_when_the_preview_is_missing_or_too_small(
     path = _dng(tmp_path, preview=preview)
     img, meta = decode(path.read_bytes(), str(path), target=128)
     assert img.size == (100, 150), "half of the 200×300 upright sensor"
+    assert (meta.width, meta.height) == (200, 300)
     arr = np.asarray(img).astype(int)
     assert _is_blue(arr[8, -8]) and not _is_blue(arr[8, 8]), "demosaiced upright"
     red = arr[-20:, :20].reshape(-1, 3).mean(0)
     assert red[0] > 2 * red[1] and red[0] > 2 * red[2], f"the red stays red through the colour pipeline: {red}"
     assert meta.exif_time == "2024-05-06T07:08:09" and meta.gps_lat == pytest.approx(GPS[0], abs=1e-6)
+
+
+def test_raw_metadata_kept_only_in_the_preview_is_read(tmp_path: Path) -> None:
+    """As in Fujifilm's RAF: the JPEG preview carries the EXIF (time, GPS, no orientation); the RAW's own IFD0 has
+    the orientation, which then applies to the preview too."""
+    path = _dng(tmp_path, preview=240, metadata_in="preview")
+    img, meta = decode(path.read_bytes(), str(path), target=128)
+    assert img.size == (160, 240) and _is_blue(np.asarray(img)[5, -5])
+    assert meta.exif_time == "2024-05-06T07:08:09"
+    assert meta.gps_lat == pytest.approx(GPS[0], abs=1e-6) and meta.gps_lon == pytest.approx(GPS[1], abs=1e-6)
+
+
+def test_a_raw_without_time_or_gps_has_none(tmp_path: Path) -> None:
+    """LibRaw gives a preview it extracts an EXIF header of its own with a 1970 time: that is no capture time."""
+    path = write_dng(tmp_path / "plain.dng", _picture((300, 200)), preview=240)
+    _, meta = decode(path.read_bytes(), str(path), target=128)
+    assert (meta.exif_time, meta.gps_lat, meta.gps_lon) == (None, None, None)
+    assert (meta.width, meta.height) == (300, 200)
 
 
 def test_an_uncompressed_preview_is_used_too(tmp_path: Path) -> None:
