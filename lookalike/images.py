@@ -189,7 +189,8 @@ def _open(data: bytes, name: str) -> Image.Image:
 
 def _reason(exc: BaseException) -> str:
     """A decoder's complaint on one line (libheif's end with a newline; a message must stay one line)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+    args = [a.decode("utf-8", "replace") if isinstance(a, bytes) else str(a) for a in exc.args]  # LibRaw's are bytes
+    return " ".join(" ".join(args).split()) or type(exc).__name__
 
 
 def _check_size(size: tuple[int, int], name: str) -> None:
