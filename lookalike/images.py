@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -26,7 +27,18 @@ from lookalike.config import folder_label
 from lookalike.errors import ImageError, LookalikeError
 from lookalike.io import written_by_lookalike
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".hif"})
+"""What iPhones (since iOS 11) and many Android phones save: HEVC stills in a HEIF container, through pillow-heif."""
+AVIF_EXTENSIONS = frozenset({".avif"})
+"""AV1 stills in a HEIF container, through Pillow's own AVIF plugin (or pillow-avif-plugin on an older Pillow)."""
+RAW_EXTENSIONS = frozenset(
+    {".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2", ".rwl", ".pef"}
+    | {".srw", ".x3f", ".3fr", ".fff", ".iiq", ".erf", ".kdc", ".dcr", ".mrw", ".mos", ".mef"}
+)
+"""Camera RAW files LibRaw decodes (through rawpy); many are TIFF inside, so the extension decides, not Pillow."""
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"} | HEIF_EXTENSIONS | AVIF_EXTENSIONS | RAW_EXTENSIONS
+)
 """The one set of extensions discovery takes as images (any case); every other file is counted as ignored."""
 MIN_SIDE = 16
 """Images smaller than this on either side carry no usable content for a 224 px model; they are refused."""
@@ -197,6 +209,64 @@ class ImageMeta:
     gps_lon: float | None = None
 
 
+# --- decoders beyond Pillow's own -------------------------------------------------------------------------------
+
+
+def _register_heif() -> bool:
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+def _register_avif() -> bool:
+    from PIL import features
+
+    if features.check("avif"):
+        return True
+    try:
+        import pillow_avif  # noqa: F401 - registers itself with Pillow on import
+    except ImportError:
+        return False
+    return True
+
+
+READABLE = {"heif": _register_heif(), "avif": _register_avif()}
+"""Which of the container formats Pillow can open here; a file of one it cannot gets a one-line message naming the
+package that reads it."""
+
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
+_MISSING = {
+    "heif": "HEIC/HEIF photos need the pillow-heif package (pip install pillow-heif)",
+    "avif": "AVIF photos need Pillow built with AVIF (Pillow >= 11.3) or the pillow-avif-plugin package",
+    "raw": "camera RAW photos need the rawpy package (pip install rawpy)",
+}
+
+
+def sniff(data: bytes, name: str = "") -> str | None:
+    """ "heif", "avif" or "raw" when the bytes (or, for RAWs that are TIFF inside, the file name) say so; None for
+    everything Pillow reads on its own. Decides the decoder, and names the missing package when one is absent."""
+    if data[4:8] == b"ftyp":
+        size = int.from_bytes(data[:4], "big")
+        brands = {data[8:12]} | {data[i : i + 4] for i in range(16, min(max(size, 16), 64), 4)}
+        if b"crx " in brands:  # Canon CR3 is an ISO media file too
+            return "raw"
+        if brands & {b"avif", b"avis"}:
+            return "avif"
+        if brands & _HEIF_BRANDS:
+            return "heif"
+    head = data[:16]
+    if head.startswith((b"FUJIFILMCCD-RAW", b"IIRO", b"IIRS", b"MMOR", b"IIU\x00", b"FOVb")):  # RAF ORF RW2 X3F
+        return "raw"
+    if head[:4] in (b"II*\x00", b"MM\x00*") and head[8:10] == b"CR":  # Canon CR2
+        return "raw"
+    if Path(name).suffix.lower() in RAW_EXTENSIONS:
+        return "raw"
+    return None
+
+
 def _open(data: bytes, name: str) -> Image.Image:
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
@@ -210,13 +280,30 @@ def _open(data: bytes, name: str) -> Image.Image:
             f"{name}: too many pixels for a safe decode (limit {Image.MAX_IMAGE_PIXELS:,} px); downscale it first"
         ) from None
     except UnidentifiedImageError:
+        kind = sniff(data, name)
+        if kind in READABLE and not READABLE[kind]:
+            raise ImageError(f"{name}: {_MISSING[kind]}") from None
         raise ImageError(f"{name}: not an image Pillow can read") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{name}: unreadable image ({exc})") from None
-    w, h = img.size
+    except (OSError, ValueError, SyntaxError, RuntimeError) as exc:
+        raise ImageError(f"{name}: unreadable image ({_reason(exc)})") from None
+    _check_size(img.size, name)
+    return img
+
+
+def _reason(exc: BaseException) -> str:
+    """A decoder's complaint on one line (libheif's end with a newline; a message must stay one line)."""
+    args = [a.decode("utf-8", "replace") if isinstance(a, bytes) else str(a) for a in exc.args]  # LibRaw's are bytes
+    return " ".join(" ".join(args).split()) or type(exc).__name__
+
+
+def _check_size(size: tuple[int, int], name: str) -> None:
+    w, h = size
     if min(w, h) < MIN_SIDE:
         raise ImageError(f"{name}: image too small ({w}×{h} px; need at least {MIN_SIDE} px on each side)")
-    return img
+    if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
+        raise ImageError(
+            f"{name}: too many pixels for a safe decode (limit {Image.MAX_IMAGE_PIXELS:,} px); downscale it first"
+        )
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -237,8 +324,16 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def decode(data: bytes, name: str = "image", target: int | None = None) -> tuple[Image.Image, ImageMeta]:
     """Decode bytes into an upright RGB image no smaller than ``target`` on its short side (when given).
 
-    ``meta.width``/``meta.height`` are the original, upright dimensions, not the draft-decoded ones.
+    ``meta.width``/``meta.height`` are the original, upright dimensions, not the draft-decoded ones. HEIC/HEIF and
+    AVIF come through Pillow's openers (pillow-heif, Pillow's AVIF plugin) and so take exactly the JPEG path below;
+    camera RAWs go to :func:`decode_raw`.
     """
+    if data and sniff(data, name) == "raw":
+        return decode_raw(data, name, target)
+    return _decode_pillow(data, name, target)
+
+
+def _decode_pillow(data: bytes, name: str, target: int | None) -> tuple[Image.Image, ImageMeta]:
     img = _open(data, name)
     meta = read_meta(img)
     try:
@@ -253,9 +348,110 @@ def decode(data: bytes, name: str = "image", target: int | None = None) -> tuple
         img.load()
     except ImageError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
+    except (OSError, ValueError, SyntaxError, RuntimeError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{name}: corrupt or truncated image ({_reason(exc)})") from None
     return img, meta
+
+
+# LibRaw's flip (0, 3, 5, 6) as the transpose that makes a preview upright; postprocess() applies it itself.
+_RAW_FLIP = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
+
+
+def decode_raw(data: bytes, name: str = "image", target: int | None = None) -> tuple[Image.Image, ImageMeta]:
+    """A camera RAW as an upright RGB image: the embedded JPEG preview when its short side covers ``target`` (no
+    demosaicing: a few ms), else LibRaw's half-size demosaic (one RGB pixel per 2×2 Bayer block, camera white
+    balance). Without ``target`` a preview must cover the half-size demosaic to be used. Capture time and GPS come
+    from the RAW's own EXIF (TIFF-based RAWs, CR3's metadata boxes) or else from the preview's."""
+    try:
+        import rawpy
+    except ImportError:
+        raise ImageError(f"{name}: {_MISSING['raw']}") from None
+    try:
+        with rawpy.imread(io.BytesIO(data)) as raw:
+            sizes = raw.sizes
+            w, h = (sizes.height, sizes.width) if sizes.flip in (5, 6) else (sizes.width, sizes.height)
+            _check_size((w, h), name)
+            need = target or min(w, h) // 2
+            img = preview_meta = None
+            try:
+                thumb = raw.extract_thumb()
+            except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
+                thumb = None
+            if thumb is not None:
+                img, preview_meta = _raw_preview(thumb, rawpy.ThumbFormat.JPEG, name, need, target, sizes.flip)
+            if img is None:
+                img = Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8))
+    except ImageError:
+        raise
+    except (rawpy.LibRawError, rawpy.NotSupportedError, OSError, ValueError) as exc:
+        raise ImageError(f"{name}: not a RAW photo LibRaw can read ({_reason(exc)})") from None
+    meta = _raw_meta(data) or preview_meta or ImageMeta(w, h)
+    meta.width, meta.height = w, h
+    if not (meta.exif_time or meta.gps_lat is not None) and preview_meta:
+        meta.exif_time, meta.gps_lat, meta.gps_lon = preview_meta.exif_time, preview_meta.gps_lat, preview_meta.gps_lon
+    return _to_rgb(img), meta
+
+
+def _raw_preview(
+    thumb: Any, jpeg: Any, name: str, need: int, target: int | None, flip: int
+) -> tuple[Image.Image | None, ImageMeta | None]:
+    """The embedded preview, upright, when it is big enough; its EXIF either way (RAF previews carry all of it)."""
+    try:
+        if thumb.format == jpeg:
+            img = _open(thumb.data, name)
+            meta = read_meta(img)
+            if meta.exif_time == "1970-01-01T00:00:00":  # LibRaw's own EXIF header on a preview: time unknown
+                meta.exif_time = None
+            own = img.getexif().get(0x0112, 1)
+            if min(img.size) < need:
+                return None, meta
+            decoded, _ = _decode_pillow(thumb.data, name, target)
+            if own in (1, None):  # the preview's own orientation, when it has one, was applied by decode()
+                decoded = decoded.transpose(_RAW_FLIP[flip]) if flip in _RAW_FLIP else decoded
+            return decoded, meta
+        img = Image.fromarray(np.asarray(thumb.data, dtype=np.uint8))
+        if min(img.size) < need:
+            return None, None
+        return (img.transpose(_RAW_FLIP[flip]) if flip in _RAW_FLIP else img), None
+    except ImageError:
+        return None, None  # a broken preview is no reason to fail: the demosaic path still works
+
+
+def _raw_meta(data: bytes) -> ImageMeta | None:
+    """Capture time and GPS from a RAW's own metadata: TIFF-structured RAWs (DNG, CR2, NEF, ARW, PEF, SRW; ORF and
+    RW2 under their own magic) hold IFD0 with EXIF and GPS pointers; CR3 keeps the EXIF IFD in its CMT2 box and the
+    GPS IFD in CMT4, each a little TIFF of its own."""
+    try:
+        if data[4:8] == b"ftyp":
+            exif_ifd, gps_ifd = _cr3_box(data, b"CMT2"), _cr3_box(data, b"CMT4")
+            if exif_ifd is None and gps_ifd is None:
+                return None
+            time = _parse_time((exif_ifd or {}).get(_DATETIME_ORIGINAL))
+            lat, lon = gps_from_exif(dict(gps_ifd or {}))
+            return ImageMeta(0, 0, exif_time=time, gps_lat=lat, gps_lon=lon)
+        if data[:4] in (b"IIRO", b"IIRS", b"IIU\x00"):
+            data = b"II*\x00" + data[4:]
+        elif data[:4] == b"MMOR":
+            data = b"MM\x00*" + data[4:]
+        if data[:4] not in (b"II*\x00", b"MM\x00*"):
+            return None
+        exif = Image.Exif()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns of corrupt EXIF; here it just means no metadata
+            exif.load(data)
+            return _meta_from_exif(exif, 0, 0, rotate=False)
+    except Exception:  # malformed metadata yields no metadata, never an error
+        return None
+
+
+def _cr3_box(data: bytes, kind: bytes) -> Image.Exif | None:
+    at = data.find(kind, 0, 1 << 20)
+    if at < 4:
+        return None
+    size = int.from_bytes(data[at - 4 : at], "big")
+    exif = Image.Exif()
+    exif.load(data[at + 4 : at - 4 + size])
+    return exif
 
 
 def read_file(path: str | os.PathLike[str]) -> bytes:
@@ -341,12 +537,7 @@ def gps_from_exif(gps: dict) -> tuple[float | None, float | None]:
     return lat, lon
 
 
-def _exif_time(exif: Image.Exif) -> str | None:
-    raw = None
-    try:
-        raw = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)
-    except Exception:
-        return None
+def _parse_time(raw: object) -> str | None:
     if not raw:
         return None
     text = raw.decode("ascii", "ignore") if isinstance(raw, bytes) else str(raw)
@@ -357,16 +548,17 @@ def _exif_time(exif: Image.Exif) -> str | None:
         return None
 
 
-def read_meta(img: Image.Image) -> ImageMeta:
-    """Upright size, capture time and GPS position; malformed EXIF yields None fields, never an error."""
-    w, h = img.size
-    exif_time = lat = lon = None
+def _exif_time(exif: Image.Exif) -> str | None:
     try:
-        exif = img.getexif()
+        return _parse_time(exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL) or exif.get(_DATETIME))
     except Exception:
-        exif = None
+        return None
+
+
+def _meta_from_exif(exif: Image.Exif | None, w: int, h: int, *, rotate: bool = True) -> ImageMeta:
+    exif_time = lat = lon = None
     if exif:
-        if exif.get(0x0112) in (5, 6, 7, 8):  # orientation rotates by 90°: report upright size
+        if rotate and exif.get(0x0112) in (5, 6, 7, 8):  # orientation rotates by 90°: report upright size
             w, h = h, w
         exif_time = _exif_time(exif)
         try:
@@ -374,6 +566,18 @@ def read_meta(img: Image.Image) -> ImageMeta:
         except Exception:
             lat = lon = None
     return ImageMeta(width=w, height=h, exif_time=exif_time, gps_lat=lat, gps_lon=lon)
+
+
+def read_meta(img: Image.Image) -> ImageMeta:
+    """Upright size, capture time and GPS position; malformed EXIF yields None fields, never an error.
+
+    HEIC/HEIF carry their rotation as transforms the decoder applies (pillow-heif then resets the EXIF orientation to
+    1), AVIF through Pillow as EXIF orientation; either way the size reported here is the upright one."""
+    try:
+        exif = img.getexif()
+    except Exception:
+        exif = None
+    return _meta_from_exif(exif, *img.size)
 
 
 def iter_chunks(items: Iterable, size: int) -> Iterator[list]:

@@ -7,6 +7,7 @@ a crop of the temple must find other temple crops, not the flower.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,3 +102,188 @@ def run_demo(
     index = Index.build(root, index_dir, progress=progress)
     results = index.search_many([str(q) for q in queries], k)
     return DemoRun(root, index, results, result_grid(results, work / "results.png"))
+
+
+# --- photos as phones and cameras write them ---------------------------------------------------------------------
+
+
+def photo_exif(
+    *, time: str | None = None, gps: tuple[float, float] | None = None, orientation: int | None = None
+) -> Image.Exif:
+    """EXIF as a camera writes it: ``DateTimeOriginal`` ("YYYY:MM:DD HH:MM:SS"), a GPS IFD in degrees/minutes/
+    seconds rationals, and the orientation tag; for writing test photos in any format Pillow can save with EXIF."""
+    from PIL import TiffImagePlugin
+
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    if time is not None:
+        exif.get_ifd(0x8769)[0x9003] = time
+    if gps is not None:
+
+        def dms(value: float) -> tuple:
+            value = abs(value)
+            d, m = int(value), int(value * 60) % 60
+            s = round((value * 3600) % 60, 4)
+            return tuple(TiffImagePlugin.IFDRational(v) for v in (d, m, s))
+
+        lat, lon = gps
+        exif.get_ifd(0x8825).update(
+            {1: "N" if lat >= 0 else "S", 2: dms(lat), 3: "E" if lon >= 0 else "W", 4: dms(lon)}
+        )
+    return exif
+
+
+_XYZ_TO_SRGB = (3.2406, -1.5372, -0.4986, -0.9689, 1.8758, 0.0415, 0.0557, -0.2040, 1.0570)
+
+
+def write_dng(
+    path: str | os.PathLike[str],
+    image: Image.Image,
+    *,
+    preview: int | None = 1024,
+    jpeg_preview: bool = True,
+    exif: Image.Exif | None = None,
+    metadata_in: str = "raw",
+) -> Path:
+    """A minimal but real DNG 1.4 of ``image``: the picture mosaicked into a 12-bit RGGB Bayer raw (a SubIFD), IFD0 a
+    preview of ``preview`` px on its long side (a baseline JPEG, or uncompressed RGB; none when None) with the
+    orientation of ``exif``, and the capture time (``DateTimeOriginal``) and GPS position of ``exif``, the tags
+    lookalike reads, in the RAW's own IFDs (``metadata_in="raw"``) or only in the JPEG preview's EXIF ("preview", as
+    Fujifilm's RAF keeps them). No camera RAW can be had offline, so this is what LibRaw is tested on: it decodes it
+    as any DNG (demosaic, embedded preview, orientation), the path every camera's RAW takes in lookalike.
+    """
+    import struct
+    from fractions import Fraction
+
+    v = np.arange(256) / 255.0
+    to_linear = np.round(np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4) * 4095).astype(np.uint16)
+    srgb = np.asarray(image.convert("RGB"))
+    h, w = (srgb.shape[0] // 2) * 2, (srgb.shape[1] // 2) * 2
+    rgb = to_linear[srgb[:h, :w]]  # a sensor counts light: linear, 12 bit
+    cfa = np.empty((h, w), "<u2")
+    cfa[0::2, 0::2], cfa[0::2, 1::2] = rgb[0::2, 0::2, 0], rgb[0::2, 1::2, 1]
+    cfa[1::2, 0::2], cfa[1::2, 1::2] = rgb[1::2, 0::2, 1], rgb[1::2, 1::2, 2]
+    exif = exif if exif is not None else Image.Exif()
+
+    out = bytearray(b"II*\x00\x00\x00\x00\x00")
+
+    def place(blob: bytes) -> int:
+        if len(out) % 2:
+            out.append(0)
+        at = len(out)
+        out.extend(blob)
+        return at
+
+    def place_ifd(tags: dict[int, tuple[int, Any]]) -> int:
+        """One IFD (entries sorted, out-of-line values after it), written by hand: Pillow's writer truncates the
+        DNG tags it knows with another count."""
+        fmt = {1: "B", 2: "s", 3: "H", 4: "I", 5: "I", 10: "i"}
+        if len(out) % 2:
+            out.append(0)
+        at = len(out)
+        entries, extra = [], bytearray()
+        data_at = at + 2 + 12 * len(tags) + 4
+        for tag, (kind, value) in sorted(tags.items()):
+            if kind == 2:
+                raw, count = str(value).encode("ascii") + b"\x00", len(str(value)) + 1
+            else:
+                values = list(value) if isinstance(value, tuple | list) else [value]
+                if kind in (5, 10):
+                    count = len(values)
+                    flat = []
+                    for v in values:
+                        f = Fraction(float(v)).limit_denominator(100000) if not isinstance(v, tuple) else None
+                        flat += list(v) if f is None else [f.numerator, f.denominator]
+                    values = flat
+                else:
+                    count = len(values)
+                raw = struct.pack(f"<{len(values)}{fmt[kind]}", *values)
+            if len(raw) <= 4:
+                entries.append(struct.pack("<HHI", tag, kind, count) + raw.ljust(4, b"\x00"))
+            else:
+                entries.append(struct.pack("<HHII", tag, kind, count, data_at + len(extra)))
+                extra += raw + (b"\x00" if len(raw) % 2 else b"")
+        out.extend(struct.pack("<H", len(entries)) + b"".join(entries) + b"\x00\x00\x00\x00" + extra)
+        return at
+
+    short, long_, byte, ascii_, rational, srational = 3, 4, 1, 2, 5, 10
+    raw_at = place(cfa.tobytes())
+    raw_ifd_at = place_ifd(
+        {
+            254: (long_, 0),
+            256: (long_, w),
+            257: (long_, h),
+            258: (short, 16),
+            259: (short, 1),
+            262: (short, 32803),  # CFA
+            273: (long_, raw_at),
+            277: (short, 1),
+            278: (long_, h),
+            279: (long_, len(cfa.tobytes())),
+            284: (short, 1),
+            33421: (short, (2, 2)),  # CFARepeatPatternDim
+            33422: (byte, (0, 1, 1, 2)),  # CFAPattern: RGGB
+            50717: (long_, 4095),  # WhiteLevel
+        }
+    )
+
+    tags: dict[int, tuple[int, Any]] = {
+        254: (long_, 1),
+        271: (ascii_, "lookalike"),
+        272: (ascii_, "lookalike test DNG"),
+        274: (short, int(exif.get(0x0112, 1))),
+        330: (long_, raw_ifd_at),  # SubIFDs
+        50706: (byte, (1, 4, 0, 0)),  # DNGVersion
+        50708: (ascii_, "lookalike test DNG"),  # UniqueCameraModel
+        50721: (srational, _XYZ_TO_SRGB),  # ColorMatrix1: the "sensor" sees linear sRGB
+        50778: (short, 21),  # CalibrationIlluminant1: D65
+        50728: (rational, (1, 1, 1)),  # AsShotNeutral
+    }
+    if preview:
+        thumb = image.convert("RGB")
+        thumb.thumbnail((preview, preview))
+        if jpeg_preview:
+            buf = io.BytesIO()
+            own = Image.Exif()
+            if metadata_in == "preview":  # time and GPS, not the orientation: that is the RAW's (IFD0) alone
+                own.get_ifd(0x8769).update(exif.get_ifd(0x8769))
+                own.get_ifd(0x8825).update(exif.get_ifd(0x8825))
+            thumb.save(buf, "JPEG", quality=92, **({"exif": own.tobytes()} if metadata_in == "preview" else {}))
+            strip, photometric, compression = buf.getvalue(), 6, 7
+            if metadata_in == "preview" and strip[2:4] == b"\xff\xe0":  # EXIF first, as a camera writes its JPEGs
+                strip = strip[:2] + strip[4 + int.from_bytes(strip[4:6], "big") :]
+        else:
+            strip, photometric, compression = thumb.tobytes(), 2, 1
+        strip_at = place(strip)
+        tags.update(
+            {
+                256: (long_, thumb.width),
+                257: (long_, thumb.height),
+                258: (short, (8, 8, 8)),
+                259: (short, compression),
+                262: (short, photometric),
+                273: (long_, strip_at),
+                277: (short, 3),
+                278: (long_, thumb.height),
+                279: (long_, len(strip)),
+                284: (short, 1),
+            }
+        )
+    else:
+        tags.update({256: (long_, 8), 257: (long_, 8), 258: (short, 8), 262: (short, 1), 277: (short, 1)})
+        tags.update({273: (long_, place(bytes(64))), 278: (long_, 8), 279: (long_, 64), 259: (short, 1)})
+    for pointer, kept in ((0x8769, {0x9003: ascii_}), (0x8825, {1: ascii_, 2: rational, 3: ascii_, 4: rational})):
+        sub = exif.get_ifd(pointer) if metadata_in == "raw" else {}
+        sub_tags = {
+            tag: (kind, sub[tag].decode("ascii", "ignore").strip("\x00") if isinstance(sub[tag], bytes) else sub[tag])
+            for tag, kind in kept.items()
+            if tag in sub
+        }
+        if sub_tags:
+            tags[pointer] = (long_, place_ifd(sub_tags))
+    ifd0_at = place_ifd(tags)
+    struct.pack_into("<I", out, 4, ifd0_at)
+    path = Path(path)
+    path.write_bytes(bytes(out))
+    return path

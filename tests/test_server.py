@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import os
@@ -114,6 +115,7 @@ def test_health_describes_the_index(client: TestClient, server_index: Index) -> 
     assert h["classes"] == ["flower", "package", "portrait", "temple"]
     assert h["clusters"] is True
     assert h["modes"] == ["all", "same-class", "other-classes"]
+    assert {".jpg", ".heic", ".avif", ".dng"} <= set(h["formats"]), "the page's file picker offers what is read"
 
 
 def test_page_and_assets_are_served_without_external_urls(client: TestClient) -> None:
@@ -147,6 +149,26 @@ def test_upload_search_finds_the_same_subject(client: TestClient, sample_queries
         assert matches[0]["label"] == query.stem, f"{query.name}: top match is {matches[0]['name']}"
         assert all(m["thumbnail"] == f"/api/thumbnails/{m['id']}" for m in matches)
         assert all("path" not in m for m in matches), "absolute server paths must not leak"
+
+
+def test_a_heic_upload_from_a_phone_works(client: TestClient, sample_queries: Path) -> None:
+    """iPhones upload HEIC: it is decoded, searched like a JPEG, and the page gets a preview it can show (browsers
+    other than Safari cannot show HEIC)."""
+    from lookalike.samples import photo_exif
+
+    for query in sorted(sample_queries.glob("*.jpg")):
+        buf = io.BytesIO()
+        img = Image.open(query)
+        img.transpose(Image.Transpose.ROTATE_90).save(buf, "HEIF", exif=photo_exif(orientation=6).tobytes())
+        r = client.post("/api/search", files={"file": (query.stem + ".HEIC", buf.getvalue(), "image/heic")})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["matches"][0]["label"] == query.stem, f"{query.name} as HEIC: top match {body['matches'][0]}"
+        assert (body["query"]["width"], body["query"]["height"]) == img.size, "upright, as the phone showed it"
+        preview = body["query"]["preview"]
+        assert preview.startswith("data:image/jpeg;base64,")
+        shown = Image.open(io.BytesIO(base64.b64decode(preview.split(",", 1)[1])))
+        assert max(shown.size) <= 256 and (shown.width > shown.height) == (img.width > img.height)
 
 
 def test_class_modes_restrict_the_matches(client: TestClient, sample_queries: Path) -> None:

@@ -12,6 +12,7 @@ counted while they arrive and cut off at the upload limit, and every failure a c
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import mimetypes
@@ -36,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lookalike.errors import ImageError, LookalikeError
-from lookalike.images import content_hash, decode, load_image
+from lookalike.images import IMAGE_EXTENSIONS, content_hash, decode, load_image
 from lookalike.index import MODES, Index
 from lookalike.io import atomic_write, shown_json
 from lookalike.store import CLUSTERS_FILE, THUMBNAILS_DIR
@@ -204,7 +205,14 @@ class Service:
         img, meta = decode(data, filename, target=self.resolution)
         vec = self.index.embed([img])
         same = self.index.hash_ids(content_hash(data))
-        info = {"id": None, "name": filename, "label": None, "width": meta.width, "height": meta.height}
+        info = {
+            "id": None,
+            "name": filename,
+            "label": None,
+            "width": meta.width,
+            "height": meta.height,
+            "preview": _preview_url(img),
+        }
         if same:
             info["same_as"] = same
         return vec, same, info
@@ -356,6 +364,7 @@ class Service:
             "clusters": self.clusters()["available"],
             "modes": list(MODES),
             "max_k": MAX_K,
+            "formats": sorted(IMAGE_EXTENSIONS),
         }
 
 
@@ -365,6 +374,15 @@ class ShownJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return super().render(shown_json(content))
+
+def _preview_url(img: Image.Image, size: int = 256) -> str:
+    """The uploaded query as a small JPEG data URL: a browser cannot show HEIC or a camera RAW itself, so the page
+    shows the picture as the server decoded it (upright, as it was embedded)."""
+    small = img.copy()
+    small.thumbnail((size, size), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

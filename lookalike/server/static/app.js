@@ -82,7 +82,7 @@ async function runSearch() {
 
 function drawQuery(query, result) {
   $("summary").hidden = false;
-  $("query-img").src = query.id != null ? query.thumbnail : state.fileUrl;
+  $("query-img").src = query.id != null ? query.thumbnail : (query.preview || state.fileUrl);
   $("query-name").textContent = query.name + (query.label ? ` · ${query.label}` : "");
   const cls = result && result.query_class;
   $("query-class").textContent = cls ? `searching ${result.mode === "same-class" ? "within" : "outside"} ${cls} (${result.class_source})` : "";
@@ -239,6 +239,7 @@ async function start() {
     $("index-meta").textContent = `${h.images.toLocaleString()} images · ${h.model}` +
       (h.classes.length ? ` · ${h.classes.length} classes` : " · no labels");
     $("k").max = Math.min(h.max_k, 50);
+    if (h.formats) $("file").accept = ["image/*", ...h.formats].join(",");  // HEIC and RAW are not image/* everywhere
     $("tab-clusters").hidden = !h.clusters;
     if (!h.classes.length) {
       for (const r of document.querySelectorAll("input[name=mode]")) {
