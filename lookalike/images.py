@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import struct
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,14 @@ MIN_SIDE = 16
 
 # Truncated files must fail, not silently decode to grey: a half-written upload would otherwise pollute the index.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+MAX_PIXELS = 89_478_485
+"""Formats decoded in full (PNG, TIFF, WebP, BMP, ...): Pillow's own bomb limit (1024·1024·1024 / 4 / 3). A 40-byte
+PNG can claim 100,000² pixels; above this it is refused before any pixel is decoded."""
+MAX_JPEG_PIXELS = 2**28
+"""JPEGs (268 Mpx, e.g. 20,000 × 13,400): a 100–200 Mpx photo from a phone or medium-format camera is a normal
+photo, and JPEG's DCT lets it decode at 1/2, 1/4 or 1/8 scale without ever holding the full image, so these are
+allowed up to here and always decoded at most :data:`MAX_PIXELS` large."""
 
 _EXIF_IFD = 0x8769
 _GPS_IFD = 0x8825
@@ -94,26 +103,53 @@ class ImageMeta:
     gps_lon: float | None = None
 
 
-def _open(data: bytes, name: str) -> Image.Image:
+def size_policy(img: Image.Image, name: str) -> float:
+    """The one image-size rule for index, upload, scenes and dedupe: refuse what is too large, else return the
+    largest decode scale allowed (1, or 1/2, 1/4, 1/8 for a JPEG over :data:`MAX_PIXELS`, applied by draft mode)."""
+    w, h = img.size
+    jpeg = img.format in ("JPEG", "MPO")
+    limit = MAX_JPEG_PIXELS if jpeg else MAX_PIXELS
+    if w * h > limit:
+        kind = "JPEG" if jpeg else f"{img.format or 'image'} (JPEGs may have up to {MAX_JPEG_PIXELS:,})"
+        raise ImageError(
+            f"{name}: too many pixels for a safe decode ({w}×{h} = {w * h:,} px; the limit for a {kind} is "
+            f"{limit:,} px); downscale it first"
+        )
+    scale = 1.0
+    while w * h * scale * scale > MAX_PIXELS:
+        scale /= 2
+    return scale
+
+
+def _open(data: bytes, name: str) -> tuple[Image.Image, float]:
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            img.size  # noqa: B018 - forces header parsing inside the guarded block
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        if data[:3] == b"\xff\xd8\xff":
+            # Pillow's open-time bomb check would refuse a 200 Mpx JPEG that draft mode decodes cheaply; the plugin
+            # reads only the header, and size_policy applies the JPEG limit instead.
+            from PIL import JpegImagePlugin
+
+            img = JpegImagePlugin.jpeg_factory(io.BytesIO(data))
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # size_policy decides
+                img = Image.open(io.BytesIO(data))
+        img.size  # noqa: B018 - forces header parsing inside the guarded block
+    except Image.DecompressionBombError:
         raise ImageError(
-            f"{name}: too many pixels for a safe decode (limit {Image.MAX_IMAGE_PIXELS:,} px); downscale it first"
+            f"{name}: too many pixels for a safe decode (the limit is {MAX_PIXELS:,} px, {MAX_JPEG_PIXELS:,} for a "
+            "JPEG); downscale it first"
         ) from None
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image Pillow can read") from None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError) as exc:
         raise ImageError(f"{name}: unreadable image ({exc})") from None
+    scale = size_policy(img, name)
     w, h = img.size
     if min(w, h) < MIN_SIDE:
         raise ImageError(f"{name}: image too small ({w}×{h} px; need at least {MIN_SIDE} px on each side)")
-    return img
+    return img, scale
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -136,13 +172,13 @@ def decode(data: bytes, name: str = "image", target: int | None = None) -> tuple
 
     ``meta.width``/``meta.height`` are the original, upright dimensions, not the draft-decoded ones.
     """
-    img = _open(data, name)
+    img, limit = _open(data, name)
     meta = read_meta(img)
     try:
-        if target and img.format == "JPEG":
+        if img.format in ("JPEG", "MPO"):
             # draft() picks the largest DCT reduction (1/2, 1/4, 1/8) that keeps both sides >= the requested size.
             w, h = img.size
-            scale = target / min(w, h)
+            scale = min(limit, target / min(w, h) if target else 1.0)
             if scale < 1:
                 img.draft("RGB", (max(1, int(w * scale + 0.5)), max(1, int(h * scale + 0.5))))
         img = ImageOps.exif_transpose(img)
