@@ -102,6 +102,9 @@ def index(
     vectors: Annotated[
         str | None, typer.Option(help="Vector storage: float32 (default) or float16 (half size).")
     ] = None,
+    checkpoint_every: Annotated[
+        int, typer.Option(help="Save progress every N images (a killed run resumes from the last save).")
+    ] = 256,
     quiet: QuietOpt = False,
 ) -> None:
     """Index a folder of photos, or bring its index up to date (only new and changed files are embedded)."""
@@ -126,6 +129,7 @@ def index(
         num_workers=num_workers,
         ann=ann,
         vectors=vectors,
+        checkpoint_every=checkpoint_every,
     )
     _print_report(idx.report, quiet)
     err.print(f"index: {idx.store.path}")
