@@ -98,8 +98,7 @@ def commands(photos_per_class: int) -> list[Command]:
     return [
         Command("index", index_args, fresh, idx),
         Command("fit", lambda w: ["fit", "--index", str(w / "idx"), "--method", "linear"], built, idx),
-        Command("vocab fit", lambda w: ["vocab", "fit", "--index", str(w / "idx"), "--clusters", "4", "--quiet"],
-                built, idx),  # fmt: skip
+        Command("vocab fit", lambda w: ["vocab", "fit", "--index", str(w / "idx"), "--clusters", "4"], built, idx),
         Command(
             "cluster --export",
             lambda w: ["cluster", "--index", str(w / "idx"), "--export", str(w / "out"), "--json"],
@@ -247,7 +246,7 @@ def run_command(cmd: Command, tmp: Path, points: int | None, log: Callable[[str]
     base, steps, reference, volatile = prepare_command(cmd, tmp)
     outcome = Outcome(cmd.name, steps)
     chosen = range(1, steps + 1) if points is None or points >= steps else np.linspace(1, steps, points)
-    for step in sorted({int(round(s)) for s in chosen}):
+    for step in sorted({round(float(s)) for s in chosen}):
         outcome.tried.append(step)
         problem = trial(cmd, base, tmp / "trial", step, reference, volatile)
         if problem:

@@ -15,11 +15,13 @@ steps, "written" (the temporary file complete and fsynced) and "renamed" (in pla
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +40,22 @@ def fsync_dir(folder: str | os.PathLike[str]) -> None:
         pass
     finally:
         os.close(fd)
+
+
+_STARTED = time.time()
+
+
+def remove_stale_temps(folder: str | os.PathLike[str], name: str = "*") -> int:
+    """Delete the temporary files that writes of ``name`` (all files: ``*``) left in ``folder`` when their process
+    was killed, so a crash costs no disk space forever. Only files older than this process are touched: a temporary
+    file of a writer running now, in another process, is younger, and is left alone."""
+    removed = 0
+    for tmp in Path(folder).glob(f".{name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if tmp.stat().st_mtime < _STARTED:
+                tmp.unlink()
+                removed += 1
+    return removed
 
 
 CRASH_AT_ENV = "LOOKALIKE_CRASH_AT"
@@ -91,6 +109,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str | Callable[[Pat
         raise
     _step("renamed", path)
     fsync_dir(path.parent)
+    remove_stale_temps(path.parent, glob.escape(path.name))
     return path
 
 
