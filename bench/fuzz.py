@@ -152,6 +152,12 @@ def main() -> None:
             found = re.findall(r"stat::number_of_executed_units:\s*(\d+)", stats)
             executions = int(found[-1]) if found else 0
             crashes = sorted(artifacts.iterdir())
+            keep = Path(__file__).parent / "results" / "fuzz"  # inputs that crashed, for the regression tests
+            for c in crashes:
+                keep.mkdir(parents=True, exist_ok=True)
+                (keep / f"{name}-{c.name}").write_bytes(c.read_bytes())
+                log = result.read_text(errors="replace") if result.exists() else ""
+                (keep / f"{name}-{c.name}.log").write_text(log[-6000:])
             for c in crashes:
                 findings.append(f"{name}: {c.name} ({len(c.read_bytes())} bytes): {c.read_bytes()[:60]!r}")
             rows.append([name, len(seeds[name]), len(list(corpus.iterdir())), f"{executions:,}",

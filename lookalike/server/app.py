@@ -62,7 +62,10 @@ Mode = Literal["all", "same-class", "other-classes"]
 # Form fields, at module level so FastAPI can resolve them (annotations are strings under `from __future__`).
 KField = Annotated[int, Form(ge=1, le=MAX_K, description="How many matches.")]
 ModeField = Annotated[Mode, Form(description="all, same-class (the query's class) or other-classes.")]
-FileField = Annotated[UploadFile | None, File(description="The query image (JPEG, PNG, WebP, ...).")]
+FileField = Annotated[
+    UploadFile | bytes | None,
+    File(description="The query image (JPEG, PNG, WebP, ...); a part without a file name is read as its bytes."),
+]
 IdField = Annotated[int | None, Form(alias="id", description="Or: the id of an indexed image to search from.")]
 ClassField = Annotated[str | None, Form(alias="class", description="The query's class, for class modes.")]
 
@@ -609,7 +612,7 @@ def create_app(
             raise HTTPException(413, too_large)
         return data
 
-    async def make_query(file: UploadFile | None, image_id: int | None) -> tuple[np.ndarray, list[int], dict]:
+    async def make_query(file: UploadFile | bytes | None, image_id: int | None) -> tuple[np.ndarray, list[int], dict]:
         if (file is None) == (image_id is None):
             raise HTTPException(
                 422, "send either an image as the multipart field 'file' or the 'id' of an indexed image"
@@ -617,11 +620,16 @@ def create_app(
         if image_id is not None:
             return svc.id_query(svc.check_id(image_id))
         assert file is not None
-        data = await read_upload(file)
-        name = Path(file.filename or "upload").name or "upload"
+        if isinstance(file, bytes | str):  # a form field, not a file part: the same bytes, no name
+            data, name = file.encode() if isinstance(file, str) else file, "upload"
+        else:
+            data = await read_upload(file)
+            name = Path(file.filename or "upload").name or "upload"
         return await svc.run(svc.upload_query, data, name)
 
-    async def do_search(file: UploadFile | None, image_id: int | None, k: int, mode: str, label: str | None) -> dict:
+    async def do_search(
+        file: UploadFile | bytes | None, image_id: int | None, k: int, mode: str, label: str | None
+    ) -> dict:
         started = time.perf_counter()
         vec, exclude, query = await make_query(file, image_id)
         out = await svc.run(svc.search, vec, exclude, query, k, mode, label)
@@ -725,7 +733,7 @@ def create_app(
         response_class=Response,
         responses=errors(401, 422) if token else errors(422),
     )
-    async def login(request: Request, token_field: Annotated[str, Form(alias="token")]) -> Response:
+    async def login(request: Request, token_field: Annotated[str, Form(alias="token", min_length=1)]) -> Response:
         if token is None:
             return Response(status_code=204)  # an open server: nothing to log in to
         if not hmac.compare_digest(token_field.strip().encode(), token.encode()):
@@ -751,9 +759,14 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/docs-assets", StaticFiles(directory=swagger_assets()), name="docs-assets")
+    schema = app.openapi()  # generated once here and completed with what FastAPI cannot infer
+    for path in ("/api/search", "/api/classify"):
+        body = schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        ref = body["$ref"].rsplit("/", 1)[-1]
+        # exactly one of the two ways to name the query (both, or neither, is a 422)
+        schema["components"]["schemas"][ref]["oneOf"] = [{"required": ["file"]}, {"required": ["id"]}]
+        schema["paths"][path]["post"]["requestBody"]["required"] = True
     if token:
-        app.openapi_schema = None
-        schema = app.openapi()
         schema.setdefault("components", {})["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "description": "The server's token (serve --token)."},
             "cookie": {"type": "apiKey", "in": "cookie", "name": TOKEN_COOKIE},
