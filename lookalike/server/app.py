@@ -766,6 +766,9 @@ def create_app(
         # exactly one of the two ways to name the query (both, or neither, is a 422)
         schema["components"]["schemas"][ref]["oneOf"] = [{"required": ["file"]}, {"required": ["id"]}]
         schema["paths"][path]["post"]["requestBody"]["required"] = True
+        for prop in schema["components"]["schemas"][ref]["properties"].values():  # a form field cannot be null
+            if "anyOf" in prop:
+                prop["anyOf"] = [t for t in prop["anyOf"] if t.get("type") != "null"]
     if token:
         schema.setdefault("components", {})["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "description": "The server's token (serve --token)."},
