@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from lookalike.config import folder_label
 from lookalike.errors import ImageError, LookalikeError
@@ -167,6 +167,25 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}  # fmt: skip
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation. Not ``ImageOps.exif_transpose``: it also re-writes the EXIF block, and fuzzing
+    found malformed tags that make that raise TypeError, AttributeError or struct.error; a malformed orientation is
+    ignored like malformed GPS."""
+    try:
+        orientation = img.getexif().get(0x0112)
+    except Exception:
+        return img
+    method = _TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+    return img.transpose(method) if method is not None else img
+
+
 def decode(data: bytes, name: str = "image", target: int | None = None) -> tuple[Image.Image, ImageMeta]:
     """Decode bytes into an upright RGB image no smaller than ``target`` on its short side (when given).
 
@@ -181,7 +200,7 @@ def decode(data: bytes, name: str = "image", target: int | None = None) -> tuple
             scale = min(limit, target / min(w, h) if target else 1.0)
             if scale < 1:
                 img.draft("RGB", (max(1, int(w * scale + 0.5)), max(1, int(h * scale + 0.5))))
-        img = ImageOps.exif_transpose(img)
+        img = _upright(img)
         img = _to_rgb(img)
         img.load()
     except ImageError:
