@@ -1,6 +1,6 @@
 """Crash-point tests (bench/crashpoints.py): each writing command killed with SIGKILL at write steps spread over its
 run; the index must open with ``info`` consistent, and re-running the command must leave exactly what a never-killed
-run leaves. A few points per command here; ``python -m bench.crashpoints`` tries every step."""
+run leaves. Three points per command here (first, middle, last write); ``python -m bench.crashpoints`` tries every step."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def warm(tmp_path_factory: pytest.TempPathFactory) -> None:
 @pytest.mark.parametrize("name", ["index", "fit", "vocab fit", "cluster --export"])
 def test_killed_at_any_write_resumes_to_the_same_result(warm: None, tmp_path: Path, name: str) -> None:
     cmd = next(c for c in commands(photos_per_class=2) if c.name == name)
-    outcome = run_command(cmd, tmp_path, points=2)
-    assert outcome.steps >= 2 and len(outcome.tried) == 2
+    outcome = run_command(cmd, tmp_path, points=3)  # first, middle and last step
+    assert outcome.steps >= 3 and len(outcome.tried) == 3
     assert outcome.failures == []
 
 
