@@ -62,10 +62,7 @@ Mode = Literal["all", "same-class", "other-classes"]
 # Form fields, at module level so FastAPI can resolve them (annotations are strings under `from __future__`).
 KField = Annotated[int, Form(ge=1, le=MAX_K, description="How many matches.")]
 ModeField = Annotated[Mode, Form(description="all, same-class (the query's class) or other-classes.")]
-FileField = Annotated[
-    UploadFile | bytes | None,
-    File(description="The query image (JPEG, PNG, WebP, ...); a part without a file name is read as its bytes."),
-]
+FileField = Annotated[UploadFile | None, File(description="The query image (JPEG, PNG, WebP, ...).")]
 IdField = Annotated[int | None, Form(alias="id", description="Or: the id of an indexed image to search from.")]
 ClassField = Annotated[str | None, Form(alias="class", description="The query's class, for class modes.")]
 
@@ -612,7 +609,7 @@ def create_app(
             raise HTTPException(413, too_large)
         return data
 
-    async def make_query(file: UploadFile | bytes | None, image_id: int | None) -> tuple[np.ndarray, list[int], dict]:
+    async def make_query(file: UploadFile | None, image_id: int | None) -> tuple[np.ndarray, list[int], dict]:
         if (file is None) == (image_id is None):
             raise HTTPException(
                 422, "send either an image as the multipart field 'file' or the 'id' of an indexed image"
@@ -620,16 +617,11 @@ def create_app(
         if image_id is not None:
             return svc.id_query(svc.check_id(image_id))
         assert file is not None
-        if isinstance(file, bytes | str):  # a form field, not a file part: the same bytes, no name
-            data, name = file.encode() if isinstance(file, str) else file, "upload"
-        else:
-            data = await read_upload(file)
-            name = Path(file.filename or "upload").name or "upload"
+        data = await read_upload(file)
+        name = Path(file.filename or "upload").name or "upload"
         return await svc.run(svc.upload_query, data, name)
 
-    async def do_search(
-        file: UploadFile | bytes | None, image_id: int | None, k: int, mode: str, label: str | None
-    ) -> dict:
+    async def do_search(file: UploadFile | None, image_id: int | None, k: int, mode: str, label: str | None) -> dict:
         started = time.perf_counter()
         vec, exclude, query = await make_query(file, image_id)
         out = await svc.run(svc.search, vec, exclude, query, k, mode, label)
