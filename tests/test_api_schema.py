@@ -43,6 +43,19 @@ def apps(sample_index: Index, tmp_path_factory: pytest.TempPathFactory) -> dict[
     return {"open": create_app(index), "token": create_app(index, token=TOKEN)}
 
 
+def check_operation(operation: object, headers: dict[str, str] | None, checks: list, max_examples: int) -> list[str]:
+    @settings(max_examples=max_examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(case=operation.as_strategy())
+    def check(case: object) -> None:
+        case.call_and_validate(headers=headers, checks=checks)
+
+    try:
+        check()
+    except Exception as exc:  # schemathesis raises a FailureGroup of the failed checks
+        return [f"{operation.label}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"]
+    return []
+
+
 def run_schema_checks(app: object, headers: dict[str, str] | None, max_examples: int) -> list[str]:
     """Run every schemathesis check on every operation; returns one line per failure."""
     from schemathesis.checks import CHECKS, load_all_checks
@@ -52,22 +65,7 @@ def run_schema_checks(app: object, headers: dict[str, str] | None, max_examples:
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=CONFIG)
     failures: list[str] = []
     for result in schema.get_all_operations():
-        operation = result.ok()
-
-        @settings(max_examples=max_examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        @given(case=operation.as_strategy())
-        def check(case: object, operation: object = operation) -> None:
-            try:
-                case.call_and_validate(headers=headers, checks=checks)
-            except AssertionError:
-                raise
-            except Exception as exc:  # schemathesis raises a FailureGroup / specific failures
-                raise AssertionError(f"{operation.label}: {exc}") from None
-
-        try:
-            check()
-        except Exception as exc:
-            failures.append(f"{operation.label}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        failures += check_operation(result.ok(), headers, checks, max_examples)
     return failures
 
 
