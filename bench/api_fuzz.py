@@ -31,14 +31,14 @@ def fuzz_operation(operation: Any, headers: dict[str, str] | None, checks: list,
         cases += 1
         try:
             case.call_and_validate(headers=headers, checks=checks)
-        except Exception as exc:  # keep generating: every case checked, not only up to the first failure
+        except (Exception, BaseExceptionGroup) as exc:  # keep generating: every case checked
             for line in str(exc).splitlines():
                 if line.strip().startswith("- "):
                     seen.add(f"{operation.label}: {line.strip()[2:]}")
 
     try:
         run()
-    except Exception as exc:  # hypothesis re-raises what it shrank to
+    except (Exception, BaseExceptionGroup) as exc:  # hypothesis re-raises what it shrank to
         seen.add(f"{operation.label}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
     return cases
 

@@ -51,7 +51,7 @@ def check_operation(operation: object, headers: dict[str, str] | None, checks: l
 
     try:
         check()
-    except Exception as exc:  # schemathesis raises a FailureGroup of the failed checks
+    except (Exception, BaseExceptionGroup) as exc:  # schemathesis raises a FailureGroup of the failed checks
         return [f"{operation.label}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"]
     return []
 
