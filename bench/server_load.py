@@ -43,17 +43,19 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_server(index_dir: Path, port: int, workers: int) -> tuple[subprocess.Popen, float]:
+def start_server(index_dir: Path, port: int, workers: int, token: str | None = None) -> tuple[subprocess.Popen, float]:
     cmd = [sys.executable, "-m", "lookalike.cli", "serve", "--index", str(index_dir), "--port", str(port)]
     cmd += ["--workers", str(workers)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "LOOKALIKE_TOKEN": token} if token else None
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
     started = time.perf_counter()
     deadline = started + 180
     while time.perf_counter() < deadline:
         if proc.poll() is not None:
             sys.exit(f"server exited: {proc.stderr.read() if proc.stderr else ''}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", headers=auth, timeout=2).status_code == 200:
                 return proc, time.perf_counter() - started
         except httpx.HTTPError:
             pass
@@ -63,7 +65,12 @@ def start_server(index_dir: Path, port: int, workers: int) -> tuple[subprocess.P
 
 
 async def load(
-    url: str, photos: list[tuple[str, bytes]], clients: int, seconds: float, pid: int
+    url: str,
+    photos: list[tuple[str, bytes]],
+    clients: int,
+    seconds: float,
+    pid: int,
+    headers: dict[str, str] | None = None,
 ) -> tuple[list[float], int, list[str], list[float], float]:
     """``clients`` loops posting photos for ``seconds``; returns latencies (s), errors, error samples, RSS samples."""
     latencies: list[float] = []
@@ -97,7 +104,7 @@ async def load(
             await asyncio.sleep(min(5.0, max(0.1, stop - time.perf_counter())))
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+    async with httpx.AsyncClient(limits=limits, timeout=60, headers=headers) as http:
         t0 = time.perf_counter()
         await asyncio.gather(watch(), *(client(c, http) for c in range(clients)))
         elapsed = time.perf_counter() - t0

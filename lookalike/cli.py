@@ -119,6 +119,9 @@ def index(
     vectors: Annotated[
         str | None, typer.Option(help="Vector storage: float32 (default) or float16 (half size).")
     ] = None,
+    checkpoint_every: Annotated[
+        int, typer.Option(help="Save progress every N images (a killed run resumes from the last save).")
+    ] = 256,
     quiet: QuietOpt = False,
 ) -> None:
     """Index a folder of photos, or bring its index up to date (only new and changed files are embedded)."""
@@ -143,6 +146,7 @@ def index(
         num_workers=num_workers,
         ann=ann,
         vectors=vectors,
+        checkpoint_every=checkpoint_every,
     )
     _print_report(idx.report, quiet)
     err.print(f"index: {idx.store.path}")
@@ -286,12 +290,35 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload, in MB.")] = 20,
     workers: Annotated[int | None, typer.Option(help="Searches run at once (default: CPU cores).")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LOOKALIKE_TOKEN",
+            show_envvar=True,
+            help="Secret every API call needs (Bearer header, or typed once on the page); required off loopback.",
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Serve a non-loopback --host without a token (anyone on the network).")
+    ] = False,
+    cors_origin: Annotated[
+        list[str] | None, typer.Option(help="Allow browser pages from this origin to call the API (repeatable).")
+    ] = None,
 ) -> None:
     """Serve the web page and JSON API (OpenAPI docs at /docs) over an index."""
     from lookalike.server.app import serve as run_server
 
     err.print(f"loading the index at {index} and its model …")
-    run_server(index, host=host, port=port, max_upload_mb=max_upload_mb, workers=workers)
+    run_server(
+        index,
+        host=host,
+        port=port,
+        max_upload_mb=max_upload_mb,
+        workers=workers,
+        token=token,
+        insecure=insecure,
+        cors_origins=cors_origin or (),
+    )
 
 
 # --- packed scenes ---

@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import stat
+import struct
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from lookalike.config import folder_label
 from lookalike.errors import ImageError, LookalikeError
@@ -45,6 +46,14 @@ MIN_SIDE = 16
 
 # Truncated files must fail, not silently decode to grey: a half-written upload would otherwise pollute the index.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+MAX_PIXELS = 89_478_485
+"""Formats decoded in full (PNG, TIFF, WebP, BMP, HEIC, AVIF, RAW ...): Pillow's own bomb limit (1024·1024·1024 / 4 /
+3). A 40-byte PNG can claim 100,000² pixels; above this it is refused before any pixel is decoded."""
+MAX_JPEG_PIXELS = 2**28
+"""JPEGs (268 Mpx, e.g. 20,000 × 13,400): a 100–200 Mpx photo from a phone or medium-format camera is a normal
+photo, and JPEG's DCT lets it decode at 1/2, 1/4 or 1/8 scale without ever holding the full image, so these are
+allowed up to here and always decoded at most :data:`MAX_PIXELS` large."""
 
 _EXIF_IFD = 0x8769
 _GPS_IFD = 0x8825
@@ -267,27 +276,66 @@ def sniff(data: bytes, name: str = "") -> str | None:
     return None
 
 
-def _open(data: bytes, name: str) -> Image.Image:
+def size_policy(img: Image.Image, name: str) -> float:
+    """The one image-size rule for index, upload, scenes and dedupe: refuse what is too large, else return the
+    largest decode scale allowed (1, or 1/2, 1/4, 1/8 for a JPEG over :data:`MAX_PIXELS`, applied by draft mode)."""
+    w, h = img.size
+    jpeg = img.format in ("JPEG", "MPO")
+    limit = MAX_JPEG_PIXELS if jpeg else MAX_PIXELS
+    if w * h > limit:
+        kind = "JPEG" if jpeg else f"{img.format or 'image'} (JPEGs may have up to {MAX_JPEG_PIXELS:,})"
+        raise ImageError(
+            f"{name}: too many pixels for a safe decode ({w}×{h} = {w * h:,} px; the limit for a {kind} is "
+            f"{limit:,} px); downscale it first"
+        )
+    scale = 1.0
+    while w * h * scale * scale > MAX_PIXELS:
+        scale /= 2
+    return scale
+
+
+def _open(data: bytes, name: str) -> tuple[Image.Image, float]:
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            img.size  # noqa: B018 - forces header parsing inside the guarded block
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        if data[:3] == b"\xff\xd8\xff":
+            # Pillow's open-time bomb check would refuse a 200 Mpx JPEG that draft mode decodes cheaply; the plugin
+            # reads only the header, and size_policy applies the JPEG limit instead.
+            from PIL import JpegImagePlugin
+
+            img = JpegImagePlugin.jpeg_factory(io.BytesIO(data))
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # size_policy decides
+                img = Image.open(io.BytesIO(data))
+        img.size  # noqa: B018 - forces header parsing inside the guarded block
+    except Image.DecompressionBombError:
         raise ImageError(
-            f"{name}: too many pixels for a safe decode (limit {Image.MAX_IMAGE_PIXELS:,} px); downscale it first"
+            f"{name}: too many pixels for a safe decode (the limit is {MAX_PIXELS:,} px, {MAX_JPEG_PIXELS:,} for a "
+            "JPEG); downscale it first"
         ) from None
     except UnidentifiedImageError:
         kind = sniff(data, name)
         if kind in READABLE and not READABLE[kind]:
             raise ImageError(f"{name}: {_MISSING[kind]}") from None
         raise ImageError(f"{name}: not an image Pillow can read") from None
-    except (OSError, ValueError, SyntaxError, RuntimeError) as exc:
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        RuntimeError,
+        EOFError,
+        struct.error,
+        IndexError,
+        KeyError,
+        TypeError,
+    ) as exc:
         raise ImageError(f"{name}: unreadable image ({_reason(exc)})") from None
-    _check_size(img.size, name)
-    return img
+    scale = size_policy(img, name)
+    w, h = img.size
+    if min(w, h) < MIN_SIDE:
+        raise ImageError(f"{name}: image too small ({w}×{h} px; need at least {MIN_SIDE} px on each side)")
+    return img, scale
 
 
 def _reason(exc: BaseException) -> str:
@@ -300,10 +348,8 @@ def _check_size(size: tuple[int, int], name: str) -> None:
     w, h = size
     if min(w, h) < MIN_SIDE:
         raise ImageError(f"{name}: image too small ({w}×{h} px; need at least {MIN_SIDE} px on each side)")
-    if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
-        raise ImageError(
-            f"{name}: too many pixels for a safe decode (limit {Image.MAX_IMAGE_PIXELS:,} px); downscale it first"
-        )
+    if w * h > MAX_PIXELS:
+        raise ImageError(f"{name}: too many pixels for a safe decode (limit {MAX_PIXELS:,} px); downscale it first")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -321,6 +367,25 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}  # fmt: skip
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation. Not ``ImageOps.exif_transpose``: it also re-writes the EXIF block, and fuzzing
+    found malformed tags that make that raise TypeError, AttributeError or struct.error; a malformed orientation is
+    ignored like malformed GPS."""
+    try:
+        orientation = img.getexif().get(0x0112)
+    except Exception:
+        return img
+    method = _TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+    return img.transpose(method) if method is not None else img
+
+
 def decode(data: bytes, name: str = "image", target: int | None = None) -> tuple[Image.Image, ImageMeta]:
     """Decode bytes into an upright RGB image no smaller than ``target`` on its short side (when given).
 
@@ -334,16 +399,16 @@ def decode(data: bytes, name: str = "image", target: int | None = None) -> tuple
 
 
 def _decode_pillow(data: bytes, name: str, target: int | None) -> tuple[Image.Image, ImageMeta]:
-    img = _open(data, name)
+    img, limit = _open(data, name)
     meta = read_meta(img)
     try:
-        if target and img.format == "JPEG":
+        if img.format in ("JPEG", "MPO"):
             # draft() picks the largest DCT reduction (1/2, 1/4, 1/8) that keeps both sides >= the requested size.
             w, h = img.size
-            scale = target / min(w, h)
+            scale = min(limit, target / min(w, h) if target else 1.0)
             if scale < 1:
                 img.draft("RGB", (max(1, int(w * scale + 0.5)), max(1, int(h * scale + 0.5))))
-        img = ImageOps.exif_transpose(img)
+        img = _upright(img)
         img = _to_rgb(img)
         img.load()
     except ImageError:
@@ -398,7 +463,7 @@ def _raw_preview(
     """The embedded preview, upright, when it is big enough; its EXIF either way (RAF previews carry all of it)."""
     try:
         if thumb.format == jpeg:
-            img = _open(thumb.data, name)
+            img, _ = _open(thumb.data, name)
             meta = read_meta(img)
             if meta.exif_time == "1970-01-01T00:00:00":  # LibRaw's own EXIF header on a preview: time unknown
                 meta.exif_time = None

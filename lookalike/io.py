@@ -5,14 +5,23 @@ through :func:`atomic_write`: a temporary file in the same folder, flushed and f
 then the folder itself fsynced so the rename survives a power cut. A rename alone is not enough: without the first
 fsync the new name can point at a zero-length file after a crash, and without the second the old name can come
 back.
+
+Crash-point testing (``bench/crashpoints.py``, ``tests/test_crashpoints.py``) hooks in here: every write is two
+steps, "written" (the temporary file complete and fsynced) and "renamed" (in place, before the folder fsync); with
+``LOOKALIKE_CRASH_AT=N`` in the environment the process kills itself with SIGKILL at step N, and
+``LOOKALIKE_WRITE_TRACE=FILE`` appends one line per step to FILE. Without them the hook costs one dict lookup.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import signal
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +40,44 @@ def fsync_dir(folder: str | os.PathLike[str]) -> None:
         pass
     finally:
         os.close(fd)
+
+
+_STARTED = time.time()
+
+
+def remove_stale_temps(folder: str | os.PathLike[str], name: str = "*") -> int:
+    """Delete the temporary files that writes of ``name`` (all files: ``*``) left in ``folder`` when their process
+    was killed, so a crash costs no disk space forever. Only files older than this process are touched: a temporary
+    file of a writer running now, in another process, is younger, and is left alone."""
+    removed = 0
+    for tmp in Path(folder).glob(f".{name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if tmp.stat().st_mtime < _STARTED:
+                tmp.unlink()
+                removed += 1
+    return removed
+
+
+CRASH_AT_ENV = "LOOKALIKE_CRASH_AT"
+WRITE_TRACE_ENV = "LOOKALIKE_WRITE_TRACE"
+_steps = 0
+_steps_lock = threading.Lock()
+
+
+def _step(what: str, path: Path) -> None:
+    """The crash-point hook: count this write step, trace it, and die here if this is the step asked for."""
+    at, trace = os.environ.get(CRASH_AT_ENV), os.environ.get(WRITE_TRACE_ENV)
+    if not at and not trace:
+        return
+    global _steps
+    with _steps_lock:
+        _steps += 1
+        step = _steps
+        if trace:
+            with open(trace, "a") as fh:
+                fh.write(f"{step} {what} {path}\n")
+        if at and step == int(at):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str | Callable[[Path], object]) -> Path:
@@ -54,12 +101,15 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str | Callable[[Pat
                 fh.write(data.encode() if isinstance(data, str) else data)
                 fh.flush()
                 os.fsync(fh.fileno())
+        _step("written", path)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    _step("renamed", path)
     fsync_dir(path.parent)
+    remove_stale_temps(path.parent, glob.escape(path.name))
     return path
 
 

@@ -701,10 +701,13 @@ def run_scene(
     max_side: int = 1600,
 ) -> Scene:
     """What ``lookalike scene`` does: read the photo and the boxes, analyse, write the overlay (when ``out``)."""
-    from lookalike.images import load_image
+    from lookalike.images import decode, read_file
 
     boxes = load_detections(detections, fmt)
-    image = load_image(image_path)
+    image, meta = decode(read_file(image_path), str(image_path))
+    scale = image.width / meta.width
+    if scale != 1:  # a JPEG over the full-decode pixel limit comes in draft mode; boxes are in full-size pixels
+        boxes = [Box(b.id, b.number, b.x1 * scale, b.y1 * scale, b.x2 * scale, b.y2 * scale) for b in boxes]
     scene = analyse_scene(
         image,
         boxes,
@@ -714,6 +717,11 @@ def run_scene(
         gap=gap,
         image_name=str(image_path),
     )
+    if scale != 1:
+        scene.notes.append(
+            f"the {meta.width}×{meta.height} photo was decoded at 1/{round(1 / scale)} scale (over the full-decode "
+            "pixel limit); box coordinates in this result are at that scale"
+        )
     if out is not None:
         scene.overlay = str(draw_scene(scene, image, out, max_side=max_side))
     return scene

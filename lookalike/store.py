@@ -36,7 +36,16 @@ from lookalike.aggregate import PCA_FILE, VOCAB_FILE
 from lookalike.config import VECTOR_TYPES as _VECTOR_TYPE_NAMES
 from lookalike.config import folder_label
 from lookalike.errors import IndexMissingError, LookalikeError
-from lookalike.io import INDEX_SIGNATURE, atomic_write, atomic_write_json, name_bytes, name_from, now_iso, shown
+from lookalike.io import (
+    INDEX_SIGNATURE,
+    atomic_write,
+    atomic_write_json,
+    name_bytes,
+    name_from,
+    now_iso,
+    remove_stale_temps,
+    shown,
+)
 
 FORMAT_VERSION = 1
 INDEX_DIRNAME = ".lookalike"
@@ -326,6 +335,8 @@ class Store:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise LookalikeError(f"{self.path} is being updated by another lookalike process") from None
+            for folder in (self.path, self.path / PARTS_DIR):  # what a killed writer left half-written
+                remove_stale_temps(folder)
             yield
         finally:
             with contextlib.suppress(OSError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -34,3 +35,17 @@ def photos(sample_dir: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "photos"
     shutil.copytree(sample_dir, dst)
     return dst
+
+
+# Property-based tests (hypothesis): few examples by default so ./test.sh stays fast; HYPOTHESIS_PROFILE=bench for a
+# long search (and `--hypothesis-seed` to replay one).
+try:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "ci", max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False
+    )
+    settings.register_profile("bench", max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # hypothesis is a dev dependency; the property tests skip without it
+    pass

@@ -145,3 +145,62 @@ def test_letterbox_keeps_aspect_and_reports_valid_area() -> None:
 def test_load_image_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="cannot read"):
         load_image(tmp_path / "nope.jpg")
+
+
+# --- the one image-size policy (lookalike.images.size_policy) -----------------------------------------------------
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A real small JPEG whose frame header (SOF0) is patched to claim ``width``×``height``: a header-only giant."""
+    data = bytearray(_jpeg((64, 48)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_size_policy_jpeg_over_pillow_limit_allowed_and_drafted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scaled-down limits: a JPEG over the full-decode limit decodes at a DCT scale that fits it; a PNG of the same
+    size is refused; a JPEG over the JPEG limit is refused too, with the same message form."""
+    import lookalike.images as images
+
+    monkeypatch.setattr(images, "MAX_PIXELS", 300 * 200 - 1)
+    monkeypatch.setattr(images, "MAX_JPEG_PIXELS", 1000 * 1000)
+    img, meta = decode(_jpeg((640, 400)), "big.jpg")  # 256,000 px > 59,999: needs 1/4 to fit (1/2 is 64,000)
+    assert (meta.width, meta.height) == (640, 400)
+    assert img.size == (160, 100)
+    img, _ = decode(_jpeg((640, 400)), "big.jpg", target=16)  # the model's target can ask for smaller still
+    assert img.size == (80, 50)
+    buf = io.BytesIO()
+    Image.new("RGB", (640, 400)).save(buf, "PNG")
+    with pytest.raises(ImageError, match=r"too many pixels .*limit for a PNG.* is 59,999 px"):
+        decode(buf.getvalue(), "big.png")
+    with pytest.raises(ImageError, match=r"too many pixels .*limit for a JPEG is 1,000,000 px"):
+        decode(_jpeg((1100, 1000)), "huge.jpg")
+
+
+def test_size_policy_real_limits_on_headers() -> None:
+    """At the shipped limits, from headers alone: a 120 Mpx PNG (allowed at index time before) and a 300 Mpx JPEG
+    are refused before decoding; a 180 Mpx JPEG (over Pillow's 178 Mpx) is decoded, at half scale."""
+    from lookalike.images import MAX_JPEG_PIXELS, MAX_PIXELS
+
+    assert MAX_PIXELS == Image.MAX_IMAGE_PIXELS and MAX_JPEG_PIXELS >= 250_000_000
+    png = io.BytesIO()
+    Image.new("1", (12000, 10000)).save(png, "PNG")
+    with pytest.raises(ImageError, match="too many pixels"):
+        decode(png.getvalue(), "bomb.png")
+    with pytest.raises(ImageError, match="too many pixels"):
+        decode(_jpeg_claiming(20000, 15000), "huge.jpg")
+    img, meta = decode(_jpeg_claiming(15000, 12000), "big.jpg")  # libjpeg pads the missing scan data with grey
+    assert (meta.width, meta.height) == (15000, 12000) and img.size == (7500, 6000)
+
+
+@pytest.mark.slow
+def test_140_megapixel_jpeg_decodes_in_draft_mode() -> None:
+    """A real 140 Mpx JPEG (a medium-format photo's size): decoded at half scale without a target, at 1/8 for the
+    model, with its true size in the metadata."""
+    buf = io.BytesIO()
+    Image.new("L", (14000, 10000), 128).save(buf, "JPEG", quality=50)
+    img, meta = decode(buf.getvalue(), "big.jpg")
+    assert (meta.width, meta.height) == (14000, 10000) and img.size == (7000, 5000) and img.mode == "RGB"
+    img, _ = decode(buf.getvalue(), "big.jpg", target=320)
+    assert img.size == (1750, 1250)

@@ -607,3 +607,102 @@ def test_a_name_that_is_not_utf8_is_served_readably_and_opened_exactly(sample_di
         assert c.get(f"/api/thumbnails/{i}").status_code == 200
         assert c.get(f"/api/images/{i}").content == (root / odd).read_bytes()
         assert json.loads(c.get("/api/search", params={"id": i}).content.decode("utf-8"))["matches"]
+
+# --- the guard: token, security headers, CORS, offline docs -------------------------------------------------------
+
+TOKEN = "a-long-enough-test-token-42"
+
+
+@pytest.fixture(scope="module")
+def guarded(server_index: Index) -> TestClient:
+    with TestClient(create_app(server_index, token=TOKEN)) as c:
+        yield c
+
+
+def test_token_required_for_every_api_call_page_shell_open(guarded: TestClient) -> None:
+    for path in ("/api/health", "/api/search?id=0", "/api/thumbnails/0", "/api/images/0", "/api/clusters",
+                 "/api/clusters/1/sheet.png"):  # fmt: skip
+        r = guarded.get(path)
+        assert r.status_code == 401, path
+        assert r.headers["www-authenticate"].startswith("Bearer") and "token" in r.json()["error"]
+    assert guarded.post("/api/search", data={"id": "0"}).status_code == 401
+    assert guarded.get("/api/health", headers={"Authorization": f"Bearer {TOKEN}x"}).status_code == 401
+    assert guarded.get("/api/health", headers={"Authorization": f"Basic {TOKEN}"}).status_code == 401
+    assert guarded.get("/api/health", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert guarded.get("/api/search?id=0", headers={"Authorization": f"bearer {TOKEN}"}).status_code == 200
+    for path in ("/", "/static/app.js", "/docs", "/openapi.json"):  # no index data in these
+        assert guarded.get(path).status_code == 200, path
+
+
+def test_login_sets_an_httponly_strict_cookie_that_opens_the_api(server_index: Index) -> None:
+    with TestClient(create_app(server_index, token=TOKEN)) as c:
+        assert c.post("/api/login", data={"token": "wrong-token-wrong-token"}).status_code == 401
+        assert c.get("/api/health").status_code == 401
+        r = c.post("/api/login", data={"token": TOKEN})
+        assert r.status_code == 204
+        cookie = r.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        assert c.get("/api/health").status_code == 200
+        assert c.get("/api/thumbnails/0").status_code == 200  # <img> tags carry the cookie, not a header
+
+
+def test_short_token_refused(server_index: Index) -> None:
+    from lookalike.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="at least 16") as info:
+        create_app(server_index, token="short")
+    assert info.value.setting == "token"
+
+
+def test_security_headers_on_every_response(client: TestClient, guarded: TestClient) -> None:
+    for c, path in [(client, "/"), (client, "/api/health"), (client, "/api/thumbnails/0"), (client, "/api/nope"),
+                    (guarded, "/api/health"), (client, "/docs")]:  # fmt: skip
+        h = c.get(path).headers
+        csp = h["content-security-policy"]
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp, path
+        assert h["x-content-type-options"] == "nosniff"
+        assert "access-control-allow-origin" not in h  # no CORS unless asked for
+    r = client.get("/api/health", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_cors_only_for_named_origins(server_index: Index) -> None:
+    with TestClient(create_app(server_index, cors_origins=["https://ok.example"])) as c:
+        ok = c.get("/api/health", headers={"Origin": "https://ok.example"})
+        assert ok.headers["access-control-allow-origin"] == "https://ok.example"
+        bad = c.get("/api/health", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in bad.headers
+
+
+def test_docs_served_offline_from_the_package(client: TestClient) -> None:
+    page = client.get("/docs").text
+    assert "cdn" not in page.lower() and "http" not in page.replace("http-equiv", "")
+    assert "<script>" not in page  # no inline script: the CSP would block it
+    for src in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css", "/static/docs.js"):
+        assert src in page
+        r = client.get(src)
+        assert r.status_code == 200 and len(r.content) > 100, src
+
+
+def test_options_allow_header_lists_every_method(client: TestClient) -> None:
+    r = client.options("/api/search")
+    assert r.status_code == 405 and set(r.headers["allow"].split(", ")) >= {"GET", "POST"}
+
+
+def test_serve_refuses_network_without_token(server_index: Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    from lookalike.errors import ConfigError
+    from lookalike.server.app import is_loopback, serve
+
+    started: list[str] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, log_level: started.append(host))
+    with pytest.raises(ConfigError, match=r"token needed to serve on 0\.0\.0\.0"):
+        serve(server_index.store.path, host="0.0.0.0")
+    assert started == []
+    serve(server_index.store.path, host="0.0.0.0", insecure=True)
+    serve(server_index.store.path, host="0.0.0.0", token=TOKEN)
+    serve(server_index.store.path, host="127.0.0.1")
+    assert started == ["0.0.0.0", "0.0.0.0", "127.0.0.1"]
+    assert is_loopback("localhost") and is_loopback("::1") and is_loopback("127.0.0.2")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("::")

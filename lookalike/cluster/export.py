@@ -117,7 +117,6 @@ def export_clusters(
         previous = set(json.loads(marker.read_text()).get("files", [])) if marker.is_file() else set()
     except (OSError, ValueError):
         previous = set()
-    out.mkdir(parents=True, exist_ok=True)
     wanted: dict[str, Path] = {}
     for c in data["clusters"]:
         for name in c["paths"]:
@@ -127,6 +126,13 @@ def export_clusters(
     missing = [rel for rel, src in wanted.items() if not src.is_file()]
     for rel in missing:
         del wanted[rel]
+    # The marker goes first, naming every file this export may leave: killed half-way, the folder is still ours and
+    # the same command resumes it (with the marker last, a kill made the folder "somebody else's" forever).
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        marker,
+        {"format": 1, "root": str(root), "mode": mode, "files": sorted(previous | set(wanted)), "complete": False},
+    )
     removed = 0
     for rel in sorted(previous - set(wanted)):
         p = out / rel
@@ -153,7 +159,7 @@ def export_clusters(
             sheet_files.append(rel)
     atomic_write_json(out / CLUSTERS_FILE, shown_json(data))  # for people and other programs: readable names
     atomic_write(out / "index.html", _html(data))
-    atomic_write_json(marker, {"format": 1, "root": str(root), "mode": mode, "files": sorted(wanted)})
+    atomic_write_json(marker, {"format": 1, "root": str(root), "mode": mode, "files": sorted(wanted), "complete": True})
     return {
         "out": str(out),
         "files": len(wanted),

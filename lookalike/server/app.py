@@ -7,16 +7,23 @@ at most ``workers`` model calls compete for the cores at once instead of every w
 
 Safety: files are only ever served by integer id from the index (never by a client-given path), request bodies are
 counted while they arrive and cut off at the upload limit, and every failure a client can cause comes back as a
-4xx with ``{"error": "one line"}`` while the server keeps serving.
+4xx with ``{"error": "one line"}`` while the server keeps serving. With a token (required by :func:`serve` on any
+address but loopback) every API call, the schema and the docs need it, as ``Authorization: Bearer`` or the cookie
+the page sets once the token is typed in; only the page shell and its static files are open, and they hold no data.
+Every response carries a Content-Security-Policy that allows this origin only, and the docs load Swagger UI from
+the installed ``swagger-ui-bundle`` package, so nothing is fetched from elsewhere.
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
 import io
+import ipaddress
 import logging
 import mimetypes
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -30,13 +37,15 @@ import anyio.to_thread
 import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lookalike.errors import ImageError, LookalikeError
+from lookalike.errors import ConfigError, ImageError, LookalikeError
 from lookalike.images import IMAGE_EXTENSIONS, content_hash, decode, load_image
 from lookalike.index import MODES, Index
 from lookalike.io import atomic_write, shown_json
@@ -59,6 +68,131 @@ IdField = Annotated[int | None, Form(alias="id", description="Or: the id of an i
 ClassField = Annotated[str | None, Form(alias="class", description="The query's class, for class modes.")]
 
 T = TypeVar("T")
+
+TOKEN_COOKIE = "lookalike_token"
+MIN_TOKEN_CHARS = 16
+OPEN_PATHS = ("/", "/api/login", "/docs", "/openapi.json")
+"""The page shell, the docs shell, the schema (the API's shape, public anyway) and the login call: no index data, and
+the page must load to ask for the token."""
+OPEN_PREFIXES = ("/static/", "/docs-assets/")
+SECURITY_HEADERS = {
+    # Own origin only: no CDN, no inline script, no framing (clickjacking), no plugins; data:/blob: images are the
+    # page's icon and the preview of a photo picked on the user's own machine.
+    "content-security-policy": (
+        "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cross-origin-opener-policy": "same-origin",
+}
+
+
+IMAGE_TYPES = {t: {} for t in ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff")}
+DOCS_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>lookalike API</title>
+  <link rel="stylesheet" href="/docs-assets/swagger-ui.css">
+  <link rel="icon" href="data:,">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs-assets/swagger-ui-bundle.js"></script>
+  <script src="/static/docs.js"></script>
+</body>
+</html>
+"""
+"""Swagger UI from this server: FastAPI's own page loads it from a CDN (blank offline) with an inline script (which
+the Content-Security-Policy forbids); here the initialiser is a static file."""
+
+
+def swagger_assets() -> Path:
+    """The Swagger UI files shipped inside the ``swagger-ui-bundle`` package (served under /docs-assets)."""
+    import swagger_ui_bundle
+
+    return Path(swagger_ui_bundle.swagger_ui_path)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server on this machine (a name counts only if it resolves to loopback)."""
+    name = host.strip("[]")
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        pass
+    try:
+        addrs = {info[4][0] for info in socket.getaddrinfo(name, None)}
+    except OSError:
+        return False
+    return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
+
+
+def check_token(token: str | None) -> str | None:
+    """A token guessable in a lifetime of tries is no lock: refuse short ones with a way to make a good one."""
+    if token is None:
+        return None
+    token = token.strip()
+    if len(token) < MIN_TOKEN_CHARS or not token.isprintable() or " " in token:
+        raise ConfigError(
+            f"token must be at least {MIN_TOKEN_CHARS} printable characters without spaces; make one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe())'`",
+            setting="token",
+        )
+    return token
+
+
+class Guard:
+    """Security headers on every response and, with a token, a 401 for anything but the page shell without it.
+
+    A pure ASGI middleware (not ``BaseHTTPMiddleware``) so file and streaming responses pass through unbuffered. The
+    token is compared in constant time (``hmac.compare_digest``) from the ``Authorization: Bearer`` header or the
+    HttpOnly cookie the page gets from ``POST /api/login``.
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token.encode() if token else None
+
+    def allowed(self, scope: Scope) -> bool:
+        if self.token is None:
+            return True
+        path = scope.get("path", "")
+        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+            return True
+        headers = dict(scope.get("headers") or [])
+        auth = headers.get(b"authorization", b"")
+        scheme, _, given = auth.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token):
+            return True
+        for part in headers.get(b"cookie", b"").split(b";"):
+            name, _, value = part.strip().partition(b"=")
+            if name == TOKEN_COOKIE.encode() and hmac.compare_digest(value, self.token):
+                return True
+        return False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items() if k.encode() not in present]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        if not self.allowed(scope):
+            await _error(
+                401,
+                "this server needs its token: send `Authorization: Bearer TOKEN`, or enter it on the page",
+                {"WWW-Authenticate": 'Bearer realm="lookalike"'},
+            )(scope, receive, with_headers)
+            return
+        await self.app(scope, receive, with_headers)
 
 
 class BodyLimit:
@@ -375,6 +509,7 @@ class ShownJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         return super().render(shown_json(content))
 
+
 def _preview_url(img: Image.Image, size: int = 256) -> str:
     """The uploaded query as a small JPEG data URL: a browser cannot show HEIC or a camera RAW itself, so the page
     shows the picture as the server decoded it (upright, as it was embedded)."""
@@ -383,6 +518,40 @@ def _preview_url(img: Image.Image, size: int = 256) -> str:
     buf = io.BytesIO()
     small.save(buf, "JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+class ErrorBody(BaseModel):
+    """Every error the API returns: one line saying what went wrong and what to do."""
+
+    error: str
+
+
+ERROR_WHY = {
+    400: "The image cannot be used (not an image, truncated, too small, too many pixels) or the request is wrong.",
+    401: "This server needs its token (`Authorization: Bearer TOKEN`, or the cookie from `POST /api/login`).",
+    404: "No such image id or cluster, or the image is no longer on disk.",
+    405: "Method not allowed on this path (the `Allow` header lists the ones that are).",
+    413: "The upload is over the server's limit.",
+    422: "A field is missing, of the wrong type or out of range.",
+}
+
+
+def errors(*codes: int, body: dict[str, Any] | None = None) -> dict[int | str, dict[str, Any]]:
+    """The documented answers of a route: its errors as ``ErrorBody`` and, for binary routes, its 200 media type."""
+    out: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody, "description": ERROR_WHY[c]} for c in codes}
+    if body:
+        out[200] = body
+    return out
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route of ``app`` answers on ``path`` (for the ``Allow`` header of a 405)."""
+    methods: set[str] = set()
+    scope = {"type": "http", "path": path, "method": "GET", "root_path": ""}
+    for route in app.routes:
+        match, _ = route.matches(scope)
+        if match.name != "NONE":
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -403,12 +572,19 @@ def create_app(
     max_upload_mb: float = 20,
     workers: int | None = None,
     thumb_cache: int = 2048,
+    token: str | None = None,
+    cors_origins: Sequence[str] = (),
 ) -> FastAPI:
-    """The FastAPI app over one index (opened and its model loaded here, once)."""
+    """The FastAPI app over one index (opened and its model loaded here, once).
+
+    ``token``: when given, every API call, the schema and the docs need it (see :class:`Guard`). ``cors_origins``:
+    other origins whose pages may call the API from a browser; none by default, so only this server's page can.
+    """
     if max_upload_mb <= 0:
         raise LookalikeError(f"--max-upload-mb must be positive, got {max_upload_mb}")
     if workers is not None and workers < 1:
         raise LookalikeError(f"--workers must be at least 1, got {workers}")
+    token = check_token(token)
     index = index_dir if isinstance(index_dir, Index) else Index.open(index_dir)
     svc = Service(index, workers=workers, thumb_cache=thumb_cache)
     max_bytes = int(max_upload_mb * 1024 * 1024)
@@ -419,13 +595,27 @@ def create_app(
         summary="Find look-alikes of a photo in an index, its room type, and the index's clusters.",
         version="0.1.0",
         default_response_class=ShownJSONResponse,
+        docs_url=None,  # served below from the installed swagger-ui-bundle, not a CDN
+        redoc_url=None,
     )
     app.state.service = svc
+    app.state.token_required = token is not None
     app.add_middleware(BodyLimit, max_bytes=max_bytes + MULTIPART_SLACK, message=too_large)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(Guard, token=token)  # outermost: headers on every answer, the 401 before any work
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # Starlette names the methods of the first route on the path; say all of them
+            headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
+        return _error(exc.status_code, str(exc.detail), headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -439,6 +629,8 @@ def create_app(
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
         return _error(500, f"internal error ({type(exc).__name__}); see the server log")
+
+    guarded = (401,) if token else ()
 
     async def read_upload(file: UploadFile) -> bytes:
         data = await file.read(max_bytes + 1)
@@ -465,7 +657,11 @@ def create_app(
         out["seconds"] = round(time.perf_counter() - started, 4)  # decode, model, search and classify
         return out
 
-    @app.post("/api/search", summary="Look-alikes of an uploaded image (or of an indexed image by id)")
+    @app.post(
+        "/api/search",
+        summary="Look-alikes of an uploaded image (or of an indexed image by id)",
+        responses=errors(*guarded, 400, 404, 413, 422),
+    )
     async def search_post(
         file: FileField = None,
         image_id: IdField = None,
@@ -475,7 +671,7 @@ def create_app(
     ) -> dict[str, Any]:
         return await do_search(file, image_id, k, mode, label)
 
-    @app.get("/api/search", summary="Look-alikes of an indexed image, by id")
+    @app.get("/api/search", summary="Look-alikes of an indexed image, by id", responses=errors(*guarded, 400, 404, 422))
     async def search_get(
         image_id: Annotated[int, Query(alias="id")],
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 5,
@@ -484,13 +680,22 @@ def create_app(
     ) -> dict[str, Any]:
         return await do_search(None, image_id, k, mode, label)
 
-    @app.post("/api/classify", summary="Room type of an uploaded image (or an indexed one by id), with probabilities")
+    @app.post(
+        "/api/classify",
+        summary="Room type of an uploaded image (or an indexed one by id), with probabilities",
+        responses=errors(*guarded, 400, 404, 413, 422),
+    )
     async def classify(file: FileField = None, image_id: IdField = None) -> dict[str, Any]:
         vec, exclude, query = await make_query(file, image_id)
         prediction = await svc.run(svc.predict, vec, exclude)
         return {"query": query, **(prediction or {})}
 
-    @app.get("/api/images/{image_id}", summary="The original file of an indexed image")
+    @app.get(
+        "/api/images/{image_id}",
+        summary="The original file of an indexed image",
+        response_class=FileResponse,
+        responses=errors(*guarded, 404, 422, body={"description": "The file as indexed.", "content": IMAGE_TYPES}),
+    )
     async def image(image_id: int) -> FileResponse:
         path = svc.paths[svc.check_id(image_id)]
         if not path.is_file():
@@ -498,7 +703,12 @@ def create_app(
         media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media, headers={"Cache-Control": "public, max-age=3600"})
 
-    @app.get("/api/thumbnails/{image_id}", summary="A JPEG thumbnail (256 px) of an indexed image, cached")
+    @app.get(
+        "/api/thumbnails/{image_id}",
+        summary="A JPEG thumbnail (256 px) of an indexed image, cached",
+        response_class=Response,
+        responses=errors(*guarded, 404, 422, body={"description": "JPEG", "content": {"image/jpeg": {}}}),
+    )
     async def thumbnail(image_id: int) -> Response:
         svc.check_id(image_id)
         try:
@@ -511,24 +721,84 @@ def create_app(
             headers={"Cache-Control": "public, max-age=86400", "ETag": f'"{svc.hashes[image_id]}"'},
         )
 
-    @app.get("/api/clusters", summary="The index's clusters (from `lookalike cluster`), as image ids")
+    @app.get(
+        "/api/clusters",
+        summary="The index's clusters (from `lookalike cluster`), as image ids",
+        responses=errors(*guarded),
+    )
     async def clusters() -> dict[str, Any]:
         return await anyio.to_thread.run_sync(svc.clusters)
 
-    @app.get("/api/clusters/{cluster_id}/sheet.png", summary="A contact sheet (PNG) of one cluster's images")
+    @app.get(
+        "/api/clusters/{cluster_id}/sheet.png",
+        summary="A contact sheet (PNG) of one cluster's images",
+        response_class=Response,
+        responses=errors(*guarded, 404, 422, body={"description": "PNG", "content": {"image/png": {}}}),
+    )
     async def cluster_sheet(cluster_id: int) -> Response:
         png = await svc.run(svc.cluster_sheet, cluster_id)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
-    @app.get("/api/health", summary="Liveness, and what this index offers (classes, classifier, clusters)")
+    @app.get(
+        "/api/health",
+        summary="Liveness, and what this index offers (classes, classifier, clusters)",
+        responses=errors(*guarded),
+    )
     async def health() -> dict[str, Any]:
         return await anyio.to_thread.run_sync(svc.health)
+
+    @app.post(
+        "/api/login",
+        summary="Trade the server's token for an HttpOnly cookie, so the page and its images need no header",
+        status_code=204,
+        response_class=Response,
+        responses=errors(401, 422) if token else errors(422),
+    )
+    async def login(request: Request, token_field: Annotated[str, Form(alias="token", min_length=1)]) -> Response:
+        if token is None:
+            return Response(status_code=204)  # an open server: nothing to log in to
+        if not hmac.compare_digest(token_field.strip().encode(), token.encode()):
+            raise HTTPException(401, "wrong token", headers={"WWW-Authenticate": 'Bearer realm="lookalike"'})
+        response = Response(status_code=204)
+        response.set_cookie(
+            TOKEN_COOKIE,
+            token,
+            httponly=True,  # page scripts never see it
+            samesite="strict",  # other sites' pages cannot make the browser send it
+            secure=request.url.scheme == "https",
+            max_age=30 * 86400,
+        )
+        return response
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(DOCS_PAGE, headers={"Cache-Control": "no-cache"})
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=swagger_assets()), name="docs-assets")
+    schema = app.openapi()  # generated once here and completed with what FastAPI cannot infer
+    for path in ("/api/search", "/api/classify"):
+        body = schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        ref = body["$ref"].rsplit("/", 1)[-1]
+        # exactly one of the two ways to name the query (both, or neither, is a 422)
+        schema["components"]["schemas"][ref]["oneOf"] = [{"required": ["file"]}, {"required": ["id"]}]
+        schema["paths"][path]["post"]["requestBody"]["required"] = True
+        for prop in schema["components"]["schemas"][ref]["properties"].values():  # a form field cannot be null
+            if "anyOf" in prop:
+                prop["anyOf"] = [t for t in prop["anyOf"] if t.get("type") != "null"]
+    if token:
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "The server's token (serve --token)."},
+            "cookie": {"type": "apiKey", "in": "cookie", "name": TOKEN_COOKIE},
+        }
+        for path, ops in schema["paths"].items():
+            if path != "/api/login":
+                for op in ops.values():
+                    op["security"] = [{"bearer": []}, {"cookie": []}]
     return app
 
 
@@ -539,10 +809,24 @@ def serve(
     port: int = 8000,
     max_upload_mb: float = 20,
     workers: int | None = None,
+    token: str | None = None,
+    insecure: bool = False,
+    cors_origins: Sequence[str] = (),
     log_level: str = "info",
 ) -> None:
-    """Load the index and its model, then serve the page and the API until interrupted."""
+    """Load the index and its model, then serve the page and the API until interrupted.
+
+    On an address other than loopback the server is reachable by anyone on the network and serves every indexed
+    photo, so it refuses to start without a ``token`` unless ``insecure`` says that is meant.
+    """
     import uvicorn
 
-    app = create_app(index_dir, max_upload_mb=max_upload_mb, workers=workers)
+    token = check_token(token)
+    if token is None and not insecure and not is_loopback(host):
+        raise ConfigError(
+            f"token needed to serve on {host}: anyone who can reach it could see every indexed photo; give a token "
+            "(or set LOOKALIKE_TOKEN), or allow an open server explicitly with insecure",
+            setting="token",
+        )
+    app = create_app(index_dir, max_upload_mb=max_upload_mb, workers=workers, token=token, cors_origins=cors_origins)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -26,6 +26,7 @@ async function api(url, options) {
   }
   let body = null;
   try { body = await response.json(); } catch (e) { /* not JSON */ }
+  if (response.status === 401) showLogin();
   if (!response.ok) {
     throw new Error((body && body.error) || `request failed (HTTP ${response.status})`);
   }
@@ -35,6 +36,23 @@ async function api(url, options) {
 function showError(box, message) {
   box.textContent = message;
   box.hidden = !message;
+}
+
+// --- token (a server on the network asks for it once; the server keeps it in an HttpOnly cookie) ----------------
+
+function showLogin() {
+  state.locked = true;
+  for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== "view-login";
+  $("token").focus();
+}
+
+async function login(event) {
+  event.preventDefault();
+  const form = new FormData();
+  form.append("token", $("token").value);
+  const response = await fetch("/api/login", { method: "POST", body: form });
+  if (response.ok) { location.reload(); return; }
+  showError($("login-error"), response.status === 401 ? "wrong token" : `login failed (HTTP ${response.status})`);
 }
 
 // --- search -----------------------------------------------------------------------------------------------------
@@ -208,6 +226,7 @@ function showView(name) {
 }
 
 function route() {
+  if (state.locked) return;
   const hash = location.hash;
   const m = hash.match(/^#id=(\d+)$/);
   if (m) {
@@ -232,6 +251,7 @@ async function start() {
   $("k").addEventListener("change", runSearch);
   for (const r of document.querySelectorAll("input[name=mode]")) r.addEventListener("change", runSearch);
   window.addEventListener("hashchange", route);
+  $("login-form").addEventListener("submit", login);
 
   try {
     const h = await api("/api/health");
@@ -248,7 +268,7 @@ async function start() {
     }
   } catch (e) {
     $("index-meta").textContent = "";
-    showError($("error"), e.message);
+    if (!state.locked) showError($("error"), e.message);
   }
   route();
 }

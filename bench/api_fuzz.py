@@ -1,0 +1,122 @@
+"""API fuzzing from the OpenAPI schema, the long run: schemathesis generates requests for every operation of the app
+(through its ASGI interface, no network), on an open server and on one with a token (with and without sending it),
+and runs every check it has. Records the cases run and the failures per check.
+
+Run: ``python -m bench.api_fuzz [--examples 200]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+NAME = "api_fuzz"
+TOKEN = "bench-api-fuzz-token-0123456789"
+
+
+def fuzz_operation(operation: Any, headers: dict[str, str] | None, checks: list, examples: int, seen: set[str]) -> int:
+    """Run ``examples`` generated cases of one operation with every check; failures (one line each) go to ``seen``."""
+    from hypothesis import HealthCheck, given, settings
+
+    cases = 0
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(case=operation.as_strategy())
+    def run(case: Any) -> None:
+        nonlocal cases
+        cases += 1
+        try:
+            case.call_and_validate(headers=headers, checks=checks)
+        except (Exception, BaseExceptionGroup) as exc:  # keep generating: every case checked
+            for line in str(exc).splitlines():
+                if line.strip().startswith("- "):
+                    seen.add(f"{operation.label}: {line.strip()[2:]}")
+
+    try:
+        run()
+    except (Exception, BaseExceptionGroup) as exc:  # hypothesis re-raises what it shrank to
+        seen.add(f"{operation.label}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    return cases
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--examples", type=int, default=200, help="generated cases per operation and server")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+
+    import schemathesis
+    from schemathesis.checks import CHECKS, load_all_checks
+
+    from bench.report import markdown_table, write_section
+    from lookalike import Index
+    from lookalike.samples import make_samples
+    from lookalike.server.app import create_app
+
+    load_all_checks()
+    checks = CHECKS.get_all()
+    config = schemathesis.Config.from_dict(
+        {
+            "operations": [
+                {
+                    "include-path-regex": "^/api/(search|classify)$",
+                    "include-method": "POST",
+                    "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "401", "404"]}},
+                }
+            ]
+        }
+    )
+    rows = []
+    failures: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    total = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        photos = make_samples(Path(tmp) / "photos", per_class=4, size=128)
+        index = Index.build(photos, Path(tmp) / "idx", labels="folders", resolution=64)
+        servers = {
+            "open": (create_app(index), None),
+            "token, sent": (create_app(index, token=TOKEN), {"Authorization": f"Bearer {TOKEN}"}),
+            "token, not sent": (create_app(index, token=TOKEN), None),
+        }
+        for server, (app, headers) in servers.items():
+            schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
+            started = time.perf_counter()
+            cases = 0
+            failed_ops = 0
+            for result in schema.get_all_operations():
+                seen: set[str] = set()
+                cases += fuzz_operation(result.ok(), headers, checks, args.examples, seen)
+                for key in seen:
+                    failures[key] += 1
+                    examples.setdefault(key, server)
+                failed_ops += bool(seen)
+            total += cases
+            rows.append([server, len(list(schema.get_all_operations())), cases, failed_ops,
+                         f"{time.perf_counter() - started:.0f}"])  # fmt: skip
+            print(rows[-1], flush=True)
+    body = "\n".join(
+        [
+            f"## API schema fuzzing (`{NAME}`)",
+            "",
+            f"schemathesis {schemathesis.__version__} against the app's own `/openapi.json` through ASGI, every "
+            f"operation, up to {args.examples} generated cases each (valid and invalid), every check "
+            f"({', '.join(c.__name__ for c in checks)}). Upload operations may answer 400 to schema-valid bytes that "
+            "are no decodable image (no schema can say so). Server: the sample index (16 images, 64 px).",
+            "",
+            markdown_table(["server", "operations", "cases", "operations with a failure", "seconds"], rows),
+            "",
+            f"Total: {total:,} cases; distinct failures: {len(failures)}"
+            + "".join(f"\n- {k} (first seen: {examples[k]})" for k in sorted(failures)),
+        ]
+    )
+    if not args.no_write:
+        write_section(NAME, body, {"examples per operation": args.examples})
+    print(body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Coverage-guided fuzzing (atheris, libFuzzer for Python) of what reads untrusted bytes: the image decoder path and
+the detections JSON.
+
+Targets:
+- ``decode``: :func:`lookalike.images.decode` on the bytes (open, size policy, draft, EXIF orientation, mode
+  conversion, EXIF time and GPS), with and without a model target size;
+- ``detections``: :func:`lookalike.scenes.load_detections` on the bytes as a file.
+
+A finding is any exception other than :class:`lookalike.errors.LookalikeError` (or a one-line message breaking that
+rule). The seed corpus is small valid files made here (:func:`seed_corpus`): JPEGs with EXIF orientation, time and
+GPS, PNGs in every mode, TIFF, WebP, BMP, GIF, and detections in each format. Every crash found becomes a fixed bug
+with a regression test (tests/test_fuzz.py replays the seeds and the inputs that once crashed).
+
+Run: ``python -m bench.fuzz [--seconds 300]``; each target runs in its own process for half the time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NAME = "fuzz"
+
+
+def seed_corpus() -> dict[str, list[bytes]]:
+    """Small valid inputs that reach every branch worth mutating from."""
+    import piexif
+    from PIL import Image
+
+    images: list[bytes] = []
+
+    def save(img: Image.Image, fmt: str, **kw: object) -> None:
+        buf = io.BytesIO()
+        img.save(buf, fmt, **kw)
+        images.append(buf.getvalue())
+
+    base = Image.new("RGB", (24, 18), (200, 40, 40))
+    base.paste((20, 20, 200), (0, 0, 12, 5))
+    gps = {
+        piexif.GPSIFD.GPSLatitudeRef: b"N", piexif.GPSIFD.GPSLatitude: ((52, 1), (31, 1), (1234, 100)),
+        piexif.GPSIFD.GPSLongitudeRef: b"W", piexif.GPSIFD.GPSLongitude: ((13, 1), (24, 1), (0, 1)),
+    }  # fmt: skip
+    for orientation in (1, 3, 6, 8):
+        exif = piexif.dump({
+            "0th": {piexif.ImageIFD.Orientation: orientation, piexif.ImageIFD.DateTime: b"2024:05:06 07:08:09"},
+            "Exif": {piexif.ExifIFD.DateTimeOriginal: b"2024:05:06 07:08:09"}, "GPS": gps,
+        })  # fmt: skip
+        save(base, "JPEG", quality=80, exif=exif)
+    save(base.convert("L"), "JPEG")
+    save(base.convert("CMYK"), "JPEG")
+    save(base.resize((64, 48)), "JPEG", progressive=True)
+    for mode in ("RGB", "RGBA", "L", "LA", "P", "1", "I;16"):
+        save(base.convert(mode) if mode != "I;16" else base.convert("L").convert("I;16"), "PNG")
+    save(base, "TIFF")
+    save(base, "WEBP", quality=50)
+    save(base, "BMP")
+    save(base.convert("P"), "GIF")
+    boxes = [
+        {"a": {"x1": 1, "y1": 2, "x2": 30, "y2": 40}, "b": {"x1": 5, "y1": 5, "x2": 9, "y2": 9}},
+        [[1, 2, 30, 40], [5, 5, 9, 9]],
+        {"annotations": [{"bbox": [1, 2, 29, 38], "id": 7}]},
+        [{"id": "x", "x1": 0, "y1": 0, "x2": 10, "y2": 10}],
+    ]
+    return {"decode": images, "detections": [json.dumps(b).encode() for b in boxes]}
+
+
+def check_decode(data: bytes) -> None:
+    from lookalike.errors import LookalikeError
+    from lookalike.images import decode
+
+    for target in (None, 32):
+        try:
+            img, meta = decode(data, "fuzz.jpg", target=target)
+        except LookalikeError as exc:
+            if "\n" in str(exc):
+                raise AssertionError(f"multi-line error: {exc!r}") from None
+            continue
+        assert img.mode == "RGB" and min(img.size) >= 1, (img.mode, img.size)
+        assert meta.gps_lat is None or -90 <= meta.gps_lat <= 90
+
+
+def check_detections(data: bytes) -> None:
+    from lookalike.errors import LookalikeError
+    from lookalike.scenes import load_detections
+
+    path = Path(tempfile.gettempdir()) / f"lookalike-fuzz-{os.getpid()}.json"
+    path.write_bytes(data)
+    try:
+        load_detections(path)
+    except LookalikeError as exc:
+        if "\n" in str(exc):
+            raise AssertionError(f"multi-line error: {exc!r}") from None
+
+
+TARGETS = {"decode": check_decode, "detections": check_detections}
+
+
+def _run_target(name: str, seconds: float, corpus_dir: str, artifacts: str, result_file: str) -> None:
+    """One atheris run (libFuzzer exits the process on a crash, so each target gets its own)."""
+    import atheris
+
+    with atheris.instrument_imports():
+        import lookalike.images  # noqa: F401
+        import lookalike.scenes  # noqa: F401
+    target = TARGETS[name]
+    log = os.open(result_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(log, 2)  # libFuzzer's final stats (executions, corpus) go to stderr; the parent reads them from here
+
+    argv = [sys.argv[0], f"-max_total_time={int(seconds)}", f"-artifact_prefix={artifacts}/", "-max_len=65536",
+            "-rss_limit_mb=3072", "-print_final_stats=1", corpus_dir]  # fmt: skip
+    atheris.Setup(argv, target)
+    atheris.Fuzz()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=300, help="total fuzzing time, split between the targets")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+
+    from bench.report import markdown_table, write_section
+
+    rows = []
+    findings: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="lookalike-fuzz-") as tmp:
+        seeds = seed_corpus()
+        for name in TARGETS:
+            corpus = Path(tmp) / name / "corpus"
+            artifacts = Path(tmp) / name / "artifacts"
+            corpus.mkdir(parents=True)
+            artifacts.mkdir(parents=True)
+            for i, data in enumerate(seeds[name]):
+                (corpus / f"seed{i:03d}").write_bytes(data)
+            result = Path(tmp) / name / "libfuzzer.log"
+            started = time.perf_counter()
+            ctx = multiprocessing.get_context("spawn")
+            proc = ctx.Process(
+                target=_run_target, args=(name, args.seconds / len(TARGETS), str(corpus), str(artifacts), str(result))
+            )
+            proc.start()
+            proc.join()
+            elapsed = time.perf_counter() - started
+            stats = result.read_text(errors="replace") if result.exists() else ""
+            found = re.findall(r"stat::number_of_executed_units:\s*(\d+)", stats)
+            executions = int(found[-1]) if found else 0
+            crashes = sorted(artifacts.iterdir())
+            keep = Path(__file__).parent / "results" / "fuzz"  # inputs that crashed, for the regression tests
+            for c in crashes:
+                keep.mkdir(parents=True, exist_ok=True)
+                (keep / f"{name}-{c.name}").write_bytes(c.read_bytes())
+                log = result.read_text(errors="replace") if result.exists() else ""
+                (keep / f"{name}-{c.name}.log").write_text(log[-6000:])
+            for c in crashes:
+                findings.append(f"{name}: {c.name} ({len(c.read_bytes())} bytes): {c.read_bytes()[:60]!r}")
+            rows.append([name, len(seeds[name]), len(list(corpus.iterdir())), f"{executions:,}",
+                         f"{executions / elapsed:.0f}", len(crashes)])  # fmt: skip
+            print(rows[-1], flush=True)
+    body = "\n".join(
+        [
+            f"## Fuzzing (`{NAME}`)",
+            "",
+            f"atheris (libFuzzer, coverage-guided) for {args.seconds:g} s in all, split between the targets: `decode` "
+            "(`lookalike.images.decode` with and without a model size: open, size policy, draft, EXIF orientation, "
+            "mode conversion, EXIF time and GPS) and `detections` (`lookalike.scenes.load_detections` on the bytes as "
+            "a file). A finding is any exception but a one-line `LookalikeError`. Seeds: small valid files made by "
+            "`bench.fuzz.seed_corpus` (JPEG with EXIF orientation/time/GPS, grey, CMYK, progressive; PNG in 7 modes; "
+            "TIFF, WebP, BMP, GIF; detections in each format).",
+            "",
+            markdown_table(["target", "seeds", "corpus at the end", "executions", "per second", "findings"], rows),
+            "",
+            "Findings: " + ("; ".join(findings) if findings else "none in this run."),
+        ]
+    )
+    if not args.no_write:
+        write_section(NAME, body, {"seconds": args.seconds, "engine": "atheris"})
+    print(body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Soak: 8 clients against ``lookalike serve`` over the rooms index for many minutes, in one-minute windows.
+
+What a short load test cannot show: latency creeping up, memory growing, errors appearing after thousands of
+requests. The server runs as a user starts it (its own process, loopback, with a token so every request passes the
+guard), the clients are httpx coroutines here uploading room photos to ``POST /api/search``; each window reports
+requests, errors, p50/p99 and the server's RSS at its end.
+
+Run: ``flock /tmp/lookalike-bench.lock .venv/bin/python -m bench.soak [--minutes 30] [--clients 8]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import secrets
+import signal
+import subprocess
+
+import httpx
+import numpy as np
+
+from bench.common import dataset, shared_index
+from bench.report import index_settings, markdown_table, write_section
+from bench.server_load import free_port, load, rss_mb, start_server
+
+NAME = "soak"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=30)
+    ap.add_argument("--window", type=float, default=60, help="seconds per reported window")
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--photos", type=int, default=200)
+    ap.add_argument("--warmup", type=float, default=10)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+
+    index = shared_index("rooms")
+    files = sorted(dataset("rooms").glob("*/*.jpg"))
+    random.Random(0).shuffle(files)
+    photos = [(p.name, p.read_bytes()) for p in files[: args.photos]]
+    token = secrets.token_urlsafe()
+    auth = {"Authorization": f"Bearer {token}"}
+    port = free_port()
+    proc, startup = start_server(index.store.path, port, 2, token=token)
+    url = f"http://127.0.0.1:{port}/api/search"
+    rows: list[list[object]] = []
+    total_req = total_err = 0
+    samples: list[str] = []
+    try:
+        asyncio.run(load(url, photos, 2, args.warmup, proc.pid, auth))
+        rss_start = rss_mb(proc.pid)
+        windows = max(1, round(args.minutes * 60 / args.window))
+        for w in range(windows):
+            lat, errors, errs, _, elapsed = asyncio.run(load(url, photos, args.clients, args.window, proc.pid, auth))
+            ms = np.array(lat) * 1000
+            rss = rss_mb(proc.pid)
+            rows.append(
+                [w + 1, len(lat), f"{len(lat) / elapsed:.1f}", errors, f"{np.percentile(ms, 50):.0f}",
+                 f"{np.percentile(ms, 99):.0f}", f"{rss:.0f}"]
+            )  # fmt: skip
+            total_req += len(lat)
+            total_err += errors
+            samples += errs[: max(0, 5 - len(samples))]
+            print(rows[-1], flush=True)
+        rss_end = rss_mb(proc.pid)
+        refused = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code
+        alive = httpx.get(f"http://127.0.0.1:{port}/api/health", headers=auth, timeout=5).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    growth = (rss_end - rss_start) / rss_start * 100
+    minutes = len(rows) * args.window / 60
+    body = "\n".join(
+        [
+            f"## Soak: {args.clients} clients for {minutes:g} minutes (`{NAME}`)",
+            "",
+            f"`lookalike serve --workers 2` with a token, in its own process over the rooms index ({len(index)} "
+            f"images) on loopback; {args.clients} httpx clients on the same {os.cpu_count()} cores each uploading one "
+            f"of {len(photos)} room photos to `POST /api/search` (k=5, `Authorization: Bearer`) as soon as its "
+            f"previous answer arrives, reported per {args.window:g} s window. Start-up {startup:.1f} s; "
+            f"{args.warmup:g} s of 2-client warm-up before the first window.",
+            "",
+            markdown_table(["window", "requests", "requests/s", "errors", "p50 ms", "p99 ms", "server RSS MB"], rows),
+            "",
+            f"Total: {total_req:,} requests, {total_err} errors (anything but 200 with 5 matches)"
+            + (f" ({'; '.join(samples)})" if samples else "")
+            + f". Server RSS {rss_start:.0f} MB after warm-up, {rss_end:.0f} MB at the end ({growth:+.1f}%). "
+            f"After the run: healthy {'yes' if alive else 'NO'}; without the token `/api/health` answered "
+            f"{refused}.",
+        ]
+    )
+    if not args.no_write:
+        settings = {
+            **index_settings(index.store.meta),
+            "clients": args.clients,
+            "minutes": f"{minutes:g}",
+            "server --workers": 2,
+        }
+        write_section(NAME, body, settings)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
