@@ -31,6 +31,8 @@ VECTOR_TYPES = ("float32", "float16")
 RUNTIMES = ("auto", "onnx", "torch")
 ENGINES = ("local", "ray")
 ANN_KINDS = ("auto", "flat", "ivf", "hnsw")
+PRECISIONS = ("fp32", "int8")  # int8: a statically quantized copy of the ONNX export (lookalike.models.quantize)
+DEFAULT_PRECISION = "fp32"
 
 
 def folder_label(rel_path: str, rule: str = "folders") -> str | None:
