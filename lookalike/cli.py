@@ -61,6 +61,8 @@ def _open_index(index: Path):
 
 def _print_report(report, quiet: bool) -> None:
     r = report
+    if r.calibration:
+        err.print(escape(r.calibration))
     err.print(
         f"[bold green]indexed[/] {r.total} files in {r.seconds:.1f}s: {r.added} added, {r.updated} updated, "
         f"{r.unchanged} unchanged, {r.removed} removed"
@@ -102,6 +104,10 @@ def index(
     vectors: Annotated[
         str | None, typer.Option(help="Vector storage: float32 (default) or float16 (half size).")
     ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="Backbone arithmetic: fp32 (default) or int8 (quantized, calibrated on these photos)."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Index a folder of photos, or bring its index up to date (only new and changed files are embedded)."""
@@ -126,6 +132,7 @@ def index(
         num_workers=num_workers,
         ann=ann,
         vectors=vectors,
+        precision=precision,
     )
     _print_report(idx.report, quiet)
     err.print(f"index: {idx.store.path}")
@@ -208,6 +215,7 @@ def info(index: IndexOpt = Path(".lookalike"), as_json: JsonOpt = False) -> None
         ("updated", data["updated"]),
         ("skipped", len(data["skipped"])),
         ("vectors", data.get("vectors", "float32")),
+        ("precision", data.get("precision", "fp32")),
         ("search", describe_ann(data.get("search"))),
         ("classifier", _describe_head(data.get("classifier"))),
     ]:

@@ -26,6 +26,7 @@ from lookalike.distributed import ray_describe_files, require_ray
 from lookalike.embed import Batch, Describer
 from lookalike.errors import ImageError, IndexMismatchError, LookalikeError
 from lookalike.images import IMAGE_EXTENSIONS, content_hash, decode, find_images, read_file
+from lookalike.models.quantize import INT8_FILE
 from lookalike.progress import bar
 from lookalike.search import VectorSearch, open_searcher, refresh_ann
 from lookalike.store import INDEX_DIRNAME, Store, make_table, plan_update, with_labels
@@ -77,6 +78,7 @@ class BuildReport:
     resumed: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    calibration: str | None = None  # what an int8 backbone was calibrated on, when this run calibrated one
 
     @property
     def embedded(self) -> int:
@@ -196,6 +198,9 @@ class Index:
         if not files and len(store) == 0:
             exts = ", ".join(sorted(IMAGE_EXTENSIONS))
             raise LookalikeError(f"no images found in {root} (looked for {exts}, in any case)")
+        calibration = None
+        if describer.needs_calibration:  # before the vocabulary: its descriptors come from the int8 model too
+            calibration = describer.calibrate(files, store.path / INT8_FILE)
         ensure_vocabulary(store, describer, files, progress=options.progress)
 
         on_disk: dict[str, tuple[int, int]] = {}
@@ -227,7 +232,11 @@ class Index:
             {n: (s.get("size"), s.get("mtime_ns")) for n, s in skipped_before.items()},
         )
         report = BuildReport(
-            total=len(files), unchanged=len(plan.keep), resumed=len(plan.resume), removed=len(plan.removed)
+            total=len(files),
+            unchanged=len(plan.keep),
+            resumed=len(plan.resume),
+            removed=len(plan.removed),
+            calibration=calibration,
         )
         skipped = [skipped_before[n] for n in plan.skip_again]
         new_tables: list[pa.Table] = []
@@ -556,6 +565,7 @@ class Index:
             "skipped": [{"path": s["path"], "reason": s["reason"]} for s in self.store.skipped],
             "interrupted_parts": self.store.pending_parts(),
             "vectors": self.store.vector_type,
+            "precision": meta.get("precision", "fp32"),
             "search": meta.get("ann") or {"kind": "auto", "index": "flat", "exact": True},
             "classifier": self._head_summary(),
             "disk_bytes": self.store.disk_bytes(),
@@ -588,4 +598,7 @@ def describer_of(store: Store, *, runtime: str = "auto") -> Describer:
         )
     if stored.get("post") and describer.post is None:
         raise LookalikeError(f"{store.path}: PCA-whitening file missing; rebuild the index")
+    if describer.needs_calibration and (len(store) or store.pending_parts()):
+        # these vectors came from the int8 model that was in the folder: another calibration would not match them
+        raise LookalikeError(f"{store.path}: the int8 model {INT8_FILE} is missing; rebuild the index")
     return describer

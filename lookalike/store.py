@@ -37,6 +37,7 @@ from lookalike.config import VECTOR_TYPES as _VECTOR_TYPE_NAMES
 from lookalike.config import folder_label
 from lookalike.errors import IndexMissingError, LookalikeError
 from lookalike.io import atomic_write, atomic_write_json, now_iso
+from lookalike.models.quantize import INT8_FILE
 
 FORMAT_VERSION = 1
 INDEX_DIRNAME = ".lookalike"
@@ -62,6 +63,7 @@ INDEX_FILES: dict[str, tuple[str, str]] = {
     LOCK_FILE: ("lookalike.store", "held by the process updating the index"),
     VOCAB_FILE: ("lookalike.aggregate", "the VLAD vocabulary"),
     PCA_FILE: ("lookalike.aggregate", "the PCA-whitening"),
+    INT8_FILE: ("lookalike.models.quantize", "the int8 backbone calibrated on these images (precision int8 only)"),
     ANN_FILE: ("lookalike.search", "the approximate search index, when one is used"),
     HEAD_FILE: ("lookalike.classify", "the fitted classifier: method, classes, metrics, fingerprint"),
     HEAD_WEIGHTS_FILE: ("lookalike.classify", "the fitted classifier's weights as plain arrays"),

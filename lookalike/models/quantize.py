@@ -24,6 +24,9 @@ from lookalike.io import atomic_write
 
 log = logging.getLogger(__name__)
 
+#: The quantized backbone of an int8 index, kept in the index folder: it was calibrated on that folder's images, so
+#: queries must run exactly this file (a re-calibration on other images would give slightly other vectors).
+INT8_FILE = "model-int8.onnx"
 #: Calibrating on fewer images than this gives ranges set by a handful of photos; callers fall back to a wider set.
 MIN_CALIBRATION_IMAGES = 16
 #: More calibration images barely move MinMax ranges but cost time (about 0.25 s an image on two cores).
