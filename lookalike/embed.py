@@ -147,15 +147,15 @@ class Describer:
         With fewer than ``MIN_CALIBRATION_IMAGES`` usable images the ranges would follow a handful of photos, so the
         bundled sample photos are used instead, and the returned sentence says so.
         """
-        rng = np.random.default_rng(seed)
         paths = list(paths)
-        chosen = [paths[i] for i in sorted(rng.permutation(len(paths))[: max_images * 2])]
+        order = np.random.default_rng(seed).permutation(len(paths))[: 4 * max_images]
         pixels: list[np.ndarray] = []
-        workers = min(4, os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="calibrate") as pool:
-            for item in pool.map(self.prepare_file, chosen):  # twice as many as needed: some may be unreadable
-                if item.pixels is not None and len(pixels) < max_images:
-                    pixels.append(item.pixels)
+        tried = 0
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="calibrate") as pool:
+            while len(pixels) < max_images and tried < len(order):  # top up for files that cannot be read
+                take = [paths[i] for i in order[tried : tried + max_images - len(pixels)]]
+                tried += len(take)
+                pixels += [item.pixels for item in pool.map(self.prepare_file, take) if item.pixels is not None]
         if len(pixels) >= MIN_CALIBRATION_IMAGES:
             note = f"int8 calibrated on {len(pixels)} of the images"
         else:
@@ -165,7 +165,7 @@ class Describer:
             )
             pixels = self._bundled_calibration_pixels()
         log.info("%s", note)
-        self.model.quantize((np.stack(pixels[i : i + 8]) for i in range(0, len(pixels), 8)), out)  # type: ignore[attr-defined]
+        self.model.quantize((np.stack(b) for b in _chunks(pixels, 8)), out)  # type: ignore[attr-defined]
         return note
 
     def _bundled_calibration_pixels(self) -> list[np.ndarray]:

@@ -142,7 +142,10 @@ class TorchBackbone:
         self.runtime = runtime
         if runtime in ("auto", "onnx"):
             try:
-                self._session = self._onnx_session()
+                if precision == "int8":
+                    self.export_onnx()  # the int8 session comes from load_int8 or quantize: no fp32 one meanwhile
+                else:
+                    self._session = self._onnx_session()
                 self.runtime = "onnx"
             except LookalikeError:
                 raise  # the weights themselves are unusable: torch would fail on them too
@@ -243,6 +246,8 @@ class TorchBackbone:
 
     def features(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float32)
+        if self._session is None and self.runtime == "onnx":
+            self._session = self._onnx_session()
         if self._session is not None:
             return self._session.run(None, {"pixels": x})[0]
         import torch
