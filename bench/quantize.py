@@ -69,7 +69,7 @@ def quality(name: str) -> dict:
     out = {}
     for precision in ("fp32", "int8"):
         start = time.perf_counter()
-        index = shared_index(name, precision=precision)  # its own fp32 index: others may be serving the default one
+        index = shared_index(name) if precision == "fp32" else shared_index(name, precision="int8")
         print(f"{name} {precision}: {len(index)} images ({time.perf_counter() - start:.0f} s)", flush=True)
         rows = [i for i, lab in enumerate(index.labels) if lab is not None]
         X = index.vectors[rows]  # noqa: N806
