@@ -18,10 +18,12 @@ from bench.common import dataset
 from bench.report import markdown_table, write_section
 from lookalike import Index
 from lookalike.aggregate import make_pooling
+from lookalike.config import RunOptions
 from lookalike.embed import Describer
 from lookalike.images import find_images, load_image
-from lookalike.index import DEFAULT_BATCH
 from lookalike.models import create_model
+
+DEFAULT_BATCH = RunOptions().batch_size
 
 
 def seed_style_loop(paths: list[Path], resolution: int) -> float:
