@@ -1,11 +1,11 @@
-"""Issue 2 figures: end-to-end indexing throughput against the model alone and against a seed-style eager loop,
-and the cost of re-indexing an unchanged folder. All measured in one run, reported as ratios.
+"""Issues 2 and 24 figures: end-to-end indexing throughput against the model alone and against a seed-style eager
+loop, at fp32 and int8, and the cost of re-indexing an unchanged folder. All measured in one run, as ratios.
 
 The end-to-end run comes first, after dropping the page cache (``echo 1 > /proc/sys/vm/drop_caches``, root only), so
 it pays for reading the photos from disk; the model-only step decodes every file beforehand and would otherwise
 leave them all cached. A second end-to-end run over the then cached files shows what the read costs.
 
-    flock /tmp/lookalike-bench.lock .venv/bin/python -m bench.indexing [--limit N]
+    flock /tmp/lookalike-bench.lock .venv/bin/python -m bench.indexing [--limit N] [--precisions fp32,int8]
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="use only the first N images (0 = all)")
     ap.add_argument("--seed-images", type=int, default=300, help="images for the seed-style eager loop")
     ap.add_argument("--resolution", type=int, default=0, help="input size (0 = the model's default)")
+    ap.add_argument("--precisions", default="fp32,int8", help="fp32 always runs first; add int8 to compare it")
     args = ap.parse_args()
     rooms = dataset("rooms")
     work = Path(tempfile.mkdtemp(prefix="lookalike-bench-"))
@@ -114,6 +115,25 @@ def main() -> None:
         Index.build(src, work / "index-warm", pooling="gem", resolution=res)
         warm = n / (time.perf_counter() - start)
 
+        # 3c. int8: calibrated on these photos as Index.build does, then the same two measurements (photos cached)
+        int8 = {}
+        if "int8" in args.precisions.split(","):
+            q = Describer(create_model("efficientnet-lite0", precision="int8"), make_pooling("gem"), res)
+            q.calibrate(paths, work / "int8.onnx")
+            prepared = [q.prepare_image(load_image(p, target=res)) for p in paths]
+            pixels = np.stack([p for p, _ in prepared])
+            valid = np.array([v for _, v in prepared])
+            del prepared
+            q.describe_arrays(pixels[:8], valid[:8])  # the first run allocates
+            start = time.perf_counter()
+            for i in range(0, n, DEFAULT_BATCH):
+                q.describe_arrays(pixels[i : i + DEFAULT_BATCH], valid[i : i + DEFAULT_BATCH])
+            int8["model"] = n / (time.perf_counter() - start)
+            del pixels
+            start = time.perf_counter()
+            Index.build(src, work / "index-int8", pooling="gem", resolution=res, precision="int8")
+            int8["e2e"] = n / (time.perf_counter() - start)
+
         # 4. seed-style per-image eager torch loop
         seed = seed_style_loop(paths[: args.seed_images], res)
 
@@ -127,6 +147,13 @@ def main() -> None:
             [f"seed-style loop (per image, eager torch; {min(n, args.seed_images)} images)", f"{seed:.1f}",
              f"{seed / model_only:.2f}×", ""],
         ]  # fmt: skip
+        if int8:
+            rows += [
+                [f"int8: model alone, pre-decoded tensors (batch {DEFAULT_BATCH})", f"{int8['model']:.1f}",
+                 f"{int8['model'] / model_only:.2f}×", ""],
+                ["int8: `Index.build` end to end incl. calibration, photos cached", f"{int8['e2e']:.1f}",
+                 f"{int8['e2e'] / model_only:.2f}×", ""],
+            ]  # fmt: skip
         settings = index_settings(idx.store.meta)
         read_note = (
             "The end-to-end row reads the photos from disk: the page cache was dropped just before it "
@@ -136,14 +163,20 @@ def main() -> None:
             "this run reads the photos, but earlier processes may have left them cached."
         )
         body = (
-            f"### Indexing throughput (issue 2)\n\n"
+            f"### Indexing throughput (issues 2, 24)\n\n"
             f"{n:,} real 416×416 JPEGs from `../shared/data/rooms`, {settings['model']} at {res} px (the default), "
             f"{settings['pooling']} pooling; the seed-style loop runs at the same resolution. {read_note}\n\n"
             + markdown_table(["pipeline", "images/s", "vs model-only", "target"], rows)
             + f"\n\n- End to end ({first}) vs the seed-style loop: **{end_to_end / seed:.1f}× faster** (target ≥ 4×).\n"
             f"- End to end with the photos already cached runs at {warm / end_to_end:.2f}× the speed of the run "
             f"that read them ({first}).\n"
-            f"- Full index run {full_s:.1f} s; re-indexing the unchanged folder {reindex_s:.2f} s = "
+            + (
+                f"- int8 (`--precision int8`, calibrated on 64 of the photos): model alone {int8['model'] / model_only:.2f}× "
+                f"fp32's; end to end with the photos cached {int8['e2e'] / warm:.2f}× fp32's.\n"
+                if int8
+                else ""
+            )
+            + f"- Full index run {full_s:.1f} s; re-indexing the unchanged folder {reindex_s:.2f} s = "
             f"**{100 * reindex_s / full_s:.1f}%** of a full run (target ≤ 2%).\n"
         )
         write_section(
@@ -154,6 +187,7 @@ def main() -> None:
                 "batch": DEFAULT_BATCH,
                 "data": f"rooms, {n:,} images",
                 "page cache": "dropped before the end-to-end run" if cold else "not dropped",
+                "precisions": args.precisions,
             },
         )
         print(body)

@@ -3,10 +3,28 @@
 >>> from lookalike import Index
 >>> index = Index.build("photos/", labels="folders")
 >>> index.search("query.jpg", k=5)
+
+The names below are loaded on first use (PEP 562): ``lookalike --help`` or ``lookalike.errors`` must not pay for
+pyarrow, FAISS and the rest that :mod:`lookalike.index` brings in.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from lookalike.errors import ImageError, LookalikeError
-from lookalike.index import BuildReport, Index, Match, SearchResult
+
+if TYPE_CHECKING:
+    from lookalike.index import BuildReport, Index, Match, SearchResult
 
 __version__ = "0.1.0"
 __all__ = ["BuildReport", "ImageError", "Index", "LookalikeError", "Match", "SearchResult", "__version__"]
+_FROM_INDEX = ("BuildReport", "Index", "Match", "SearchResult")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_INDEX:
+        from lookalike import index
+
+        return getattr(index, name)
+    raise AttributeError(f"module 'lookalike' has no attribute {name!r}")

@@ -72,6 +72,8 @@ def _open_index(index: Path):
 
 def _print_report(report, quiet: bool) -> None:
     r = report
+    if r.calibration:
+        err.print(escape(r.calibration))
     err.print(
         f"[bold green]indexed[/] {r.total} image files in {r.seconds:.1f}s: {r.added} added, {r.updated} updated, "
         f"{r.unchanged} unchanged"
@@ -122,6 +124,10 @@ def index(
     checkpoint_every: Annotated[
         int, typer.Option(help="Save progress every N images (a killed run resumes from the last save).")
     ] = 256,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="Backbone arithmetic: fp32 (default) or int8 (quantized, calibrated on these photos)."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Index a folder of photos, or bring its index up to date (only new and changed files are embedded)."""
@@ -147,6 +153,7 @@ def index(
         ann=ann,
         vectors=vectors,
         checkpoint_every=checkpoint_every,
+        precision=precision,
     )
     _print_report(idx.report, quiet)
     err.print(f"index: {idx.store.path}")
@@ -229,6 +236,7 @@ def info(index: IndexOpt = Path(".lookalike"), as_json: JsonOpt = False) -> None
         ("updated", data["updated"]),
         ("skipped", len(data["skipped"])),
         ("vectors", data.get("vectors", "float32")),
+        ("precision", data.get("precision", "fp32")),
         ("search", describe_ann(data.get("search"))),
         ("classifier", _describe_head(data.get("classifier"))),
     ]:

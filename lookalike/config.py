@@ -1,8 +1,8 @@
 """What defines an index's vectors, in one frozen object, and how a run is carried out, in another.
 
 An index is only meaningful if every vector in it, and every query compared with them, was made the same way. That
-recipe is :class:`IndexConfig`: model, weights, pooling, resolution, PCA-whitening, VLAD vocabulary, storage type and
-the label rule. It is stored in ``meta.json`` (:meth:`IndexConfig.to_meta`), read back with
+recipe is :class:`IndexConfig`: model, weights, pooling, resolution, PCA-whitening, VLAD vocabulary, precision,
+storage type and the label rule. It is stored in ``meta.json`` (:meth:`IndexConfig.to_meta`), read back with
 :meth:`IndexConfig.from_meta`, and turned into a describer in exactly one place (``lookalike.embed.Describer.
 from_config``). Options a user did not give follow the stored index (:meth:`IndexConfig.merged`); a real conflict
 is named field by field (:meth:`IndexConfig.differences`).
@@ -31,6 +31,8 @@ VECTOR_TYPES = ("float32", "float16")
 RUNTIMES = ("auto", "onnx", "torch")
 ENGINES = ("local", "ray")
 ANN_KINDS = ("auto", "flat", "ivf", "hnsw")
+PRECISIONS = ("fp32", "int8")  # int8: a statically quantized copy of the ONNX export (lookalike.models.quantize)
+DEFAULT_PRECISION = "fp32"
 
 
 def folder_label(rel_path: str, rule: str = "folders") -> str | None:
@@ -69,6 +71,7 @@ class IndexConfig:
     vocab: str | None = None  # a VLAD vocabulary file to use instead of fitting one
     vectors: str = "float32"
     labels: str = "folders"
+    precision: str = DEFAULT_PRECISION  # the backbone's arithmetic: fp32, or int8 (calibrated on the indexed images)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pooling", _pooling_dict(self.pooling))
@@ -82,6 +85,10 @@ class IndexConfig:
         if self.vectors not in VECTOR_TYPES:
             raise ConfigError(
                 f"vectors must be one of {', '.join(VECTOR_TYPES)}, got {self.vectors!r}", setting="vectors"
+            )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}", setting="precision"
             )
         if self.labels not in LABEL_RULES:
             raise ConfigError(f"labels must be one of {', '.join(LABEL_RULES)}, got {self.labels!r}", setting="labels")
@@ -104,11 +111,12 @@ class IndexConfig:
             pca=meta.get("pca"),
             vectors=meta.get("vectors", "float32"),
             labels=meta.get("labels", "folders"),
+            precision=meta.get("precision", "fp32"),  # indexes from before precision existed are fp32
         )
 
     def to_meta(self) -> dict[str, Any]:
         """The fields of ``meta.json`` this config owns (the describer adds the model's identity and dims)."""
-        meta: dict[str, Any] = {"labels": self.labels, "vectors": self.vectors}
+        meta: dict[str, Any] = {"labels": self.labels, "vectors": self.vectors, "precision": self.precision}
         if self.pooling is not None:
             meta["pooling"] = dict(self.pooling)
         if self.resolution is not None:
@@ -139,7 +147,7 @@ class IndexConfig:
         """``(field, this, other)`` for every setting that would make different vectors, e.g.
         ``("pooling.clusters", 16, 32)``; storage type and label rule change no vector and are not listed."""
         out: list[tuple[str, Any, Any]] = []
-        for name in ("model", "weights", "resolution", "pca", "vocab"):
+        for name in ("model", "weights", "resolution", "pca", "vocab", "precision"):
             a, b = getattr(self, name), getattr(other, name)
             if a != b and not (name in ("resolution", "vocab", "weights") and (a is None or b is None)):
                 out.append((name, a, b))

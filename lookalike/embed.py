@@ -7,6 +7,7 @@ indexed images were.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,8 +32,11 @@ from lookalike.aggregate import (
 )
 from lookalike.config import DEFAULT_POOLING, IndexConfig
 from lookalike.errors import ConfigError, ImageError
-from lookalike.images import ImageMeta, content_hash, decode, letterbox, read_file
-from lookalike.models.base import Backbone
+from lookalike.images import ImageMeta, bundled_photos, content_hash, decode, letterbox, load_image, read_file
+from lookalike.models.base import Backbone, cache_dir
+from lookalike.models.quantize import INT8_FILE, MAX_CALIBRATION_IMAGES, MIN_CALIBRATION_IMAGES
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,6 +93,8 @@ class Describer:
         from lookalike.models.registry import takes_weights
 
         kwargs: dict[str, Any] = {"runtime": runtime, **config.model_options}
+        if config.precision != "fp32":
+            kwargs["precision"] = config.precision
         if config.weights:
             if not takes_weights(config.model):
                 raise ConfigError(f"weights applies to hub models only, not {config.model}", setting="weights")
@@ -105,6 +111,8 @@ class Describer:
                 pooling.load(config.vocab)
         if config.pca and folder is not None and (Path(folder) / PCA_FILE).is_file():
             post = PCAWhitening(int(config.pca)).load(folder)
+        if config.precision == "int8" and folder is not None and (Path(folder) / INT8_FILE).is_file():
+            backbone.load_int8(Path(folder) / INT8_FILE)  # type: ignore[attr-defined]
         return cls(backbone, pooling, config.resolution, post=post)
 
     @property
@@ -118,8 +126,83 @@ class Describer:
             cfg["post"] = self.post.config()
         return cfg
 
+    # --- int8 ---------------------------------------------------------------------------------------------------
+
+    @property
+    def needs_calibration(self) -> bool:
+        """An int8 describer whose quantized model is not made or loaded yet (it would run fp32 meanwhile)."""
+        return getattr(self.model, "precision", "fp32") == "int8" and not getattr(self.model, "int8_ready", True)
+
+    def calibrate(
+        self,
+        paths: Sequence[Path],
+        out: str | os.PathLike[str],
+        *,
+        max_images: int = MAX_CALIBRATION_IMAGES,
+        seed: int = 0,
+    ) -> str:
+        """Quantize the backbone to int8 with activation ranges from a random sample of ``paths`` (at this describer's
+        resolution), write it to ``out`` and run it from now on. Returns what it was calibrated on, for the user.
+
+        With fewer than ``MIN_CALIBRATION_IMAGES`` usable images the ranges would follow a handful of photos, so the
+        bundled sample photos are used instead, and the returned sentence says so.
+        """
+        paths = list(paths)
+        order = np.random.default_rng(seed).permutation(len(paths))[: 4 * max_images]
+        pixels: list[np.ndarray] = []
+        tried = 0
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="calibrate") as pool:
+            while len(pixels) < max_images and tried < len(order):  # top up for files that cannot be read
+                take = [paths[i] for i in order[tried : tried + max_images - len(pixels)]]
+                tried += len(take)
+                pixels += [item.pixels for item in pool.map(self.prepare_file, take) if item.pixels is not None]
+        if len(pixels) >= MIN_CALIBRATION_IMAGES:
+            note = f"int8 calibrated on {len(pixels)} of the images"
+        else:
+            note = (
+                f"only {len(pixels)} usable image(s) to calibrate int8 on (at least {MIN_CALIBRATION_IMAGES} needed): "
+                "calibrated on the bundled sample photos instead"
+            )
+            pixels = self._bundled_calibration_pixels()
+        log.info("%s", note)
+        self.model.quantize((np.stack(b) for b in _chunks(pixels, 8)), out)  # type: ignore[attr-defined]
+        return note
+
+    def _bundled_calibration_pixels(self) -> list[np.ndarray]:
+        """The bundled photos, each whole and as five crops (quadrants and centre): 24 varied calibration images."""
+        out = []
+        for path in bundled_photos().values():
+            img = load_image(path)
+            w, h = img.size
+            boxes = [(0, 0, w, h), (0, 0, w // 2, h // 2), (w // 2, 0, w, h // 2), (0, h // 2, w // 2, h)]
+            boxes += [(w // 2, h // 2, w, h), (w // 4, h // 4, 3 * w // 4, 3 * h // 4)]
+            out += [self.prepare_image(img.crop(b))[0] for b in boxes]
+        if len(out) < MIN_CALIBRATION_IMAGES:
+            raise ConfigError(
+                "int8 needs calibration images and the bundled sample photos are missing", setting="precision"
+            )
+        return out
+
+    def ensure_int8(self) -> None:
+        """An int8 describer with no index folder (a query batch, a scene, an evaluation) calibrates once on the
+        bundled photos; the result is cached beside the fp32 export."""
+        if not self.needs_calibration:
+            return
+        onnx_path: Path = self.model.onnx_path  # type: ignore[attr-defined]
+        cached = cache_dir() / "onnx" / f"{onnx_path.stem}-int8-samples-{self.resolution}.onnx"
+        if cached.is_file():
+            self.model.load_int8(cached)  # type: ignore[attr-defined]
+        else:
+            self.model.quantize(  # type: ignore[attr-defined]
+                (np.stack(b) for b in _chunks(self._bundled_calibration_pixels(), 8)), cached
+            )
+
+    # --- describing -----------------------------------------------------------------------------------------------
+
     def features(self, pixels: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Dense features and each image's valid feature cells."""
+        if self.needs_calibration:
+            self.ensure_int8()
         feats = self.model.features(pixels)
         return feats, valid_cells(valid, self.model.stride, feats.shape[2], feats.shape[3])
 
@@ -203,3 +286,8 @@ class Describer:
                 else:
                     vectors = np.zeros((0, self.dim), np.float32)
                 yield Batch(items=items, vectors=vectors, described=ready)
+
+
+def _chunks(items: list[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

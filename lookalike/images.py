@@ -644,6 +644,22 @@ def read_meta(img: Image.Image) -> ImageMeta:
         exif = None
     return _meta_from_exif(exif, *img.size)
 
+def bundled_photos() -> dict[str, Path]:
+    """Real photos that lookalike's dependencies ship (scikit-learn: a temple, a flower; matplotlib: a portrait, a
+    product shot): the sample data of the demo and tests, and the calibration set of last resort for int8."""
+    import matplotlib
+    import sklearn
+
+    sk = Path(sklearn.__file__).parent / "datasets" / "images"
+    mpl = Path(matplotlib.get_data_path()) / "sample_data"
+    found = {
+        "temple": sk / "china.jpg",
+        "flower": sk / "flower.jpg",
+        "portrait": mpl / "grace_hopper.jpg",
+        "package": mpl / "Minduka_Present_Blue_Pack.png",
+    }
+    return {k: v for k, v in found.items() if v.is_file()}
+
 
 def iter_chunks(items: Iterable, size: int) -> Iterator[list]:
     chunk: list = []

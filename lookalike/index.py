@@ -26,6 +26,7 @@ from lookalike.distributed import ray_describe_files, require_ray
 from lookalike.embed import Batch, Describer
 from lookalike.errors import ImageError, IndexMismatchError, LookalikeError
 from lookalike.images import IMAGE_EXTENSIONS, content_hash, decode, discover, read_file
+from lookalike.models.quantize import INT8_FILE
 from lookalike.progress import bar
 from lookalike.search import VectorSearch, open_searcher, refresh_ann
 from lookalike.store import INDEX_DIRNAME, Store, make_table, names_of, plan_update, with_labels
@@ -85,6 +86,7 @@ class BuildReport:
     ignored: dict[str, int] = field(default_factory=dict)
     left_out: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    calibration: str | None = None  # what an int8 backbone was calibrated on, when this run calibrated one
 
     @property
     def embedded(self) -> int:
@@ -205,6 +207,9 @@ class Index:
         if not files and len(store) == 0:
             exts = ", ".join(sorted(IMAGE_EXTENSIONS))
             raise LookalikeError(f"no images found in {root} (looked for {exts}, in any case)")
+        calibration = None
+        if describer.needs_calibration:  # before the vocabulary: its descriptors come from the int8 model too
+            calibration = describer.calibrate(files, store.path / INT8_FILE)
         ensure_vocabulary(store, describer, files, progress=options.progress)
 
         on_disk = {p.relative_to(root).as_posix(): found.stats[p] for p in files}
@@ -238,6 +243,7 @@ class Index:
             removed=len(plan.removed),
             ignored=dict(sorted(found.ignored.items(), key=lambda kv: (-kv[1], kv[0]))),
             left_out=[(rel_name(p, root), why) for p, why in found.left_out],
+            calibration=calibration,
         )
         # entries that are no regular files are found again (and not opened) on every run: no size or mtime to keep
         skipped = [skipped_before[n] for n in plan.skip_again]
@@ -573,6 +579,7 @@ class Index:
             "left_out": [{"path": p, "reason": r} for p, r in meta.get("discovery", {}).get("left_out", [])],
             "interrupted_parts": self.store.pending_parts(),
             "vectors": self.store.vector_type,
+            "precision": meta.get("precision", "fp32"),
             "search": meta.get("ann") or {"kind": "auto", "index": "flat", "exact": True},
             "classifier": self._head_summary(),
             "disk_bytes": self.store.disk_bytes(),
@@ -610,4 +617,7 @@ def describer_of(store: Store, *, runtime: str = "auto") -> Describer:
         )
     if stored.get("post") and describer.post is None:
         raise LookalikeError(f"{store.path}: PCA-whitening file missing; rebuild the index")
+    if describer.needs_calibration and (len(store) or store.pending_parts()):
+        # these vectors came from the int8 model that was in the folder: another calibration would not match them
+        raise LookalikeError(f"{store.path}: the int8 model {INT8_FILE} is missing; rebuild the index")
     return describer

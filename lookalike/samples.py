@@ -16,20 +16,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+from lookalike.images import bundled_photos
+
 
 def source_photos() -> dict[str, Path]:
-    import matplotlib
-    import sklearn
-
-    sk = Path(sklearn.__file__).parent / "datasets" / "images"
-    mpl = Path(matplotlib.get_data_path()) / "sample_data"
-    found = {
-        "temple": sk / "china.jpg",
-        "flower": sk / "flower.jpg",
-        "portrait": mpl / "grace_hopper.jpg",
-        "package": mpl / "Minduka_Present_Blue_Pack.png",
-    }
-    return {k: v for k, v in found.items() if v.is_file()}
+    return bundled_photos()
 
 
 def _variant(img: Image.Image, rng: np.random.Generator, size: int) -> Image.Image:

@@ -12,9 +12,8 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faiss
 import numpy as np
 
 from lookalike.config import ANN_KINDS
@@ -22,6 +21,9 @@ from lookalike.errors import ConfigError, LookalikeError
 from lookalike.io import atomic_write
 from lookalike.metrics import ann_recall
 from lookalike.store import ANN_FILE
+
+if TYPE_CHECKING:
+    import faiss
 
 
 def faiss_search(index: Any, x: np.ndarray, k: int, params: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -45,6 +47,8 @@ class VectorSearch:
     def __init__(
         self, vectors: np.ndarray | None, *, ann: faiss.Index | None = None, params: dict[str, Any] | None = None
     ) -> None:
+        import faiss
+
         self.params = dict(params or {})
         if ann is not None:
             self.index = ann
@@ -73,6 +77,8 @@ class VectorSearch:
         vectors reconstructed out of the ANN index (a small class must not lose its few members to unprobed cells);
         above it the ANN search takes the selector and searches deeper in proportion to how much is filtered out.
         """
+        import faiss
+
         if self.kind == "flat":
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
             return faiss_search(self.index, queries, kk, params)
@@ -151,6 +157,8 @@ def knn_graph(
     ``exact=None`` picks exact flat search up to ``EXACT_GRAPH_LIMIT`` vectors and IVF (``nlist`` cells, default
     4·√N, trained on a sample; ``nprobe`` cells searched per query) above it. Missing neighbours are id -1, -inf.
     """
+    import faiss
+
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vectors)
     k = min(k, max(n - 1, 0))
@@ -200,6 +208,8 @@ TARGET_RECALL = 0.95
 
 
 def ann_kind(index: faiss.Index) -> str:
+    import faiss
+
     if isinstance(index, faiss.IndexFlat):
         return "flat"
     with contextlib.suppress(RuntimeError):
@@ -225,6 +235,8 @@ def choose_ann(kind: str, n: int) -> str:
 
 
 def _apply_params(index: faiss.Index, params: dict[str, Any]) -> None:
+    import faiss
+
     if "nprobe" in params:
         faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
     if "ef_search" in params:
@@ -238,6 +250,8 @@ def _float32_rows(vectors: np.ndarray, start: int, stop: int) -> np.ndarray:
 def exact_topk(queries: np.ndarray, vectors: np.ndarray, k: int, chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product, reading ``vectors`` (float32 or float16) a chunk at a time: ground truth for
     recall without a float32 copy of a large index."""
+    import faiss
+
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     n = len(vectors)
     k = min(k, n)
@@ -257,6 +271,8 @@ def exact_topk(queries: np.ndarray, vectors: np.ndarray, k: int, chunk: int = 65
 def _exact_subset(
     index: faiss.Index, queries: np.ndarray, k: int, allowed: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
     rows = index.reconstruct_batch(allowed)
     s, i = faiss.knn(queries, rows, min(k, len(allowed)), metric=faiss.METRIC_INNER_PRODUCT)
     ids = np.where(i >= 0, allowed[np.clip(i, 0, None)], -1)
@@ -293,6 +309,8 @@ def build_ann(
     dict records it with the measured recall so ``lookalike info`` can show what was traded. float16 storage keeps
     the ANN copy in float16 too (scalar quantizer), so the index takes half the memory.
     """
+    import faiss
+
     started = time.perf_counter()
     n, d = vectors.shape
     rng = np.random.default_rng(seed)
@@ -352,12 +370,16 @@ def build_ann(
 
 def save_ann(index: faiss.Index, path: str | os.PathLike[str]) -> None:
     """Written atomically, so a reader never memory-maps half an index."""
+    import faiss
+
     atomic_write(path, lambda tmp: faiss.write_index(index, str(tmp)))
 
 
 def load_ann(path: str | os.PathLike[str]) -> faiss.Index:
     """Read an ANN index, memory-mapped where FAISS can (IVF lists), so opening a large index is instant and its
     pages are shared between processes."""
+    import faiss
+
     try:
         return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
     except RuntimeError:

@@ -46,6 +46,7 @@ from lookalike.io import (
     remove_stale_temps,
     shown,
 )
+from lookalike.models.quantize import INT8_FILE
 
 FORMAT_VERSION = 1
 INDEX_DIRNAME = ".lookalike"
@@ -70,6 +71,7 @@ INDEX_FILES: dict[str, tuple[str, str]] = {
     LOCK_FILE: ("lookalike.store", "held by the process updating the index"),
     VOCAB_FILE: ("lookalike.aggregate", "the VLAD vocabulary"),
     PCA_FILE: ("lookalike.aggregate", "the PCA-whitening"),
+    INT8_FILE: ("lookalike.models.quantize", "the int8 backbone calibrated on these images (precision int8 only)"),
     ANN_FILE: ("lookalike.search", "the approximate search index, when one is used"),
     HEAD_FILE: ("lookalike.classify", "the fitted classifier: method, classes, metrics, fingerprint"),
     HEAD_WEIGHTS_FILE: ("lookalike.classify", "the fitted classifier's weights as plain arrays"),
@@ -105,6 +107,13 @@ def schema(dim: int, vectors: str = "float32") -> pa.Schema:
     return pa.schema([*META_FIELDS, ("vector", pa.list_(VECTOR_TYPES[vectors], dim))])
 
 
+def read_parquet(path: str | os.PathLike[str]) -> pa.Table:
+    """One Parquet file as a table. ``pq.read_table`` would import ``pyarrow.dataset`` and with it pandas (about
+    0.9 s on two cores), which a ``lookalike search`` or ``info`` has no use for."""
+    with pq.ParquetFile(path) as f:
+        return f.read()
+
+
 def atomic_write_table(path: Path, table: pa.Table) -> Path:
     """A Parquet table through the one :func:`lookalike.io.atomic_write` (zstd: vectors compress little, metadata a lot)."""
     return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
@@ -115,11 +124,22 @@ def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
 
 
+def _float_values(values: pa.Array) -> np.ndarray:
+    """A primitive float array's values as numpy, read straight from its buffer: pyarrow's own ``to_numpy`` (and
+    ``np.asarray``) import pandas, most of a second that opening an index for one search should not pay."""
+    if values.null_count == 0 and pa.types.is_floating(values.type):
+        dtype = np.dtype(values.type.to_pandas_dtype())
+        return np.frombuffer(values.buffers()[1], dtype=dtype, count=len(values), offset=values.offset * dtype.itemsize)
+    return values.to_numpy(zero_copy_only=False)
+
+
 def arrow_to_vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks() if column.num_chunks else pa.array([], type=pa.list_(pa.float32(), dim))
-    flat = column.values.to_numpy(zero_copy_only=False)
-    return np.asarray(flat, dtype=np.float32).reshape(-1, dim)
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    # .values ignores a sliced chunk's offset, so slice it here (``flatten`` would, but imports pyarrow.compute)
+    flats = [_float_values(c.values.slice(c.offset * dim, len(c) * dim)) for c in chunks if len(c)]
+    if not flats:
+        return np.zeros((0, dim), np.float32)
+    return np.concatenate([np.asarray(f, dtype=np.float32) for f in flats]).reshape(-1, dim)
 
 
 def make_table(rows: list[dict[str, Any]], vectors: np.ndarray, dim: int) -> pa.Table:
@@ -246,7 +266,7 @@ class Store:
         dim = int(meta["dim"])
         if table_path.is_file():
             try:
-                table = upgrade(pq.read_table(table_path))
+                table = upgrade(read_parquet(table_path))
             except (OSError, pa.ArrowException) as exc:
                 raise LookalikeError(
                     f"{table_path}: unreadable ({exc}); rebuild with `lookalike index --rebuild`"
@@ -360,7 +380,7 @@ class Store:
         tables = []
         for f in files:
             try:
-                t = pq.read_table(f)
+                t = read_parquet(f)
             except (OSError, pa.ArrowException):
                 continue  # a part is renamed into place only when complete; an unreadable one is garbage
             t = upgrade(t)

@@ -79,6 +79,25 @@ def test_index_with_trained_model(trained: Path, sample_dir: Path, sample_querie
     assert again.report.unchanged == len(index.store)
 
 
+def test_trained_model_runs_cached_without_building_torch_and_quantizes(
+    trained: Path, sample_dir: Path, sample_queries: Path, tmp_path: Path
+) -> None:
+    from lookalike import Index
+
+    create_model(str(trained))  # the export is cached from here on
+    model = create_model(str(trained))
+    model.features(np.zeros((1, RES, RES, 3), np.uint8))
+    assert model._module is None  # found and ran the export by the weights' hash: no torch module was built
+    fp32 = Index.build(sample_dir, tmp_path / "fp32", model=str(trained))
+    int8 = Index.build(sample_dir, tmp_path / "int8", model=str(trained), precision="int8")
+    assert int8.store.meta["precision"] == "int8" and int8.describer.model.int8_ready
+    assert int8.names == fp32.names
+    cos = np.sum(fp32.vectors * int8.vectors, axis=1)
+    assert np.median(cos) > 0.95
+    for query in sorted(sample_queries.glob("*.jpg")):
+        assert int8.search(query, k=1)[0].label == query.stem
+
+
 @pytest.mark.parametrize("loss", ["triplet", "arcface"])
 def test_other_losses_make_valid_models(loss: str, sample_dir: Path, tmp_path: Path) -> None:
     result = train(sample_dir, tmp_path / loss, _opts(loss=loss, epochs=1, miner="hard"))

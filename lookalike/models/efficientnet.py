@@ -54,7 +54,7 @@ def _build(variant: str, resolution: int, **kwargs: Any) -> TorchBackbone:
     weights = weights_file(variant)
     return TorchBackbone(
         f"efficientnet-{variant}",
-        feature_module(variant, weights),
+        lambda: feature_module(variant, weights),  # built only to export or run eagerly: no torch import otherwise
         feature_dim=1280,
         stride=32,
         weights_id=file_hash(weights),

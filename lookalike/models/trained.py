@@ -192,18 +192,26 @@ def _load_embedder(path: Path, card: dict[str, Any]) -> Any:
 
 
 def load_trained_model(path: Path, runtime: str = "auto", **kwargs: Any) -> TorchBackbone:
-    """Load a model folder written by ``lookalike train`` as a backbone giving (N, D, 1, 1) embeddings."""
+    """Load a model folder written by ``lookalike train`` as a backbone giving (N, D, 1, 1) embeddings.
+
+    The export is keyed by the weights files' hashes, so with it cached the weights are hashed but never loaded
+    (no torch); a weights file that cannot be loaded is reported when the model is first exported or run eagerly."""
     path = Path(path).resolve()
     card = read_card(path)
     if "members" in card:
-        members = [_load_embedder(path / m, read_card(path / m)) for m in card["members"]]
-        embedder = build_ensemble(members)
         weights_id = hashlib.blake2b(
             "".join(file_hash(path / m / WEIGHTS_FILE) for m in card["members"]).encode(), digest_size=16
         ).hexdigest()
+
+        def embedder() -> Any:
+            return build_ensemble([_load_embedder(path / m, read_card(path / m)) for m in card["members"]])
+
     else:
-        embedder = _load_embedder(path, card)
         weights_id = file_hash(path / WEIGHTS_FILE)
+
+        def embedder() -> Any:
+            return _load_embedder(path, card)
+
     return TrainedBackbone(
         str(path),
         embedder,

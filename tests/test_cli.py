@@ -1,0 +1,52 @@
+"""Start-up cost of the command: each command imports only what it uses (checked in a fresh interpreter)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HEAVY = ("torch", "onnxruntime", "faiss", "pandas", "matplotlib", "sklearn", "scipy", "pyarrow", "ray", "fastapi")
+
+PROBE = """
+import json, runpy, sys
+sys.argv = ["lookalike", *json.loads(sys.argv[1])]
+try:
+    runpy.run_module("lookalike.cli", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+with open({out!r}, "w") as fh:
+    json.dump({{"code": code, "modules": sorted(m for m in {heavy!r} if m in sys.modules)}}, fh)
+"""
+
+
+def imported_by(args: list[str], tmp_path: Path, cwd: Path | None = None) -> tuple[int, set[str]]:
+    """Run ``lookalike ARGS`` in a fresh interpreter; its exit code and which heavy packages it imported."""
+    out = tmp_path / "probe.json"
+    code = PROBE.format(out=str(out), heavy=HEAVY)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+    assert out.is_file(), proc.stderr
+    result = json.loads(out.read_text())
+    return result["code"], set(result["modules"])
+
+
+def test_search_with_a_cached_model_imports_no_torch(sample_index, sample_queries: Path, tmp_path: Path) -> None:
+    sample_index.search(next(sample_queries.iterdir()))  # the ONNX export is on disk from here on
+    query = str(next(sample_queries.iterdir()))
+    code, modules = imported_by(["search", query, "--index", str(sample_index.store.path), "--json"], tmp_path)
+    assert code in (0, None)
+    # what a search needs: the model runtime, the search library and the table reader; nothing else
+    assert modules == {"onnxruntime", "faiss", "pyarrow"}
+
+
+def test_help_and_info_import_no_model_runtime_or_search_library(sample_index, tmp_path: Path) -> None:
+    code, modules = imported_by(["--help"], tmp_path)
+    assert code in (0, None) and modules == set()
+    code, modules = imported_by(["info", "--index", str(sample_index.store.path)], tmp_path)
+    assert code in (0, None)
+    assert modules == {"pyarrow"}  # the table, to count images and labels
