@@ -141,15 +141,28 @@ def search(
     label: Annotated[
         str | None, typer.Option("--class", help="The query's class (else label, folder, prediction).")
     ] = None,
+    after: Annotated[str | None, typer.Option(help="Only photos taken on or after this date (EXIF time).")] = None,
+    before: Annotated[str | None, typer.Option(help="Only photos taken on or before this date.")] = None,
+    near: Annotated[
+        str | None, typer.Option(help="Only photos within RADIUS km of a point (EXIF GPS): LAT,LON,RADIUS_KM.")
+    ] = None,
+    path: Annotated[
+        str | None, typer.Option(help="Only paths (relative to the photo folder) matching a glob: 'site-a/**'.")
+    ] = None,
+    with_label: Annotated[str | None, typer.Option("--label", help="Only images with this label.")] = None,
+    min_score: Annotated[float | None, typer.Option(help="Leave out matches scoring below this cosine.")] = None,
     as_json: JsonOpt = False,
     grid: Annotated[Path | None, typer.Option(help="Write a PNG of the queries and their matches.")] = None,
 ) -> None:
-    """The k indexed images most similar to each query, best first."""
+    """The k indexed images most similar to each query, best first; the filters act inside the search."""
+    from lookalike.filters import SearchFilter
+
     if same_class and other_classes:
         raise LookalikeError("--same-class and --other-classes exclude each other")
     mode = "same-class" if same_class else "other-classes" if other_classes else "all"
+    where = SearchFilter.parse(after=after, before=before, near=near, path=path, label=with_label, min_score=min_score)
     idx = _open_index(index)
-    results = idx.search_many([str(q) for q in queries], k, mode=mode, label=label)
+    results = idx.search_many([str(q) for q in queries], k, mode=mode, label=label, where=where or None)
     if as_json:
         for r in results:
             _print_json(r.to_dict())
@@ -164,6 +177,8 @@ def search(
             for m in r.matches:
                 table.add_row(str(m.rank), f"{m.score:.4f}", m.label or "", m.name)
             out.print(table)
+            if r.note:
+                err.print(f"[yellow]{escape(r.note)}[/]", soft_wrap=True)
     if grid:
         from lookalike.plots import result_grid
 
