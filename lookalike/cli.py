@@ -736,6 +736,38 @@ def plot_tsne(
     err.print(f"t-SNE: {tsne_of_index(_open_index(index), out_file, test_dir=test, max_points=max_points)}")
 
 
+@app.command("map")
+def map_cmd(
+    index: IndexOpt = Path(".lookalike"),
+    method: Annotated[
+        str, typer.Option(help="umap (default), tsne (slow above ~20k images) or pca (instant).")
+    ] = "umap",
+    color: Annotated[
+        str, typer.Option(help="What the page colours points by first: label, cluster, folder, time.")
+    ] = "label",
+    seed: Annotated[int, typer.Option(help="Random seed of the layout.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Recompute even if the stored map is current.")] = False,
+    suspects: Annotated[
+        bool | None, typer.Option("--suspects/--no-suspects", help="Store likely mislabelled images [auto].")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Lay out every image in 2-D (a map of the collection) and store it in the index folder for the Map tab."""
+    from lookalike.explore import compute_map
+
+    idx = _open_index(index)
+    with err.status(f"laying out {len(idx):,} images ({method}) ..."):
+        result = compute_map(idx, method, color=color, seed=seed, suspects=suspects, force=force)
+    summary = {"method": result.method, "images": len(result.xy), "suspects": len(result.suspects), **result.info}
+    if as_json:
+        _print_json(summary)
+    else:
+        err.print(
+            f"map: {len(result.xy):,} images by {result.method} in {result.info.get('seconds')}s, "
+            f"{len(result.suspects)} suspect labels; open it with `lookalike serve --index {idx.store.path}` (Map tab)"
+        )
+
+
 def main() -> None:
     try:
         app()

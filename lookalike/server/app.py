@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lookalike.errors import ImageError, LookalikeError
+from lookalike.filters import SearchFilter
 from lookalike.images import content_hash, decode, load_image
 from lookalike.index import MODES, Index
 from lookalike.io import atomic_write
@@ -56,6 +57,12 @@ ModeField = Annotated[Mode, Form(description="all, same-class (the query's class
 FileField = Annotated[UploadFile | None, File(description="The query image (JPEG, PNG, WebP, ...).")]
 IdField = Annotated[int | None, Form(alias="id", description="Or: the id of an indexed image to search from.")]
 ClassField = Annotated[str | None, Form(alias="class", description="The query's class, for class modes.")]
+AfterField = Annotated[str | None, Form(description="Filter: taken on or after this date (EXIF), 2023-01-01.")]
+BeforeField = Annotated[str | None, Form(description="Filter: taken on or before this date (EXIF), 2023-12-31.")]
+NearField = Annotated[str | None, Form(description="Filter: within a radius of a point (EXIF GPS): lat,lon,km.")]
+PathField = Annotated[str | None, Form(description="Filter: relative path matches this glob, site-a/**.")]
+LabelField = Annotated[str | None, Form(alias="label", description="Filter: only images with this label.")]
+MinScoreField = Annotated[str | None, Form(description="Filter: leave out matches scoring below this cosine.")]
 
 T = TypeVar("T")
 
@@ -215,15 +222,24 @@ class Service:
         return self.vectors[image_id : image_id + 1], same, self.describe_id(image_id)
 
     def search(
-        self, vec: np.ndarray, exclude: list[int], query: dict[str, Any], k: int, mode: str, label: str | None
+        self,
+        vec: np.ndarray,
+        exclude: list[int],
+        query: dict[str, Any],
+        k: int,
+        mode: str,
+        label: str | None,
+        where: SearchFilter | None = None,
     ) -> dict[str, Any]:
-        result = self.index.search_many([vec], k, mode=mode, label=label, exclude=[exclude])[0]
+        result = self.index.search_many([vec], k, mode=mode, label=label, exclude=[exclude], where=where or None)[0]
         out = {
             "query": query,
             "mode": mode,
             "k": k,
             "query_class": result.query_class,
             "class_source": result.class_source,
+            "filter": result.filter,
+            "note": result.note,
             "matches": [{**self.describe_id(m.id), "rank": m.rank, "score": round(m.score, 6)} for m in result.matches],
             "prediction": self.predict(vec, exclude, quiet=True),
         }
@@ -429,10 +445,12 @@ def create_app(
         name = Path(file.filename or "upload").name or "upload"
         return await svc.run(svc.upload_query, data, name)
 
-    async def do_search(file: UploadFile | None, image_id: int | None, k: int, mode: str, label: str | None) -> dict:
+    async def do_search(
+        file: UploadFile | None, image_id: int | None, k: int, mode: str, label: str | None, where: SearchFilter
+    ) -> dict:
         started = time.perf_counter()
         vec, exclude, query = await make_query(file, image_id)
-        out = await svc.run(svc.search, vec, exclude, query, k, mode, label)
+        out = await svc.run(svc.search, vec, exclude, query, k, mode, label, where)
         out["seconds"] = round(time.perf_counter() - started, 4)  # decode, model, search and classify
         return out
 
@@ -443,8 +461,17 @@ def create_app(
         k: KField = 5,
         mode: ModeField = "all",
         label: ClassField = None,
+        after: AfterField = None,
+        before: BeforeField = None,
+        near: NearField = None,
+        path: PathField = None,
+        with_label: LabelField = None,
+        min_score: MinScoreField = None,
     ) -> dict[str, Any]:
-        return await do_search(file, image_id, k, mode, label)
+        where = SearchFilter.parse(
+            after=after, before=before, near=near, path=path, label=with_label, min_score=min_score
+        )
+        return await do_search(file, image_id, k, mode, label, where)
 
     @app.get("/api/search", summary="Look-alikes of an indexed image, by id")
     async def search_get(
@@ -452,8 +479,17 @@ def create_app(
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 5,
         mode: Annotated[Mode, Query()] = "all",
         label: Annotated[str | None, Query(alias="class")] = None,
+        after: Annotated[str | None, Query(description="Filter: taken on or after this date.")] = None,
+        before: Annotated[str | None, Query(description="Filter: taken on or before this date.")] = None,
+        near: Annotated[str | None, Query(description="Filter: lat,lon,km (EXIF GPS).")] = None,
+        path: Annotated[str | None, Query(description="Filter: relative path glob.")] = None,
+        with_label: Annotated[str | None, Query(alias="label", description="Filter: this label only.")] = None,
+        min_score: Annotated[str | None, Query(description="Filter: lowest cosine returned.")] = None,
     ) -> dict[str, Any]:
-        return await do_search(None, image_id, k, mode, label)
+        where = SearchFilter.parse(
+            after=after, before=before, near=near, path=path, label=with_label, min_score=min_score
+        )
+        return await do_search(None, image_id, k, mode, label, where)
 
     @app.post("/api/classify", summary="Room type of an uploaded image (or an indexed one by id), with probabilities")
     async def classify(file: FileField = None, image_id: IdField = None) -> dict[str, Any]:
