@@ -112,15 +112,15 @@ def run_filters(args: argparse.Namespace) -> None:
             ("near 2 km", SearchFilter.parse(near="48.8867,2.3431,2")),
             ("path site-a/**", SearchFilter.parse(path="site-a/**")),
         ):
-            select_ms[name] = round(float(np.median(ms(lambda f=f: f.select(columns), 3))), 1)
+            select_ms[name] = round(float(np.median(ms(lambda f=f, c=columns: f.select(c), 3))), 1)
         base: dict[str, float] = {}
         for kind, searcher in (("exact", flat), ("ivf", ivf)):
             base[kind] = float(
-                np.median([ms(lambda i=i, s=searcher: s.search(q[i : i + 1], K), 1)[0] for i in range(nq)])
+                np.median([ms(lambda i=i, s=searcher, q=q: s.search(q[i : i + 1], K), 1)[0] for i in range(nq)])
             )
         for share in (0.5, 0.05, 0.001):
             f = time_filter_keeping(columns, share)
-            sel = ms(lambda f=f: f.select(columns), 3)
+            sel = ms(lambda f=f, c=columns: f.select(c), 3)
             allowed, _ = f.select(columns)
             row: dict[str, Any] = {
                 "n": n, "dim": dim, "share": share, "kept": len(allowed), "select_ms": round(float(np.median(sel)), 1),
@@ -352,7 +352,7 @@ def render() -> None:
                     ]
                     for r in rows
                 ],
-            ),  # fmt: skip
+            ),
             "",
         ]
         for r in infos:
@@ -385,7 +385,7 @@ def render() -> None:
                     ]
                     for r in parts["layout"]["rows"]
                 ],
-            ),  # fmt: skip
+            ),
             "",
         ]
     if "browser" in parts:
@@ -430,7 +430,7 @@ def render() -> None:
                     ]
                     for r in parts["quality"]["rows"]
                 ],
-            ),  # fmt: skip
+            ),
             "",
         ]
     write_section("explore", "\n".join(body))
