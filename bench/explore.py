@@ -190,7 +190,7 @@ def run_layout(args: argparse.Namespace) -> None:
         row["wall_s"] = round(time.perf_counter() - t, 1)
         print(row, flush=True)
         rows.append(row)
-    save("layout", {"rows": rows})
+        save("layout", {"rows": rows})  # after each run: the next may not finish
 
 
 def fake_index(n: int, folder: Path) -> Any:
@@ -314,7 +314,7 @@ def run_quality(args: argparse.Namespace) -> None:
             row[method] = round(neighbour_label_agreement(xy, labels, K), 3)
         print(row, flush=True)
         rows.append(row)
-    save("quality", {"rows": rows})
+        save("quality", {"rows": rows})  # after each set: the next may not finish
 
 
 def render() -> None:

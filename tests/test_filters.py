@@ -208,3 +208,22 @@ def test_cli_filters(geo, capsys) -> None:  # noqa: ANN001
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert len(got["matches"]) == 4 and all(m["name"].split("/")[1] == "site-b" for m in got["matches"])
     assert got["filter"] == {"after": "2022-01-01T00:00:00", "path": "*/site-b/**"}
+
+
+@pytest.mark.parametrize(
+    "pattern", ["site-a/**", "*/0001/**", "site-a/00*/**", "**/img_1.jpg", "{site-a,top}/**", "*.jpg"]
+)
+def test_path_filter_by_folder_agrees_with_the_glob(pattern: str) -> None:
+    """Patterns ending in /** are decided once per folder; the result must be the glob's, path by path."""
+    from lookalike.filters import FilterColumns
+
+    names = ["top.jpg", "site-a/x.jpg", "site-ab/y.jpg", "site-a/0001/img_1.jpg", "site-b/0001/img_1.jpg",
+             "site-a/0002/deep/img_2.jpg", "top/site-a/img_3.jpg", "site-a.jpg"]  # fmt: skip
+    n = len(names)
+    cols = FilterColumns(
+        names=np.array(names, dtype=object), labels=np.array([None] * n, dtype=object),
+        times=np.array([None] * n, dtype="datetime64[s]"), lat=np.full(n, np.nan), lon=np.full(n, np.nan),
+    )  # fmt: skip
+    ids, _ = SearchFilter.parse(path=pattern).select(cols)
+    regex = glob_regex(pattern)
+    assert ids.tolist() == [i for i, name in enumerate(names) if regex.fullmatch(name)]
