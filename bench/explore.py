@@ -292,7 +292,7 @@ def run_browser(args: argparse.Namespace) -> None:
         "points": n, "payload_mb": round(meta["points"]["bytes"] / 2**20, 2), "load_s_median": round(float(np.median(loads)), 2),
         "load_s": [round(x, 2) for x in loads], "frame_ms_median": round(float(np.median(f)), 1),
         "frame_ms_p95": round(float(np.percentile(f, 95)), 1), "draw_ms_median": round(float(np.median(draws)), 1),
-        "viewport": "1280x860",
+        "viewport": "1280x860", "layout": "umap" if (OUT / f"xy-umap-{n}.npy").is_file() else "pca",
     })  # fmt: skip
     print((OUT / "browser.json").read_text())
 
@@ -396,7 +396,8 @@ def render() -> None:
         body += [
             f"### Map tab with {b['points']:,} points (headless Debian Chromium, software rendering, {b['viewport']})",
             "",
-            f"- Points payload (`/api/map/points`): {b['payload_mb']} MB (float32 x, y + four uint16 colourings).",
+            f"- Points payload (`/api/map/points`): {b['payload_mb']} MiB (float32 x, y + four uint16 colourings); "
+            f"layout drawn: {b.get('layout', '?')}.",
             f"- Page load to the first drawn frame (`#map`): median {b['load_s_median']} s over {len(b['load_s'])} "
             f"warm loads ({', '.join(map(str, b['load_s']))} s).",
             f"- Panning (120 drag steps): frame interval median {b['frame_ms_median']} ms, p95 {b['frame_ms_p95']} ms; "
@@ -436,6 +437,9 @@ def render() -> None:
             ),
             "",
         ]
+    notes = OUT / "notes.json"  # conditions of the run that the figures alone do not show
+    if notes.is_file():
+        body += ["### Conditions", "", *[f"- {n}" for n in json.loads(notes.read_text())], ""]
     write_section("explore", "\n".join(body))
 
 
