@@ -169,15 +169,28 @@ def search(
     label: Annotated[
         str | None, typer.Option("--class", help="The query's class (else label, folder, prediction).")
     ] = None,
+    after: Annotated[str | None, typer.Option(help="Only photos taken on or after this date (EXIF time).")] = None,
+    before: Annotated[str | None, typer.Option(help="Only photos taken on or before this date.")] = None,
+    near: Annotated[
+        str | None, typer.Option(help="Only photos within RADIUS km of a point (EXIF GPS): LAT,LON,RADIUS_KM.")
+    ] = None,
+    path: Annotated[
+        str | None, typer.Option(help="Only paths (relative to the photo folder) matching a glob: 'site-a/**'.")
+    ] = None,
+    with_label: Annotated[str | None, typer.Option("--label", help="Only images with this label.")] = None,
+    min_score: Annotated[float | None, typer.Option(help="Leave out matches scoring below this cosine.")] = None,
     as_json: JsonOpt = False,
     grid: Annotated[Path | None, typer.Option(help="Write a PNG of the queries and their matches.")] = None,
 ) -> None:
-    """The k indexed images most similar to each query, best first."""
+    """The k indexed images most similar to each query, best first; the filters act inside the search."""
+    from lookalike.filters import SearchFilter
+
     if same_class and other_classes:
         raise LookalikeError("--same-class and --other-classes exclude each other")
     mode = "same-class" if same_class else "other-classes" if other_classes else "all"
+    where = SearchFilter.parse(after=after, before=before, near=near, path=path, label=with_label, min_score=min_score)
     idx = _open_index(index)
-    results = idx.search_many([str(q) for q in queries], k, mode=mode, label=label)
+    results = idx.search_many([str(q) for q in queries], k, mode=mode, label=label, where=where or None)
     if as_json:
         for r in results:
             _print_json(r.to_dict())
@@ -192,6 +205,8 @@ def search(
             for m in r.matches:
                 table.add_row(str(m.rank), f"{m.score:.4f}", escape(m.label or ""), _shown(m.name))
             out.print(table)
+            if r.note:
+                err.print(f"[yellow]{escape(r.note)}[/]", soft_wrap=True)
     if grid:
         from lookalike.plots import result_grid
 
@@ -775,6 +790,38 @@ def plot_tsne(
     from lookalike.evaluate import tsne_of_index
 
     err.print(f"t-SNE: {tsne_of_index(_open_index(index), out_file, test_dir=test, max_points=max_points)}")
+
+
+@app.command("map")
+def map_cmd(
+    index: IndexOpt = Path(".lookalike"),
+    method: Annotated[
+        str, typer.Option(help="umap (default), tsne (slow above ~20k images) or pca (instant).")
+    ] = "umap",
+    color: Annotated[
+        str, typer.Option(help="What the page colours points by first: label, cluster, folder, time.")
+    ] = "label",
+    seed: Annotated[int, typer.Option(help="Random seed of the layout.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Recompute even if the stored map is current.")] = False,
+    suspects: Annotated[
+        bool | None, typer.Option("--suspects/--no-suspects", help="Store likely mislabelled images [auto].")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Lay out every image in 2-D (a map of the collection) and store it in the index folder for the Map tab."""
+    from lookalike.explore import compute_map
+
+    idx = _open_index(index)
+    with err.status(f"laying out {len(idx):,} images ({method}) ..."):
+        result = compute_map(idx, method, color=color, seed=seed, suspects=suspects, force=force)
+    summary = {"method": result.method, "images": len(result.xy), "suspects": len(result.suspects), **result.info}
+    if as_json:
+        _print_json(summary)
+    else:
+        err.print(
+            f"map: {len(result.xy):,} images by {result.method} in {result.info.get('seconds')}s, "
+            f"{len(result.suspects)} suspect labels; open it with `lookalike serve --index {idx.store.path}` (Map tab)"
+        )
 
 
 def main() -> None:

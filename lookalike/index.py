@@ -25,6 +25,7 @@ from lookalike.config import IndexConfig, RunOptions, split_settings
 from lookalike.distributed import ray_describe_files, require_ray
 from lookalike.embed import Batch, Describer
 from lookalike.errors import ImageError, IndexMismatchError, LookalikeError
+from lookalike.filters import FilterColumns, SearchFilter
 from lookalike.images import IMAGE_EXTENSIONS, content_hash, decode, discover, read_file
 from lookalike.models.quantize import INT8_FILE
 from lookalike.progress import bar
@@ -59,6 +60,8 @@ class SearchResult:
     mode: str = "all"
     query_class: str | None = None
     class_source: str | None = None  # "given", "label", "folder" or "predicted"
+    filter: dict[str, Any] | None = None  # the SearchFilter applied (its set fields), if any
+    note: str | None = None  # why there are fewer than k matches (a filter that leaves nothing, min_score)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -471,9 +474,37 @@ class Index:
 
     # --- search ------------------------------------------------------------------------------------------------
 
-    def search(self, query: Query, k: int = 5, *, mode: str = "all", label: str | None = None) -> list[Match]:
-        """The k images most similar to ``query``, best first (the query itself is never its own match)."""
-        return self.search_many([query], k, mode=mode, label=label)[0].matches
+    def search(
+        self,
+        query: Query,
+        k: int = 5,
+        *,
+        mode: str = "all",
+        label: str | None = None,
+        where: SearchFilter | None = None,
+    ) -> list[Match]:
+        """The k images most similar to ``query``, best first (the query itself is never its own match).
+
+        ``where`` restricts the images searched (capture time, place, path, label) and the lowest score returned.
+        """
+        return self.search_many([query], k, mode=mode, label=label, where=where)[0].matches
+
+    @property
+    def filter_columns(self) -> FilterColumns:
+        """Time, GPS, path and label columns as arrays for :class:`SearchFilter`, converted once per table."""
+        return self._view("filter_columns", lambda: FilterColumns.from_table(self.store.metadata()))
+
+    def allowed_by(self, where: SearchFilter | None) -> tuple[np.ndarray | None, str | None]:
+        """Ids a filter allows (None: all) and, when it allows none, why; computed once per filter and table."""
+        if where is None or not where.restricts_rows:
+            return None, None
+        cache = self._view("filter_cache", dict)
+        key = dataclasses.replace(where, min_score=None)
+        if key not in cache:
+            if len(cache) > 16:
+                cache.clear()
+            cache[key] = where.select(self.filter_columns)
+        return cache[key]
 
     def search_many(
         self,
@@ -483,9 +514,11 @@ class Index:
         mode: str = "all",
         label: str | None = None,
         exclude: Sequence[Sequence[int]] | None = None,
+        where: SearchFilter | None = None,
     ) -> list[SearchResult]:
         """Search for several queries; ``exclude`` adds, per query, ids that are the query itself (e.g. an indexed
-        image given by its vector) to those found from its file."""
+        image given by its vector) to those found from its file. ``where`` filters inside the search: k matches
+        come back whenever k images pass it, and when none can the result says why in ``note``."""
         if mode not in MODES:
             raise LookalikeError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
         if len(self) == 0:
@@ -498,22 +531,40 @@ class Index:
         labels_arr = (
             np.array([lab if lab is not None else "" for lab in labels], dtype=object) if mode != "all" else None
         )
+        filtered, why = self.allowed_by(where)
+        shown = where.to_dict() if where else None
         results = []
         for qi, q in enumerate(queries):
-            allowed = None
+            allowed = filtered
             qclass = source = None
+            note = why
             if labels_arr is not None:
                 qclass, source = self.query_class(q, vectors[qi], label, exclude[qi])
                 same = labels_arr == qclass
-                allowed = np.flatnonzero(same if mode == "same-class" else ~same & (labels_arr != ""))
+                in_mode = np.flatnonzero(same if mode == "same-class" else ~same & (labels_arr != ""))
+                allowed = in_mode if filtered is None else np.intersect1d(filtered, in_mode, assume_unique=True)
+                if not len(allowed) and note is None:
+                    note = f"no image passes the filter in {mode} ({qclass})" if where else None
+            qname = str(q) if not isinstance(q, (Image.Image, np.ndarray)) else "<image>"
+            if allowed is not None and not len(allowed):
+                results.append(SearchResult(qname, [], mode, qclass, source, shown, note))
+                continue
             scores, ids = self.searcher.search(vectors[qi : qi + 1], k, allowed=allowed, exclude=[exclude[qi]])
+            found = ids[0] >= 0
+            if where is not None and where.min_score is not None:
+                keep = found & (scores[0] >= where.min_score)
+                if found.any() and not keep.any():
+                    note = (
+                        f"no match scores at least {where.min_score:g} (the best scores {scores[0][found].max():.3f})"
+                    )
+                found = keep
             matches = [
                 Match(str(root / names[i]), float(s), labels[i], r + 1, int(i), names[i])
-                for r, (s, i) in enumerate(zip(scores[0], ids[0], strict=True))
-                if i >= 0
+                for r, (s, i) in enumerate(zip(scores[0][found], ids[0][found], strict=True))
             ]
-            qname = str(q) if not isinstance(q, (Image.Image, np.ndarray)) else "<image>"
-            results.append(SearchResult(qname, matches, mode, qclass, source))
+            if not matches and note is None and where:
+                note = "no image other than the query passes the filter"
+            results.append(SearchResult(qname, matches, mode, qclass, source, shown, note))
         return results
 
     def query_class(

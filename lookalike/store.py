@@ -62,6 +62,7 @@ ANN_FILE = "ann.faiss"
 HEAD_FILE = "head.json"
 HEAD_WEIGHTS_FILE = "head.npz"
 CLUSTERS_FILE = "clusters.json"
+MAP_FILE = "map.npz"
 THUMBNAILS_DIR = "thumbnails"
 INDEX_FILES: dict[str, tuple[str, str]] = {
     META_FILE: ("lookalike.store", "format, photo root, model, pooling, resolution, vector size, label rule"),
@@ -76,6 +77,7 @@ INDEX_FILES: dict[str, tuple[str, str]] = {
     HEAD_FILE: ("lookalike.classify", "the fitted classifier: method, classes, metrics, fingerprint"),
     HEAD_WEIGHTS_FILE: ("lookalike.classify", "the fitted classifier's weights as plain arrays"),
     CLUSTERS_FILE: ("lookalike.cluster", "the last clustering"),
+    MAP_FILE: ("lookalike.explore", "the 2-D map of all images (layout, method, vectors fingerprint, suspects)"),
     THUMBNAILS_DIR: ("lookalike.server", "the web page's thumbnail cache"),
 }
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -66,6 +67,9 @@ def server(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         for i, c in enumerate(index.classes)
     ]
     (index.store.path / "clusters.json").write_text(json.dumps({"clusters": clusters, "noise": [], "metrics": {}}))
+    from lookalike.explore import compute_map
+
+    compute_map(index, "pca", suspects=True)  # the Map tab's layout (PCA: instant, and the page does not care)
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(index), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -171,3 +175,111 @@ def test_upload_a_photo_and_browse(server: str, browser, sample_queries: Path, t
     assert not errors, errors
     assert not outside, f"the page reached outside the server: {outside}"
     page.close()
+
+
+def test_search_filters_on_the_page(server: str, browser) -> None:  # noqa: ANN001
+    page = browser.new_page(viewport={"width": 1180, "height": 880})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server + "/")
+    page.wait_for_selector("text=24 images")
+    page.fill("#f-path", "flower/**")
+    page.goto(server + "/#id=20")
+    page.wait_for_selector("#loading", state="hidden")
+    page.wait_for_function("document.querySelectorAll('#grid .match').length > 0")
+    page.fill("#f-path", "flower/**")
+    page.dispatch_event("#f-path", "change")
+    page.wait_for_function("document.querySelector('#results-meta').textContent.includes('flower/**')")
+    chips = page.locator("#grid .match .chip").all_inner_texts()
+    assert chips and set(chips) == {"flower"}, chips
+    page.fill("#f-after", "2030-01-01")
+    page.dispatch_event("#f-after", "change")
+    page.wait_for_function("document.querySelector('#empty').textContent.includes('no image taken after 2030')")
+    assert page.locator("#grid .match").count() == 0
+    page.fill("#f-point", "95, 2")
+    page.fill("#f-km", "1")
+    page.dispatch_event("#f-km", "change")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "latitude must be between -90 and 90" in page.locator("#error").inner_text()
+    page.click("#filters-clear")
+    page.wait_for_function("document.querySelectorAll('#grid .match').length === 5")
+    assert not errors, errors
+    page.close()
+
+
+def test_map_tab(server: str, browser, tmp_path: Path) -> None:  # noqa: ANN001
+    """Points drawn, a thumbnail on hover, click to search, a box selection exported as the right paths."""
+    page = browser.new_page(viewport={"width": 1180, "height": 880}, accept_downloads=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server + "/#map")
+    page.wait_for_function("document.getElementById('map-canvas').dataset.drawn === '24'")
+    lit = page.evaluate(
+        """() => { const c = document.getElementById('map-canvas');
+                   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+                   for (let i = 0; i < d.length; i += 4) if (d[i] !== 0x11 || d[i + 1] !== 0x17 || d[i + 2] !== 0x22) n++;
+                   return n; }"""
+    )
+    assert lit >= 24, lit  # every point lit at least one pixel
+    legend = page.locator("#map-legend li").all_inner_texts()
+    assert [t.strip() for t in legend] == ["flower", "package", "portrait", "temple"]
+    box = page.locator("#map-canvas").bounding_box()
+    pts = page.evaluate("Array.from({length: 24}, (_, i) => lookalikeMap.screenOf(i))")
+    xy = np.array([[p["x"], p["y"]] for p in pts])
+    gaps = np.sort(np.linalg.norm(xy[:, None] - xy[None], axis=2), axis=1)[:, 1]
+    pick = int(np.argmax(gaps))  # the point farthest from any other: hover and click cannot hit a neighbour
+    assert gaps[pick] > 4
+
+    page.mouse.move(box["x"] + xy[pick, 0], box["y"] + xy[pick, 1])
+    page.wait_for_selector("#map-tip:not([hidden])")
+    assert page.get_attribute("#map-tip", "data-id") == str(pick)
+    page.wait_for_function(
+        "document.getElementById('map-tip-img').complete && document.getElementById('map-tip-img').naturalWidth > 0"
+    )
+    assert page.get_attribute("#map-tip-img", "src") == f"/api/thumbnails/{pick}"
+
+    page.mouse.click(box["x"] + xy[pick, 0], box["y"] + xy[pick, 1])
+    page.wait_for_function(f"location.hash === '#id={pick}'")
+    page.wait_for_function("document.querySelectorAll('#grid .match').length === 5")
+    assert page.locator("#view-search").is_visible()
+    ids = [c.get_attribute("data-id") for c in page.locator("#grid .match").all()]
+    assert str(pick) not in ids
+
+    page.click("#tab-map")
+    page.wait_for_selector("#view-map:not([hidden])")
+    x0, x1 = xy[:, 0].min() - 3, float(np.median(xy[:, 0]))
+    y0, y1 = xy[:, 1].min() - 3, xy[:, 1].max() + 3
+    inside = sorted(int(i) for i in np.flatnonzero((xy[:, 0] >= x0) & (xy[:, 0] <= x1)))
+    assert 0 < len(inside) < 24
+    page.keyboard.down("Shift")
+    page.mouse.move(box["x"] + x0, box["y"] + y0)
+    page.mouse.down()
+    page.mouse.move(box["x"] + x1, box["y"] + y1, steps=6)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    assert page.locator("#map-selected").inner_text() == f"{len(inside)} selected"
+    with page.expect_download() as dl:
+        page.click("#map-export")
+    saved = tmp_path / "selection.json"
+    dl.value.save_as(saved)
+    paths = json.loads(saved.read_text())
+    names = page.evaluate(
+        "fetch('/api/map/selection', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify({ids: [0]})}).then(r => r.json())"
+    )
+    root = Path(names["paths"][0]).parent.parent
+    assert [str(Path(p).relative_to(root)) for p in paths] == [_name(server, i) for i in inside]
+    page.click("#map-sheet")
+    page.wait_for_function("document.getElementById('map-sheet-img').naturalWidth > 0")
+    assert page.locator("#map-suspects-n").inner_text() == "(0)"  # checked, none flagged in the sample photos
+    page.select_option("#map-color", "folder")
+    page.wait_for_timeout(100)
+    assert page.get_attribute("#map-canvas", "data-drawn") == "24"
+    assert not errors, errors
+    page.close()
+
+
+def _name(server: str, image_id: int) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{server}/api/search?id={image_id}&k=1") as r:
+        return json.loads(r.read())["query"]["name"]

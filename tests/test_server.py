@@ -706,3 +706,89 @@ def test_serve_refuses_network_without_token(server_index: Index, monkeypatch: p
     assert started == ["0.0.0.0", "0.0.0.0", "127.0.0.1"]
     assert is_loopback("localhost") and is_loopback("::1") and is_loopback("127.0.0.2")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("::")
+
+# --- search filters and the map -------------------------------------------------------------------------------------
+
+
+def test_search_filters_act_inside_the_search(client: TestClient, server_index: Index) -> None:
+    flowers = sum(lab == "flower" for lab in server_index.labels)
+    for r in (
+        client.get("/api/search", params={"id": 0, "k": flowers, "path": "flower/**"}),
+        client.post("/api/search", data={"id": "0", "k": str(flowers), "path": "flower/**"}),
+    ):
+        body = r.json()
+        assert r.status_code == 200, body
+        matches = body["matches"]
+        expected = flowers - (server_index.labels[0] == "flower")  # the query is never its own match
+        assert len(matches) == expected and {m["label"] for m in matches} == {"flower"}
+        assert body["filter"] == {"path": "flower/**"} and body["note"] is None
+    body = client.get("/api/search", params={"id": 0, "k": 5, "label": "temple", "min_score": "-1"}).json()
+    assert len(body["matches"]) == 5 and {m["label"] for m in body["matches"]} == {"temple"}
+    best = client.get("/api/search", params={"id": 0, "k": 5}).json()["matches"]
+    cut = best[2]["score"]
+    body = client.get("/api/search", params={"id": 0, "k": 5, "min_score": cut}).json()
+    assert [m["id"] for m in body["matches"]] == [m["id"] for m in best if m["score"] >= cut]
+
+
+def test_a_filter_that_leaves_nothing_says_why(client: TestClient) -> None:
+    r = client.post("/api/search", data={"id": "0", "k": "5", "after": "2030-01-01"})
+    assert r.status_code == 200 and r.json()["matches"] == []
+    assert "no image taken after 2030-01-01" in r.json()["note"]
+    r = client.get("/api/search", params={"id": 0, "min_score": "0.9999"})
+    assert r.status_code == 200 and "no match scores at least 0.9999" in r.json()["note"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("after", "last year", "after must be a date"),
+        ("before", "2023-02-30", "before must be a date"),
+        ("near", "95,2,1", "latitude must be between -90 and 90"),
+        ("near", "48,2", "near must be latitude,longitude,radius"),
+        ("min_score", "high", "min_score must be a number"),
+    ],
+)
+def test_malformed_filters_are_one_line_400s(client: TestClient, field: str, value: str, words: str) -> None:
+    for r in (
+        client.get("/api/search", params={"id": 0, field: value}),
+        client.post("/api/search", data={"id": "0", field: value}),
+    ):
+        assert r.status_code == 400
+        assert words in r.json()["error"] and "\n" not in r.json()["error"]
+
+
+def test_map_endpoints(client: TestClient, server_index: Index) -> None:
+    from lookalike.explore import COLORS, compute_map, load_map
+    from lookalike.store import MAP_FILE
+
+    meta = client.get("/api/map").json()
+    assert meta["available"] is False and "lookalike map" in meta["reason"]
+    assert client.get("/api/map/points").status_code == 404
+    compute_map(server_index, "pca", color="folder", suspects=True)
+    try:
+        n = len(server_index)
+        meta = client.get("/api/map").json()
+        assert meta["available"] and meta["count"] == n and meta["method"] == "pca" and meta["color"] == "folder"
+        assert meta["points"]["order"] == list(COLORS) and meta["colorings"]["label"]["legend"] == server_index.classes
+        assert client.get("/api/health").json()["map"] is True
+        blob = client.get("/api/map/points")
+        assert blob.headers["content-type"] == "application/octet-stream"
+        assert len(blob.content) == meta["points"]["bytes"] == n * 8 + len(COLORS) * n * 2
+        xy = np.frombuffer(blob.content, "<f4", 2 * n).reshape(n, 2)
+        assert np.array_equal(xy, load_map(server_index)[0].xy)
+        labels = np.frombuffer(blob.content, "<u2", n, offset=8 * n)
+        legend = meta["colorings"]["label"]["legend"]
+        assert [legend[c - 1] for c in labels] == server_index.labels
+        clusters = np.frombuffer(blob.content, "<u2", n, offset=8 * n + 2 * n * COLORS.index("cluster"))
+        assert clusters.min() >= 1  # every image is in one of the saved clusters
+        ids = [3, 0, 11]
+        sel = client.post("/api/map/selection", json={"ids": ids}).json()
+        assert sel["paths"] == [str(server_index.paths[i]) for i in ids]
+        sheet = client.post("/api/map/sheet.png", json={"ids": ids})
+        assert sheet.status_code == 200 and sheet.content[:8] == b"\x89PNG\r\n\x1a\n"
+        assert client.post("/api/map/selection", json={"ids": [n]}).status_code == 404
+        assert client.post("/api/map/selection", json={"ids": []}).status_code == 422
+        assert client.post("/api/map/selection", json={"ids": "all"}).status_code == 422
+    finally:
+        (server_index.store.path / MAP_FILE).unlink()
+    assert client.get("/api/map").json()["available"] is False

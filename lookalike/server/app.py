@@ -42,14 +42,16 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel
+from pydantic import Field as PydanticField
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lookalike.errors import ConfigError, ImageError, LookalikeError
+from lookalike.filters import SearchFilter
 from lookalike.images import IMAGE_EXTENSIONS, content_hash, decode, load_image
 from lookalike.index import MODES, Index
 from lookalike.io import atomic_write, shown_json
-from lookalike.store import CLUSTERS_FILE, THUMBNAILS_DIR
+from lookalike.store import CLUSTERS_FILE, MAP_FILE, THUMBNAILS_DIR
 
 log = logging.getLogger("lookalike.server")
 
@@ -66,6 +68,12 @@ ModeField = Annotated[Mode, Form(description="all, same-class (the query's class
 FileField = Annotated[UploadFile | None, File(description="The query image (JPEG, PNG, WebP, ...).")]
 IdField = Annotated[int | None, Form(alias="id", description="Or: the id of an indexed image to search from.")]
 ClassField = Annotated[str | None, Form(alias="class", description="The query's class, for class modes.")]
+AfterField = Annotated[str | None, Form(description="Filter: taken on or after this date (EXIF), 2023-01-01.")]
+BeforeField = Annotated[str | None, Form(description="Filter: taken on or before this date (EXIF), 2023-12-31.")]
+NearField = Annotated[str | None, Form(description="Filter: within a radius of a point (EXIF GPS): lat,lon,km.")]
+PathField = Annotated[str | None, Form(description="Filter: relative path matches this glob, site-a/**.")]
+LabelField = Annotated[str | None, Form(alias="label", description="Filter: only images with this label.")]
+MinScoreField = Annotated[str | None, Form(description="Filter: leave out matches scoring below this cosine.")]
 
 T = TypeVar("T")
 
@@ -195,6 +203,12 @@ class Guard:
         await self.app(scope, receive, with_headers)
 
 
+class Selection(BaseModel):
+    """Image ids chosen on the map."""
+
+    ids: list[int] = PydanticField(min_length=1, max_length=1_000_000)
+
+
 class BodyLimit:
     """Refuse request bodies over ``max_bytes``: by Content-Length up front, else by counting chunks as they arrive.
 
@@ -310,6 +324,8 @@ class Service:
         self._clusters: tuple[tuple[int, ...], dict[str, Any] | None] | None = None
         self._clusters_lock = threading.Lock()
         self._sheets: dict[tuple[float, int], bytes] = {}
+        self._map: tuple[tuple[float, float], dict[str, Any], bytes] | None = None
+        self._map_lock = threading.Lock()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run CPU work in a worker thread, at most ``workers`` at once, so the event loop is never blocked."""
@@ -357,15 +373,24 @@ class Service:
         return self.vectors[image_id : image_id + 1], same, self.describe_id(image_id)
 
     def search(
-        self, vec: np.ndarray, exclude: list[int], query: dict[str, Any], k: int, mode: str, label: str | None
+        self,
+        vec: np.ndarray,
+        exclude: list[int],
+        query: dict[str, Any],
+        k: int,
+        mode: str,
+        label: str | None,
+        where: SearchFilter | None = None,
     ) -> dict[str, Any]:
-        result = self.index.search_many([vec], k, mode=mode, label=label, exclude=[exclude])[0]
+        result = self.index.search_many([vec], k, mode=mode, label=label, exclude=[exclude], where=where or None)[0]
         out = {
             "query": query,
             "mode": mode,
             "k": k,
             "query_class": result.query_class,
             "class_source": result.class_source,
+            "filter": result.filter,
+            "note": result.note,
             "matches": [{**self.describe_id(m.id), "rank": m.rank, "score": round(m.score, 6)} for m in result.matches],
             "prediction": self.predict(vec, exclude, quiet=True),
         }
@@ -488,6 +513,89 @@ class Service:
             "metrics": raw.get("metrics", {}),
         }
 
+    # --- the map -------------------------------------------------------------------------------------------------
+
+    def _map_state(self) -> tuple[dict[str, Any], bytes]:
+        """The map's description and its points as one binary block, rebuilt when the map or the clusters change.
+
+        Binary, not JSON: at 100,000 images the points are 0.8 MB of float32 x, y plus 2 bytes per image per
+        colouring, which the page wraps in typed arrays without parsing, where JSON would be several times larger
+        and slow to parse.
+        """
+        from lookalike.explore import COLORS, color_codes, load_map
+
+        def mtime(path: Path) -> float:
+            try:
+                return path.stat().st_mtime
+            except OSError:
+                return -1.0
+
+        key = (mtime(self.index.store.path / MAP_FILE), mtime(self.index.store.path / CLUSTERS_FILE))
+        with self._map_lock:
+            if self._map is not None and self._map[0] == key:
+                return self._map[1], self._map[2]
+            found, why = load_map(self.index)
+            if found is None:
+                meta: dict[str, Any] = {"available": False, "reason": why, "count": len(self.names)}
+                blob = b""
+            else:
+                raw_clusters = None
+                if key[1] >= 0:
+                    from lookalike.cluster import load_clusters
+
+                    try:
+                        raw_clusters = load_clusters(self.index)
+                    except LookalikeError as exc:
+                        log.warning("map not coloured by cluster: %s", exc)
+                n = len(found.xy)
+                parts = [np.ascontiguousarray(found.xy, np.float32).tobytes()]
+                colorings = {}
+                for color in COLORS:
+                    codes, legend = color_codes(self.index, color, raw_clusters)
+                    parts.append(codes.astype("<u2").tobytes())
+                    colorings[color] = {"legend": legend, "kind": "ramp" if color == "time" else "categories"}
+                blob = b"".join(parts)
+                meta = {
+                    "available": True,
+                    "count": n,
+                    "method": found.method,
+                    "color": found.color,
+                    "info": found.info,
+                    "colorings": colorings,
+                    "suspects": found.suspects,
+                    "suspects_checked": bool(found.info.get("suspects_checked")),
+                    "points": {
+                        "url": "/api/map/points",
+                        "bytes": len(blob),
+                        "layout": ["xy float32 little-endian, x0 y0 x1 y1 ...", *[f"{c} uint16" for c in COLORS]],
+                        "order": list(COLORS),
+                    },
+                }
+            self._map = (key, meta, blob)
+            return meta, blob
+
+    def map_meta(self) -> dict[str, Any]:
+        return self._map_state()[0]
+
+    def map_points(self) -> bytes:
+        meta, blob = self._map_state()
+        if not meta["available"]:
+            raise HTTPException(404, meta["reason"])
+        return blob
+
+    def selection(self, ids: list[int]) -> list[str]:
+        for i in ids:
+            self.check_id(i)
+        return [str(self.paths[i]) for i in ids]
+
+    def selection_sheet(self, ids: list[int]) -> bytes:
+        from lookalike.cluster import contact_sheet
+
+        paths = [Path(p) for p in self.selection(ids)]
+        with tempfile.TemporaryDirectory() as tmp:
+            title = f"{len(ids)} selected images" + (" (the first 64)" if len(ids) > 64 else "")
+            return contact_sheet(paths[:64], Path(tmp) / "sheet.png", title=title).read_bytes()
+
     def health(self) -> dict[str, Any]:
         return {
             "status": "ok",
@@ -496,6 +604,7 @@ class Service:
             "classes": self.classes,
             "classify": self.can_classify,
             "clusters": self.clusters()["available"],
+            "map": self.map_meta()["available"],
             "modes": list(MODES),
             "max_k": MAX_K,
             "formats": sorted(IMAGE_EXTENSIONS),
@@ -518,6 +627,7 @@ def _preview_url(img: Image.Image, size: int = 256) -> str:
     buf = io.BytesIO()
     small.save(buf, "JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
 
 class ErrorBody(BaseModel):
     """Every error the API returns: one line saying what went wrong and what to do."""
@@ -650,10 +760,12 @@ def create_app(
         name = Path(file.filename or "upload").name or "upload"
         return await svc.run(svc.upload_query, data, name)
 
-    async def do_search(file: UploadFile | None, image_id: int | None, k: int, mode: str, label: str | None) -> dict:
+    async def do_search(
+        file: UploadFile | None, image_id: int | None, k: int, mode: str, label: str | None, where: SearchFilter
+    ) -> dict:
         started = time.perf_counter()
         vec, exclude, query = await make_query(file, image_id)
-        out = await svc.run(svc.search, vec, exclude, query, k, mode, label)
+        out = await svc.run(svc.search, vec, exclude, query, k, mode, label, where)
         out["seconds"] = round(time.perf_counter() - started, 4)  # decode, model, search and classify
         return out
 
@@ -668,8 +780,17 @@ def create_app(
         k: KField = 5,
         mode: ModeField = "all",
         label: ClassField = None,
+        after: AfterField = None,
+        before: BeforeField = None,
+        near: NearField = None,
+        path: PathField = None,
+        with_label: LabelField = None,
+        min_score: MinScoreField = None,
     ) -> dict[str, Any]:
-        return await do_search(file, image_id, k, mode, label)
+        where = SearchFilter.parse(
+            after=after, before=before, near=near, path=path, label=with_label, min_score=min_score
+        )
+        return await do_search(file, image_id, k, mode, label, where)
 
     @app.get("/api/search", summary="Look-alikes of an indexed image, by id", responses=errors(*guarded, 400, 404, 422))
     async def search_get(
@@ -677,8 +798,17 @@ def create_app(
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 5,
         mode: Annotated[Mode, Query()] = "all",
         label: Annotated[str | None, Query(alias="class")] = None,
+        after: Annotated[str | None, Query(description="Filter: taken on or after this date.")] = None,
+        before: Annotated[str | None, Query(description="Filter: taken on or before this date.")] = None,
+        near: Annotated[str | None, Query(description="Filter: lat,lon,km (EXIF GPS).")] = None,
+        path: Annotated[str | None, Query(description="Filter: relative path glob.")] = None,
+        with_label: Annotated[str | None, Query(alias="label", description="Filter: this label only.")] = None,
+        min_score: Annotated[str | None, Query(description="Filter: lowest cosine returned.")] = None,
     ) -> dict[str, Any]:
-        return await do_search(None, image_id, k, mode, label)
+        where = SearchFilter.parse(
+            after=after, before=before, near=near, path=path, label=with_label, min_score=min_score
+        )
+        return await do_search(None, image_id, k, mode, label, where)
 
     @app.post(
         "/api/classify",
@@ -738,6 +868,40 @@ def create_app(
     async def cluster_sheet(cluster_id: int) -> Response:
         png = await svc.run(svc.cluster_sheet, cluster_id)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+    @app.get(
+        "/api/map",
+        summary="The stored map of the collection (from `lookalike map`): method, colourings, legend",
+        responses=errors(*guarded),
+    )
+    async def map_meta() -> dict[str, Any]:
+        return await anyio.to_thread.run_sync(svc.map_meta)
+
+    @app.get(
+        "/api/map/points",
+        summary="The map's points: float32 x,y per image, then uint16 colour codes per colouring",
+        responses=errors(*guarded, 404, body={"description": "binary", "content": {"application/octet-stream": {}}}),
+    )
+    async def map_points() -> Response:
+        blob = await anyio.to_thread.run_sync(svc.map_points)
+        return Response(blob, media_type="application/octet-stream", headers={"Cache-Control": "no-cache"})
+
+    @app.post(
+        "/api/map/selection",
+        summary="The file paths of a set of image ids (a selection on the map)",
+        responses=errors(*guarded, 404, 422),
+    )
+    async def map_selection(body: Selection) -> dict[str, Any]:
+        return {"ids": body.ids, "paths": svc.selection(body.ids)}
+
+    @app.post(
+        "/api/map/sheet.png",
+        summary="A contact sheet (PNG) of selected images (the first 64)",
+        responses=errors(*guarded, 404, 422, body={"description": "PNG", "content": {"image/png": {}}}),
+    )
+    async def map_sheet(body: Selection) -> Response:
+        png = await svc.run(svc.selection_sheet, body.ids)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.get(
         "/api/health",

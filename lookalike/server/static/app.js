@@ -63,6 +63,19 @@ function params() {
   return { k, mode };
 }
 
+// The filter fields as the API spells them; empty ones are left out (the server validates the rest).
+function filters() {
+  const out = {};
+  if ($("f-after").value) out.after = $("f-after").value;
+  if ($("f-before").value) out.before = $("f-before").value;
+  const point = $("f-point").value.trim(), km = $("f-km").value.trim();
+  if (point || km) out.near = `${point},${km || "1"}`;
+  if ($("f-path").value.trim()) out.path = $("f-path").value.trim();
+  if ($("f-label").value) out.label = $("f-label").value;
+  if ($("f-min-score").value.trim()) out.min_score = $("f-min-score").value.trim();
+  return out;
+}
+
 async function runSearch() {
   if (!state.file && state.id == null) return;
   const { k, mode } = params();
@@ -70,6 +83,7 @@ async function runSearch() {
   const form = new FormData();
   form.append("k", k);
   form.append("mode", mode);
+  for (const [name, value] of Object.entries(filters())) form.append(name, value);
   if (state.id != null) form.append("id", state.id);
   else form.append("file", state.file, state.file.name);
 
@@ -145,8 +159,11 @@ function drawResult(r) {
   $("results-title").textContent = `${r.matches.length} look-alike${r.matches.length === 1 ? "" : "s"}`;
   $("results-meta").textContent = `in ${modeText} · ${(r.seconds * 1000).toFixed(0)} ms`;
   $("grid").replaceChildren(...r.matches.map(matchCard));
+  const filtered = r.filter && Object.keys(r.filter).length;
+  if (filtered) $("results-meta").textContent += ` · filtered: ${Object.entries(r.filter).map(([k, v]) => `${k} ${v}`).join(", ")}`;
   $("empty").hidden = r.matches.length > 0;
-  if (!r.matches.length) $("empty").firstElementChild.textContent = "No matches in this mode.";
+  if (!r.matches.length) $("empty").firstElementChild.textContent = r.note || "No matches in this mode.";
+  $("empty").classList.toggle("note", !!r.note);
 }
 
 function useFile(file) {
@@ -218,11 +235,12 @@ async function loadClusters() {
 // --- views and start-up -----------------------------------------------------------------------------------------
 
 function showView(name) {
-  $("view-search").hidden = name !== "search";
-  $("view-clusters").hidden = name !== "clusters";
-  $("tab-search").classList.toggle("active", name === "search");
-  $("tab-clusters").classList.toggle("active", name === "clusters");
+  for (const v of ["search", "clusters", "map"]) {
+    $(`view-${v}`).hidden = name !== v;
+    $(`tab-${v}`).classList.toggle("active", name === v);
+  }
   if (name === "clusters") loadClusters();
+  if (name === "map") LookalikeMap.load().catch((e) => showError($("map-error"), e.message));
 }
 
 function route() {
@@ -233,7 +251,8 @@ function route() {
     if (state.id !== Number(m[1])) { state.id = Number(m[1]); state.file = null; runSearch(); }
     showView("search");
   } else {
-    showView(hash === "#clusters" && state.health && state.health.clusters ? "clusters" : "search");
+    const clusters = hash === "#clusters" && state.health && state.health.clusters;
+    showView(clusters ? "clusters" : hash === "#map" ? "map" : "search");
   }
 }
 
@@ -250,6 +269,12 @@ async function start() {
   $("k").addEventListener("input", () => { $("k-out").textContent = $("k").value; });
   $("k").addEventListener("change", runSearch);
   for (const r of document.querySelectorAll("input[name=mode]")) r.addEventListener("change", runSearch);
+  for (const f of document.querySelectorAll("#filters input, #filters select")) f.addEventListener("change", runSearch);
+  $("filters-clear").addEventListener("click", () => {
+    for (const f of document.querySelectorAll("#filters input, #filters select")) f.value = "";
+    runSearch();
+  });
+  LookalikeMap.init(searchById);
   window.addEventListener("hashchange", route);
   $("login-form").addEventListener("submit", login);
 
@@ -261,6 +286,8 @@ async function start() {
     $("k").max = Math.min(h.max_k, 50);
     if (h.formats) $("file").accept = ["image/*", ...h.formats].join(",");  // HEIC and RAW are not image/* everywhere
     $("tab-clusters").hidden = !h.clusters;
+    $("tab-map").title = h.map ? "" : "no current map: run `lookalike map`";
+    $("f-label").append(...h.classes.map((c) => el("option", { value: c, text: c })));
     if (!h.classes.length) {
       for (const r of document.querySelectorAll("input[name=mode]")) {
         if (r.value !== "all") { r.disabled = true; r.parentElement.classList.add("disabled"); r.parentElement.title = "this index has no labels"; }
