@@ -115,7 +115,7 @@ def test_upload_a_photo_and_browse(server: str, browser, sample_queries: Path, t
     page.fill("#k", "6")  # the range input
     page.dispatch_event("#k", "change")
     page.set_input_files("#file", str(sample_queries / "temple.jpg"))
-    page.wait_for_function("document.querySelectorAll('#grid .match').length === 6")
+    page.wait_for_function("() => document.querySelectorAll('#grid .match').length === 6")
     page.wait_for_selector("#loading", state="hidden")
     cards = page.locator("#grid .match")
     assert cards.count() == 6
@@ -127,7 +127,9 @@ def test_upload_a_photo_and_browse(server: str, browser, sample_queries: Path, t
     # the index has four labelled classes, so the page must show a predicted class
     page.wait_for_selector("#prediction", state="visible", timeout=5_000)
     assert page.locator("#pred-label").inner_text() == "temple"
-    page.wait_for_function("[...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
     shot = tmp_path / "server.png"
     page.screenshot(path=str(shot), full_page=False)
     assert shot.stat().st_size > 10_000
@@ -143,15 +145,15 @@ def test_upload_a_photo_and_browse(server: str, browser, sample_queries: Path, t
     second = cards.nth(1)
     clicked_id = second.get_attribute("data-id")
     second.click()
-    page.wait_for_function(f"location.hash === '#id={clicked_id}'")
+    page.wait_for_function(f"() => location.hash === '#id={clicked_id}'")
     page.wait_for_selector("#loading", state="hidden")
-    page.wait_for_function("document.querySelectorAll('#grid .match').length === 6")
+    page.wait_for_function("() => document.querySelectorAll('#grid .match').length === 6")
     ids = [c.get_attribute("data-id") for c in page.locator("#grid .match").all()]
     assert clicked_id not in ids
 
     # a class mode re-runs the search
     page.check("input[value=other-classes]")
-    page.wait_for_function("document.querySelector('#results-meta').textContent.includes('other than')")
+    page.wait_for_function("() => document.querySelector('#results-meta').textContent.includes('other than')")
     assert "temple" not in page.locator("#grid .match .chip").all_inner_texts()
 
     # bad input is shown inline, and the page keeps working
@@ -169,7 +171,7 @@ def test_upload_a_photo_and_browse(server: str, browser, sample_queries: Path, t
     assert page.locator(".cluster a.sheet-link").count() == 4
     page.screenshot(path=str(tmp_path / "clusters.png"))
     page.locator(".cluster .sheet button").first.click()
-    page.wait_for_function("document.querySelectorAll('#grid .match').length === 6")
+    page.wait_for_function("() => document.querySelectorAll('#grid .match').length === 6")
     assert page.locator("#view-search").is_visible()
 
     assert not errors, errors
@@ -186,15 +188,15 @@ def test_search_filters_on_the_page(server: str, browser) -> None:  # noqa: ANN0
     page.fill("#f-path", "flower/**")
     page.goto(server + "/#id=20")
     page.wait_for_selector("#loading", state="hidden")
-    page.wait_for_function("document.querySelectorAll('#grid .match').length > 0")
+    page.wait_for_function("() => document.querySelectorAll('#grid .match').length > 0")
     page.fill("#f-path", "flower/**")
     page.dispatch_event("#f-path", "change")
-    page.wait_for_function("document.querySelector('#results-meta').textContent.includes('flower/**')")
+    page.wait_for_function("() => document.querySelector('#results-meta').textContent.includes('flower/**')")
     chips = page.locator("#grid .match .chip").all_inner_texts()
     assert chips and set(chips) == {"flower"}, chips
     page.fill("#f-after", "2030-01-01")
     page.dispatch_event("#f-after", "change")
-    page.wait_for_function("document.querySelector('#empty').textContent.includes('no image taken after 2030')")
+    page.wait_for_function("() => document.querySelector('#empty').textContent.includes('no image taken after 2030')")
     assert page.locator("#grid .match").count() == 0
     page.fill("#f-point", "95, 2")
     page.fill("#f-km", "1")
@@ -202,7 +204,7 @@ def test_search_filters_on_the_page(server: str, browser) -> None:  # noqa: ANN0
     page.wait_for_selector("#error:not([hidden])")
     assert "latitude must be between -90 and 90" in page.locator("#error").inner_text()
     page.click("#filters-clear")
-    page.wait_for_function("document.querySelectorAll('#grid .match').length === 5")
+    page.wait_for_function("() => document.querySelectorAll('#grid .match').length === 5")
     assert not errors, errors
     page.close()
 
@@ -213,7 +215,7 @@ def test_map_tab(server: str, browser, tmp_path: Path) -> None:  # noqa: ANN001
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(server + "/#map")
-    page.wait_for_function("document.getElementById('map-canvas').dataset.drawn === '24'")
+    page.wait_for_function("() => document.getElementById('map-canvas').dataset.drawn === '24'")
     lit = page.evaluate(
         """() => { const c = document.getElementById('map-canvas');
                    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
@@ -234,13 +236,13 @@ def test_map_tab(server: str, browser, tmp_path: Path) -> None:  # noqa: ANN001
     page.wait_for_selector("#map-tip:not([hidden])")
     assert page.get_attribute("#map-tip", "data-id") == str(pick)
     page.wait_for_function(
-        "document.getElementById('map-tip-img').complete && document.getElementById('map-tip-img').naturalWidth > 0"
+        "() => document.getElementById('map-tip-img').complete && document.getElementById('map-tip-img').naturalWidth > 0"
     )
     assert page.get_attribute("#map-tip-img", "src") == f"/api/thumbnails/{pick}"
 
     page.mouse.click(box["x"] + xy[pick, 0], box["y"] + xy[pick, 1])
-    page.wait_for_function(f"location.hash === '#id={pick}'")
-    page.wait_for_function("document.querySelectorAll('#grid .match').length === 5")
+    page.wait_for_function(f"() => location.hash === '#id={pick}'")
+    page.wait_for_function("() => document.querySelectorAll('#grid .match').length === 5")
     assert page.locator("#view-search").is_visible()
     ids = [c.get_attribute("data-id") for c in page.locator("#grid .match").all()]
     assert str(pick) not in ids
@@ -269,7 +271,7 @@ def test_map_tab(server: str, browser, tmp_path: Path) -> None:  # noqa: ANN001
     root = Path(names["paths"][0]).parent.parent
     assert [str(Path(p).relative_to(root)) for p in paths] == [_name(server, i) for i in inside]
     page.click("#map-sheet")
-    page.wait_for_function("document.getElementById('map-sheet-img').naturalWidth > 0")
+    page.wait_for_function("() => document.getElementById('map-sheet-img').naturalWidth > 0")
     assert page.locator("#map-suspects-n").inner_text() == "(0)"  # checked, none flagged in the sample photos
     page.select_option("#map-color", "folder")
     page.wait_for_timeout(100)
