@@ -99,8 +99,33 @@ def _score_range(vectors: np.ndarray, group: np.ndarray) -> tuple[float, float]:
     return round(float(off.min()), 4), round(float(off.max()), 4)
 
 
-def _separated(pairs: np.ndarray, hashes: Sequence[str], decisions: Decisions) -> np.ndarray:
-    return np.array([decisions.separated(hashes[a], hashes[b]) for a, b in pairs], dtype=bool)
+def _constrained_groups(
+    n: int, pairs: np.ndarray, strength: np.ndarray, hashes: Sequence[str], decisions: Decisions
+) -> list[np.ndarray]:
+    """Single linkage with cannot-link constraints: pairs join groups strongest first, unless the join would put two
+    photos a person marked "not duplicates" into one group (directly or through other copies)."""
+    parent = list(range(n))
+    inside: dict[int, set[str]] = {}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for p in np.argsort(-strength, kind="stable"):
+        a, b = (find(int(x)) for x in pairs[p])
+        if a == b:
+            continue
+        ha, hb = inside.get(a, {hashes[a]}), inside.get(b, {hashes[b]})
+        if any(decisions.separated(x, y) for x in ha for y in hb):
+            continue
+        parent[b] = a
+        inside[a] = ha | hb
+        inside.pop(b, None)
+    roots = np.array([find(i) for i in range(n)])
+    sizes = np.bincount(roots, minlength=n)
+    return list(members(np.where(sizes[roots] >= 2, roots, -1)).values())
 
 
 def near_duplicates(
@@ -120,8 +145,9 @@ def near_duplicates(
     ``pixel``; see lookalike.cluster.pixels). Without ``paths`` or with ``pixel`` 0 the cosine alone decides, which
     then needs a high threshold (~0.95) and still misses most crops.
 
-    With ``hashes`` (content hash per image) and ``decisions``, pairs a person marked "not duplicates" are dropped
-    before grouping, and a group wholly covered by a "keep all" decision says so (``"decision": "keep-all"``).
+    With ``hashes`` (content hash per image) and ``decisions``, photos a person marked "not duplicates" never end up
+    in one group (nor joined through other copies: pairs join strongest first, and a join that would unite them is
+    skipped), and a group wholly covered by a "keep all" decision says so (``"decision": "keep-all"``).
 
     Largest group first; each group lists its ``ids`` (rows of ``vectors``), paths and the lowest and highest
     cosine inside it."""
@@ -132,15 +158,16 @@ def near_duplicates(
         candidates = len(pairs)
         pairs = pairs[checked.ncc >= pixel]
         notes.append(f"{len(pairs)} of {candidates} candidate pairs (cosine ≥ {threshold:g}) line up pixel for pixel")
-    if hashes is not None and decisions is not None and len(decisions) and len(pairs):
-        cut = _separated(pairs, hashes, decisions)
-        if cut.any():
-            notes.append(f"{int(cut.sum())} pair(s) left out: marked as not duplicates")
-        pairs = pairs[~cut]
     if len(names) < 2:
         return []
+    constrained = hashes is not None and decisions is not None and len(decisions) > 0
+    if constrained:
+        strength = checked.cosine if checked.ncc is None else checked.ncc[checked.ncc >= pixel]
+        found = _constrained_groups(len(names), pairs, strength, hashes, decisions)  # type: ignore[arg-type]
+    else:
+        found = _groups(len(names), pairs)
     groups = []
-    for group in _groups(len(names), pairs):
+    for group in found:
         low, high = _score_range(vectors, group)
         item: dict[str, Any] = {
             "size": len(group),
