@@ -34,3 +34,14 @@ def photos(sample_dir: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "photos"
     shutil.copytree(sample_dir, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``samples.make_duplicates`` (originals, copies, a burst) indexed in place (PHOTOS/.lookalike); read-only."""
+    from lookalike import Index
+    from lookalike.samples import make_duplicates
+
+    root = make_duplicates(tmp_path_factory.mktemp("dups") / "photos")
+    Index.build(root, labels="none")
+    return root

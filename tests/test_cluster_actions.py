@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image
 from typer.testing import CliRunner
 
 from lookalike import Index
@@ -38,49 +38,7 @@ from lookalike.cluster import (
 from lookalike.cluster import actions as actions_mod
 from lookalike.errors import LookalikeError
 
-piexif = pytest.importorskip("piexif")
 runner = CliRunner()
-
-
-def _exif(t: str) -> bytes:
-    return piexif.dump({"Exif": {piexif.ExifIFD.DateTimeOriginal: t.encode()}, "0th": {piexif.ImageIFD.Make: b"Cam"}})
-
-
-def make_copies(base: Path) -> Path:
-    """Originals (480 px, EXIF time and camera) with a half-size, a quality-40 and a blurred copy each, and a burst of
-    three frames (someone walking across the flower photo, 1 s apart; the middle one slightly out of focus)."""
-    from lookalike.samples import make_samples
-
-    made = sorted(make_samples(base / "made", per_class=1, size=480).rglob("*.jpg"))
-    root = base / "photos"
-    (root / "copies").mkdir(parents=True)
-    (root / "burst").mkdir()
-    for n, src in enumerate(made):
-        stem = src.parent.name
-        img = Image.open(src).convert("RGB")
-        img.save(root / f"{stem}.jpg", quality=95, exif=_exif(f"2024:05:0{n + 1} 10:00:00"))
-        img.resize((img.width // 2, img.height // 2), Image.Resampling.LANCZOS).save(
-            root / "copies" / f"{stem}_half.jpg"
-        )
-        img.save(root / "copies" / f"{stem}_q40.jpg", quality=40)
-        img.filter(ImageFilter.GaussianBlur(2)).save(root / "copies" / f"{stem}_blur.jpg", quality=95)
-        if stem == "flower":
-            walker = Image.open(made[2]).convert("RGB").resize((img.width * 2 // 5, img.height * 4 // 5))
-            for f, x in enumerate((0.05, 0.3, 0.55)):
-                fr = img.copy()
-                fr.paste(walker, (int(img.width * x), img.height // 10))
-                if f == 1:
-                    fr = fr.filter(ImageFilter.GaussianBlur(0.8))
-                fr.save(root / "burst" / f"frame{f}.jpg", quality=90, exif=_exif(f"2024:06:01 10:00:0{f + 1}"))
-    return root
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("dups")
-    root = make_copies(base)
-    Index.build(root, labels="none")
-    return root
 
 
 @pytest.fixture
