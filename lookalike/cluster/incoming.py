@@ -33,7 +33,7 @@ def check_new(
 ) -> dict[str, Any]:
     """One entry per image of ``folder``: ``status`` "copy" (with ``copy_of``: indexed names, best first, each with
     cosine and pixel score), "new", or "skipped" (with ``reason``). A byte-identical file is a copy without being
-    embedded. Returns ``{"photos": [...], "summary": {...}, "seconds": s}``."""
+    embedded. Returns ``{"photos": [...], "summary": {...}, "seconds": s, "embed_seconds": s}``."""
     check_ranges(threshold, pixel)
     started = time.perf_counter()
     src = Path(folder)
@@ -61,6 +61,7 @@ def check_new(
             to_embed.append(p)
     vec_rows: list[np.ndarray] = []
     embedded: list[Path] = []
+    t_embed = time.perf_counter()
     with bar("embedding new photos", len(to_embed), progress and bool(to_embed)) as tick:
         for batch in index.describer.describe_files(to_embed, batch_size=batch_size):
             v = 0
@@ -72,6 +73,7 @@ def check_new(
                     vec_rows.append(batch.vectors[v : v + 1])
                     v += 1
             tick.advance(len(batch.items))
+    embed_seconds = time.perf_counter() - t_embed
     if embedded:
         vectors = np.concatenate(vec_rows)
         scores, ids = index.searcher.search(vectors, min(k, len(index)) if len(index) else 1)
@@ -109,4 +111,5 @@ def check_new(
         "summary": {"photos": len(photos), **counts, "embedded": len(embedded)},
         "settings": {"threshold": threshold, "pixel": pixel, "k": k},
         "seconds": round(time.perf_counter() - started, 3),
+        "embed_seconds": round(embed_seconds, 3),
     }

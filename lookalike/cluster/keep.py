@@ -8,12 +8,14 @@ candidate within a tolerance of the best and hands the survivors to the next sta
 The default rule, ``best``:
 
 1. pixel count (width × height as stored; within 1% counts as equal),
-2. sharpness: variance of the Laplacian (of Gaussian) of a fixed-size grey copy (``SHARP_SIDE`` px squared, so the measure does not
-   depend on the resolution, which stage 1 already judged; within ``SHARP_TOLERANCE`` of the sharpest counts as
-   equal),
-3. file size (larger wins: less compression),
-4. EXIF completeness: capture time, GPS, camera make/model (the copy that kept its metadata),
-5. the oldest capture time (EXIF, else file mtime), then path order, so the choice is always deterministic.
+2. not a re-save: a JPEG whose coefficients still sit on another same-size JPEG's coarser quantisation steps was
+   re-saved from it at a finer quality (bigger and as sharp, no better) and loses to it (``resaved_from``),
+3. sharpness: variance of the Laplacian (of Gaussian) of a fixed-size grey copy (``SHARP_SIDE`` px squared, so the
+   measure does not depend on the resolution, which stage 1 already judged; within ``SHARP_TOLERANCE`` of the
+   sharpest counts as equal),
+4. file size (larger wins: less compression),
+5. EXIF completeness: capture time, GPS, camera make/model (the copy that kept its metadata),
+6. the oldest capture time (EXIF, else file mtime), then path order, so the choice is always deterministic.
 
 The other rules put one criterion first and fall back to ``best``: ``oldest``/``newest`` (capture time), ``largest``
 (file size), ``path-order`` (the first path in sorted order).
@@ -25,7 +27,7 @@ import io
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,9 +40,9 @@ from lookalike.errors import ConfigError, ImageError
 from lookalike.images import decode, read_file
 
 KEEP_RULES = ("best", "oldest", "newest", "largest", "path-order")
-SHARP_SIDE = 256  # the fixed-size grey copy sharpness is measured on
-SHARP_TOLERANCE = 0.10  # sharpness within 10% of the sharpest counts as equally sharp
-SHARP_SIGMA = 1.5  # Gaussian smoothing before the Laplacian: JPEG blocking must not read as detail
+SHARP_SIDE = 128  # the fixed-size grey copy sharpness is measured on
+SHARP_TOLERANCE = 0.05  # sharpness within 5% of the sharpest counts as equally sharp
+SHARP_SIGMA = 1.0  # Gaussian smoothing before the Laplacian: JPEG blocking must not read as detail
 PIXEL_TOLERANCE = 0.01
 _MAKE, _MODEL = 0x010F, 0x0110
 
@@ -59,6 +61,8 @@ class FileFacts:
     gps: bool
     camera: bool
     time: str
+    qtable: list[int] | None = None  # the JPEG luminance quantisation table (natural order), None if not a JPEG
+    dct: np.ndarray | None = field(default=None, repr=False)  # luma DCT blocks (B, 8, 8) of the central region
 
     @property
     def pixels(self) -> int:
@@ -70,6 +74,8 @@ class FileFacts:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("dct")
+        d.pop("qtable")
         d["sharpness"] = round(self.sharpness, 2)
         d["exposure"] = round(self.exposure, 4)
         return d
@@ -80,13 +86,64 @@ def sharpness_and_exposure(img: Image.Image) -> tuple[float, float]:
     fraction of clipped pixels (≤ 2 or ≥ 253): a blurred frame loses the first, an over- or under-exposed one the
     second.
 
-    WHY the Gaussian: the plain 3×3 Laplacian scores a JPEG re-saved at quality 60 up to 1.7× *sharper* than its
-    original (block edges are high frequencies); after σ = 1.5 smoothing that falls to ≤ 1.07× while a 0.7 px blur
-    still loses ≥ 9% (measured on 40 rooms/flowers photos)."""
+    WHY the Gaussian and the small copy: on a 256 px copy the plain 3×3 Laplacian scores a JPEG re-saved at quality
+    60 up to 1.7× *sharper* than its original (block edges are high frequencies); at 128 px after σ = 1 smoothing
+    that falls to ≤ 1.03× while a 0.7 px blur still loses ≥ 6% (measured on 40 rooms/flowers photos; on 100
+    generated groups 128 px / σ 1 / 5% tolerance kept the original in 99, 256 px / σ 1.5 in 93)."""
     grey = np.asarray(img.convert("L").resize((SHARP_SIDE, SHARP_SIDE), Image.Resampling.BOX), np.float32)
-    lap = ndimage.gaussian_laplace(grey, SHARP_SIGMA)[4:-4, 4:-4]
+    lap = ndimage.gaussian_laplace(grey, SHARP_SIGMA)[3:-3, 3:-3]
     clipped = float(((grey <= 2) | (grey >= 253)).mean())
     return float(lap.var()), 1.0 - clipped
+
+
+def jpeg_blocks(data: bytes, blocks: int = 32) -> tuple[list[int] | None, np.ndarray | None]:
+    """(luma quantisation table, DCT coefficients of up to ``blocks``² 8×8 luma blocks from the centre, on the file's
+    own block grid), or (None, None) for a file that is not a JPEG."""
+    from scipy.fft import dctn
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        if img.format != "JPEG" or not getattr(img, "quantization", None):
+            return None, None
+        table = list(img.quantization[0])
+        img.draft("YCbCr", img.size)  # decoder output as stored: no colour conversion rounding
+        y = np.asarray(img.convert("L") if img.mode not in ("YCbCr", "L") else img, np.float32)
+    except Exception:  # anything odd in the file: no lineage evidence, never an error
+        return None, None
+    if y.ndim == 3:
+        y = y[..., 0]
+    by, bx = min(blocks, y.shape[0] // 8), min(blocks, y.shape[1] // 8)
+    if by < 2 or bx < 2 or len(table) != 64:
+        return None, None
+    y0, x0 = (y.shape[0] // 8 - by) // 2 * 8, (y.shape[1] // 8 - bx) // 2 * 8
+    tiles = y[y0 : y0 + by * 8, x0 : x0 + bx * 8].reshape(by, 8, bx, 8).transpose(0, 2, 1, 3) - 128.0
+    return table, dctn(tiles, axes=(2, 3), norm="ortho").reshape(-1, 8, 8)
+
+
+LOW_FREQ = np.add.outer(np.arange(8), np.arange(8)) <= 4  # coefficients a JPEG keeps at any usual quality
+
+
+def resaved_from(source: FileFacts, copy: FileFacts, near: float = 0.75) -> bool:
+    """Whether ``copy`` is ``source`` re-saved at a finer JPEG quality (same pixel grid): its coefficients still sit
+    on ``source``'s coarser quantisation steps, which only happens when they passed through that quantiser.
+
+    WHY: a JPEG re-saved at a higher quality is a bigger file with no more information, and as sharp, so neither
+    file size nor sharpness can tell it from its source (on the rooms photos, saved at quality 75, re-saves at
+    quality 76-80 won both). Double-compression traces can."""
+    if source.qtable is None or copy.qtable is None or source.dct is None or copy.dct is None:
+        return False
+    if (source.width, source.height) != (copy.width, copy.height):
+        return False
+    qa = np.asarray(source.qtable, np.float32).reshape(8, 8)
+    qb = np.asarray(copy.qtable, np.float32).reshape(8, 8)
+    mask = LOW_FREQ & (qa >= 2)
+    if not mask.any() or not (qa[mask] >= qb[mask]).all() or not (qa[mask] > qb[mask]).any():
+        return False
+    ratio = copy.dct[:, mask] / qa[mask]
+    live = np.abs(ratio) >= 0.5  # zero coefficients sit on every grid
+    if live.sum() < 100:
+        return False
+    return float((np.abs(ratio - np.round(ratio))[live] < 0.15).mean()) >= near
 
 
 def file_facts(path: str | os.PathLike[str], name: str, row: dict[str, Any] | None = None) -> FileFacts:
@@ -100,6 +157,7 @@ def file_facts(path: str | os.PathLike[str], name: str, row: dict[str, Any] | No
     except Exception:  # malformed EXIF is no camera, never an error
         camera = False
     sharp, exposure = sharpness_and_exposure(img)
+    qtable, dct = jpeg_blocks(data)
     row = row or {}
     exif_time = row.get("exif_time", meta.exif_time)
     gps = row.get("gps_lat", meta.gps_lat) is not None
@@ -115,6 +173,8 @@ def file_facts(path: str | os.PathLike[str], name: str, row: dict[str, Any] | No
         gps=gps,
         camera=camera,
         time=exif_time or mtime,
+        qtable=qtable,
+        dct=dct,
     )
 
 
@@ -149,6 +209,7 @@ def _epoch(t: str) -> float:
 
 
 _STAGES: dict[str, tuple[Callable[[FileFacts], float], Callable[[float, float], bool], str]] = {
+    "source": (lambda f: 0.0, _exact, "not a finer re-save of another copy"),
     "pixels": (lambda f: float(f.pixels), _within(PIXEL_TOLERANCE), "most pixels"),
     "sharpness": (lambda f: f.sharpness, _within(SHARP_TOLERANCE), "sharpest"),
     "size": (lambda f: float(f.size), _exact, "largest file"),
@@ -157,10 +218,10 @@ _STAGES: dict[str, tuple[Callable[[FileFacts], float], Callable[[float, float], 
     "newest": (lambda f: _epoch(f.time), _exact, "newest capture time"),
 }
 _ORDERS = {
-    "best": ("pixels", "sharpness", "size", "exif", "oldest"),
-    "oldest": ("oldest", "pixels", "sharpness", "size", "exif"),
-    "newest": ("newest", "pixels", "sharpness", "size", "exif"),
-    "largest": ("size", "pixels", "sharpness", "exif", "oldest"),
+    "best": ("pixels", "source", "sharpness", "size", "exif", "oldest"),
+    "oldest": ("oldest", "pixels", "source", "sharpness", "size", "exif"),
+    "newest": ("newest", "pixels", "source", "sharpness", "size", "exif"),
+    "largest": ("size", "pixels", "source", "sharpness", "exif", "oldest"),
     "path-order": (),
 }
 
@@ -172,6 +233,7 @@ def _describe(stage: str, winner: FileFacts, beaten: list[FileFacts]) -> str:
             "sharpness": f"{f.sharpness:.0f}",
             "size": f"{f.size:,} B",
             "exif": f"{f.exif_complete}/3",
+            "source": "source",
             "oldest": f.time,
             "newest": f.time,
         }[stage]
@@ -194,6 +256,15 @@ def choose_keeper(facts: Sequence[FileFacts], rule: str = "best") -> tuple[list[
         reasons: list[str] = []
         for stage in _ORDERS[rule]:
             value, close, _ = _STAGES[stage]
+            if stage == "source":  # a file re-saved from another one in the running loses to it
+                derived = {b for b in alive for a in alive if a != b and resaved_from(facts[a], facts[b])}
+                keep = [i for i in alive if i not in derived] or alive
+                if len(keep) < len(alive):
+                    reasons.append(f"{len(alive) - len(keep)} other(s) re-saved from it at a finer JPEG quality")
+                alive = keep
+                if len(alive) == 1:
+                    break
+                continue
             best = max(value(facts[i]) for i in alive)
             keep = [i for i in alive if close(value(facts[i]), best)]
             if len(keep) < len(alive):
