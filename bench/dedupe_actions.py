@@ -378,6 +378,7 @@ def report(r: dict) -> str:
             "photos that the rooms set itself holds twice (the same photo under two names), i.e. real copies the "
             "ground truth does not know about.",
             "",
+        ]
         if n["false_positive_examples"]:
             lines += [
                 "False copies (held-out photo → indexed photo, cosine, pixel): "
