@@ -299,21 +299,26 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=500)
     ap.add_argument("--new", type=int, default=500)
     ap.add_argument("--kills", type=int, default=20)
-    ap.add_argument("--only", choices=("keeper", "new", "kill"))
+    ap.add_argument("--only", choices=("keeper", "new", "kill", "report"))
     args = ap.parse_args()
-    results_file = ROOT / "bench" / "results" / "dedupe_actions.json"
-    results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    if args.only in (None, "keeper"):
-        results["keeper"] = keeper_bench(args.rooms, args.flowers)
-        print(json.dumps({k: v for k, v in results["keeper"].items() if k != "wrong"}), results["keeper"]["wrong"][:10])
-    if args.only in (None, "new"):
-        results["new"] = new_bench(args.copies, args.new)
-        print(json.dumps(results["new"]))
-    if args.only in (None, "kill"):
-        results["kill"] = kill_bench(args.kills, 15)
-        print(json.dumps(results["kill"]))
-    results_file.parent.mkdir(parents=True, exist_ok=True)
-    results_file.write_text(json.dumps(results, indent=2) + "\n")
+    folder = ROOT / "bench" / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = {
+        "keeper": lambda: keeper_bench(args.rooms, args.flowers),
+        "new": lambda: new_bench(args.copies, args.new),
+        "kill": lambda: kill_bench(args.kills, 15),
+    }
+    for name, run in parts.items():
+        if args.only in (None, name):
+            result = run()
+            print(json.dumps(result)[:2000])
+            (folder / f"dedupe_actions-{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    # each part is its own file, so parts can be re-run separately (and at the same time)
+    results = {
+        n: json.loads((folder / f"dedupe_actions-{n}.json").read_text())
+        for n in parts
+        if (folder / f"dedupe_actions-{n}.json").exists()
+    }
     write_section("dedupe_actions", report(results))
 
 
