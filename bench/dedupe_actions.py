@@ -33,6 +33,7 @@ from bench.common import CACHE, dataset, shared_index  # noqa: E402
 from bench.report import ROOT, markdown_table, write_section  # noqa: E402
 
 WORK = CACHE / "dedupe-actions"
+ROOM_CLASSES = {"Bathroom", "Bedroom", "Dinning", "Kitchen", "Livingroom"}
 
 
 def alter(img: Image.Image, kind: str, rng: random.Random) -> tuple[Image.Image, int]:
@@ -328,12 +329,14 @@ def report(r: dict) -> str:
         k = r["keeper"]
         lines += [
             f"**Keeper choice** (`--keep best`): {k['groups']} generated groups ({k['rooms']} rooms + {k['flowers']} "
-            "flowers12 photos, each with a downscaled ×0.5–0.9, a recompressed q50–80, a cropped 80–95% and a "
+            "flowers12 photos, each with a downscaled ×0.5–0.9, a recompressed q50–70 (below the sources' quality 75), a cropped 80–95% and a "
             f"blurred σ 0.6–1.5 copy): the original was kept in **{k['correct']} / {k['groups']} = "
             f"{100 * k['correct'] / k['groups']:.1f}%** of groups. Wrong keepers by kind: "
             + ", ".join(f"{a} {b}" for a, b in k["losses"].items())
             + ". First deciding stage: "
             + ", ".join(f"{a} {b}" for a, b in sorted(k["stages"].items()))
+            + f". Misses from rooms groups: {sum(w.split('/')[0] in ROOM_CLASSES for w in k['wrong'])}, from flowers12 "
+            f"groups: {sum(w.split('/')[0] not in ROOM_CLASSES for w in k['wrong'])}"
             + f". Ranking took {1000 * k['seconds'] / k['groups']:.0f} ms per 5-photo group (writing the copies included).",
             "",
         ]
