@@ -598,6 +598,9 @@ def _quantile_text(q: dict[str, float]) -> str:
 
 @app.command()
 def dedupe(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Photos for --not-duplicates / --keep-all.", show_default=False)
+    ] = None,
     index: IndexOpt = Path(".lookalike"),
     threshold: Annotated[float, typer.Option(help="Cosine at or above which two images are candidate copies.")] = 0.8,
     pixel: Annotated[
@@ -605,24 +608,165 @@ def dedupe(
         typer.Option(help="Aligned pixel correlation a candidate needs to count as a copy (0 = cosine alone)."),
     ] = 0.9,
     k: Annotated[int, typer.Option("-k", "--k", help="Neighbours looked at per image.")] = 10,
+    keep: Annotated[str, typer.Option(help="Which copy to keep: best, oldest, newest, largest, path-order.")] = "best",
+    plan: Annotated[Path | None, typer.Option(help="Write a plan (a dry run: nothing moves) to this file.")] = None,
+    apply: Annotated[Path | None, typer.Option(help="Do what this plan says (or resume it).")] = None,
+    move_to: Annotated[Path | None, typer.Option(help="--apply: move the copies here (outside the photos).")] = None,
+    link: Annotated[bool, typer.Option(help="--apply: replace each copy by a link to its keeper.")] = False,
+    delete: Annotated[bool, typer.Option(help="--apply: delete the copies (needs --yes).")] = False,
+    yes: Annotated[bool, typer.Option(help="Confirm an action that cannot be undone.")] = False,
+    undo: Annotated[Path | None, typer.Option(help="Put back what this plan moved or linked.")] = None,
+    new: Annotated[Path | None, typer.Option(help="Which photos of this folder are already in the index.")] = None,
+    not_duplicates: Annotated[bool, typer.Option(help="Remember that FILES are not duplicates of each other.")] = False,
+    keep_all: Annotated[bool, typer.Option(help="Remember to keep all of FILES (never planned for removal).")] = False,
+    series: Annotated[bool, typer.Option(help="Burst series: frames of one moment, best frame first.")] = False,
+    seconds: Annotated[float, typer.Option(help="--series: frames this close in capture time (EXIF).")] = 5.0,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Groups of near-identical images (resized, recompressed, cropped copies), checked pixel for pixel."""
-    from lookalike.cluster import near_duplicates
+    """Near-identical images (resized, recompressed, cropped copies), checked pixel for pixel; plan what to keep,
+    apply or undo the plan, check new photos against the index, remember decisions, find burst series."""
+    from lookalike import cluster as cl
 
+    actions = [x for x in (plan, apply, undo, new) if x is not None] + [
+        x for x in (not_duplicates, keep_all, series) if x
+    ]
+    if len(actions) > 1:
+        raise LookalikeError("give one of --plan, --apply, --undo, --new, --not-duplicates, --keep-all, --series")
+    if (link or delete or move_to) and apply is None:
+        raise LookalikeError("--move-to, --link and --delete go with --apply PLAN")
+    if files and not (not_duplicates or keep_all):
+        raise LookalikeError("photos are given only with --not-duplicates or --keep-all")
     idx = _open_index(index)
+    if not_duplicates or keep_all:
+        kind = "not-duplicates" if not_duplicates else "keep-all"
+        item = cl.decide(idx, kind, files or [])
+        if as_json:
+            _print_json(item)
+        else:
+            out.print(f"remembered: {', '.join(item['names'])} — {kind}")
+        return
+    if apply is not None:
+        if sum((move_to is not None and not link, link, delete)) != 1:
+            raise LookalikeError("--apply needs one of --move-to DIR, --link (optionally with --move-to), --delete")
+        mode = "link" if link else "delete" if delete else "move"
+        with _step_bar(quiet) as on_step:
+            rep = cl.apply_plan(idx, apply, mode, target=move_to, yes=yes, on_step=on_step)
+        if as_json:
+            _print_json(rep)
+            return
+        verb = {"move": f"moved to {rep['target']}", "link": "linked to their keepers", "delete": "deleted"}[mode]
+        if rep["already"]:
+            out.print(f"this plan was already applied ({rep['done']} files {verb}); journal {rep['journal']}")
+        else:
+            out.print(f"{rep['done']} files {verb} ({_human_bytes(rep['bytes'])}); journal {rep['journal']}")
+        return
+    if undo is not None:
+        rep = cl.undo_plan(idx, undo)
+        if as_json:
+            _print_json(rep)
+            return
+        out.print(
+            f"{rep['undone']} files put back"
+            + (f"; [yellow]{rep['lost']} could not be[/] (deleted or linked over)" if rep.get("lost") else "")
+        )
+        return
+    if new is not None:
+        rep = cl.check_new(idx, new, threshold=threshold, pixel=pixel, progress=not quiet and not as_json)
+        if as_json:
+            _print_json(rep)
+            return
+        for p in rep["photos"]:
+            if p["status"] == "copy":
+                out.print(f"[yellow]copy[/] {p['path']} = {', '.join(h['name'] for h in p['copy_of'])}")
+            elif p["status"] == "new":
+                out.print(f"[green]new[/]  {p['path']}")
+            else:
+                err.print(f"[yellow]skipped[/] {p['path']}: {p['reason']}")
+        s = rep["summary"]
+        err.print(
+            f"{s['photos']} photos: {s['copy']} already in the index, {s['new']} new, {s['skipped']} skipped ({rep['seconds']:.1f}s)"
+        )
+        return
     notes: list[str] = []
-    groups = near_duplicates(idx.vectors, idx.names, threshold, k, paths=idx.paths, pixel=pixel, notes=notes)
+    if series:
+        meta = idx.store.metadata()
+        groups = cl.burst_series(
+            idx.vectors,
+            idx.names,
+            meta.column("exif_time").to_pylist(),
+            idx.paths,
+            seconds=seconds,
+            pixel=pixel,
+            notes=notes,
+        )
+        if as_json:
+            _print_json({"seconds": seconds, "series": groups, "notes": notes})
+            return
+        for note in notes:
+            err.print(f"[yellow]note:[/] {note}", highlight=False)
+        for i, g in enumerate(groups, start=1):
+            out.print(f"[bold]series {i}[/] ({g['size']} frames in {g['seconds']:g} s) best: {g['best']}")
+            for f in g["frames"]:
+                out.print(f"  {f['name']}  sharpness {f['sharpness']:.0f}, exposure {f['exposure']:.3f}")
+        err.print(f"{len(groups)} series, {sum(g['size'] for g in groups)} frames of {len(idx)}")
+        return
+    if plan is not None:
+        made = cl.make_plan(idx, keep, threshold=threshold, pixel=pixel, k=k, notes=notes)
+        cl.save_plan(made, plan)
+        for note in notes:
+            err.print(f"[yellow]note:[/] {note}", highlight=False)
+        if as_json:
+            _print_json(made)
+            return
+        for g in made["groups"]:
+            out.print(f"[bold]group {g['id']}[/] ({len(g['files'])} images) keep [green]{g['keeper']}[/] — {g['why']}")
+            for f in g["files"][1:]:
+                out.print(f"  {'keep' if g['action'] == 'keep-all' else 'remove'} {f['path']}")
+        sm = made["summary"]
+        err.print(
+            f"plan {plan}: {sm['groups']} groups, {sm['remove']} files to remove ({_human_bytes(sm['bytes'])})"
+            + (f", {sm['kept_all']} groups kept whole by decision" if sm["kept_all"] else "")
+            + "; nothing was moved. Apply with --apply PLAN --move-to DIR | --link | --delete --yes"
+        )
+        return
+    groups = cl.near_duplicates(
+        idx.vectors, idx.names, threshold, k, paths=idx.paths, pixel=pixel, notes=notes,
+        hashes=idx.store.column("hash"), decisions=cl.Decisions.load(idx.store.path),
+    )  # fmt: skip
     if as_json:
         _print_json({"threshold": threshold, "pixel": pixel, "groups": groups, "notes": notes})
         return
     for note in notes:
         err.print(f"[yellow]note:[/] {note}", highlight=False)
     for i, g in enumerate(groups, start=1):
-        out.print(f"[bold]group {i}[/] ({g['size']} images, cosine {g['min_score']:.3f}–{g['max_score']:.3f})")
+        kept = " [cyan]keep all (decided)[/]" if g.get("decision") else ""
+        out.print(f"[bold]group {i}[/] ({g['size']} images, cosine {g['min_score']:.3f}–{g['max_score']:.3f}){kept}")
         for p in g["paths"]:
             out.print(f"  {_shown(p)}", highlight=False)
     err.print(f"{len(groups)} groups, {sum(g['size'] for g in groups)} images of {len(idx)}")
+
+
+@contextlib.contextmanager
+def _step_bar(quiet: bool):  # noqa: ANN202
+    from lookalike.progress import bar
+
+    state: dict[str, Any] = {}
+
+    def on_step(done: int, total: int) -> None:
+        if quiet:
+            return
+        if "tick" not in state:
+            state["cm"] = bar("applying", total, True)
+            state["tick"] = state["cm"].__enter__()
+            state["tick"].advance(done - 1)
+        state["tick"].advance(1)
+
+    try:
+        yield on_step
+    finally:
+        if "cm" in state:
+            state["cm"].__exit__(None, None, None)
 
 
 # --- descriptors (VLAD vocabularies, PCA-whitening) ---

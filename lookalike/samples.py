@@ -57,6 +57,45 @@ def make_samples(out_dir: str | os.PathLike[str], per_class: int = 8, size: int 
     return out
 
 
+def _exif(when: str) -> bytes:
+    """EXIF with a capture time (DateTimeOriginal) and a camera make, as a camera writes them."""
+    exif = Image.Exif()
+    exif[0x010F] = "SampleCam"
+    exif.get_ifd(0x8769)[0x9003] = when
+    return exif.tobytes()
+
+
+def make_duplicates(out_dir: str | os.PathLike[str], size: int = 480) -> Path:
+    """A folder with copies and a burst, for trying (and testing) ``lookalike dedupe``: each sample photo (``size``
+    px, EXIF capture time and camera) with a half-size, a quality-40 and a blurred copy under ``copies/``, and
+    ``burst/``: three frames of one moment (someone walking across the flower photo, 1 s apart; the middle one
+    slightly out of focus), which look alike but are not copies. Returns the photo folder."""
+    from PIL import ImageFilter
+
+    out = Path(out_dir)
+    made = sorted(make_samples(out.parent / f"{out.name}-sources", per_class=1, size=size).rglob("*.jpg"))
+    (out / "copies").mkdir(parents=True, exist_ok=True)
+    (out / "burst").mkdir(exist_ok=True)
+    for n, src in enumerate(made):
+        stem = src.parent.name
+        img = Image.open(src).convert("RGB")
+        img.save(out / f"{stem}.jpg", quality=95, exif=_exif(f"2024:05:0{n + 1} 10:00:00"))
+        img.resize((img.width // 2, img.height // 2), Image.Resampling.LANCZOS).save(
+            out / "copies" / f"{stem}_half.jpg"
+        )
+        img.save(out / "copies" / f"{stem}_q40.jpg", quality=40)
+        img.filter(ImageFilter.GaussianBlur(2)).save(out / "copies" / f"{stem}_blur.jpg", quality=95)
+        if stem == "flower" and len(made) > 2:
+            walker = Image.open(made[2]).convert("RGB").resize((img.width * 2 // 5, img.height * 4 // 5))
+            for f, x in enumerate((0.05, 0.3, 0.55)):
+                frame = img.copy()
+                frame.paste(walker, (int(img.width * x), img.height // 10))
+                if f == 1:
+                    frame = frame.filter(ImageFilter.GaussianBlur(0.8))
+                frame.save(out / "burst" / f"frame{f}.jpg", quality=90, exif=_exif(f"2024:06:01 10:00:0{f + 1}"))
+    return out
+
+
 @dataclass
 class DemoRun:
     photos: Path

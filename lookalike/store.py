@@ -64,6 +64,8 @@ HEAD_WEIGHTS_FILE = "head.npz"
 CLUSTERS_FILE = "clusters.json"
 MAP_FILE = "map.npz"
 THUMBNAILS_DIR = "thumbnails"
+DECISIONS_FILE = "decisions.json"
+JOURNALS_DIR = "journals"
 INDEX_FILES: dict[str, tuple[str, str]] = {
     META_FILE: ("lookalike.store", "format, photo root, model, pooling, resolution, vector size, label rule"),
     TABLE_FILE: ("lookalike.store", "one row per image: path, size, mtime, hash, label, EXIF, vector"),
@@ -79,6 +81,8 @@ INDEX_FILES: dict[str, tuple[str, str]] = {
     CLUSTERS_FILE: ("lookalike.cluster", "the last clustering"),
     MAP_FILE: ("lookalike.explore", "the 2-D map of all images (layout, method, vectors fingerprint, suspects)"),
     THUMBNAILS_DIR: ("lookalike.server", "the web page's thumbnail cache"),
+    DECISIONS_FILE: ("lookalike.cluster", "duplicate decisions (not duplicates, keep all) by content hash"),
+    JOURNALS_DIR: ("lookalike.cluster", "one journal per applied dedupe plan: each step, for resume and undo"),
 }
 
 META_FIELDS: list[tuple[str, pa.DataType]] = [

@@ -49,3 +49,14 @@ try:
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 except ImportError:  # hypothesis is a dev dependency; the property tests skip without it
     pass
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``samples.make_duplicates`` (originals, copies, a burst) indexed in place (PHOTOS/.lookalike); read-only."""
+    from lookalike import Index
+    from lookalike.samples import make_duplicates
+
+    root = make_duplicates(tmp_path_factory.mktemp("dups") / "photos")
+    Index.build(root, labels="none")
+    return root

@@ -792,3 +792,44 @@ def test_map_endpoints(client: TestClient, server_index: Index) -> None:
     finally:
         (server_index.store.path / MAP_FILE).unlink()
     assert client.get("/api/map").json()["available"] is False
+
+# --- duplicates ------------------------------------------------------------------------------------------------------
+
+
+def test_duplicates_view_decisions_and_plan_download_move_nothing(built: Path, tmp_path: Path) -> None:
+    import hashlib
+    import shutil
+
+    root = tmp_path / "photos"
+    shutil.copytree(built, root)
+
+    def files() -> dict[str, str]:
+        return {
+            p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in root.rglob("*.jpg")
+            if ".lookalike" not in p.parts
+        }
+
+    before = files()
+    with TestClient(create_app(root / ".lookalike")) as c:
+        plan = c.get("/api/duplicates").json()
+        assert plan["summary"]["groups"] == 4
+        temple = next(g for g in plan["groups"] if g["keeper"] == "temple.jpg")
+        assert temple["why"] and all(
+            "id" in f and f["thumbnail"].startswith("/api/thumbnails/") for f in temple["files"]
+        )
+        other = temple["files"][-1]
+        r = c.post("/api/duplicates/plan", data={"keepers": [other["id"]]})
+        assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
+        flipped = next(g for g in r.json()["groups"] if other["path"] in [f["path"] for f in g["files"]])
+        assert flipped["keeper"] == other["path"] and flipped["why"] == "chosen by hand"
+        ids = [f["id"] for f in temple["files"]]
+        r = c.post("/api/duplicates/decisions", data={"kind": "not-duplicates", "ids": ids})
+        assert r.status_code == 200, r.text
+        again = c.get("/api/duplicates").json()
+        assert not any("temple.jpg" in [f["path"] for f in g["files"]] for g in again["groups"])
+        assert c.post("/api/duplicates/decisions", data={"kind": "maybe", "ids": ids}).status_code == 422
+        assert (
+            c.post("/api/duplicates/decisions", data={"kind": "keep-all", "ids": [ids[0], 10_000]}).status_code == 404
+        )
+    assert files() == before  # the page never moves or deletes anything

@@ -1,8 +1,15 @@
 """Near-duplicates: groups of rescaled, recompressed or cropped copies of one photo. Retrieval proposes candidate
-pairs (a FAISS kNN graph, cosine ≥ a floor), the pixel check (``lookalike.cluster.pixels``) decides."""
+pairs (a FAISS kNN graph, cosine ≥ a floor), the pixel check (``lookalike.cluster.pixels``) decides.
+
+Burst series come from the same candidates: pairs that do *not* line up pixel for pixel (different frames) but were
+captured within a few seconds of each other and look alike are one moment shot several times, not copies.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +17,7 @@ import numpy as np
 from scipy import sparse
 
 from lookalike.aggregate import l2_normalize
+from lookalike.cluster.decisions import Decisions
 from lookalike.cluster.labels import components, members
 from lookalike.cluster.pixels import pixel_scores, thumbnails
 from lookalike.errors import ConfigError
@@ -17,6 +25,107 @@ from lookalike.search import knn_graph
 
 DEDUPE_FLOOR = 0.8  # cosine above which a kNN pair is a candidate copy (crops of flowers score from ~0.8)
 DEDUPE_PIXEL = 0.9  # aligned pixel NCC at or above which a candidate is a copy (see lookalike.cluster.pixels)
+SERIES_SECONDS = 5.0  # frames captured this close together (EXIF time) can be one burst
+SERIES_FLOOR = 0.85  # ... when their cosine is at least this
+
+
+@dataclass
+class CheckedPairs:
+    """Candidate pairs (i < j) with their cosine and, when the pixel check ran, their aligned NCC (else None)."""
+
+    pairs: np.ndarray  # (P, 2) int64
+    cosine: np.ndarray  # (P,)
+    ncc: np.ndarray | None  # (P,)
+
+
+def check_ranges(threshold: float, pixel: float) -> None:
+    if not -1.0 <= threshold <= 1.0:
+        raise ConfigError(f"threshold is a cosine similarity in [-1, 1], got {threshold}", setting="threshold")
+    if not -1.0 <= pixel <= 1.0:
+        raise ConfigError(
+            f"pixel threshold is a correlation in [-1, 1] (0 = no pixel check), got {pixel}", setting="pixel"
+        )
+
+
+def candidate_pairs(
+    vectors: np.ndarray,
+    threshold: float = DEDUPE_FLOOR,
+    k: int = 10,
+    *,
+    paths: Sequence[Path] | None = None,
+    pixel: float = DEDUPE_PIXEL,
+    notes: list[str] | None = None,
+) -> CheckedPairs:
+    """kNN pairs with cosine ≥ ``threshold``, each unordered pair once, pixel-checked when ``paths`` are given and
+    ``pixel`` > 0. Pairs touching an image the pixel check cannot read are left out (and noted)."""
+    notes = notes if notes is not None else []
+    check_ranges(threshold, pixel)
+    n = len(vectors)
+    if n < 2:
+        return CheckedPairs(np.zeros((0, 2), np.int64), np.zeros(0, np.float32), None)
+    ids, scores = knn_graph(vectors, k)
+    i = np.repeat(np.arange(n), ids.shape[1])
+    j, s = ids.ravel(), scores.ravel()
+    ok = (j >= 0) & (j != i) & (s >= threshold)
+    lo, hi = np.minimum(i, j)[ok], np.maximum(i, j)[ok]
+    pairs, first = np.unique(np.stack([lo, hi], axis=1), axis=0, return_index=True)
+    cosine = s[ok][first]
+    pairs = pairs.reshape(-1, 2).astype(np.int64)
+    if paths is None or pixel <= 0 or not len(pairs):
+        return CheckedPairs(pairs, cosine, None)
+    used = np.unique(pairs)
+    coarse, fine, bad = thumbnails([paths[u] for u in used])
+    row = np.full(n, -1)
+    row[used] = np.arange(len(used))
+    local = row[pairs]
+    readable = ~np.isin(local, bad).any(axis=1)
+    if not readable.all():
+        notes.append(f"{len(bad)} image(s) could not be read for the pixel check; their pairs are left out")
+    ncc = pixel_scores(coarse, fine, local[readable])
+    return CheckedPairs(pairs[readable], cosine[readable], ncc)
+
+
+def _groups(n: int, pairs: np.ndarray) -> list[np.ndarray]:
+    g = sparse.csr_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    comp = components(g)
+    sizes = np.bincount(comp)
+    return list(members(np.where(sizes[comp] >= 2, comp, -1)).values())
+
+
+def _score_range(vectors: np.ndarray, group: np.ndarray) -> tuple[float, float]:
+    x = l2_normalize(np.asarray(vectors[group], dtype=np.float32))
+    sims = x @ x.T  # a group is small: its own similarity matrix is cheap
+    off = sims[~np.eye(len(group), dtype=bool)]
+    return round(float(off.min()), 4), round(float(off.max()), 4)
+
+
+def _constrained_groups(
+    n: int, pairs: np.ndarray, strength: np.ndarray, hashes: Sequence[str], decisions: Decisions
+) -> list[np.ndarray]:
+    """Single linkage with cannot-link constraints: pairs join groups strongest first, unless the join would put two
+    photos a person marked "not duplicates" into one group (directly or through other copies)."""
+    parent = list(range(n))
+    inside: dict[int, set[str]] = {}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for p in np.argsort(-strength, kind="stable"):
+        a, b = (find(int(x)) for x in pairs[p])
+        if a == b:
+            continue
+        ha, hb = inside.get(a, {hashes[a]}), inside.get(b, {hashes[b]})
+        if any(decisions.separated(x, y) for x in ha for y in hb):
+            continue
+        parent[b] = a
+        inside[a] = ha | hb
+        inside.pop(b, None)
+    roots = np.array([find(i) for i in range(n)])
+    sizes = np.bincount(roots, minlength=n)
+    return list(members(np.where(sizes[roots] >= 2, roots, -1)).values())
 
 
 def near_duplicates(
@@ -28,55 +137,113 @@ def near_duplicates(
     paths: list[Path] | None = None,
     pixel: float = DEDUPE_PIXEL,
     notes: list[str] | None = None,
+    hashes: Sequence[str] | None = None,
+    decisions: Decisions | None = None,
 ) -> list[dict[str, Any]]:
     """Groups of near-identical images (rescaled, recompressed, cropped copies): connected components over kNN pairs
     with cosine ≥ ``threshold`` that, given ``paths`` and ``pixel`` > 0, also line up pixel for pixel (aligned NCC ≥
     ``pixel``; see lookalike.cluster.pixels). Without ``paths`` or with ``pixel`` 0 the cosine alone decides, which
     then needs a high threshold (~0.95) and still misses most crops.
 
-    Largest group first; each group lists its paths and the lowest and highest cosine inside it."""
+    With ``hashes`` (content hash per image) and ``decisions``, photos a person marked "not duplicates" never end up
+    in one group (nor joined through other copies: pairs join strongest first, and a join that would unite them is
+    skipped), and a group wholly covered by a "keep all" decision says so (``"decision": "keep-all"``).
+
+    Largest group first; each group lists its ``ids`` (rows of ``vectors``), paths and the lowest and highest
+    cosine inside it."""
     notes = notes if notes is not None else []
-    if not -1.0 <= threshold <= 1.0:
-        raise ConfigError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
-    if not -1.0 <= pixel <= 1.0:
-        raise ConfigError(f"pixel threshold is a correlation in [-1, 1] (0 = no pixel check), got {pixel}")
+    checked = candidate_pairs(vectors, threshold, k, paths=paths, pixel=pixel, notes=notes)
+    pairs = checked.pairs
+    if checked.ncc is not None:
+        candidates = len(pairs)
+        pairs = pairs[checked.ncc >= pixel]
+        notes.append(f"{len(pairs)} of {candidates} candidate pairs (cosine ≥ {threshold:g}) line up pixel for pixel")
     if len(names) < 2:
         return []
-    ids, scores = knn_graph(vectors, k)
-    n = len(names)
-    i = np.repeat(np.arange(n), ids.shape[1])
-    j, s = ids.ravel(), scores.ravel()
-    ok = (j >= 0) & (j != i) & (s >= threshold)
-    pairs = np.unique(np.stack([np.minimum(i, j)[ok], np.maximum(i, j)[ok]], axis=1), axis=0)
-    if paths is not None and pixel > 0 and len(pairs):
-        used = np.unique(pairs)
-        coarse, fine, bad = thumbnails([paths[u] for u in used])
-        row = np.full(n, -1)
-        row[used] = np.arange(len(used))
-        local = row[pairs]
-        readable = ~np.isin(local, bad).any(axis=1)
-        if not readable.all():
-            notes.append(f"{len(bad)} image(s) could not be read for the pixel check; their pairs are left out")
-        ncc = pixel_scores(coarse, fine, local[readable])
-        candidates = len(pairs)
-        pairs = pairs[readable][ncc >= pixel]
-        notes.append(f"{len(pairs)} of {candidates} candidate pairs (cosine ≥ {threshold:g}) line up pixel for pixel")
-    g = sparse.csr_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    comp = components(g)
-    sizes = np.bincount(comp)
-    members_of = members(np.where(sizes[comp] >= 2, comp, -1))
+    constrained = hashes is not None and decisions is not None and len(decisions) > 0
+    if constrained:
+        strength = checked.cosine if checked.ncc is None else checked.ncc[checked.ncc >= pixel]
+        found = _constrained_groups(len(names), pairs, strength, hashes, decisions)  # type: ignore[arg-type]
+    else:
+        found = _groups(len(names), pairs)
     groups = []
-    for group in members_of.values():
-        x = l2_normalize(np.asarray(vectors[group], dtype=np.float32))
-        sims = x @ x.T  # a group is small: its own similarity matrix is cheap
-        off = sims[~np.eye(len(group), dtype=bool)]
-        groups.append(
-            {
-                "size": len(group),
-                "paths": [names[m] for m in group],
-                "min_score": round(float(off.min()), 4),
-                "max_score": round(float(off.max()), 4),
-            }
-        )
+    for group in found:
+        low, high = _score_range(vectors, group)
+        item: dict[str, Any] = {
+            "size": len(group),
+            "ids": [int(m) for m in group],
+            "paths": [names[m] for m in group],
+            "min_score": low,
+            "max_score": high,
+        }
+        if hashes is not None and decisions is not None and decisions.kept_all(hashes[m] for m in group):
+            item["decision"] = "keep-all"
+        groups.append(item)
     groups.sort(key=lambda g: (-g["size"], g["paths"][0]))
     return groups
+
+
+def _epoch(t: str | None) -> float:
+    if not t:
+        return np.nan
+    try:
+        return datetime.fromisoformat(t).replace(tzinfo=None).timestamp()
+    except ValueError:
+        return np.nan
+
+
+def burst_series(
+    vectors: np.ndarray,
+    names: list[str],
+    times: Sequence[str | None],
+    paths: list[Path],
+    *,
+    seconds: float = SERIES_SECONDS,
+    threshold: float = SERIES_FLOOR,
+    pixel: float = DEDUPE_PIXEL,
+    k: int = 10,
+    notes: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Burst series: groups of photos taken within ``seconds`` of each other (EXIF capture time) that look alike
+    (cosine ≥ ``threshold``) but are *not* copies (aligned NCC < ``pixel``): the same moment, different frames.
+
+    Each series lists its frames best first (sharpness, then exposure; ``lookalike.cluster.keep``) with their facts;
+    ``best`` is the suggested frame. Photos without a capture time are never in a series."""
+    from lookalike.cluster.keep import SHARP_TOLERANCE, facts_of
+
+    notes = notes if notes is not None else []
+    if seconds <= 0:
+        raise ConfigError(f"seconds must be > 0, got {seconds}", setting="seconds")
+    t = np.array([_epoch(x) for x in times], dtype=np.float64)
+    if np.isfinite(t).sum() < 2:
+        notes.append("fewer than two photos carry an EXIF capture time: no series can be found")
+        return []
+    checked = candidate_pairs(vectors, threshold, k, paths=paths, pixel=pixel, notes=notes)
+    pairs = checked.pairs
+    dt = np.abs(t[pairs[:, 0]] - t[pairs[:, 1]]) if len(pairs) else np.zeros(0)
+    keep = np.isfinite(dt) & (dt <= seconds)
+    if checked.ncc is not None:
+        keep &= checked.ncc < pixel
+    pairs = pairs[keep]
+    out = []
+    for group in _groups(len(names), pairs):
+        facts = facts_of([paths[m] for m in group], [names[m] for m in group])
+        ok = [(m, f) for m, f in zip(group, facts, strict=True) if not isinstance(f, Exception)]
+        if len(ok) < 2:
+            continue
+        top = max(f.sharpness for _, f in ok)
+        # sharp enough (within the keeper tolerance of the sharpest) first, then the better exposed, then sharper
+        ok.sort(key=lambda mf: (mf[1].sharpness < top * (1 - SHARP_TOLERANCE), -mf[1].exposure, -mf[1].sharpness))
+        span = np.nanmax(t[group]) - np.nanmin(t[group])
+        out.append(
+            {
+                "size": len(ok),
+                "best": names[ok[0][0]],
+                "paths": [names[m] for m, _ in ok],
+                "ids": [int(m) for m, _ in ok],
+                "seconds": round(float(span), 3),
+                "frames": [f.to_dict() for _, f in ok],
+            }
+        )
+    out.sort(key=lambda s: (-s["size"], s["paths"][0]))
+    return out

@@ -51,7 +51,7 @@ from lookalike.filters import SearchFilter
 from lookalike.images import IMAGE_EXTENSIONS, content_hash, decode, load_image
 from lookalike.index import MODES, Index
 from lookalike.io import atomic_write, shown_json
-from lookalike.store import CLUSTERS_FILE, MAP_FILE, THUMBNAILS_DIR
+from lookalike.store import CLUSTERS_FILE, DECISIONS_FILE, MAP_FILE, THUMBNAILS_DIR
 
 log = logging.getLogger("lookalike.server")
 
@@ -326,6 +326,8 @@ class Service:
         self._sheets: dict[tuple[float, int], bytes] = {}
         self._map: tuple[tuple[float, float], dict[str, Any], bytes] | None = None
         self._map_lock = threading.Lock()
+        self._dups: tuple[float, dict[str, Any]] | None = None
+        self._dups_lock = threading.Lock()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run CPU work in a worker thread, at most ``workers`` at once, so the event loop is never blocked."""
@@ -463,6 +465,49 @@ class Service:
             self._sheets = {k: v for k, v in self._sheets.items() if k[0] == key[0]}
             self._sheets[key] = png
         return png
+
+    # --- duplicates ------------------------------------------------------------------------------------------------
+
+    def _decisions_mtime(self) -> float:
+        try:
+            return (self.index.store.path / DECISIONS_FILE).stat().st_mtime
+        except OSError:
+            return -1.0
+
+    def duplicates(self) -> dict[str, Any]:
+        """A dry-run plan (``lookalike.cluster.make_plan``) with ids for the page; recomputed when decisions change.
+        The page shows it and can download a plan; nothing here moves or deletes a file."""
+        from lookalike.cluster import make_plan
+
+        with self._dups_lock:
+            stamp = self._decisions_mtime()
+            if self._dups is None or self._dups[0] != stamp:
+                plan = make_plan(self.index)
+                for g in plan["groups"]:
+                    for f in g["files"]:
+                        f["id"] = self.by_name[f["path"]]
+                        f["thumbnail"] = f"/api/thumbnails/{f['id']}"
+                self._dups = (stamp, plan)
+            return self._dups[1]
+
+    def decide(self, kind: str, ids: list[int]) -> dict[str, Any]:
+        from lookalike.cluster import decide
+
+        item = decide(self.index, kind, [self.paths[self.check_id(i)] for i in ids])
+        return {"kind": item["kind"], "names": item["names"]}
+
+    def plan_with(self, keepers: list[int]) -> dict[str, Any]:
+        """The current plan with the keepers a person chose (ids), as a file to hand to ``dedupe --apply``."""
+        from lookalike.cluster import make_plan
+
+        plan = self.duplicates()
+        groups = [
+            {"paths": [f["path"] for f in g["files"]], "min_score": g["min_score"], "max_score": g["max_score"],
+             **({"decision": "keep-all"} if g["action"] == "keep-all" else {})}
+            for g in plan["groups"]
+        ]  # fmt: skip
+        chosen = {self.names[self.check_id(i)] for i in keepers}
+        return make_plan(self.index, plan["keep"], groups=groups, keepers=chosen)
 
     def _load_clusters(self) -> dict[str, Any] | None:
         try:
@@ -868,6 +913,36 @@ def create_app(
     async def cluster_sheet(cluster_id: int) -> Response:
         png = await svc.run(svc.cluster_sheet, cluster_id)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+    @app.get(
+        "/api/duplicates",
+        summary="Copy groups with the suggested keeper and why (a dry run: nothing moves)",
+        responses=errors(*guarded),
+    )
+    async def duplicates() -> dict[str, Any]:
+        return await svc.run(svc.duplicates)
+
+    @app.post(
+        "/api/duplicates/decisions",
+        summary="Remember that images (ids) are not duplicates, or to keep them all",
+        responses=errors(*guarded, 400, 404, 422),
+    )
+    async def decision(
+        kind: Annotated[Literal["not-duplicates", "keep-all"], Form()],
+        ids: Annotated[list[int], Form(description="Ids of the images the decision is about (at least two).")],
+    ) -> dict[str, Any]:
+        return await svc.run(svc.decide, kind, ids)
+
+    @app.post(
+        "/api/duplicates/plan",
+        summary="A plan file for `lookalike dedupe --apply`, with the keepers chosen",
+        responses=errors(*guarded, 400, 404, 422),
+    )
+    async def plan(
+        keepers: Annotated[list[int] | None, Form(description="Ids chosen as keepers (one per group at most).")] = None,
+    ) -> JSONResponse:
+        data = await svc.run(svc.plan_with, keepers or [])
+        return JSONResponse(data, headers={"Content-Disposition": 'attachment; filename="dedupe-plan.json"'})
 
     @app.get(
         "/api/map",

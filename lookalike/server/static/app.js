@@ -232,15 +232,89 @@ async function loadClusters() {
   }
 }
 
+// --- duplicates -------------------------------------------------------------------------------------------------
+
+state.keepers = new Map();  // group id -> chosen keeper id (only where the person flipped it)
+
+function dupCard(g) {
+  const keeperId = () => state.keepers.get(g.id) ?? g.files[0].id;
+  const row = el("div", { class: "dup-row" });
+  const draw = () => row.replaceChildren(...g.files.map((f) => {
+    const keep = g.action === "keep-all" || f.id === keeperId();
+    const facts = f.facts || {};
+    return el("figure", { class: "dup" + (keep ? " keeper" : ""), "data-id": f.id },
+      el("button", { type: "button", title: g.action === "keep-all" ? "all kept (decided)" : "keep this one",
+        onclick: () => { if (g.action !== "keep-all") { state.keepers.set(g.id, f.id); draw(); } } },
+        el("img", { src: f.thumbnail, alt: f.path, loading: "lazy" })),
+      el("figcaption", {},
+        el("span", { class: "badge", text: keep ? "keep" : "remove" }),
+        el("span", { class: "dup-name", text: f.path }),
+        el("small", { class: "muted", text: `${facts.width}×${facts.height} · ${(f.size / 1024).toFixed(0)} KB · sharpness ${facts.sharpness}` })));
+  }));
+  draw();
+  const ids = g.files.map((f) => f.id);
+  const decide = async (kind) => {
+    const form = new FormData();
+    form.append("kind", kind);
+    for (const id of ids) form.append("ids", id);
+    try {
+      await api("/api/duplicates/decisions", { method: "POST", body: form });
+      state.dupsLoaded = false;
+      loadDuplicates();
+    } catch (e) { showError($("dups-error"), e.message); }
+  };
+  return el("article", { class: "panel cluster dup-group", "data-group": g.id },
+    el("header", {},
+      el("h3", { text: `Group ${g.id}` }),
+      el("span", { class: "muted", text: g.action === "keep-all" ? "all kept (your decision)" : `suggested: ${g.why}` }),
+      el("button", { type: "button", class: "not-dups", text: "Not duplicates", onclick: () => decide("not-duplicates") }),
+      g.action === "keep-all" ? null : el("button", { type: "button", class: "keep-all", text: "Keep all", onclick: () => decide("keep-all") })),
+    row);
+}
+
+async function loadDuplicates() {
+  if (state.dupsLoaded) return;
+  const box = $("dups");
+  showError($("dups-error"), "");
+  box.replaceChildren(el("div", { class: "loading", style: "position:static" }, el("div", { class: "spinner" }), el("span", { text: "Checking copies pixel for pixel…" })));
+  try {
+    const plan = await api("/api/duplicates");
+    state.dupsLoaded = true;
+    state.keepers.clear();
+    const s = plan.summary;
+    $("dups-meta").textContent = `${s.groups} groups · ${s.remove} copies to remove (${(s.bytes / 1048576).toFixed(1)} MB)`;
+    $("dups-download").hidden = !s.groups;
+    box.replaceChildren(...(plan.groups.length ? plan.groups.map(dupCard) : [el("div", { class: "empty", text: "No copies found." })]));
+  } catch (e) {
+    box.replaceChildren();
+    showError($("dups-error"), e.message);
+  }
+}
+
+async function downloadPlan() {
+  const form = new FormData();
+  for (const id of state.keepers.values()) form.append("keepers", id);
+  try {
+    const plan = await api("/api/duplicates/plan", { method: "POST", body: form });
+    const url = URL.createObjectURL(new Blob([JSON.stringify(plan, null, 2)], { type: "application/json" }));
+    const a = el("a", { href: url, download: "dedupe-plan.json" });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  } catch (e) { showError($("dups-error"), e.message); }
+}
+
 // --- views and start-up -----------------------------------------------------------------------------------------
 
 function showView(name) {
-  for (const v of ["search", "clusters", "map"]) {
+  for (const v of ["search", "clusters", "map", "duplicates"]) {
     $(`view-${v}`).hidden = name !== v;
     $(`tab-${v}`).classList.toggle("active", name === v);
   }
   if (name === "clusters") loadClusters();
   if (name === "map") LookalikeMap.load().catch((e) => showError($("map-error"), e.message));
+  if (name === "duplicates") loadDuplicates();
 }
 
 function route() {
@@ -252,7 +326,7 @@ function route() {
     showView("search");
   } else {
     const clusters = hash === "#clusters" && state.health && state.health.clusters;
-    showView(clusters ? "clusters" : hash === "#map" ? "map" : "search");
+    showView(clusters ? "clusters" : hash === "#map" ? "map" : hash === "#duplicates" ? "duplicates" : "search");
   }
 }
 
@@ -277,6 +351,7 @@ async function start() {
   LookalikeMap.init(searchById);
   window.addEventListener("hashchange", route);
   $("login-form").addEventListener("submit", login);
+  $("dups-download").addEventListener("click", downloadPlan);
 
   try {
     const h = await api("/api/health");

@@ -1,0 +1,415 @@
+"""Acting on duplicates: keeper choice on generated copy groups, ``dedupe --new`` against an index, and SIGKILL
+safety of ``--apply``. Writes the ``dedupe_actions`` section of BENCHMARKS.md.
+
+1. Keeper: each group is a real photo (rooms, flowers12) plus a downscaled, a recompressed, a cropped and a blurred
+   copy (random strengths); the original must be chosen.
+2. ``--new``: an index of the rooms photos minus 500 held out (its vectors taken from the cached full rooms index, so
+   nothing is re-embedded), then 1,000 incoming photos: 500 altered copies of indexed photos and the 500 held-out
+   photos (new, same domain: hard negatives). Precision and recall of "copy", and its time against a full ``dedupe``
+   of the collection.
+3. Safety: ``--apply --move-to`` killed with SIGKILL at random moments, 20 times, each followed by a resume or an undo;
+   after each, every file's bytes must exist exactly once (checksums) and the journal must say where each file is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image, ImageFilter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import CACHE, dataset, shared_index  # noqa: E402
+from bench.report import ROOT, markdown_table, write_section  # noqa: E402
+
+WORK = CACHE / "dedupe-actions"
+ROOM_CLASSES = {"Bathroom", "Bedroom", "Dinning", "Kitchen", "Livingroom"}
+
+
+def alter(img: Image.Image, kind: str, rng: random.Random) -> tuple[Image.Image, int]:
+    """One altered copy and the JPEG quality to save it at."""
+    w, h = img.size
+    if kind == "down":
+        f = rng.uniform(0.5, 0.9)
+        return img.resize((max(16, int(w * f)), max(16, int(h * f))), Image.Resampling.LANCZOS), 90
+    if kind == "recompress":
+        return img, rng.randint(50, 70)  # below the sources' quality (rooms and flowers12 are saved at 75)
+    if kind == "crop":
+        f = rng.uniform(0.8, 0.95)
+        cw, ch = int(w * f), int(h * f)
+        x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+        return img.crop((x, y, x + cw, y + ch)), 90
+    if kind == "blur":
+        return img.filter(ImageFilter.GaussianBlur(rng.uniform(0.6, 1.5))), 90
+    raise ValueError(kind)
+
+
+KINDS = ("down", "recompress", "crop", "blur")
+
+
+def keeper_bench(n_rooms: int, n_flowers: int, seed: int = 0) -> dict:
+    from lookalike.cluster import choose_keeper, facts_of
+
+    rng = random.Random(seed)
+    rooms = sorted(dataset("rooms").rglob("*.jpg"))
+    flowers = sorted(dataset("flowers12").rglob("*.jpg"))
+    sources = [("rooms", p) for p in rng.sample(rooms, n_rooms)] + [
+        ("flowers12", p) for p in rng.sample(flowers, n_flowers)
+    ]
+    out = WORK / "keeper"
+    shutil.rmtree(out, ignore_errors=True)
+    wrong: list[str] = []
+    losses = {k: 0 for k in KINDS}
+    stages: dict[str, int] = {}
+    started = time.perf_counter()
+    for g, (_, src) in enumerate(sources):
+        folder = out / f"g{g:04d}"
+        folder.mkdir(parents=True)
+        orig = folder / "original.jpg"
+        shutil.copy(src, orig)
+        img = Image.open(src).convert("RGB")
+        paths, names = [orig], ["original"]
+        for kind in KINDS:
+            copy, q = alter(img, kind, rng)
+            p = folder / f"{kind}.jpg"
+            copy.save(p, quality=q)
+            paths.append(p)
+            names.append(kind)
+        facts = facts_of(paths, names)
+        order, why = choose_keeper(facts)
+        first_stage = why.split(":")[0]
+        stages[first_stage] = stages.get(first_stage, 0) + 1
+        if names[order[0]] != "original":
+            wrong.append(f"{src.parent.name}/{src.name}: kept {names[order[0]]} ({why})")
+            losses[names[order[0]]] += 1
+    seconds = time.perf_counter() - started
+    return {
+        "groups": len(sources),
+        "rooms": n_rooms,
+        "flowers": n_flowers,
+        "correct": len(sources) - len(wrong),
+        "wrong": wrong,
+        "losses": losses,
+        "stages": stages,
+        "seconds": seconds,
+    }
+
+
+def new_bench(n_copies: int, n_new: int, seed: int = 0) -> dict:
+    import pyarrow as pa
+
+    from lookalike.cluster import check_new, near_duplicates
+    from lookalike.index import Index
+    from lookalike.store import Store
+
+    rng = random.Random(seed)
+    full = shared_index("rooms")
+    names = full.names
+    held = set(rng.sample(names, n_new))
+    coll = WORK / "collection"
+    shutil.rmtree(coll, ignore_errors=True)
+    for n in names:
+        if n not in held:
+            (coll / n).parent.mkdir(parents=True, exist_ok=True)
+            (coll / n).symlink_to(full.root / n)
+    keep = [i for i, n in enumerate(names) if n not in held]
+    idx_dir = coll / ".lookalike"
+    meta = {k: v for k, v in full.store.meta.items() if k not in ("root", "created")}
+    store = Store.create(idx_dir, {**meta, "root": ".."})
+    store.commit(full.store.table.take(pa.array(keep)), [])
+    index = Index.open(idx_dir)
+    incoming = WORK / "incoming"
+    shutil.rmtree(incoming, ignore_errors=True)
+    incoming.mkdir(parents=True)
+    truth: dict[str, str | None] = {}
+    for c, n in enumerate(rng.sample([names[i] for i in keep], n_copies)):
+        img = Image.open(full.root / n).convert("RGB")
+        kind = KINDS[c % len(KINDS)]
+        copy, q = alter(img, kind, rng)
+        name = f"copy_{c:04d}_{kind}.jpg"
+        copy.save(incoming / name, quality=q)
+        truth[name] = n
+    for h, n in enumerate(sorted(held)):
+        name = f"new_{h:04d}.jpg"
+        shutil.copy(full.root / n, incoming / name)
+        truth[name] = None
+    t0 = time.perf_counter()
+    rep = check_new(index, incoming)
+    new_seconds = time.perf_counter() - t0
+    tp = fp = fn = wrong_target = 0
+    for p in rep["photos"]:
+        said = p["status"] == "copy"
+        real = truth[p["path"]]
+        if said and real is not None:
+            tp += 1
+            if real not in {h["name"] for h in p["copy_of"]}:
+                wrong_target += 1
+        elif said:
+            fp += 1
+        elif real is not None:
+            fn += 1
+    fps = [p for p in rep["photos"] if p["status"] == "copy" and truth[p["path"]] is None]
+    t0 = time.perf_counter()
+    groups = near_duplicates(index.vectors, index.names, paths=index.paths)
+    full_seconds = time.perf_counter() - t0
+    return {
+        "indexed": len(index),
+        "incoming": len(rep["photos"]),
+        "copies": n_copies,
+        "new": n_new,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "wrong_target": wrong_target,
+        "precision": tp / max(1, tp + fp),
+        "recall": tp / max(1, tp + fn),
+        "new_seconds": new_seconds,
+        "embed_seconds": rep["embed_seconds"],
+        "fp_pixel_099": sum(p["copy_of"][0]["pixel"] >= 0.99 for p in fps),
+        "dedupe_seconds": full_seconds,
+        "dedupe_groups": len(groups),
+        "false_positive_examples": [(p["path"], p["copy_of"][0]) for p in fps[:5]],
+        "resolution": full.store.meta.get("resolution"),
+        "model": full.store.meta.get("model"),
+    }
+
+
+KILLER = """
+import sys, time
+from lookalike import Index
+from lookalike.cluster import actions
+index = Index.open(sys.argv[1])
+print("ready", flush=True)
+actions.apply_plan(index, sys.argv[2], "move", target=sys.argv[3])
+"""
+
+
+def checksums(*folders: Path) -> dict[str, int]:
+    seen: dict[str, int] = {}
+    for folder in folders:
+        if folder.exists():
+            for p in folder.rglob("*"):
+                if p.is_file() and not p.is_symlink() and ".lookalike" not in p.parts:
+                    h = hashlib.sha256(p.read_bytes()).hexdigest()
+                    seen[h] = seen.get(h, 0) + 1
+    return seen
+
+
+def kill_bench(kills: int, n_groups: int, seed: int = 0) -> dict:
+    from lookalike.cluster import load_plan, make_plan, save_plan, undo_plan
+    from lookalike.index import Index
+
+    rng = random.Random(seed)
+    base = WORK / "kill"
+    shutil.rmtree(base, ignore_errors=True)
+    root, trash = base / "photos", base / "trash"
+    root.mkdir(parents=True)
+    for g, src in enumerate(rng.sample(sorted(dataset("rooms").rglob("*.jpg")), n_groups)):
+        img = Image.open(src).convert("RGB")
+        shutil.copy(src, root / f"p{g:03d}.jpg")
+        for kind in ("down", "recompress", "crop"):
+            copy, q = alter(img, kind, rng)
+            (root / kind).mkdir(exist_ok=True)
+            copy.save(root / kind / f"p{g:03d}.jpg", quality=q)
+    Index.build(root, labels="none", progress=False)
+    before = checksums(root)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    plan_file = base / "plan.json"
+    save_plan(make_plan(Index.open(root)), plan_file)
+    steps = load_plan(plan_file)["summary"]["remove"]
+    # how long a whole apply takes, to spread the kills over it
+    t0 = time.perf_counter()
+    p = subprocess.Popen(
+        [sys.executable, "-c", KILLER, str(root), str(plan_file), str(trash)],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    p.stdout.readline()
+    t_ready = time.perf_counter()
+    p.wait()
+    apply_seconds = time.perf_counter() - t_ready
+    _ = t0
+    undo_plan(Index.open(root), plan_file)
+    assert checksums(root) == before
+    rounds = []
+    for r in range(kills):
+        save_plan(make_plan(Index.open(root)), plan_file)
+        plan = load_plan(plan_file)
+        p = subprocess.Popen(
+            [sys.executable, "-c", KILLER, str(root), str(plan_file), str(trash)],
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        p.stdout.readline()
+        delay = rng.uniform(0, apply_seconds)
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        jpath = root / ".lookalike" / "journals" / f"{plan['id']}.json"
+        journal = json.loads(jpath.read_text()) if jpath.exists() else None
+        done_at_kill = sum(s["state"] == "done" for s in journal["steps"]) if journal else 0
+        started_at_kill = sum(s["state"] == "started" for s in journal["steps"]) if journal else 0
+        how = "resume" if r % 2 == 0 else "undo"
+        index = Index.open(root)
+        if how == "resume":
+            from lookalike.cluster import apply_plan
+
+            apply_plan(index, plan_file, "move", target=trash)
+        elif journal is not None:
+            undo_plan(index, plan_file)
+        ok = checksums(root, trash) == before
+        accounted = True
+        if journal is not None:
+            journal = json.loads(jpath.read_text())
+            for s in journal["steps"]:
+                here, there = (root / s["path"]).exists(), (trash / s["path"]).exists()
+                accounted &= (here != there) and there == (s["state"] == "done")
+        rounds.append(
+            {
+                "delay": delay,
+                "done_at_kill": done_at_kill,
+                "started_at_kill": started_at_kill,
+                "how": how,
+                "ok": ok,
+                "accounted": accounted,
+            }
+        )
+        if how == "resume":
+            undo_plan(Index.open(root), plan_file)
+        ok_after = checksums(root) == before
+        rounds[-1]["ok"] &= ok_after
+    return {"kills": kills, "files": len(before), "steps": steps, "apply_seconds": apply_seconds, "rounds": rounds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rooms", type=int, default=300)
+    ap.add_argument("--flowers", type=int, default=200)
+    ap.add_argument("--copies", type=int, default=500)
+    ap.add_argument("--new", type=int, default=500)
+    ap.add_argument("--kills", type=int, default=20)
+    ap.add_argument("--kill-groups", type=int, default=15)
+    ap.add_argument("--only", choices=("keeper", "new", "kill", "report"))
+    args = ap.parse_args()
+    folder = ROOT / "bench" / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = {
+        "keeper": lambda: keeper_bench(args.rooms, args.flowers),
+        "new": lambda: new_bench(args.copies, args.new),
+        "kill": lambda: kill_bench(args.kills, args.kill_groups),
+    }
+    for name, run in parts.items():
+        if args.only in (None, name):
+            result = run()
+            print(json.dumps(result)[:2000])
+            (folder / f"dedupe_actions-{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    # each part is its own file, so parts can be re-run separately (and at the same time)
+    results = {
+        n: json.loads((folder / f"dedupe_actions-{n}.json").read_text())
+        for n in parts
+        if (folder / f"dedupe_actions-{n}.json").exists()
+    }
+    write_section("dedupe_actions", report(results))
+
+
+def report(r: dict) -> str:
+    lines = ["## Acting on duplicates (`dedupe --plan/--apply/--new`)", ""]
+    if "keeper" in r:
+        k = r["keeper"]
+        lines += [
+            f"**Keeper choice** (`--keep best`): {k['groups']} generated groups ({k['rooms']} rooms + {k['flowers']} "
+            "flowers12 photos, each with a downscaled ×0.5–0.9, a recompressed q50–70 (below the sources' quality 75), a cropped 80–95% and a "
+            f"blurred σ 0.6–1.5 copy): the original was kept in **{k['correct']} / {k['groups']} = "
+            f"{100 * k['correct'] / k['groups']:.1f}%** of groups. Wrong keepers by kind: "
+            + ", ".join(f"{a} {b}" for a, b in k["losses"].items())
+            + ". First deciding stage: "
+            + ", ".join(f"{a} {b}" for a, b in sorted(k["stages"].items()))
+            + f". Misses from rooms groups: {sum(w.split('/')[0] in ROOM_CLASSES for w in k['wrong'])}, from flowers12 "
+            f"groups: {sum(w.split('/')[0] not in ROOM_CLASSES for w in k['wrong'])}"
+            + f". Ranking took {1000 * k['seconds'] / k['groups']:.0f} ms per 5-photo group (writing the copies included).",
+            "",
+        ]
+    if "new" in r:
+        n = r["new"]
+        lines += [
+            f"**`--new`**: {n['incoming']} incoming photos ({n['copies']} altered copies of indexed photos — downscaled, "
+            f"recompressed, cropped, blurred in turn — and {n['new']} rooms photos held out of the index, same domain) "
+            f"against an index of {n['indexed']:,} rooms photos ({n['model']['name']}, {n['resolution']} px; the largest "
+            "index that fit this run on a loaded 2-core machine, not 10k):",
+            "",
+            markdown_table(
+                [
+                    "precision",
+                    "recall",
+                    "copies found",
+                    "false copies",
+                    "missed",
+                    "wrong original named",
+                    "`--new` time",
+                    "full `dedupe` time",
+                ],
+                [
+                    [
+                        f"{n['precision']:.3f}",
+                        f"{n['recall']:.3f}",
+                        n["tp"],
+                        n["fp"],
+                        n["fn"],
+                        n["wrong_target"],
+                        f"{n['new_seconds']:.1f} s",
+                        f"{n['dedupe_seconds']:.1f} s",
+                    ]
+                ],
+            ),
+            "",
+            f"Of the `--new` time, {n['embed_seconds']:.1f} s is embedding the {n['incoming']} incoming photos (the model on "
+            f"this loaded machine); searching and pixel-checking their candidates took the other "
+            f"{n['new_seconds'] - n['embed_seconds']:.1f} s. Re-running `dedupe` instead compares the whole collection "
+            f"with itself: {n['dedupe_seconds']:.1f} s over the {n['indexed']:,} indexed photos alone (vectors already "
+            "stored), and it would first need the same 1,000 embeddings to put the new photos in the index. So `--new` "
+            f"costs the embeddings plus {n['new_seconds'] - n['embed_seconds']:.1f} s, "
+            f"{(n['new_seconds'] - n['embed_seconds']) / max(n['dedupe_seconds'], 1e-9):.2f}× the whole-collection pass, "
+            "and that part grows with the incoming photos only; at this collection size it is not faster than the "
+            "whole-collection pass (the rooms photos are alike, so most incoming photos have 5 candidates to "
+            "pixel-check). Times are noisy: the machine ran other jobs (load average 20–25 on 2 cores) throughout.",
+            "",
+            f"{n['fp_pixel_099']} of the {n['fp']} false copies line up pixel for pixel at ≥ 0.99: they are held-out "
+            "photos that the rooms set itself holds twice (the same photo under two names), i.e. real copies the "
+            "ground truth does not know about.",
+            "",
+        ]
+        if n["false_positive_examples"]:
+            lines += [
+                "False copies (held-out photo → indexed photo, cosine, pixel): "
+                + "; ".join(f"{a} → {b['name']} ({b['cosine']}, {b['pixel']})" for a, b in n["false_positive_examples"])
+                + ".",
+                "",
+            ]
+    if "kill" in r:
+        kb = r["kill"]
+        ok = sum(x["ok"] and x["accounted"] for x in kb["rounds"])
+        mids = sum(0 < x["done_at_kill"] < kb["steps"] or x["started_at_kill"] for x in kb["rounds"])
+        lines += [
+            f"**SIGKILL safety**: `--apply --move-to` on {kb['files']} files ({kb['steps']} to move; a whole run takes "
+            f"{kb['apply_seconds']:.2f} s after start-up) killed at a random moment {kb['kills']} times ({mids} of them "
+            "mid-run, with some steps done and others not), then resumed (even rounds) or undone (odd rounds): "
+            f"**{ok} / {kb['kills']}** rounds left every file's bytes exactly once (SHA-256 of every file before and "
+            "after) with the journal naming where each file is.",
+        ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

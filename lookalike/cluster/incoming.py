@@ -1,0 +1,115 @@
+"""Which photos of a new folder are already in an indexed collection: embed only the new photos, search the stored
+index, let the pixel check decide. The collection is never compared with itself, so the cost grows with the number
+of new photos (plus one search each), not with the collection."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lookalike.cluster.dedupe import DEDUPE_FLOOR, DEDUPE_PIXEL, check_ranges
+from lookalike.cluster.pixels import pixel_scores, thumbnails
+from lookalike.errors import LookalikeError
+from lookalike.images import content_hash, find_images
+from lookalike.progress import bar
+
+if TYPE_CHECKING:
+    from lookalike.index import Index
+
+
+def check_new(
+    index: Index,
+    folder: str | os.PathLike[str],
+    *,
+    threshold: float = DEDUPE_FLOOR,
+    pixel: float = DEDUPE_PIXEL,
+    k: int = 5,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """One entry per image of ``folder``: ``status`` "copy" (with ``copy_of``: indexed names, best first, each with
+    cosine and pixel score), "new", or "skipped" (with ``reason``). A byte-identical file is a copy without being
+    embedded. Returns ``{"photos": [...], "summary": {...}, "seconds": s, "embed_seconds": s}``."""
+    check_ranges(threshold, pixel)
+    started = time.perf_counter()
+    src = Path(folder)
+    if not src.is_dir():
+        raise LookalikeError(f"not a folder: {folder}")
+    files = find_images(src, exclude=[index.store.path])
+    if not files:
+        raise LookalikeError(f"no images found in {folder}")
+    names = index.names
+    results: dict[Path, dict[str, Any]] = {}
+    to_embed: list[Path] = []
+    for p in files:
+        try:
+            digest = content_hash(p.read_bytes())
+        except OSError as exc:
+            results[p] = {"status": "skipped", "reason": f"cannot read ({exc.strerror or exc})"}
+            continue
+        same = index.hash_ids(digest)
+        if same:
+            results[p] = {
+                "status": "copy",
+                "copy_of": [{"name": names[i], "id": i, "cosine": 1.0, "pixel": 1.0, "identical": True} for i in same],
+            }
+        else:
+            to_embed.append(p)
+    vec_rows: list[np.ndarray] = []
+    embedded: list[Path] = []
+    t_embed = time.perf_counter()
+    with bar("embedding new photos", len(to_embed), progress and bool(to_embed)) as tick:
+        for batch in index.describer.describe_files(to_embed, batch_size=batch_size):
+            v = 0
+            for item in batch.items:
+                if item.error:
+                    results[item.path] = {"status": "skipped", "reason": item.error}
+                else:
+                    embedded.append(item.path)
+                    vec_rows.append(batch.vectors[v : v + 1])
+                    v += 1
+            tick.advance(len(batch.items))
+    embed_seconds = time.perf_counter() - t_embed
+    if embedded:
+        vectors = np.concatenate(vec_rows)
+        scores, ids = index.searcher.search(vectors, min(k, len(index)) if len(index) else 1)
+        q, c = np.nonzero((ids >= 0) & (scores >= threshold))
+        cand = ids[q, c]
+        ncc = np.ones(len(q), np.float32)
+        if pixel > 0 and len(q):
+            used = np.unique(cand)
+            paths = [embedded[i] for i in range(len(embedded))] + [index.root / names[j] for j in used]
+            coarse, fine, bad = thumbnails(paths)
+            col = np.full(len(index), -1)
+            col[used] = len(embedded) + np.arange(len(used))
+            pairs = np.stack([q, col[cand]], axis=1)
+            ncc = np.full(len(q), -2.0, np.float32)
+            readable = ~np.isin(pairs, bad).any(axis=1)
+            if readable.any():
+                ncc[readable] = pixel_scores(coarse, fine, pairs[readable])
+        for r, p in enumerate(embedded):
+            hits = [
+                {"name": names[int(cand[m])], "id": int(cand[m]), "cosine": round(float(scores[r, c[m]]), 4),
+                 "pixel": round(float(ncc[m]), 4), "identical": False}
+                for m in np.flatnonzero(q == r)
+                if pixel <= 0 or ncc[m] >= pixel
+            ]  # fmt: skip
+            hits.sort(key=lambda h: (-h["pixel"], -h["cosine"]))
+            results[p] = {"status": "copy", "copy_of": hits} if hits else {"status": "new"}
+    photos = []
+    for p in files:
+        rel = p.relative_to(src).as_posix()
+        photos.append({"path": rel, **results[p]})
+    counts = {s: sum(x["status"] == s for x in photos) for s in ("copy", "new", "skipped")}
+    return {
+        "folder": str(src.resolve()),
+        "photos": photos,
+        "summary": {"photos": len(photos), **counts, "embedded": len(embedded)},
+        "settings": {"threshold": threshold, "pixel": pixel, "k": k},
+        "seconds": round(time.perf_counter() - started, 3),
+        "embed_seconds": round(embed_seconds, 3),
+    }

@@ -1,0 +1,390 @@
+"""Acting on duplicates: keeper ranking, plans, journalled apply / resume / undo (with SIGKILL), refusals,
+decisions, new photos against an index, burst series, and the CLI."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from lookalike import Index
+from lookalike.cli import app
+from lookalike.cluster import (
+    Decisions,
+    apply_plan,
+    burst_series,
+    check_new,
+    choose_keeper,
+    decide,
+    facts_of,
+    load_plan,
+    make_plan,
+    near_duplicates,
+    save_plan,
+    undo_plan,
+)
+from lookalike.cluster import actions as actions_mod
+from lookalike.errors import LookalikeError
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def dups(built: Path, tmp_path: Path) -> Path:
+    """A private copy of the photos with their index inside (PHOTOS/.lookalike)."""
+    root = tmp_path / "photos"
+    shutil.copytree(built, root, copy_function=shutil.copy2)
+    return root
+
+
+def checksums(*folders: Path) -> dict[str, int]:
+    """How many times each content exists as a regular file below the folders (the index folder left out)."""
+    seen: dict[str, int] = {}
+    for folder in folders:
+        if not folder.exists():
+            continue
+        for p in folder.rglob("*"):
+            if p.is_file() and not p.is_symlink() and ".lookalike" not in p.parts:
+                h = hashlib.sha256(p.read_bytes()).hexdigest()
+                seen[h] = seen.get(h, 0) + 1
+    return seen
+
+
+# --- keeper -------------------------------------------------------------------------------------------------------------
+
+
+def test_keeper_is_the_original_and_says_why(built: Path) -> None:
+    for stem in ("temple", "portrait", "flower"):
+        names = [f"{stem}.jpg", *(f"copies/{stem}_{v}.jpg" for v in ("half", "q40", "blur"))]
+        facts = facts_of([built / n for n in names], names)
+        order, why = choose_keeper(facts)
+        assert names[order[0]] == f"{stem}.jpg", (why, [f.to_dict() for f in facts])
+        assert why.startswith("most pixels")
+        assert "sharpest" in why or "largest file" in why
+        # the blur loses to the original on sharpness, the q40 on file size (same pixels)
+        two, why2 = choose_keeper([facts[0], facts[2]])
+        assert two[0] == 0 and "largest file" in why2
+        two, why2 = choose_keeper([facts[0], facts[3]])
+        assert two[0] == 0 and "sharpest" in why2
+        assert facts[0].exif_complete == 2 and facts[2].exif_complete == 0  # capture time + camera, no GPS
+    largest, _ = choose_keeper(facts, "largest")
+    assert names[largest[0]] == max(zip(facts, names, strict=True), key=lambda fn: fn[0].size)[1]
+    assert choose_keeper(facts, "path-order")[0][0] == names.index(sorted(names)[0])
+    with pytest.raises(LookalikeError, match="keep must be one of"):
+        choose_keeper(facts, "prettiest")
+
+
+# --- plan, apply, undo ------------------------------------------------------------------------------------------------
+
+
+def test_plan_moves_nothing_and_apply_move_then_undo_restores_everything(dups: Path, tmp_path: Path) -> None:
+    index = Index.open(dups)
+    before = checksums(dups)
+    plan = make_plan(index)
+    assert checksums(dups) == before  # a dry run
+    assert plan["summary"]["groups"] == 4
+    by_keeper = {g["keeper"]: g for g in plan["groups"]}
+    assert {"temple.jpg", "portrait.jpg", "flower.jpg", "package.jpg"} == set(by_keeper)
+    assert all(g["why"] for g in plan["groups"])
+    removes = [f["path"] for g in plan["groups"] for f in g["files"] if f["role"] == "remove"]
+    save_plan(plan, tmp_path / "plan.json")
+    trash = tmp_path / "trash"
+    rep = apply_plan(index, tmp_path / "plan.json", "move", target=trash)
+    assert rep["done"] == len(removes) == rep["steps"]
+    for name in removes:  # paths kept relative to the photo root
+        assert not (dups / name).exists() and (trash / name).is_file()
+    assert checksums(dups, trash) == before  # every file's bytes exactly once
+    assert set(Index.open(dups).names).isdisjoint(removes)  # the index follows
+    again = apply_plan(index, tmp_path / "plan.json", "move", target=trash)
+    assert again["already"] and checksums(dups, trash) == before
+    undone = undo_plan(Index.open(dups), tmp_path / "plan.json")
+    assert undone["undone"] == len(removes) and undone["lost"] == 0
+    assert checksums(dups) == before and not trash.exists()
+    assert set(removes) <= set(Index.open(dups).names)
+
+
+def test_apply_link_replaces_copies_by_links_and_keeps_originals_for_undo(dups: Path, tmp_path: Path) -> None:
+    index = Index.open(dups)
+    before = checksums(dups)
+    plan = make_plan(index)
+    keeper_of = {f["path"]: g["keeper"] for g in plan["groups"] for f in g["files"] if f["role"] == "remove"}
+    rep = apply_plan(index, plan, "link", target=tmp_path / "originals")
+    assert rep["links"]["hardlink"] == len(keeper_of)
+    for copy, keeper in keeper_of.items():
+        assert os.path.samefile(dups / copy, dups / keeper)
+    reopened = Index.open(dups)
+    assert set(keeper_of) <= set(reopened.names)  # a link is a second row of its keeper: nothing to re-embed
+    hashes = dict(zip(reopened.names, reopened.store.column("hash"), strict=True))
+    assert all(hashes[c] == hashes[k] for c, k in keeper_of.items())
+    undo_plan(reopened, plan)
+    assert checksums(dups) == before
+    assert not any(os.path.samefile(dups / c, dups / k) for c, k in keeper_of.items())
+
+
+def test_delete_needs_yes_and_cannot_be_undone(dups: Path) -> None:
+    index = Index.open(dups)
+    plan = make_plan(index)
+    with pytest.raises(LookalikeError, match=r"^yes is needed"):
+        apply_plan(index, plan, "delete")
+    rep = apply_plan(index, plan, "delete", yes=True)
+    assert rep["done"] == plan["summary"]["remove"]
+    assert undo_plan(Index.open(dups), plan)["lost"] == rep["done"]
+
+
+def test_refusals_before_anything_moves(dups: Path, tmp_path: Path, built: Path, monkeypatch) -> None:  # noqa: ANN001
+    index = Index.open(dups)
+    plan = make_plan(index)
+    before = checksums(dups)
+    trash = tmp_path / "trash"
+    with pytest.raises(LookalikeError, match="another index"):
+        apply_plan(Index.open(built), plan, "move", target=trash)
+    with pytest.raises(LookalikeError, match="inside the photo folder"):
+        apply_plan(index, plan, "move", target=dups / "trash")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(LookalikeError, match="cannot write to the target"):
+        apply_plan(index, plan, "move", target=blocker / "sub")
+    first = next(f["path"] for g in plan["groups"] for f in g["files"] if f["role"] == "remove")
+    (trash / first).parent.mkdir(parents=True)
+    (trash / first).write_bytes(b"someone else's file")
+    with pytest.raises(LookalikeError, match="already exists"):
+        apply_plan(index, plan, "move", target=trash)
+    assert (trash / first).read_bytes() == b"someone else's file"
+    shutil.rmtree(trash)
+    victim = dups / first
+    stamp = (victim.stat().st_atime_ns, victim.stat().st_mtime_ns)
+    os.utime(victim, ns=(stamp[0], stamp[1] + 10**9))
+    with pytest.raises(LookalikeError, match="changed since the plan"):
+        apply_plan(index, plan, "move", target=trash)
+    os.utime(victim, ns=stamp)
+    assert checksums(dups) == before
+    assert not any(trash.rglob("*.jpg"))
+
+    def read_only(self, data):  # noqa: ANN001, ANN202
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    with pytest.raises(LookalikeError, match=r"cannot write to the target .*Read-only"):
+        apply_plan(index, plan, "move", target=tmp_path / "ro")
+
+
+def test_full_disk_stops_cleanly_then_resumes(dups: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """A copy to another disk that runs out of space: a one-line stop, the journal intact, no partial file left;
+    applying again (space freed) finishes the job."""
+    index = Index.open(dups)
+    plan = make_plan(index)
+    before = checksums(dups)
+    real_link, real_copy = os.link, shutil.copyfile
+    calls = {"n": 0}
+
+    def no_hardlinks(src, dst, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if str(dst).startswith(str(tmp_path / "trash")) and not str(src).endswith(actions_mod.PARTIAL_SUFFIX):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_link(src, dst, *a, **kw)
+
+    def filling_copy(src, dst, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls["n"] += 1
+        if calls["n"] == 3:
+            Path(dst).write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_copy(src, dst, *a, **kw)
+
+    monkeypatch.setattr(os, "link", no_hardlinks)
+    monkeypatch.setattr(shutil, "copyfile", filling_copy)
+    with pytest.raises(LookalikeError, match=r"stopped at .*No space left on device.*2 of \d+ steps done"):
+        apply_plan(index, plan, "move", target=tmp_path / "trash")
+    journal = json.loads(actions_mod.journal_path(index, plan).read_text())
+    assert [s["state"] for s in journal["steps"]][:3] == ["done", "done", "started"]
+    assert not list((tmp_path / "trash").rglob(f"*{actions_mod.PARTIAL_SUFFIX}"))
+    assert checksums(dups, tmp_path / "trash") == before
+    monkeypatch.setattr(shutil, "copyfile", real_copy)
+    rep = apply_plan(Index.open(dups), plan, "move", target=tmp_path / "trash")
+    assert rep["done"] == rep["steps"] and checksums(dups, tmp_path / "trash") == before
+
+
+KILLER = """
+import sys, time
+from lookalike import Index
+from lookalike.cluster import actions
+real = actions.fsync_dir
+def slow(folder):
+    time.sleep(0.01)  # widen every window between journal writes and file operations
+    real(folder)
+actions.fsync_dir = slow
+index = Index.open(sys.argv[1])
+print("ready", flush=True)
+actions.apply_plan(index, sys.argv[2], "move", target=sys.argv[3])
+print("finished", flush=True)
+"""
+
+
+def kill_and_recover(root: Path, plan_file: Path, trash: Path, delay: float, undo: bool) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLER, str(root), str(plan_file), str(trash)],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    index = Index.open(root)
+    if undo:
+        try:
+            undo_plan(index, plan_file)
+        except LookalikeError as exc:  # killed before the journal was written: nothing happened
+            assert "never applied" in str(exc)
+    else:
+        apply_plan(index, plan_file, "move", target=trash)
+
+
+def journal_accounts(root: Path, plan_file: Path, trash: Path) -> None:
+    plan = load_plan(plan_file)
+    journal = json.loads((root / ".lookalike" / "journals" / f"{plan['id']}.json").read_text())
+    for s in journal["steps"]:
+        here, there = (root / s["path"]).exists(), (trash / s["path"]).exists()
+        assert here != there, s  # exactly one place
+        assert there == (s["state"] == "done") and here == (s["state"] in ("undone", "todo")), s
+
+
+@pytest.mark.parametrize("undo", [False, True])
+def test_sigkill_during_apply_then_resume_or_undo(dups: Path, tmp_path: Path, undo: bool) -> None:
+    index = Index.open(dups)
+    plan_file = save_plan(make_plan(index), tmp_path / "plan.json")
+    before = checksums(dups)
+    trash = tmp_path / "trash"
+    rng = random.Random(1 if undo else 0)
+    for _ in range(2):
+        kill_and_recover(dups, plan_file, trash, rng.uniform(0.0, 0.25), undo)
+        assert checksums(dups, trash) == before
+        journal_accounts(dups, plan_file, trash)
+        if undo:
+            break
+        undo_plan(Index.open(dups), plan_file)
+        plan_file = save_plan(make_plan(Index.open(dups)), tmp_path / "plan.json")
+
+
+# --- decisions --------------------------------------------------------------------------------------------------------
+
+
+def test_decisions_survive_renames_and_shape_groups_and_plans(dups: Path) -> None:
+    index = Index.open(dups)
+    decide(index, "not-duplicates", [dups / "temple.jpg", "copies/temple_half.jpg"])
+    decide(
+        index,
+        "keep-all",
+        ["portrait.jpg", "copies/portrait_q40.jpg", "copies/portrait_half.jpg", "copies/portrait_blur.jpg"],
+    )
+    (dups / "copies" / "temple_half.jpg").rename(dups / "renamed.jpg")  # same bytes, new name
+    index = Index.build(dups)
+    groups = near_duplicates(
+        index.vectors, index.names, paths=index.paths, hashes=index.store.column("hash"),
+        decisions=Decisions.load(index.store.path),
+    )  # fmt: skip
+    temple = next(g for g in groups if "temple.jpg" in g["paths"])
+    assert "renamed.jpg" not in temple["paths"]  # not even joined through the other copies...
+    assert sorted(temple["paths"]) == ["copies/temple_blur.jpg", "copies/temple_q40.jpg", "temple.jpg"]  # the rest stay
+    portrait = next(g for g in groups if "portrait.jpg" in g["paths"])
+    assert portrait.get("decision") == "keep-all"
+    plan = make_plan(index)
+    group = next(g for g in plan["groups"] if "portrait.jpg" in [f["path"] for f in g["files"]])
+    assert group["action"] == "keep-all" and all(f["role"] == "keep" for f in group["files"])
+    rep = apply_plan(index, plan, "delete", yes=True)
+    assert (dups / "copies" / "portrait_q40.jpg").exists()
+    assert rep["steps"] == plan["summary"]["remove"]
+    with pytest.raises(LookalikeError, match="at least two different photos"):
+        decide(index, "not-duplicates", ["temple.jpg", "temple.jpg"])
+
+
+# --- new photos, series -------------------------------------------------------------------------------------------
+
+
+def test_new_photos_against_the_index(built: Path, tmp_path: Path) -> None:
+    index = Index.open(built)
+    inc = tmp_path / "incoming"
+    inc.mkdir()
+    temple = Image.open(built / "temple.jpg")
+    temple.resize((temple.width * 2 // 3, temple.height * 2 // 3)).save(inc / "temple_small.jpg", quality=80)
+    shutil.copy(built / "portrait.jpg", inc / "portrait_same.jpg")
+    from lookalike.samples import make_samples
+
+    other = sorted(make_samples(tmp_path / "other", per_class=3, size=300, seed=7).rglob("*.jpg"))
+    shutil.copy(other[-1], inc / "fresh.jpg")  # another crop of a sample subject: similar, not a copy
+    (inc / "broken.jpg").write_bytes(b"not a jpeg")
+    rep = check_new(index, inc)
+    status = {p["path"]: p for p in rep["photos"]}
+    assert status["temple_small.jpg"]["status"] == "copy"
+    assert status["temple_small.jpg"]["copy_of"][0]["name"] in {
+        "temple.jpg",
+        "copies/temple_q40.jpg",
+        "copies/temple_half.jpg",
+        "copies/temple_blur.jpg",
+    }
+    assert status["portrait_same.jpg"]["copy_of"][0]["identical"]
+    assert status["fresh.jpg"]["status"] == "new"
+    assert status["broken.jpg"]["status"] == "skipped"
+    assert rep["summary"]["embedded"] == 2  # only what was not byte-identical and could be read
+
+
+def test_burst_series_best_frame_first(built: Path) -> None:
+    index = Index.open(built)
+    times = index.store.column("exif_time")
+    notes: list[str] = []
+    series = burst_series(index.vectors, index.names, times, index.paths, seconds=5, notes=notes)
+    assert len(series) == 1, (series, notes)
+    s = series[0]
+    assert set(s["paths"]) <= {f"burst/frame{i}.jpg" for i in range(3)} and len(s["paths"]) >= 2
+    assert s["best"] != "burst/frame1.jpg" and s["seconds"] <= 2
+    # the burst frames are not copies: dedupe does not group them
+    groups = near_duplicates(index.vectors, index.names, paths=index.paths)
+    assert not any(p.startswith("burst/") for g in groups for p in g["paths"])
+    assert burst_series(index.vectors, index.names, times, index.paths, seconds=0.5) == []
+
+
+# --- CLI -------------------------------------------------------------------------------------------------------------
+
+
+def test_cli_plan_apply_undo_and_errors(dups: Path, tmp_path: Path) -> None:
+    idx = str(dups / ".lookalike")
+    plan = tmp_path / "plan.json"
+    r = runner.invoke(app, ["dedupe", "--index", idx, "--plan", str(plan), "--keep", "best"])
+    assert r.exit_code == 0, r.output
+    assert "keep" in r.output and json.loads(plan.read_text())["summary"]["groups"] == 4
+    r = runner.invoke(app, ["dedupe", "--index", idx, "--apply", str(plan), "--move-to", str(tmp_path / "t"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["done"] == json.loads(plan.read_text())["summary"]["remove"]
+    r = runner.invoke(app, ["dedupe", "--index", idx, "--undo", str(plan), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["state"] == "undone"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for args, message in [
+        (["--apply", str(plan), "--delete"], "error: --yes is needed"),
+        (["--apply", str(plan)], "error: --apply needs one of"),
+        (["--keep", "prettiest", "--plan", str(plan)], "error: --keep must be one of"),
+        (["--not-duplicates", "nope.jpg", "temple.jpg"], "error: nope.jpg: no such photo"),
+    ]:
+        p = subprocess.run(
+            [sys.executable, "-m", "lookalike.cli", "dedupe", "--index", idx, *args],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert p.returncode == 1 and message in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
+        assert len(p.stderr.strip().splitlines()) == 1
+    r = runner.invoke(app, ["dedupe", "--index", idx, "--not-duplicates", "temple.jpg", "copies/temple_q40.jpg"])
+    assert r.exit_code == 0 and "remembered" in r.output
+    assert len(Decisions.load(dups / ".lookalike")) == 1
