@@ -12,6 +12,7 @@ Layout of an index folder (``PHOTOS_DIR/.lookalike`` by default)::
     parts/           checkpoints of a run in progress; merged into images.parquet when the run ends, and picked up
                      by the next run if this one was killed
     lock             held by the process updating the index
+    features/        local features (SIFT keypoints) per image content hash, for geometric verification
 
 Every file is written to a temporary name and renamed into place, so a reader (or a crash) sees the old state or
 the new one, never half of either.
@@ -54,6 +55,7 @@ HEAD_FILE = "head.json"
 HEAD_WEIGHTS_FILE = "head.npz"
 CLUSTERS_FILE = "clusters.json"
 THUMBNAILS_DIR = "thumbnails"
+FEATURES_DIR = "features"
 INDEX_FILES: dict[str, tuple[str, str]] = {
     META_FILE: ("lookalike.store", "format, photo root, model, pooling, resolution, vector size, label rule"),
     TABLE_FILE: ("lookalike.store", "one row per image: path, size, mtime, hash, label, EXIF, vector"),
@@ -67,6 +69,10 @@ INDEX_FILES: dict[str, tuple[str, str]] = {
     HEAD_WEIGHTS_FILE: ("lookalike.classify", "the fitted classifier's weights as plain arrays"),
     CLUSTERS_FILE: ("lookalike.cluster", "the last clustering"),
     THUMBNAILS_DIR: ("lookalike.server", "the web page's thumbnail cache"),
+    FEATURES_DIR: (
+        "lookalike.verify",
+        "local features (RootSIFT) per image content hash, and the settings that made them",
+    ),
 }
 
 META_FIELDS: list[tuple[str, pa.DataType]] = [
