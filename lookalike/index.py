@@ -580,7 +580,7 @@ class Index:
         verdicts = verify_against(query, self.features, [m.id for m in matches], conf)
         for m, v in zip(matches, verdicts, strict=True):
             m.inliers = None if v.status == UNKNOWN else v.inliers
-        good = {m.id for m, v in zip(matches, verdicts, strict=True) if v.inliers >= conf.min_inliers}
+        good = {m.id for m, v in zip(matches, verdicts, strict=True) if v.verified}
         ordered = sorted(matches, key=lambda m: (m.id not in good, -(m.inliers or 0) if m.id in good else 0, -m.score))
         for r, m in enumerate(ordered, start=1):
             m.rank = r

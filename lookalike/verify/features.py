@@ -19,6 +19,7 @@ import io
 import json
 import os
 import threading
+import zipfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -277,7 +278,7 @@ class FeatureCache:
         path = self.file_of(digest)
         try:
             feats = Features.load(path)
-        except (OSError, ValueError, KeyError, EOFError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             if path.is_file():
                 self.notes.append(f"{path.name}: unreadable local features ({exc}); recomputed")
                 with contextlib.suppress(OSError):
