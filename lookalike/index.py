@@ -37,6 +37,8 @@ from lookalike.verify import (
     MatchConf,
     VerifiedPair,
     extract,
+    judge,
+    match_points,
     verified_pairs,
     verify_against,
 )
@@ -585,6 +587,40 @@ class Index:
         for r, m in enumerate(ordered, start=1):
             m.rank = r
         return ordered
+
+    def match_pair(self, a: int, b: int, verify: MatchConf | None = None) -> dict[str, Any]:
+        """The verdict on two indexed images and their tentative matches in each image's own pixels (for drawing):
+        ``matches`` rows are (xa, ya, xb, yb, inlier)."""
+        n = len(self)
+        for i in (a, b):
+            if not 0 <= i < n:
+                raise LookalikeError(f"no image with id {i}; ids run from 0 to {n - 1}")
+        conf = verify or MatchConf()
+        cache = self.features
+        cache.ensure([a, b])
+        fa, fb = cache.get(a), cache.get(b)
+        widths, heights = self._view("sizes", lambda: (self.store.column("width"), self.store.column("height")))
+        out: dict[str, Any] = {
+            "a": a,
+            "b": b,
+            "size_a": [widths[a], heights[a]],
+            "size_b": [widths[b], heights[b]],
+            "matches": [],
+        }
+        if fa is None or fb is None or not fa.usable or not fb.usable:
+            return {**out, "status": UNKNOWN, "inliers": 0, "tentative": 0}
+        pa, pb, mask = match_points(fa, fb, conf)
+        sa = np.array([widths[a] / fa.size[0], heights[a] / fa.size[1]], np.float32)
+        sb = np.array([widths[b] / fb.size[0], heights[b] / fb.size[1]], np.float32)
+        rows = np.concatenate([pa * sa, pb * sb, mask[:, None]], axis=1) if len(pa) else np.zeros((0, 5))
+        verdict = judge(int(mask.sum()), len(pa), conf)
+        return {
+            **out,
+            "status": verdict.status,
+            "inliers": verdict.inliers,
+            "tentative": verdict.matches,
+            "matches": [[round(float(v), 1) for v in r[:4]] + [bool(r[4])] for r in rows],
+        }
 
     def pairs(
         self,

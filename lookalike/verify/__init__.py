@@ -9,7 +9,7 @@ in parallel batches). Import the names below from ``lookalike.verify``.
 """
 
 from lookalike.verify.features import MIN_KEYPOINTS, FeatureCache, FeatureConf, Features, extract
-from lookalike.verify.match import MATCH, NO_MATCH, UNKNOWN, MatchConf, Verdict, match_points, verify
+from lookalike.verify.match import MATCH, NO_MATCH, UNKNOWN, MatchConf, Verdict, judge, match_points, verify
 from lookalike.verify.pairs import VerifiedPair, candidate_pairs, verified_pairs, verify_against, verify_pairs
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "VerifiedPair",
     "candidate_pairs",
     "extract",
+    "judge",
     "match_points",
     "verified_pairs",
     "verify",

@@ -158,6 +158,10 @@ def verify(
     if fa is None or fb is None or not fa.usable or not fb.usable:
         return Verdict(UNKNOWN)
     pa, _, mask = match_points(fa, fb, conf, da=da, db=db)
-    inliers = int(mask.sum())
-    ok = inliers >= conf.min_inliers and inliers >= conf.min_ratio * len(pa)
-    return Verdict(MATCH if ok else NO_MATCH, inliers, len(pa))
+    return judge(int(mask.sum()), len(pa), conf)
+
+
+def judge(inliers: int, tentative: int, conf: MatchConf) -> Verdict:
+    """The verdict of a fit with ``inliers`` of ``tentative`` matches, between two images with enough keypoints."""
+    ok = inliers >= conf.min_inliers and inliers >= conf.min_ratio * tentative
+    return Verdict(MATCH if ok else NO_MATCH, inliers, tentative)
