@@ -45,9 +45,9 @@ from lookalike.verify import (
 from lookalike.vocab import check_same_vocabulary, ensure_vocabulary, fit_pending_post
 
 MODES = ("all", "same-class", "other-classes")
-RERANK_KEYPOINTS = 1024
-"""Re-ranking matches each image's strongest 1,024 keypoints (of 2,048 stored): a quarter of the matching work, so
-depth 100 fits a query's time budget (BENCHMARKS.md, places)."""
+RERANK_KEYPOINTS = 512
+"""Re-ranking matches each image's strongest 512 keypoints (of 2,048 stored): a sixteenth of the matching work of
+all of them, so depth 100 fits a query's time budget (BENCHMARKS.md, places, compares 512 and 1,024)."""
 
 Query = str | os.PathLike[str] | Image.Image | np.ndarray
 

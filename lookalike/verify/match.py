@@ -21,6 +21,10 @@ from lookalike.verify.features import Features
 
 GEOMETRIES = ("fundamental", "homography")
 MATCH, NO_MATCH, UNKNOWN = "match", "no-match", "unknown"
+MAX_ITERATIONS = 1000
+"""MAGSAC++ sampling rounds. A real pair's model is found in far fewer (its matches are mostly inliers); a pair of
+unrelated photos runs to the cap, so the cap sets the cost of a "no". On the places benchmark's kNN pairs 1,000
+verified exactly the pairs 10,000 did, at a third of the time."""
 
 
 @dataclass(frozen=True)
@@ -97,11 +101,13 @@ def mutual_matches(da: np.ndarray, db: np.ndarray, ratio: float) -> tuple[np.nda
     sim[rows, best] = -np.inf
     s2 = sim.max(axis=1)
     sim[rows, best] = s1
-    back = sim.argmax(axis=0)
     d1 = np.maximum(2 - 2 * s1, 0)
     d2 = np.maximum(2 - 2 * s2, 0)
-    ok = (back[best] == rows) & (d1 <= ratio * ratio * d2)
-    return rows[ok], best[ok]
+    rows = rows[d1 <= ratio * ratio * d2]
+    # the mutual check reads only the columns of the few matches left (a column-wise argmax of the whole matrix
+    # walks it against its memory order and costs as much as the product)
+    mutual = sim[:, best[rows]].argmax(axis=0) == rows
+    return rows[mutual], best[rows[mutual]]
 
 
 def fit_geometry(pa: np.ndarray, pb: np.ndarray, conf: MatchConf) -> np.ndarray:
@@ -115,9 +121,11 @@ def fit_geometry(pa: np.ndarray, pb: np.ndarray, conf: MatchConf) -> np.ndarray:
     pb = np.ascontiguousarray(pb, np.float32)
     try:
         if conf.geometry == "fundamental":
-            model, mask = cv2.findFundamentalMat(pa, pb, cv2.USAC_MAGSAC, conf.threshold, 0.999, 10_000)
+            model, mask = cv2.findFundamentalMat(pa, pb, cv2.USAC_MAGSAC, conf.threshold, 0.999, MAX_ITERATIONS)
         else:
-            model, mask = cv2.findHomography(pa, pb, cv2.USAC_MAGSAC, conf.threshold, maxIters=10_000, confidence=0.999)
+            model, mask = cv2.findHomography(
+                pa, pb, cv2.USAC_MAGSAC, conf.threshold, maxIters=MAX_ITERATIONS, confidence=0.999
+            )
     except cv2.error:
         return np.zeros(len(pa), bool)
     if model is None or mask is None:
