@@ -469,9 +469,12 @@ class Index:
 
     # --- search ------------------------------------------------------------------------------------------------
 
-    def search(self, query: Query, k: int = 5, *, mode: str = "all", label: str | None = None) -> list[Match]:
-        """The k images most similar to ``query``, best first (the query itself is never its own match)."""
-        return self.search_many([query], k, mode=mode, label=label)[0].matches
+    def search(
+        self, query: Query, k: int = 5, *, mode: str = "all", label: str | None = None, rerank: int = 0
+    ) -> list[Match]:
+        """The k images most similar to ``query``, best first (the query itself is never its own match);
+        ``rerank`` > 0 re-orders that many of the top by geometric verification (see :meth:`search_many`)."""
+        return self.search_many([query], k, mode=mode, label=label, rerank=rerank)[0].matches
 
     def search_many(
         self,
