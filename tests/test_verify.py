@@ -292,3 +292,17 @@ def test_cli_features_pairs_cluster_search(views: Path, tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert '"inliers"' in res.stdout
+
+
+def test_cluster_verify_cuts_what_the_cosine_joins(views_index: Index) -> None:
+    """Thresholds so low that the cosine rules join every kNN pair into one blob: the verdicts must cut it back
+    into one cluster per picture (the blank image, unverifiable, may join by cosine)."""
+    params = GraphParams(k=5, strong=0.0, weak=0.0, local_ratio=0)
+    plain = cluster_index(views_index, save=False, params=params)
+    assert plain.labels.max() == 0  # one cluster
+    verified = cluster_index(views_index, verify=True, save=False, params=params)
+    names = views_index.names
+    sources = ("temple", "portrait", "flower", "package")
+    label_of = {src: {verified.labels[i] for i, n in enumerate(names) if n.startswith(src + "/")} for src in sources}
+    assert all(len(labs) == 1 for labs in label_of.values())
+    assert len({next(iter(labs)) for labs in label_of.values()}) == 4
