@@ -181,6 +181,11 @@ def search(
     min_score: Annotated[float | None, typer.Option(help="Leave out matches scoring below this cosine.")] = None,
     as_json: JsonOpt = False,
     grid: Annotated[Path | None, typer.Option(help="Write a PNG of the queries and their matches.")] = None,
+    rerank: Annotated[
+        bool, typer.Option("--rerank", help="Re-order the top results by geometric verification (local features).")
+    ] = False,
+    rerank_depth: Annotated[int, typer.Option(help="--rerank: how many of the top results are verified.")] = 100,
+    min_inliers: Annotated[int, typer.Option(help="--rerank: inliers a result needs to count as verified.")] = 15,
 ) -> None:
     """The k indexed images most similar to each query, best first; the filters act inside the search."""
     from lookalike.filters import SearchFilter
@@ -190,7 +195,24 @@ def search(
     mode = "same-class" if same_class else "other-classes" if other_classes else "all"
     where = SearchFilter.parse(after=after, before=before, near=near, path=path, label=with_label, min_score=min_score)
     idx = _open_index(index)
-    results = idx.search_many([str(q) for q in queries], k, mode=mode, label=label, where=where or None)
+    verify = None
+    if rerank:
+        from lookalike.index import RERANK_KEYPOINTS
+        from lookalike.verify import MatchConf
+
+        verify = MatchConf(min_inliers=min_inliers, keypoints=RERANK_KEYPOINTS)
+        missing = len(idx.features.missing())
+        if missing:  # the first re-ranked search computes what it needs; say why it is slow
+            err.print(f"{missing} indexed image(s) have no local features yet; `lookalike features` computes them all")
+    results = idx.search_many(
+        [str(q) for q in queries],
+        k,
+        mode=mode,
+        label=label,
+        where=where or None,
+        rerank=rerank_depth if rerank else 0,
+        verify=verify,
+    )
     if as_json:
         for r in results:
             _print_json(r.to_dict())
@@ -200,10 +222,13 @@ def search(
             table = Table(title=title, title_justify="left")
             table.add_column("#", justify="right")
             table.add_column("score", justify="right")
+            if rerank:
+                table.add_column("inliers", justify="right")
             table.add_column("label")
             table.add_column("path")
             for m in r.matches:
-                table.add_row(str(m.rank), f"{m.score:.4f}", escape(m.label or ""), _shown(m.name))
+                extra = [("–" if m.inliers is None else str(m.inliers))] if rerank else []
+                table.add_row(str(m.rank), f"{m.score:.4f}", *extra, escape(m.label or ""), _shown(m.name))
             out.print(table)
             if r.note:
                 err.print(f"[yellow]{escape(r.note)}[/]", soft_wrap=True)
@@ -493,15 +518,62 @@ def pairs(
     index: IndexOpt = Path(".lookalike"),
     num_matched: Annotated[int, typer.Option("--num-matched", "-n", help="Neighbours per image.")] = 10,
     min_score: Annotated[float | None, typer.Option(help="Drop pairs with a lower cosine similarity.")] = None,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Keep only pairs whose local features agree geometrically.")
+    ] = False,
+    min_inliers: Annotated[int, typer.Option(help="--verify: inliers a pair needs to be kept.")] = 15,
+    workers: Annotated[int | None, typer.Option(help="--verify: threads matching pairs [cores, at most 4].")] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """hloc-style retrieval pairs: "name1 name2 score" per line, each unordered pair once (names relative to the
-    photo folder)."""
-    from lookalike.cluster import similar_pairs
-
+    photo folder); with --verify "name1 name2 score inliers", verified pairs only."""
     idx = _open_index(index)
-    lines = [f"{a} {b} {s:.4f}\n" for a, b, s in similar_pairs(idx.vectors, idx.names, num_matched, min_score)]
+    if not verify:
+        lines = [f"{a} {b} {s:.4f}\n" for a, b, s in idx.pairs(num_matched, min_score=min_score)]
+        sys.stdout.write("".join(lines))
+        err.print(f"{len(lines)} pairs of {len(idx)} images")
+        return
+    from lookalike.verify import MatchConf
+
+    notes: list[str] = []
+    found = idx.pairs(
+        num_matched,
+        min_score=min_score,
+        verify=MatchConf(min_inliers=min_inliers),
+        workers=workers,
+        progress=not quiet,
+        notes=notes,
+    )
+    lines = [f"{p.name_a} {p.name_b} {p.score:.4f} {p.verdict.inliers}\n" for p in found if p.verdict.verified]
     sys.stdout.write("".join(lines))
-    err.print(f"{len(lines)} pairs of {len(idx)} images")
+    for note in notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
+    err.print(f"{len(lines)} verified pairs of {len(found)} candidates among {len(idx)} images")
+
+
+@app.command()
+def features(
+    index: IndexOpt = Path(".lookalike"),
+    max_keypoints: Annotated[
+        int | None, typer.Option(help="Strongest keypoints kept per image [2048, or as stored].")
+    ] = None,
+    resolution: Annotated[int | None, typer.Option(help="Long side SIFT runs at, pixels [1024, or as stored].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Threads extracting features [cores, at most 4].")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Compute and cache local features (RootSIFT) of every indexed image that has none yet."""
+    idx = _open_index(index)
+    before = len(idx.features.missing())
+    cache = idx.local_features(max_keypoints=max_keypoints, resolution=resolution, workers=workers, progress=not quiet)
+    for note in cache.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
+    for i, reason in sorted(cache.failed.items()):
+        err.print(f"  [yellow]skipped[/] {idx.names[i]}: {reason}", highlight=False)
+    conf = cache.conf
+    err.print(
+        f"local features: {len(idx) - len(cache.failed)} of {len(idx)} images ({before - len(cache.failed)} computed now), "
+        f"{conf.max_keypoints} keypoints at {conf.resolution} px, {_human_bytes(cache.disk_bytes())} on disk"
+    )
 
 
 @app.command()
@@ -539,6 +611,12 @@ def cluster(
     export: Annotated[Path | None, typer.Option(help="Write cluster folders, contact sheets, index.html here.")] = None,
     link: Annotated[bool, typer.Option(help="--export: symbolic links instead of copies.")] = False,
     hardlink: Annotated[bool, typer.Option(help="--export: hard links instead of copies.")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Geometric verification of the kNN pairs decides the edges (graph).")
+    ] = False,
+    min_inliers: Annotated[int, typer.Option(help="--verify: inliers a pair needs to be one place.")] = 15,
+    workers: Annotated[int | None, typer.Option(help="--verify: threads matching pairs [cores, at most 4].")] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Group an index's photos (one cluster per object/place); the result is saved as clusters.json in the index."""
     from lookalike.cluster import GraphParams, cluster_index, export_clusters, suggest
@@ -562,7 +640,21 @@ def cluster(
     params = GraphParams(
         k, strong, weak, merge_links, merge_ratio, gps_count, gps_distance, min_size, mutual, local_ratio
     )
-    result = cluster_index(idx, method, params=params, hdbscan_size=hdbscan_size, pca=pca)
+    match_conf = None
+    if verify:
+        from lookalike.verify import MatchConf
+
+        match_conf = MatchConf(min_inliers=min_inliers)
+    result = cluster_index(
+        idx,
+        method,
+        params=params,
+        hdbscan_size=hdbscan_size,
+        pca=pca,
+        verify=match_conf,
+        workers=workers,
+        progress=not quiet,
+    )
     for note in result.notes:
         err.print(f"[yellow]note:[/] {note}", highlight=False)
     data = result.to_dict()

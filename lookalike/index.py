@@ -24,16 +24,32 @@ from PIL import Image
 from lookalike.config import IndexConfig, RunOptions, split_settings
 from lookalike.distributed import ray_describe_files, require_ray
 from lookalike.embed import Batch, Describer
-from lookalike.errors import ImageError, IndexMismatchError, LookalikeError
+from lookalike.errors import ConfigError, ImageError, IndexMismatchError, LookalikeError
 from lookalike.filters import FilterColumns, SearchFilter
 from lookalike.images import IMAGE_EXTENSIONS, content_hash, decode, discover, read_file
 from lookalike.models.quantize import INT8_FILE
 from lookalike.progress import bar
 from lookalike.search import VectorSearch, open_searcher, refresh_ann
-from lookalike.store import INDEX_DIRNAME, Store, make_table, names_of, plan_update, with_labels
+from lookalike.store import FEATURES_DIR, INDEX_DIRNAME, Store, make_table, names_of, plan_update, with_labels
+from lookalike.verify import (
+    UNKNOWN,
+    FeatureCache,
+    FeatureConf,
+    Features,
+    MatchConf,
+    VerifiedPair,
+    extract,
+    judge,
+    match_points,
+    verified_pairs,
+    verify_against,
+)
 from lookalike.vocab import check_same_vocabulary, ensure_vocabulary, fit_pending_post
 
 MODES = ("all", "same-class", "other-classes")
+RERANK_KEYPOINTS = 512
+"""Re-ranking matches each image's strongest 512 keypoints (of 2,048 stored): a sixteenth of the matching work of
+all of them, so depth 100 fits a query's time budget (BENCHMARKS.md, places, compares 512 and 1,024)."""
 
 Query = str | os.PathLike[str] | Image.Image | np.ndarray
 
@@ -48,6 +64,7 @@ class Match:
     rank: int
     id: int
     name: str
+    inliers: int | None = None  # geometric verification against the query (re-ranked searches only)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -316,6 +333,8 @@ class Index:
         store.commit(with_labels(table, store.meta.get("labels", "folders")), skipped)
         report.skipped = [(s["path"], s["reason"]) for s in skipped]
         fit_pending_post(store, describer)
+        if (store.path / FEATURES_DIR).is_dir():  # local features of files changed or gone are stale
+            FeatureCache(store).prune()
         self._views.clear()
         return report
 
@@ -482,12 +501,14 @@ class Index:
         mode: str = "all",
         label: str | None = None,
         where: SearchFilter | None = None,
+        rerank: int = 0,
     ) -> list[Match]:
         """The k images most similar to ``query``, best first (the query itself is never its own match).
 
-        ``where`` restricts the images searched (capture time, place, path, label) and the lowest score returned.
+        ``where`` restricts the images searched (capture time, place, path, label) and the lowest score returned;
+        ``rerank`` > 0 re-orders that many of the top by geometric verification (see :meth:`search_many`).
         """
-        return self.search_many([query], k, mode=mode, label=label, where=where)[0].matches
+        return self.search_many([query], k, mode=mode, label=label, where=where, rerank=rerank)[0].matches
 
     @property
     def filter_columns(self) -> FilterColumns:
@@ -515,10 +536,20 @@ class Index:
         label: str | None = None,
         exclude: Sequence[Sequence[int]] | None = None,
         where: SearchFilter | None = None,
+        rerank: int = 0,
+        verify: MatchConf | None = None,
+        query_images: Sequence[Image.Image | None] | None = None,
     ) -> list[SearchResult]:
         """Search for several queries; ``exclude`` adds, per query, ids that are the query itself (e.g. an indexed
         image given by its vector) to those found from its file. ``where`` filters inside the search: k matches
-        come back whenever k images pass it, and when none can the result says why in ``note``."""
+        come back whenever k images pass it, and when none can the result says why in ``note``.
+
+        ``rerank``: the top ``rerank`` by cosine are verified geometrically against the query and re-ordered,
+        verified ones first by inliers (ties by cosine), then the rest by cosine; each match reports its inliers.
+        Local features of indexed images are computed and cached where missing. A query given as a vector needs
+        its image in ``query_images`` (or must be an indexed image, named in ``exclude``)."""
+        if rerank < 0:
+            raise ConfigError(f"rerank depth must not be negative, got {rerank}", setting="rerank_depth")
         if mode not in MODES:
             raise LookalikeError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
         if len(self) == 0:
@@ -549,7 +580,8 @@ class Index:
             if allowed is not None and not len(allowed):
                 results.append(SearchResult(qname, [], mode, qclass, source, shown, note))
                 continue
-            scores, ids = self.searcher.search(vectors[qi : qi + 1], k, allowed=allowed, exclude=[exclude[qi]])
+            depth = max(k, rerank)
+            scores, ids = self.searcher.search(vectors[qi : qi + 1], depth, allowed=allowed, exclude=[exclude[qi]])
             found = ids[0] >= 0
             if where is not None and where.min_score is not None:
                 keep = found & (scores[0] >= where.min_score)
@@ -562,10 +594,130 @@ class Index:
                 Match(str(root / names[i]), float(s), labels[i], r + 1, int(i), names[i])
                 for r, (s, i) in enumerate(zip(scores[0][found], ids[0][found], strict=True))
             ]
+            if rerank:
+                image = query_images[qi] if query_images is not None else None
+                matches = self.rerank(self._query_features(q, image, exclude[qi]), matches, verify)
+            matches = matches[:k]
             if not matches and note is None and where:
                 note = "no image other than the query passes the filter"
             results.append(SearchResult(qname, matches, mode, qclass, source, shown, note))
         return results
+
+    # --- geometric verification ---------------------------------------------------------------------------------
+
+    @property
+    def features(self) -> FeatureCache:
+        """The local features of the indexed images (computed on demand, cached in the index folder)."""
+        return self._view("features", lambda: FeatureCache(self.store))
+
+    def local_features(
+        self,
+        *,
+        max_keypoints: int | None = None,
+        resolution: int | None = None,
+        workers: int | None = None,
+        progress: bool = False,
+    ) -> FeatureCache:
+        """Compute and cache the local features of every indexed image that has none yet.
+
+        Settings left out follow the features already stored (else the defaults); changing one recomputes all."""
+        stored = self.features.conf
+        conf = FeatureConf(
+            stored.max_keypoints if max_keypoints is None else max_keypoints,
+            stored.resolution if resolution is None else resolution,
+        )
+        cache = self.features if conf == stored else FeatureCache(self.store, conf)
+        if cache is not self.features:
+            self._views[("features", id(self.store.table))] = cache
+        cache.ensure(workers=workers, progress=progress)
+        cache.prune()
+        return cache
+
+    def _query_features(self, query: Query, image: Image.Image | None, self_ids: Sequence[int]) -> Features:
+        """Local features of a query, made as the index's were: an indexed image's cached ones, else extracted."""
+        cache = self.features
+        if image is None and self_ids:
+            feats = cache.get(self_ids[0])
+            if feats is not None:
+                return feats
+        if image is None:
+            if isinstance(query, Image.Image):
+                image = query
+            elif isinstance(query, np.ndarray):
+                raise LookalikeError("re-ranking needs the query image, not only its vector")
+            else:
+                image = decode(read_file(query), str(query), target=cache.conf.resolution)[0]
+        return extract(image, cache.conf)
+
+    def rerank(self, query: Features, matches: list[Match], verify: MatchConf | None = None) -> list[Match]:
+        """``matches`` re-ordered by geometric verification against ``query``: verified (inliers ≥ min_inliers)
+        first by inliers, ties and the rest by cosine; ranks renumbered, inliers filled in."""
+        conf = verify or MatchConf(keypoints=RERANK_KEYPOINTS)
+        verdicts = verify_against(query, self.features, [m.id for m in matches], conf)
+        for m, v in zip(matches, verdicts, strict=True):
+            m.inliers = None if v.status == UNKNOWN else v.inliers
+        good = {m.id for m, v in zip(matches, verdicts, strict=True) if v.verified}
+        ordered = sorted(matches, key=lambda m: (m.id not in good, -(m.inliers or 0) if m.id in good else 0, -m.score))
+        for r, m in enumerate(ordered, start=1):
+            m.rank = r
+        return ordered
+
+    def match_pair(self, a: int, b: int, verify: MatchConf | None = None) -> dict[str, Any]:
+        """The verdict on two indexed images and their tentative matches in each image's own pixels (for drawing):
+        ``matches`` rows are (xa, ya, xb, yb, inlier)."""
+        n = len(self)
+        for i in (a, b):
+            if not 0 <= i < n:
+                raise LookalikeError(f"no image with id {i}; ids run from 0 to {n - 1}")
+        conf = verify or MatchConf()
+        cache = self.features
+        cache.ensure([a, b])
+        fa, fb = cache.get(a), cache.get(b)
+        widths, heights = self._view("sizes", lambda: (self.store.column("width"), self.store.column("height")))
+        out: dict[str, Any] = {
+            "a": a,
+            "b": b,
+            "size_a": [widths[a], heights[a]],
+            "size_b": [widths[b], heights[b]],
+            "matches": [],
+        }
+        if fa is None or fb is None or not fa.usable or not fb.usable:
+            return {**out, "status": UNKNOWN, "inliers": 0, "tentative": 0}
+        pa, pb, mask = match_points(fa, fb, conf)
+        sa = np.array([widths[a] / fa.size[0], heights[a] / fa.size[1]], np.float32)
+        sb = np.array([widths[b] / fb.size[0], heights[b] / fb.size[1]], np.float32)
+        rows = np.concatenate([pa * sa, pb * sb, mask[:, None]], axis=1) if len(pa) else np.zeros((0, 5))
+        verdict = judge(int(mask.sum()), len(pa), conf)
+        return {
+            **out,
+            "status": verdict.status,
+            "inliers": verdict.inliers,
+            "tentative": verdict.matches,
+            "matches": [[round(float(v), 1) for v in r[:4]] + [bool(r[4])] for r in rows],
+        }
+
+    def pairs(
+        self,
+        num_matched: int = 10,
+        *,
+        min_score: float | None = None,
+        verify: MatchConf | bool = False,
+        workers: int | None = None,
+        progress: bool = False,
+        notes: list[str] | None = None,
+    ) -> list[VerifiedPair] | list[tuple[str, str, float]]:
+        """hloc-style retrieval pairs (name, name, cosine); with ``verify``, every candidate pair verified
+        geometrically (features computed first where missing), as :class:`~lookalike.verify.VerifiedPair`."""
+        if not verify:
+            from lookalike.cluster import similar_pairs
+
+            return similar_pairs(self.vectors, self.names, num_matched, min_score)
+        if num_matched < 1:
+            raise ConfigError(f"num_matched must be at least 1, got {num_matched}", setting="num_matched")
+        conf = MatchConf() if verify is True else verify
+        return verified_pairs(
+            self.store, num_matched, min_score=min_score, conf=conf, workers=workers, progress=progress, notes=notes
+        )
 
     def query_class(
         self, query: Query, vector: np.ndarray, given: str | None, self_ids: Sequence[int]

@@ -259,3 +259,43 @@ def mistakes_png(
     fig.suptitle(f"{true_class} misclassified as (probability)", fontsize=11)
     fig.tight_layout()
     return save_figure(fig, out)
+
+
+def match_png(
+    a: str | os.PathLike[str] | Image.Image,
+    b: str | os.PathLike[str] | Image.Image,
+    matches: Sequence[Sequence[float]],
+    sizes: tuple[tuple[int, int], tuple[int, int]],
+    *,
+    height: int = 360,
+    title: str | None = None,
+) -> bytes:
+    """Two images side by side with their matched keypoints joined: inliers of the geometric fit in green, the
+    other tentative matches faintly in red. ``matches`` rows are (xa, ya, xb, yb, inlier) in each image's original
+    pixels, whose (width, height) ``sizes`` gives."""
+    import io
+
+    from PIL import ImageDraw
+
+    def load(src: str | os.PathLike[str] | Image.Image) -> Image.Image:
+        img = src.convert("RGB") if isinstance(src, Image.Image) else load_image(src, target=height)
+        return img.resize((max(1, round(img.width * height / img.height)), height))
+
+    ia, ib = load(a), load(b)
+    top = 22 if title else 0
+    canvas = Image.new("RGB", (ia.width + 8 + ib.width, height + top), (24, 24, 24))
+    canvas.paste(ia, (0, top))
+    canvas.paste(ib, (ia.width + 8, top))
+    draw = ImageDraw.Draw(canvas, "RGBA")
+    if title:
+        draw.text((6, 4), title, fill=(235, 235, 235))
+    sa, sb, dx = ia.width / sizes[0][0], ib.width / sizes[1][0], ia.width + 8
+    for xa, ya, xb, yb, inlier in sorted(matches, key=lambda r: bool(r[4])):  # inliers drawn last, on top
+        colour = (60, 220, 90, 220) if inlier else (230, 60, 60, 70)
+        pa, pb = (xa * sa, ya * sa + top), (dx + xb * sb, yb * sb + top)
+        draw.line([pa, pb], fill=colour, width=1)
+        for x, y in (pa, pb):
+            draw.ellipse([x - 2, y - 2, x + 2, y + 2], outline=colour)
+    buf = io.BytesIO()
+    canvas.save(buf, "PNG")
+    return buf.getvalue()

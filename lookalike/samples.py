@@ -317,3 +317,38 @@ def write_dng(
     path = Path(path)
     path.write_bytes(bytes(out))
     return path
+
+def perspective_view(
+    img: Image.Image, rng: np.random.Generator, size: int = 400, strength: float = 0.12
+) -> Image.Image:
+    """The picture as seen by another camera: each corner moved by up to ``strength`` of the side (a homography, the
+    view change of a flat façade), then scaled to ``size`` on the long side."""
+    import cv2
+
+    w, h = img.size
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    dst = src + rng.uniform(-strength, strength, (4, 2)).astype(np.float32) * np.float32([w, h])
+    dst -= dst.min(axis=0)
+    out_w, out_h = (int(v) for v in np.ceil(dst.max(axis=0)))
+    warped = cv2.warpPerspective(
+        np.asarray(img.convert("RGB")),
+        cv2.getPerspectiveTransform(src, dst),
+        (out_w, out_h),
+        borderValue=(127, 127, 127),
+    )
+    view = Image.fromarray(warped)
+    view.thumbnail((size, size))
+    return view
+
+
+def make_views(out_dir: str | os.PathLike[str], per_source: int = 4, size: int = 400, seed: int = 0) -> Path:
+    """``out_dir/<source>/<source>_NN.jpg``: several perspective views of each sample photo, the test bed for
+    geometric verification (views of one photo share hundreds of verified keypoints, of two photos none)."""
+    out = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    for name, src in source_photos().items():
+        img = Image.open(src).convert("RGB")
+        (out / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_source):
+            perspective_view(img, rng, size).save(out / name / f"{name}_{i:02d}.jpg", quality=90)
+    return out

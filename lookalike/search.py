@@ -210,6 +210,28 @@ def knn_graph(
     return all_ids, all_scores
 
 
+def knn_pairs(
+    vectors: np.ndarray, num_matched: int = 10, min_score: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """hloc-style retrieval pairs: each vector with its ``num_matched`` most similar others, each unordered pair once
+    as ids (a, b) with a < b and their cosine; ordered by a, then by decreasing score."""
+    ids, scores = knn_graph(vectors, num_matched)
+    n, k = ids.shape
+    i = np.repeat(np.arange(n), k)
+    j, s = ids.ravel(), scores.ravel()
+    ok = j >= 0
+    if min_score is not None:
+        ok &= s >= min_score
+    a, b, s = np.minimum(i, j)[ok], np.maximum(i, j)[ok], s[ok]
+    order = np.lexsort((-s, b, a))
+    a, b, s = a[order], b[order], s[order]
+    first = np.ones(len(a), bool)
+    first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    a, b, s = a[first], b[first], s[first]
+    order = np.lexsort((b, -s, a))
+    return a[order], b[order], s[order]
+
+
 # --- approximate search for large indexes ----------------------------------------------------------------
 
 #: ``--ann auto`` stays exact below this many vectors. Measured (BENCHMARKS.md, scale; 1280-d, 2 shared cores):

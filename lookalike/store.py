@@ -12,6 +12,7 @@ Layout of an index folder (``PHOTOS_DIR/.lookalike`` by default)::
     parts/           checkpoints of a run in progress; merged into images.parquet when the run ends, and picked up
                      by the next run if this one was killed
     lock             held by the process updating the index
+    features/        local features (SIFT keypoints) per image content hash, for geometric verification
 
 Every file is written to a temporary name and renamed into place, so a reader (or a crash) sees the old state or
 the new one, never half of either.
@@ -66,6 +67,7 @@ MAP_FILE = "map.npz"
 THUMBNAILS_DIR = "thumbnails"
 DECISIONS_FILE = "decisions.json"
 JOURNALS_DIR = "journals"
+FEATURES_DIR = "features"
 INDEX_FILES: dict[str, tuple[str, str]] = {
     META_FILE: ("lookalike.store", "format, photo root, model, pooling, resolution, vector size, label rule"),
     TABLE_FILE: ("lookalike.store", "one row per image: path, size, mtime, hash, label, EXIF, vector"),
@@ -83,6 +85,10 @@ INDEX_FILES: dict[str, tuple[str, str]] = {
     THUMBNAILS_DIR: ("lookalike.server", "the web page's thumbnail cache"),
     DECISIONS_FILE: ("lookalike.cluster", "duplicate decisions (not duplicates, keep all) by content hash"),
     JOURNALS_DIR: ("lookalike.cluster", "one journal per applied dedupe plan: each step, for resume and undo"),
+    FEATURES_DIR: (
+        "lookalike.verify",
+        "local features (RootSIFT) per image content hash, and the settings that made them",
+    ),
 }
 
 META_FIELDS: list[tuple[str, pa.DataType]] = [

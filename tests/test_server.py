@@ -833,3 +833,46 @@ def test_duplicates_view_decisions_and_plan_download_move_nothing(built: Path, t
             c.post("/api/duplicates/decisions", data={"kind": "keep-all", "ids": [ids[0], 10_000]}).status_code == 404
         )
     assert files() == before  # the page never moves or deletes anything
+
+# --- geometric verification ---------------------------------------------------------------------------------------
+
+
+def test_rerank_reports_inliers_and_puts_verified_matches_first(client: TestClient, server_index: Index) -> None:
+    i = server_index.names.index(next(n for n in server_index.names if n.startswith("temple/")))
+    plain = client.get("/api/search", params={"id": i, "k": 5}).json()
+    assert all(m["inliers"] is None for m in plain["matches"]) and plain["rerank"] == 0
+    r = client.post("/api/search", data={"id": i, "k": 5, "rerank": 20})
+    assert r.status_code == 200, r.text
+    matches = r.json()["matches"]
+    assert len(matches) == 5 and all("inliers" in m for m in matches)
+    counts = [m["inliers"] or 0 for m in matches]
+    assert counts[0] >= 15 and matches[0]["name"].startswith("temple/")
+    verified = [c >= 15 for c in counts]
+    assert verified == sorted(verified, reverse=True)  # no unverified match above a verified one
+    assert client.post("/api/search", data={"id": i, "rerank": 10_000}).status_code == 422
+
+
+def test_rerank_of_an_upload_uses_its_own_pixels(client: TestClient, server_index: Index) -> None:
+    path = next(p for p in server_index.paths if p.parent.name == "temple")
+    img = Image.open(path).rotate(2)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=92)
+    r = client.post("/api/search", data={"k": 3, "rerank": 10}, files={"file": ("q.jpg", buf.getvalue(), "image/jpeg")})
+    assert r.status_code == 200, r.text
+    assert r.json()["matches"][0]["inliers"] >= 15
+
+
+def test_match_coordinates_and_picture(client: TestClient, server_index: Index) -> None:
+    temples = [i for i, n in enumerate(server_index.names) if n.startswith("temple/")]
+    r = client.get("/api/matches", params={"a": temples[0], "b": temples[1]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] in ("match", "no-match", "unknown")
+    assert body["inliers"] == sum(1 for row in body["matches"] if row[4])
+    w, h = body["size_a"]
+    assert all(len(row) == 5 and 0 <= row[0] <= w and 0 <= row[1] <= h for row in body["matches"])
+    png = client.get("/api/matches.png", params={"a": temples[0], "b": temples[1]})
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(png.content)).width > 100
+    bad = client.get("/api/matches", params={"a": temples[0], "b": 10_000})
+    assert bad.status_code == 404 and "no image with id" in bad.json()["error"]

@@ -24,7 +24,7 @@ from lookalike.aggregate import l2_normalize
 from lookalike.cluster.gps import gps_merge
 from lookalike.cluster.labels import components, relabel
 from lookalike.errors import ConfigError, LookalikeError
-from lookalike.search import knn_graph
+from lookalike.search import knn_pairs
 
 # Adaptive thresholds (see suggest_thresholds): background = 75th percentile of random-pair similarity, "same group"
 # = median nearest-neighbour similarity; strong and weak sit at these fractions of the way from one to the other.
@@ -236,8 +236,14 @@ def graph_labels(
     lat: np.ndarray | None = None,
     lon: np.ndarray | None = None,
     notes: list[str] | None = None,
+    verdict: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Labels (-1 = noise) from a kNN graph; ``params.strong``/``weak`` must be set (see ``suggest_thresholds``)."""
+    """Labels (-1 = noise) from a kNN graph; ``params.strong``/``weak`` must be set (see ``suggest_thresholds``).
+
+    ``verdict`` (same shape as ``ids``; 1 verified, -1 refuted, 0 unknown) lets geometric verification decide the
+    edges it could judge: a verified pair is a strong edge whatever its cosine or mutuality, a refuted pair is no
+    edge at all (two look-alike façades), and only unknown pairs (an image too flat to verify) keep the cosine rules.
+    """
     notes = notes if notes is not None else []
     n = len(ids)
     strong, weak = float(params.strong), float(params.weak)  # type: ignore[arg-type]
@@ -246,12 +252,17 @@ def graph_labels(
     if not 0 <= params.local_ratio <= 1:
         raise ConfigError(f"local ratio must be between 0 and 1, got {params.local_ratio}")
     scores = local_prune(ids, scores, params.local_ratio)
+    if verdict is not None:
+        scores = np.where(verdict > 0, np.maximum(scores, 1.0), np.where(verdict < 0, 0, scores)).astype(np.float32)
     graph = similarity_graph(ids, scores)
     weak_g = _threshold(graph, weak)
 
     # 1. strong components (optionally over mutual neighbours only: i in j's k nearest and j in i's)
     core = similarity_graph(ids, scores, mutual=True) if params.mutual else graph
-    labels = components(_threshold(core, strong))
+    core = _threshold(core, strong)
+    if verdict is not None:  # verified pairs are strong edges in both directions, neighbours mutually or not
+        core = core.maximum(_threshold(similarity_graph(ids, np.where(verdict > 0, 1.0, 0.0)), 0.5))
+    labels = components(core)
     sizes = np.bincount(labels, minlength=n)
 
     # 2. grow: a photo alone in its component joins the cluster of its most similar weak neighbour; repeated so a
@@ -328,18 +339,5 @@ def similar_pairs(
         raise ConfigError(f"number of matched neighbours must be at least 1, got {num_matched}")
     if len(names) < 2:
         raise LookalikeError(f"the index has {len(names)} image(s); pairs need at least 2")
-    ids, scores = knn_graph(vectors, num_matched)
-    n, k = ids.shape
-    i = np.repeat(np.arange(n), k)
-    j, s = ids.ravel(), scores.ravel()
-    ok = j >= 0
-    if min_score is not None:
-        ok &= s >= min_score
-    a, b, s = np.minimum(i, j)[ok], np.maximum(i, j)[ok], s[ok]
-    order = np.lexsort((-s, b, a))
-    a, b, s = a[order], b[order], s[order]
-    first = np.ones(len(a), bool)
-    first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
-    a, b, s = a[first], b[first], s[first]
-    order = np.lexsort((b, -s, a))
-    return [(names[a[x]], names[b[x]], float(s[x])) for x in order]
+    a, b, s = knn_pairs(vectors, num_matched, min_score)
+    return [(names[x], names[y], float(z)) for x, y, z in zip(a, b, s, strict=True)]

@@ -19,6 +19,7 @@ from lookalike.errors import ConfigError, LookalikeError
 from lookalike.io import atomic_write_json
 from lookalike.search import knn_graph
 from lookalike.store import CLUSTERS_FILE
+from lookalike.verify import MATCH, NO_MATCH, FeatureCache, FeatureConf, MatchConf, verify_pairs
 
 if TYPE_CHECKING:
     from lookalike.index import Index
@@ -36,6 +37,7 @@ class ClusterResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     lat: np.ndarray | None = None
     lon: np.ndarray | None = None
+    unverifiable: list[str] = field(default_factory=list)
 
     def clusters(self) -> list[dict[str, Any]]:
         out = []
@@ -59,6 +61,7 @@ class ClusterResult:
             "method": self.method,
             "params": self.params,
             "notes": self.notes,
+            "unverifiable": self.unverifiable,
         }
 
 
@@ -105,10 +108,22 @@ def cluster_index(
     hdbscan_size: int = 5,
     pca: int | None = None,
     save: bool = True,
+    verify: MatchConf | bool | None = None,
+    features: FeatureConf | None = None,
+    workers: int | None = None,
+    progress: bool = False,
 ) -> ClusterResult:
-    """Cluster an index's images; saves the result as ``clusters.json`` in the index folder (see load_clusters)."""
+    """Cluster an index's images; saves the result as ``clusters.json`` in the index folder (see load_clusters).
+
+    ``verify`` (True, or a :class:`~lookalike.verify.MatchConf`): the graph method's kNN pairs are verified
+    geometrically (local features computed and cached first where missing) and the verdicts decide the edges; the
+    cosine only proposes candidates. Images too flat to verify keep the cosine rules and are listed in
+    ``unverifiable``."""
     if method not in ("graph", "hdbscan"):
         raise ConfigError(f"clustering method must be 'graph' or 'hdbscan', got {method!r}")
+    if verify and method != "graph":
+        raise ConfigError("geometric verification works with the graph method, not hdbscan", setting="verify")
+    match_conf = MatchConf() if verify is True else verify or None
     _check_size(index)
     params = params or GraphParams()
     if params.k < 1:
@@ -132,8 +147,13 @@ def cluster_index(
         if params.strong is None or params.weak is None:
             notes.append(f"thresholds from the similarity distribution: strong {strong:.4f}, weak {weak:.4f}")
         p = GraphParams(**{**params.__dict__, "strong": strong, "weak": weak})
-        labels = graph_labels(ids, scores, p, lat=lat, lon=lon, notes=notes)
+        verdict, unverifiable = None, []
+        if match_conf is not None:
+            verdict, unverifiable = _verdicts(index, ids, match_conf, features, workers, progress, notes)
+        labels = graph_labels(ids, scores, p, lat=lat, lon=lon, notes=notes, verdict=verdict)
         used = {"method": "graph", **p.__dict__}
+        if match_conf is not None:
+            used["verify"] = match_conf.to_dict()
     else:
         labels = relabel(
             hdbscan_labels(vectors, hdbscan_size, second_min_size=max(2, params.min_size), pca=pca), params.min_size
@@ -142,9 +162,44 @@ def cluster_index(
     metrics = _basic_metrics(labels, time.perf_counter() - started)
     metrics.update(label_metrics(labels, index.labels))
     result = ClusterResult(labels, index.names, method, used, notes, metrics, lat, lon)
+    if match_conf is not None:
+        result.unverifiable = unverifiable
     if save:
         atomic_write_json(index.store.path / CLUSTERS_FILE, result.to_dict())
     return result
+
+
+def _verdicts(
+    index: Index,
+    ids: np.ndarray,
+    conf: MatchConf,
+    features: FeatureConf | None,
+    workers: int | None,
+    progress: bool,
+    notes: list[str],
+) -> tuple[np.ndarray, list[str]]:
+    """Verify each unordered kNN pair once; the verdicts laid out like ``ids`` (1 verified, -1 refuted, 0 unknown),
+    and the names of images whose pairs could not be verified (too few keypoints, unreadable)."""
+    n, k = ids.shape
+    i = np.repeat(np.arange(n), k)
+    j = ids.ravel()
+    ok = j >= 0
+    lo, hi = np.minimum(i, j)[ok], np.maximum(i, j)[ok]
+    pairs, back = np.unique(np.stack([lo, hi], axis=1), axis=0, return_inverse=True)
+    cache = FeatureCache(index.store, features)
+    found = verify_pairs(cache, pairs[:, 0], pairs[:, 1], conf, workers=workers, progress=progress)
+    code = np.array([1 if v.status == MATCH else -1 if v.status == NO_MATCH else 0 for v in found], np.int8)
+    verdict = np.zeros(n * k, np.int8)
+    verdict[np.flatnonzero(ok)] = code[back.ravel()]
+    notes.extend(cache.notes)
+    flat = cache.unusable()
+    names = index.names
+    notes.append(
+        f"geometric verification of {len(pairs)} kNN pairs: {int((code > 0).sum())} verified, {int((code < 0).sum())} "
+        f"refuted, {int((code == 0).sum())} unknown"
+        + (f"; {len(flat)} image(s) too flat or small to verify keep the cosine rules" if flat else "")
+    )
+    return verdict.reshape(n, k), [names[x] for x in flat]
 
 
 def load_clusters(index: Index | str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -57,6 +57,7 @@ log = logging.getLogger("lookalike.server")
 
 STATIC = Path(__file__).parent / "static"
 MAX_K = 100
+MAX_RERANK = 200
 THUMB_SIZE = 256
 MULTIPART_SLACK = 64 * 1024
 """Room for multipart headers and the small form fields on top of the image itself."""
@@ -74,6 +75,15 @@ NearField = Annotated[str | None, Form(description="Filter: within a radius of a
 PathField = Annotated[str | None, Form(description="Filter: relative path matches this glob, site-a/**.")]
 LabelField = Annotated[str | None, Form(alias="label", description="Filter: only images with this label.")]
 MinScoreField = Annotated[str | None, Form(description="Filter: leave out matches scoring below this cosine.")]
+RerankField = Annotated[
+    int,
+    Form(
+        ge=0,
+        le=MAX_RERANK,
+        description="Re-rank the top this many by geometric verification (local features); 0 = off. Each match "
+        "then carries its inlier count.",
+    ),
+]
 
 T = TypeVar("T")
 
@@ -383,20 +393,51 @@ class Service:
         mode: str,
         label: str | None,
         where: SearchFilter | None = None,
+        rerank: int = 0,
+        data: bytes | None = None,
     ) -> dict[str, Any]:
-        result = self.index.search_many([vec], k, mode=mode, label=label, exclude=[exclude], where=where or None)[0]
+        image = None
+        if rerank and data is not None:  # an upload is verified from its own pixels, at the features' resolution
+            image = decode(data, query.get("name") or "upload", target=self.index.features.conf.resolution)[0]
+        result = self.index.search_many(
+            [vec],
+            k,
+            mode=mode,
+            label=label,
+            exclude=[exclude],
+            where=where or None,
+            rerank=rerank,
+            query_images=[image] if rerank else None,
+        )[0]
         out = {
             "query": query,
             "mode": mode,
             "k": k,
+            "rerank": rerank,
             "query_class": result.query_class,
             "class_source": result.class_source,
             "filter": result.filter,
             "note": result.note,
-            "matches": [{**self.describe_id(m.id), "rank": m.rank, "score": round(m.score, 6)} for m in result.matches],
+            "matches": [
+                {**self.describe_id(m.id), "rank": m.rank, "score": round(m.score, 6), "inliers": m.inliers}
+                for m in result.matches
+            ],
             "prediction": self.predict(vec, exclude, quiet=True),
         }
         return out
+
+    def match_pair(self, a: int, b: int) -> dict[str, Any]:
+        return self.index.match_pair(self.check_id(a), self.check_id(b))
+
+    def match_png(self, a: int, b: int) -> bytes:
+        from lookalike.plots import match_png
+
+        pair = self.match_pair(a, b)
+        title = (
+            f"{self.names[a]}  ↔  {self.names[b]}: {pair['inliers']} inliers of {pair['tentative']} ({pair['status']})"
+        )
+        sizes = (tuple(pair["size_a"]), tuple(pair["size_b"]))
+        return match_png(self.paths[a], self.paths[b], pair["matches"], sizes, title=title)  # type: ignore[arg-type]
 
     def classify(self, vec: np.ndarray, exclude: list[int]) -> list[Any]:
         """``Index.classify`` on a vector; an indexed image (search by id, or an uploaded copy) must not vote for
@@ -793,25 +834,33 @@ def create_app(
             raise HTTPException(413, too_large)
         return data
 
-    async def make_query(file: UploadFile | None, image_id: int | None) -> tuple[np.ndarray, list[int], dict]:
+    async def make_query(
+        file: UploadFile | None, image_id: int | None
+    ) -> tuple[np.ndarray, list[int], dict, bytes | None]:
         if (file is None) == (image_id is None):
             raise HTTPException(
                 422, "send either an image as the multipart field 'file' or the 'id' of an indexed image"
             )
         if image_id is not None:
-            return svc.id_query(svc.check_id(image_id))
+            return (*svc.id_query(svc.check_id(image_id)), None)
         assert file is not None
         data = await read_upload(file)
         name = Path(file.filename or "upload").name or "upload"
-        return await svc.run(svc.upload_query, data, name)
+        return (*await svc.run(svc.upload_query, data, name), data)
 
     async def do_search(
-        file: UploadFile | None, image_id: int | None, k: int, mode: str, label: str | None, where: SearchFilter
+        file: UploadFile | None,
+        image_id: int | None,
+        k: int,
+        mode: str,
+        label: str | None,
+        where: SearchFilter,
+        rerank: int = 0,
     ) -> dict:
         started = time.perf_counter()
-        vec, exclude, query = await make_query(file, image_id)
-        out = await svc.run(svc.search, vec, exclude, query, k, mode, label, where)
-        out["seconds"] = round(time.perf_counter() - started, 4)  # decode, model, search and classify
+        vec, exclude, query, data = await make_query(file, image_id)
+        out = await svc.run(svc.search, vec, exclude, query, k, mode, label, where, rerank, data)
+        out["seconds"] = round(time.perf_counter() - started, 4)  # decode, model, search, re-rank and classify
         return out
 
     @app.post(
@@ -831,11 +880,12 @@ def create_app(
         path: PathField = None,
         with_label: LabelField = None,
         min_score: MinScoreField = None,
+        rerank: RerankField = 0,
     ) -> dict[str, Any]:
         where = SearchFilter.parse(
             after=after, before=before, near=near, path=path, label=with_label, min_score=min_score
         )
-        return await do_search(file, image_id, k, mode, label, where)
+        return await do_search(file, image_id, k, mode, label, where, rerank)
 
     @app.get("/api/search", summary="Look-alikes of an indexed image, by id", responses=errors(*guarded, 400, 404, 422))
     async def search_get(
@@ -849,11 +899,33 @@ def create_app(
         path: Annotated[str | None, Query(description="Filter: relative path glob.")] = None,
         with_label: Annotated[str | None, Query(alias="label", description="Filter: this label only.")] = None,
         min_score: Annotated[str | None, Query(description="Filter: lowest cosine returned.")] = None,
+        rerank: Annotated[int, Query(ge=0, le=MAX_RERANK)] = 0,
     ) -> dict[str, Any]:
         where = SearchFilter.parse(
             after=after, before=before, near=near, path=path, label=with_label, min_score=min_score
         )
-        return await do_search(None, image_id, k, mode, label, where)
+        return await do_search(None, image_id, k, mode, label, where, rerank)
+
+    @app.get(
+        "/api/matches",
+        summary="Matched keypoints of two indexed images and their geometric verdict",
+        responses=errors(*guarded, 404, 422),
+    )
+    async def matches(
+        a: Annotated[int, Query(description="id of the first image")],
+        b: Annotated[int, Query(description="id of the second image")],
+    ) -> dict[str, Any]:
+        """``matches`` rows are (xa, ya, xb, yb, inlier) in each image's own pixels."""
+        return await svc.run(svc.match_pair, a, b)
+
+    @app.get(
+        "/api/matches.png",
+        summary="The two images side by side with their matched keypoints drawn",
+        responses=errors(*guarded, 404, 422, body={"description": "PNG", "content": {"image/png": {}}}),
+    )
+    async def matches_png(a: Annotated[int, Query()], b: Annotated[int, Query()]) -> Response:
+        png = await svc.run(svc.match_png, a, b)
+        return Response(png, media_type="image/png")
 
     @app.post(
         "/api/classify",
@@ -861,7 +933,7 @@ def create_app(
         responses=errors(*guarded, 400, 404, 413, 422),
     )
     async def classify(file: FileField = None, image_id: IdField = None) -> dict[str, Any]:
-        vec, exclude, query = await make_query(file, image_id)
+        vec, exclude, query, _ = await make_query(file, image_id)
         prediction = await svc.run(svc.predict, vec, exclude)
         return {"query": query, **(prediction or {})}
 

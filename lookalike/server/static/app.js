@@ -60,7 +60,8 @@ async function login(event) {
 function params() {
   const k = $("k").value;
   const mode = document.querySelector("input[name=mode]:checked").value;
-  return { k, mode };
+  const rerank = $("rerank") && $("rerank").checked ? 100 : 0;
+  return { k, mode, rerank };
 }
 
 // The filter fields as the API spells them; empty ones are left out (the server validates the rest).
@@ -78,12 +79,13 @@ function filters() {
 
 async function runSearch() {
   if (!state.file && state.id == null) return;
-  const { k, mode } = params();
+  const { k, mode, rerank } = params();
   const seq = ++state.seq;  // only the latest request may draw
   const form = new FormData();
   form.append("k", k);
   form.append("mode", mode);
   for (const [name, value] of Object.entries(filters())) form.append(name, value);
+  form.append("rerank", rerank);
   if (state.id != null) form.append("id", state.id);
   else form.append("file", state.file, state.file.name);
 
@@ -134,8 +136,22 @@ function drawPrediction(prediction) {
   )));
 }
 
+function showMatches(a, b) {
+  // the matched keypoints of the query and one result, drawn by the server (/api/matches.png)
+  const box = el("div", { class: "match-overlay", onclick: () => box.remove(), title: "click to close" },
+    el("img", { src: `/api/matches.png?a=${a}&b=${b}`, alt: "matched keypoints" }));
+  document.body.append(box);
+}
+
 function matchCard(m) {
   const pct = Math.max(0, Math.min(1, m.score)) * 100;
+  const verified = m.inliers != null
+    ? el("span", {
+      class: "chip inliers", text: `${m.inliers} inliers`,
+      title: state.id != null ? "click to see the matched keypoints" : "geometric verification against the query",
+      onclick: state.id != null ? (e) => { e.stopPropagation(); showMatches(state.id, m.id); } : null,
+    })
+    : null;
   return el("button", {
     class: "card match", type: "button", title: `${m.name}\nclick to search from this image`,
     "data-id": m.id, onclick: () => searchById(m.id),
@@ -146,6 +162,7 @@ function matchCard(m) {
     el("div", { class: "info" },
       el("div", { class: "row" },
         el("span", { class: "score", text: m.score.toFixed(3) }),
+        verified,
         m.label ? el("span", { class: "chip", text: m.label, title: m.label }) : null),
       el("div", { class: "scorebar" }, el("div", { style: `width:${pct.toFixed(1)}%` })),
       el("div", { class: "name", text: m.name })),
@@ -349,6 +366,7 @@ async function start() {
     runSearch();
   });
   LookalikeMap.init(searchById);
+  $("rerank").addEventListener("change", runSearch);
   window.addEventListener("hashchange", route);
   $("login-form").addEventListener("submit", login);
   $("dups-download").addEventListener("click", downloadPlan);

@@ -1,0 +1,302 @@
+"""Local features: RootSIFT keypoints of each indexed image, extracted once and cached in the index folder.
+
+A global vector says two photos *look* alike; only local features that agree geometrically say they show the same
+thing (hloc's retrieval → matching → verification). SIFT needs no downloaded weights and is robust to the scale
+and viewpoint changes of photos taken walking round a building; RootSIFT (Arandjelović & Zisserman 2012: L1-
+normalise, square-root) makes Euclidean matching compare descriptors by the Hellinger kernel, which matches better
+at no cost.
+
+Storage: ``features/<content hash>.npz`` per image (keypoint positions as float32, raw SIFT descriptors as uint8,
+the strongest first, plus the image size) and ``features/conf.json`` with the settings that made them. Keyed by
+content hash, so moving or touching a file keeps its features, a changed file gets new ones, and files whose hash is
+no longer indexed are dropped (:meth:`FeatureCache.prune`). A file that does not load is recomputed, never trusted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import threading
+import zipfile
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lookalike.errors import ConfigError, ImageError, LookalikeError
+from lookalike.images import decode, read_file
+from lookalike.io import atomic_write, atomic_write_json
+from lookalike.progress import bar
+from lookalike.store import FEATURES_DIR
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from lookalike.store import Store
+
+CONF_FILE = "conf.json"
+MIN_KEYPOINTS = 50
+"""An image with fewer keypoints (blank, flat, tiny) cannot be verified either way: its pairs are "unknown"."""
+
+
+@dataclass(frozen=True)
+class FeatureConf:
+    """What makes an image's local features; stored beside them so a change recomputes instead of mixing."""
+
+    max_keypoints: int = 2048
+    resolution: int = 1024  # long side, in pixels, SIFT runs on
+
+    def __post_init__(self) -> None:
+        if self.max_keypoints < 8:
+            raise ConfigError(f"max_keypoints must be at least 8, got {self.max_keypoints}", setting="max_keypoints")
+        if self.resolution < 64:
+            raise ConfigError(f"resolution must be at least 64 px, got {self.resolution}", setting="resolution")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": "rootsift", **asdict(self)}
+
+
+@dataclass
+class Features:
+    """One image's keypoints, strongest first: ``xy`` (n, 2) float32 pixels at the extraction scale, ``sift`` (n,
+    128) uint8 raw SIFT, ``size`` (width, height) of the image SIFT saw."""
+
+    xy: np.ndarray
+    sift: np.ndarray
+    size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.xy)
+
+    @property
+    def usable(self) -> bool:
+        return len(self) >= MIN_KEYPOINTS
+
+    def rootsift(self, limit: int | None = None) -> np.ndarray:
+        """L2-unit RootSIFT of the strongest ``limit`` keypoints (all by default), float32."""
+        d = self.sift[:limit].astype(np.float32)
+        d /= d.sum(axis=1, keepdims=True) + 1e-7
+        return np.sqrt(d, out=d)
+
+    def nbytes(self) -> int:
+        return int(self.xy.nbytes + self.sift.nbytes)
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, xy=self.xy, sift=self.sift, size=np.asarray(self.size, np.int32))
+        return buf.getvalue()
+
+    @classmethod
+    def load(cls, path: Path) -> Features:
+        with np.load(path, allow_pickle=False) as z:
+            xy, sift, size = z["xy"], z["sift"], z["size"]
+        if (
+            xy.ndim != 2
+            or xy.shape[1] != 2
+            or sift.shape != (len(xy), 128)
+            or sift.dtype != np.uint8
+            or size.shape != (2,)
+        ):
+            raise ValueError("arrays of the wrong shape")
+        if not np.isfinite(xy).all():
+            raise ValueError("non-finite keypoint positions")
+        return cls(xy.astype(np.float32, copy=False), sift, (int(size[0]), int(size[1])))
+
+
+def grey_array(image: Image.Image, resolution: int) -> tuple[np.ndarray, float]:
+    """8-bit grey pixels with the long side at most ``resolution``, and the factor from original to these pixels."""
+    from PIL import Image as PILImage
+
+    grey = image.convert("L")
+    w, h = grey.size
+    scale = min(1.0, resolution / max(w, h))
+    if scale < 1:
+        grey = grey.resize((max(1, round(w * scale)), max(1, round(h * scale))), PILImage.Resampling.BILINEAR)
+    return np.asarray(grey), scale
+
+
+def extract(image: Image.Image | np.ndarray, conf: FeatureConf | None = None) -> Features:
+    """SIFT keypoints of one image (a PIL image, or 8-bit grey pixels already at the wanted scale)."""
+    import cv2
+
+    conf = conf or FeatureConf()
+    pixels = image if isinstance(image, np.ndarray) else grey_array(image, conf.resolution)[0]
+    sift = cv2.SIFT_create(nfeatures=conf.max_keypoints)
+    keypoints, desc = sift.detectAndCompute(np.ascontiguousarray(pixels, np.uint8), None)
+    h, w = pixels.shape[:2]
+    if desc is None or not keypoints:
+        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), (w, h))
+    response = np.array([k.response for k in keypoints], np.float32)
+    order = np.argsort(-response, kind="stable")[: conf.max_keypoints]
+    xy = np.array([k.pt for k in keypoints], np.float32)[order]
+    # OpenCV's SIFT descriptors are integers 0..255 stored as float: uint8 is exact and a quarter of the size.
+    sift_u8 = np.clip(np.rint(desc[order]), 0, 255).astype(np.uint8)
+    return Features(xy, sift_u8, (w, h))
+
+
+class FeatureCache:
+    """The local features of an index's images: computed on demand for the images a step needs, kept on disk.
+
+    ``conf`` None follows the features already stored (or the defaults when there are none); a different conf
+    than the stored one recomputes everything, since features of two recipes cannot be matched with each other.
+    """
+
+    def __init__(self, store: Store, conf: FeatureConf | None = None, *, memory: int = 256) -> None:
+        self.store = store
+        self.folder = store.path / FEATURES_DIR
+        stored = self._stored_conf()
+        self.conf = conf or stored or FeatureConf()
+        self._stale_conf = stored is not None and stored != self.conf
+        self._memory = memory
+        self._loaded: OrderedDict[str, Features] = OrderedDict()
+        self._lock = threading.Lock()
+        self.notes: list[str] = []
+        self.failed: dict[int, str] = {}
+        self._hashes: list[str] | None = None
+        self.counts: dict[int, int] = {}  # keypoints of every image got so far (which ones were too flat to verify)
+
+    def _stored_conf(self) -> FeatureConf | None:
+        path = self.folder / CONF_FILE
+        if not path.is_file():
+            return None
+        try:
+            d = json.loads(path.read_text())
+            return FeatureConf(int(d["max_keypoints"]), int(d["resolution"]))
+        except (OSError, ValueError, KeyError, TypeError, ConfigError):
+            return None  # unreadable: treated as absent, and rewritten
+
+    @property
+    def hashes(self) -> list[str]:
+        if self._hashes is None or len(self._hashes) != len(self.store):
+            self._hashes = self.store.column("hash")
+        return self._hashes
+
+    def file_of(self, digest: str) -> Path:
+        return self.folder / f"{digest}.npz"
+
+    def missing(self, ids: Sequence[int] | None = None) -> list[int]:
+        """Ids whose features are not on disk (all of them when the stored conf differs from this cache's)."""
+        hashes = self.hashes
+        ids = range(len(hashes)) if ids is None else ids
+        if self._stale_conf:
+            return sorted(set(ids))
+        present = {p.stem for p in self.folder.glob("*.npz")} if self.folder.is_dir() else set()
+        return sorted({i for i in ids if hashes[i] not in present})
+
+    def ensure(self, ids: Sequence[int] | None = None, *, workers: int | None = None, progress: bool = False) -> int:
+        """Compute and store the features of ``ids`` (all images by default) that are not cached; returns how many
+        were computed. Images that cannot be read are recorded in ``failed`` and left uncached (retried next time)."""
+        todo = self.missing(ids)
+        if self._stale_conf:
+            self.notes.append("local features were made with other settings; recomputing them")
+            self.clear()
+            self._stale_conf = False
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not (self.folder / CONF_FILE).is_file() or self._stored_conf() != self.conf:
+            atomic_write_json(self.folder / CONF_FILE, self.conf.to_dict())
+        if not todo:
+            return 0
+        import cv2
+
+        root, names, hashes = self.store.root, self.store.column("path"), self.hashes
+        workers = max(1, workers or min(4, os.cpu_count() or 1))
+
+        def one(i: int) -> tuple[int, Features | None, str | None]:
+            try:
+                img, _ = decode(read_file(root / names[i]), names[i], target=self.conf.resolution)
+                return i, extract(img, self.conf), None
+            except ImageError as exc:
+                return i, None, str(exc)
+
+        previous = cv2.getNumThreads()
+        cv2.setNumThreads(1)  # one image per thread; OpenCV's own threads would only compete with ours
+        done = 0
+        try:
+            with (
+                bar("local features", len(todo), progress) as tick,
+                ThreadPoolExecutor(workers) as pool,
+            ):
+                for i, feats, error in pool.map(one, todo):
+                    if feats is None:
+                        self.failed[i] = error or "unreadable"
+                    else:
+                        atomic_write(self.file_of(hashes[i]), feats.to_bytes())
+                        self._remember(hashes[i], feats)
+                        done += 1
+                    tick.advance()
+        finally:
+            cv2.setNumThreads(previous)
+        if self.failed:
+            self.notes.append(
+                f"{len(self.failed)} image(s) could not be read for local features; their pairs are unknown"
+            )
+        return done
+
+    def clear(self) -> None:
+        if self.folder.is_dir():
+            for p in self.folder.glob("*.npz"):
+                p.unlink(missing_ok=True)
+        self._loaded.clear()
+
+    def prune(self) -> int:
+        """Drop the features of images no longer indexed (deleted, or changed and so re-hashed)."""
+        if not self.folder.is_dir():
+            return 0
+        keep = set(self.hashes)
+        dropped = 0
+        for p in self.folder.glob("*.npz"):
+            if p.stem not in keep:
+                p.unlink(missing_ok=True)
+                dropped += 1
+        return dropped
+
+    def _remember(self, digest: str, feats: Features) -> None:
+        with self._lock:
+            self._loaded[digest] = feats
+            self._loaded.move_to_end(digest)
+            while len(self._loaded) > self._memory:
+                self._loaded.popitem(last=False)
+
+    def get(self, i: int) -> Features | None:
+        """The features of image ``i``, or None if they could not be computed (then its pairs are unknown).
+
+        A file that does not load (truncated, overwritten, wrong arrays) is recomputed on the spot."""
+        digest = self.hashes[i]
+        with self._lock:
+            if digest in self._loaded:
+                self._loaded.move_to_end(digest)
+                self.counts[i] = len(self._loaded[digest])
+                return self._loaded[digest]
+        if i in self.failed:
+            return None
+        path = self.file_of(digest)
+        try:
+            feats = Features.load(path)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            if path.is_file():
+                self.notes.append(f"{path.name}: unreadable local features ({exc}); recomputed")
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            self.ensure([i])
+            if i in self.failed:
+                return None
+            with self._lock:
+                feats = self._loaded.get(digest)
+            if feats is None:
+                raise LookalikeError(f"local features of {self.store.column('path')[i]} could not be stored") from None
+        self._remember(digest, feats)
+        self.counts[i] = len(feats)
+        return feats
+
+    def unusable(self) -> list[int]:
+        """Ids got so far that cannot be verified: unreadable, or fewer than ``MIN_KEYPOINTS`` keypoints."""
+        return sorted({i for i, c in self.counts.items() if c < MIN_KEYPOINTS} | set(self.failed))
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.folder.glob("*.npz")) if self.folder.is_dir() else 0

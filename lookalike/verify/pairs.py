@@ -1,0 +1,178 @@
+"""Verifying many pairs: the kNN candidate pairs of an index (hloc's retrieval pairs, never all pairs), matched and
+verified in batches across cores.
+
+A batch holds the pairs of a few images (pairs are sorted by their first image), so each image's RootSIFT is
+computed once per batch. Matching is a matrix product and the geometric fit is OpenCV; both release the GIL, so
+threads use every core without copying features between processes, and BLAS is held to one thread each so the
+threads do not fight over the cores.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lookalike.errors import ConfigError, LookalikeError
+from lookalike.progress import bar
+from lookalike.search import knn_pairs
+from lookalike.verify.features import FeatureCache, FeatureConf, Features
+from lookalike.verify.match import MATCH, UNKNOWN, MatchConf, Verdict, verify
+
+if TYPE_CHECKING:
+    from lookalike.store import Store
+
+BATCH = 64
+
+
+def _workers(workers: int | None) -> int:
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}", setting="workers")
+    return workers or min(4, os.cpu_count() or 1)
+
+
+def verify_pairs(
+    cache: FeatureCache,
+    a: Sequence[int] | np.ndarray,
+    b: Sequence[int] | np.ndarray,
+    conf: MatchConf | None = None,
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+) -> list[Verdict]:
+    """The verdict of each pair (a[i], b[i]) of image ids, computing the features they need first."""
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    conf = conf or MatchConf()
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    if a.shape != b.shape:
+        raise LookalikeError("pairs need as many first as second images")
+    workers = _workers(workers)
+    cache.ensure(np.unique(np.concatenate([a, b])).tolist(), workers=workers, progress=progress)
+    order = np.lexsort((b, a))
+    batches = [order[s : s + BATCH] for s in range(0, len(order), BATCH)]
+    verdicts: list[Verdict | None] = [None] * len(a)
+
+    def run(batch: np.ndarray) -> list[tuple[int, Verdict]]:
+        desc: dict[int, np.ndarray] = {}
+        out = []
+        for p in batch:
+            i, j = int(a[p]), int(b[p])
+            fi, fj = cache.get(i), cache.get(j)
+            if fi is None or fj is None or not fi.usable or not fj.usable:
+                out.append((int(p), Verdict(UNKNOWN)))
+                continue
+            for x, f in ((i, fi), (j, fj)):
+                if x not in desc:
+                    desc[x] = f.rootsift(conf.keypoints)
+            out.append((int(p), verify(fi, fj, conf, da=desc[i], db=desc[j])))
+        return out
+
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with (
+            threadpool_limits(1),
+            bar("verifying pairs", len(a), progress and len(a) > 0, unit="pairs") as tick,
+            ThreadPoolExecutor(workers) as pool,
+        ):
+            for done in pool.map(run, batches):
+                for p, v in done:
+                    verdicts[p] = v
+                tick.advance(len(done))
+    finally:
+        cv2.setNumThreads(previous)
+    return verdicts  # type: ignore[return-value]
+
+
+def verify_against(
+    query: Features | None,
+    cache: FeatureCache,
+    ids: Sequence[int] | np.ndarray,
+    conf: MatchConf | None = None,
+    *,
+    workers: int | None = None,
+) -> list[Verdict]:
+    """The verdict of one query (features of an image that need not be indexed) against each indexed id, in
+    parallel: what re-ranking a search result costs."""
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    conf = conf or MatchConf()
+    ids = [int(i) for i in ids]
+    if query is None or not query.usable:
+        return [Verdict(UNKNOWN) for _ in ids]
+    workers = _workers(workers)
+    cache.ensure(ids, workers=workers)
+    dq = query.rootsift(conf.keypoints)
+
+    def run(chunk: list[int]) -> list[Verdict]:
+        return [verify(query, cache.get(i), conf, da=dq) for i in chunk]
+
+    size = max(1, -(-len(ids) // workers))
+    chunks = [ids[s : s + size] for s in range(0, len(ids), size)]
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with threadpool_limits(1), ThreadPoolExecutor(workers) as pool:
+            return [v for part in pool.map(run, chunks) for v in part]
+    finally:
+        cv2.setNumThreads(previous)
+
+
+@dataclass
+class VerifiedPair:
+    """A candidate pair (ids and names in index order), its cosine, and the verdict of geometric verification."""
+
+    a: int
+    b: int
+    name_a: str
+    name_b: str
+    score: float
+    verdict: Verdict
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"a": self.name_a, "b": self.name_b, "score": round(self.score, 4), **self.verdict.to_dict()}
+
+
+def candidate_pairs(
+    store: Store,
+    num_matched: int = 10,
+    min_score: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kNN retrieval pairs of an index's vectors: ids (a, b) with a < b, and their cosine."""
+    if len(store) < 2:
+        raise LookalikeError(f"the index has {len(store)} image(s); pairs need at least 2")
+    return knn_pairs(store.vectors, num_matched, min_score)
+
+
+def verified_pairs(
+    store: Store,
+    num_matched: int = 10,
+    *,
+    min_score: float | None = None,
+    conf: MatchConf | None = None,
+    features: FeatureConf | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    notes: list[str] | None = None,
+) -> list[VerifiedPair]:
+    """Every kNN candidate pair of the index, verified; in the order of :func:`candidate_pairs`."""
+    a, b, s = candidate_pairs(store, num_matched, min_score)
+    cache = FeatureCache(store, features)
+    verdicts = verify_pairs(cache, a, b, conf, workers=workers, progress=progress)
+    if notes is not None:
+        notes.extend(cache.notes)
+        unknown = sum(v.status == UNKNOWN for v in verdicts)
+        verified = sum(v.status == MATCH for v in verdicts)
+        notes.append(f"{verified} of {len(verdicts)} candidate pairs verified, {unknown} unknown (too few keypoints)")
+    names = store.column("path")
+    return [
+        VerifiedPair(int(i), int(j), names[i], names[j], float(x), v)
+        for i, j, x, v in zip(a, b, s, verdicts, strict=True)
+    ]
