@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -92,7 +92,8 @@ class VectorSearch:
 
         Flat: an ID selector (no copy). ANN: up to ``EXACT_RESTRICTED_LIMIT`` allowed ids are scored exactly from
         vectors reconstructed out of the ANN index (a small class must not lose its few members to unprobed cells);
-        above it the ANN search takes the selector and searches deeper in proportion to how much is filtered out.
+        above it the ANN search takes the selector, starts deeper in proportion to how much is filtered out, and
+        deepens until the top ids are stable (:func:`_deepen`).
         """
         import faiss
 
@@ -105,12 +106,19 @@ class VectorSearch:
         widen = len(self) / max(len(allowed), 1)
         if self.kind == "ivf":
             ivf = faiss.extract_index_ivf(self.index)
-            nprobe = min(ivf.nlist, int(np.ceil(ivf.nprobe * widen)))
-            params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
+            limit = ivf.nlist
+            start = min(limit, int(np.ceil(ivf.nprobe * widen)))
+
+            def at(depth: int) -> tuple[np.ndarray, np.ndarray]:
+                return faiss_search(self.index, queries, kk, faiss.SearchParametersIVF(sel=sel, nprobe=depth))
         else:
-            ef = max(kk, int(np.ceil(self.index.hnsw.efSearch * widen)))
-            params = faiss.SearchParametersHNSW(sel=sel, efSearch=ef)
-        return faiss_search(self.index, queries, kk, params)
+            limit = max(kk, len(self))
+            start = min(limit, max(kk, int(np.ceil(self.index.hnsw.efSearch * widen))))
+
+            def at(depth: int) -> tuple[np.ndarray, np.ndarray]:
+                return faiss_search(self.index, queries, kk, faiss.SearchParametersHNSW(sel=sel, efSearch=depth))
+
+        return _deepen(at, start, limit)
 
     def search(
         self,
@@ -305,6 +313,28 @@ def exact_topk(queries: np.ndarray, vectors: np.ndarray, k: int, chunk: int = 65
         best_s = np.take_along_axis(s_all, order, axis=1)
         best_i = np.take_along_axis(i_all, order, axis=1)
     return best_s, best_i
+
+
+def _deepen(
+    at: Callable[[int], tuple[np.ndarray, np.ndarray]], start: int, limit: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Search at ``start`` depth, then twice as deep until no query's top ids change (or at ``limit``).
+
+    A filter scatters the allowed ids over the whole space: the nearest allowed vectors lie far down the unfiltered
+    ranking, in cells a depth scaled by the filtered-out share alone does not reach. Measured on 300k clustered
+    vectors (IVF, 512 cells, tuned to nprobe 1): with a random 1% allow-list that scaled depth found recall@10 0.90,
+    at 3% 0.92; deepening until stable found 0.98 and 0.975 for about 3-5× the scaled search's time.
+    """
+    depth = start
+    s, i = at(depth)
+    while depth < limit:
+        deeper = min(limit, 2 * depth)
+        s2, i2 = at(deeper)
+        stable = all(set(a.tolist()) == set(b.tolist()) for a, b in zip(i, i2, strict=True))
+        s, i, depth = s2, i2, deeper
+        if stable:
+            break
+    return s, i
 
 
 def _exact_subset(
