@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from bench.common import dataset
-from bench.report import markdown_table, write_section
+from bench.report import index_settings, markdown_table, write_section
 from lookalike import Index
 from lookalike.images import decode, find_images, letterbox
 from lookalike.samples import write_dng
@@ -161,7 +161,16 @@ def main() -> None:
             )
             + "\n"
         )
-        write_section("formats", body)
+        write_section(
+            "formats",
+            body,
+            {
+                **index_settings(indexes["jpeg"].store.meta),
+                "data": f"{len(photos)} photos from interiors and places",
+                "decode rounds": args.rounds,
+                "RAW sensor cap": f"{RAW_MAX} px",
+            },
+        )
         print(body)
     finally:
         shutil.rmtree(work, ignore_errors=True)  # the converted photos too, unless --keep put them elsewhere
