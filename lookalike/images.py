@@ -450,7 +450,7 @@ def decode_raw(data: bytes, name: str = "image", target: int | None = None) -> t
         raise
     except (rawpy.LibRawError, rawpy.NotSupportedError, OSError, ValueError) as exc:
         raise ImageError(f"{name}: not a RAW photo LibRaw can read ({_reason(exc)})") from None
-    meta = _raw_meta(data) or preview_meta or ImageMeta(w, h)
+    meta = raw_meta(data) or preview_meta or ImageMeta(w, h)
     meta.width, meta.height = w, h
     if not (meta.exif_time or meta.gps_lat is not None) and preview_meta:
         meta.exif_time, meta.gps_lat, meta.gps_lon = preview_meta.exif_time, preview_meta.gps_lat, preview_meta.gps_lon
@@ -482,7 +482,7 @@ def _raw_preview(
         return None, None  # a broken preview is no reason to fail: the demosaic path still works
 
 
-def _raw_meta(data: bytes) -> ImageMeta | None:
+def raw_meta(data: bytes) -> ImageMeta | None:
     """Capture time and GPS from a RAW's own metadata: TIFF-structured RAWs (DNG, CR2, NEF, ARW, PEF, SRW; ORF and
     RW2 under their own magic) hold IFD0 with EXIF and GPS pointers; CR3 keeps the EXIF IFD in its CMT2 box and the
     GPS IFD in CMT4, each a little TIFF of its own."""

@@ -23,7 +23,9 @@ def source_photos() -> dict[str, Path]:
     return bundled_photos()
 
 
-def _variant(img: Image.Image, rng: np.random.Generator, size: int) -> Image.Image:
+def random_view(img: Image.Image, rng: np.random.Generator, size: int) -> Image.Image:
+    """A random crop (55–95% of the picture, aspect jittered), flip and resize: one more photo of the same subject,
+    as the sample folders and the tests' own data sets need them."""
     w, h = img.size
     frac = rng.uniform(0.55, 0.95)
     cw, ch = int(w * frac), int(h * frac * rng.uniform(0.85, 1.15))
@@ -52,8 +54,8 @@ def make_samples(out_dir: str | os.PathLike[str], per_class: int = 8, size: int 
         (out / name).mkdir(parents=True, exist_ok=True)
         queries.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            _variant(img, rng, size).save(out / name / f"{name}_{i:02d}.jpg", quality=90)
-        _variant(img, rng, size).save(queries / f"{name}.jpg", quality=90)
+            random_view(img, rng, size).save(out / name / f"{name}_{i:02d}.jpg", quality=90)
+        random_view(img, rng, size).save(queries / f"{name}.jpg", quality=90)
     return out
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from lookalike.evaluate import evaluate
 from lookalike.index import Index
-from lookalike.samples import _variant, source_photos
+from lookalike.samples import random_view, source_photos
 
 PAIR = ("temple_a", "temple_b")
 
@@ -30,7 +30,7 @@ def _make(out: Path, per_class: int, seed: int) -> Path:
     for name, img in classes.items():
         (out / name).mkdir(parents=True)
         for i in range(per_class):
-            _variant(img, rng, 160).save(out / name / f"{name}_{i:02d}.jpg", quality=90)
+            random_view(img, rng, 160).save(out / name / f"{name}_{i:02d}.jpg", quality=90)
     return out
 
 

@@ -164,7 +164,7 @@ def test_a_broken_raw_is_a_one_line_error(tmp_path: Path) -> None:
 def test_cr3_and_orf_metadata_layouts() -> None:
     """CR3 keeps the EXIF IFD in a CMT2 box and the GPS IFD in CMT4 (each a TIFF of its own); ORF is TIFF under its
     own magic. Built here from those documented layouts: no such camera file can be had offline."""
-    from lookalike.images import _raw_meta
+    from lookalike.images import raw_meta
 
     full = photo_exif(time=TIME, gps=GPS)
     exif_ifd, gps_ifd = Image.Exif(), Image.Exif()
@@ -176,12 +176,12 @@ def test_cr3_and_orf_metadata_layouts() -> None:
 
     ftyp = box(b"ftyp", b"crx \x00\x00\x00\x01crx isom")
     cr3 = ftyp + box(b"moov", box(b"CMT2", exif_ifd.tobytes()[6:]) + box(b"CMT4", gps_ifd.tobytes()[6:]))
-    meta = _raw_meta(cr3)
+    meta = raw_meta(cr3)
     assert meta is not None and meta.exif_time == "2024-05-06T07:08:09"
     assert meta.gps_lon == pytest.approx(GPS[1], abs=1e-6)
     tiff = full.tobytes()[6:]
     orf = (b"IIRO" if tiff[:2] == b"II" else b"MMOR") + tiff[4:]
-    assert _raw_meta(orf).gps_lat == pytest.approx(GPS[0], abs=1e-6)  # type: ignore[union-attr]
+    assert raw_meta(orf).gps_lat == pytest.approx(GPS[0], abs=1e-6)  # type: ignore[union-attr]
 
 
 # --- a missing decoder is a one-line message naming the package -----------------------------------------------------
