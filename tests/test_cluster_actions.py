@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
 from lookalike import Index
@@ -73,9 +73,9 @@ def test_keeper_is_the_original_and_says_why(built: Path) -> None:
         assert names[order[0]] == f"{stem}.jpg", (why, [f.to_dict() for f in facts])
         assert why.startswith("most pixels")
         assert "sharpest" in why or "largest file" in why
-        # the blur loses to the original on sharpness, the q40 on file size (same pixels)
+        # the blur loses to the original on sharpness, the q40 on its coarser quantisation (same pixels)
         two, why2 = choose_keeper([facts[0], facts[2]])
-        assert two[0] == 0 and "largest file" in why2
+        assert two[0] == 0 and "finer JPEG quantisation" in why2
         two, why2 = choose_keeper([facts[0], facts[3]])
         assert two[0] == 0 and "sharpest" in why2
         assert facts[0].exif_complete == 2 and facts[2].exif_complete == 0  # capture time + camera, no GPS
@@ -84,6 +84,32 @@ def test_keeper_is_the_original_and_says_why(built: Path) -> None:
     assert choose_keeper(facts, "path-order")[0][0] == names.index(sorted(names)[0])
     with pytest.raises(LookalikeError, match="keep must be one of"):
         choose_keeper(facts, "prettiest")
+
+
+def test_keeper_coarser_copy_loses_even_when_it_is_the_larger_file(built: Path, tmp_path: Path) -> None:
+    """A copy re-saved at a lower quality can be the larger file (the original used optimised Huffman tables, the
+    copy carries extra metadata): file size must not decide over the quantisation steps. A finer re-save of the
+    original still loses (stage 2), and so does a blurred copy saved at a finer quality (sharpness comes first)."""
+    img = Image.open(built / "temple.jpg").convert("RGB")
+    img.save(tmp_path / "original.jpg", quality=75, optimize=True)
+    img = Image.open(tmp_path / "original.jpg").convert("RGB")  # what the copies are made from
+    img.save(tmp_path / "coarser.jpg", quality=70, comment=b"x" * 20000)
+    img.save(tmp_path / "resave.jpg", quality=95)  # finer: recognised as a re-save (stage 2)
+    img.filter(ImageFilter.GaussianBlur(1.0)).save(tmp_path / "blur.jpg", quality=95)
+    names = ["original.jpg", "coarser.jpg", "resave.jpg", "blur.jpg"]
+    facts = facts_of([tmp_path / n for n in names], names)
+    assert facts[1].size > facts[0].size and facts[2].size > facts[0].size  # precondition: size alone would fail
+    for other in (1, 2, 3):
+        order, why = choose_keeper([facts[0], facts[other]])
+        assert order[0] == 0, (names[other], why)
+    order, why = choose_keeper(facts)
+    assert names[order[0]] == "original.jpg", why
+    assert "finer JPEG quantisation" in choose_keeper([facts[0], facts[1]])[1]
+    # other encoders' tables that do not order either way decide nothing: file size does, as before
+    odd = list(facts[1].qtable or [])
+    odd[0], odd[63] = 1, 255
+    other = type(facts[1])(**{**facts[1].__dict__, "qtable": odd})
+    assert choose_keeper([facts[0], other])[0][0] == 1
 
 
 # --- plan, apply, undo ------------------------------------------------------------------------------------------------
