@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 from typer.testing import CliRunner
@@ -335,6 +336,26 @@ def test_decisions_survive_renames_and_shape_groups_and_plans(dups: Path) -> Non
     assert rep["steps"] == plan["summary"]["remove"]
     with pytest.raises(LookalikeError, match="at least two different photos"):
         decide(index, "not-duplicates", ["temple.jpg", "temple.jpg"])
+
+
+def test_cluster_reads_not_duplicates_decisions(dups: Path) -> None:
+    """``cluster`` finds the pairs marked "not duplicates" among its kNN pairs (by content hash) and hands them to the
+    graph method, which keeps them from being strong edges (see test_cluster.test_not_duplicates_pair_is_no_strong_edge)."""
+    from lookalike.cluster import cluster_index
+    from lookalike.cluster.run import separated_pairs
+    from lookalike.search import knn_graph
+
+    index = Index.open(dups)
+    ids, _ = knn_graph(index.vectors, 10)
+    assert separated_pairs(index, ids) is None
+    decide(index, "not-duplicates", ["temple.jpg", "copies/temple_half.jpg"])
+    separate = separated_pairs(index, ids)
+    assert separate is not None
+    names = index.names
+    marked = {(names[i], names[int(ids[i, c])]) for i, c in zip(*np.nonzero(separate), strict=True)}
+    assert marked <= {("temple.jpg", "copies/temple_half.jpg"), ("copies/temple_half.jpg", "temple.jpg")} and marked
+    result = cluster_index(index, save=False)
+    assert any("not duplicates" in n for n in result.notes)
 
 
 # --- new photos, series -------------------------------------------------------------------------------------------
