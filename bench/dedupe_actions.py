@@ -71,6 +71,7 @@ def keeper_bench(n_rooms: int, n_flowers: int, seed: int = 0) -> dict:
     wrong: list[str] = []
     losses = {k: 0 for k in KINDS}
     stages: dict[str, int] = {}
+    pairwise: dict[str, dict[str, int]] = {}
     started = time.perf_counter()
     for g, (_, src) in enumerate(sources):
         folder = out / f"g{g:04d}"
@@ -87,6 +88,10 @@ def keeper_bench(n_rooms: int, n_flowers: int, seed: int = 0) -> dict:
             names.append(kind)
         facts = facts_of(paths, names)
         order, why = choose_keeper(facts)
+        for k, kind in enumerate(KINDS, 1):  # which stage tells the original from each kind of copy, one to one
+            stage = choose_keeper([facts[0], facts[k]])[1].split(":")[0]
+            pairwise.setdefault(kind, {}).setdefault(stage, 0)
+            pairwise[kind][stage] += 1
         first_stage = why.split(":")[0]
         stages[first_stage] = stages.get(first_stage, 0) + 1
         if names[order[0]] != "original":
@@ -101,6 +106,8 @@ def keeper_bench(n_rooms: int, n_flowers: int, seed: int = 0) -> dict:
         "wrong": wrong,
         "losses": losses,
         "stages": stages,
+        "pairwise": pairwise,
+        "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "seconds": seconds,
     }
 
@@ -359,7 +366,14 @@ def kill_bench(kills: int, n_groups: int, seed: int = 0) -> dict:
             undo_plan(Index.open(root), plan_file)
         ok_after = checksums(root) == before
         rounds[-1]["ok"] &= ok_after
-    return {"kills": kills, "files": len(before), "steps": steps, "apply_seconds": apply_seconds, "rounds": rounds}
+    return {
+        "kills": kills,
+        "files": len(before),
+        "steps": steps,
+        "apply_seconds": apply_seconds,
+        "rounds": rounds,
+        "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
 
 
 def main() -> None:
@@ -402,7 +416,8 @@ def report(r: dict) -> str:
     if "keeper" in r:
         k = r["keeper"]
         lines += [
-            f"**Keeper choice** (`--keep best`): {k['groups']} generated groups ({k['rooms']} rooms + {k['flowers']} "
+            f"**Keeper choice** (`--keep best`{', measured ' + k['measured'] if 'measured' in k else ''}): "
+            f"{k['groups']} generated groups ({k['rooms']} rooms + {k['flowers']} "
             "flowers12 photos, each with a downscaled ×0.5–0.9, a recompressed q50–70 (below the sources' quality 75), a cropped 80–95% and a "
             f"blurred σ 0.6–1.5 copy): the original was kept in **{k['correct']} / {k['groups']} = "
             f"{100 * k['correct'] / k['groups']:.1f}%** of groups. Wrong keepers by kind: "
@@ -411,7 +426,17 @@ def report(r: dict) -> str:
             + ", ".join(f"{a} {b}" for a, b in sorted(k["stages"].items()))
             + f". Misses from rooms groups: {sum(w.split('/')[0] in ROOM_CLASSES for w in k['wrong'])}, from flowers12 "
             f"groups: {sum(w.split('/')[0] not in ROOM_CLASSES for w in k['wrong'])}"
-            + f". Ranking took {1000 * k['seconds'] / k['groups']:.0f} ms per 5-photo group (writing the copies included).",
+            + f". Ranking took {1000 * k['seconds'] / k['groups']:.0f} ms per 5-photo group (writing the copies included)."
+            + (
+                " The original against each copy alone, the stage that decided: "
+                + "; ".join(
+                    f"{kind}: " + ", ".join(f"{st} {c}" for st, c in sorted(d.items(), key=lambda x: -x[1]))
+                    for kind, d in k["pairwise"].items()
+                )
+                + "."
+                if "pairwise" in k
+                else ""
+            ),
             "",
         ]
     if "new" in r and "union_pairs" in r["new"]:
@@ -486,7 +511,8 @@ def report(r: dict) -> str:
         ok = sum(x["ok"] and x["accounted"] for x in kb["rounds"])
         mids = sum(0 < x["done_at_kill"] < kb["steps"] or x["started_at_kill"] for x in kb["rounds"])
         lines += [
-            f"**SIGKILL safety**: `--apply --move-to` on {kb['files']} files ({kb['steps']} to move; a whole run takes "
+            f"**SIGKILL safety**{' (measured ' + kb['measured'] + ')' if 'measured' in kb else ''}: "
+            f"`--apply --move-to` on {kb['files']} files ({kb['steps']} to move; a whole run takes "
             f"{kb['apply_seconds']:.2f} s after start-up) killed at a random moment {kb['kills']} times ({mids} of them "
             "mid-run, with some steps done and others not), then resumed (even rounds) or undone (odd rounds): "
             f"**{ok} / {kb['kills']}** rounds left every file's bytes exactly once (SHA-256 of every file before and "
