@@ -521,7 +521,8 @@ def report(r: dict) -> str:
             f"{kb['apply_seconds']:.2f} s after start-up, every directory fsync slowed by 10 ms) killed at a random moment {kb['kills']} times ({mids} of them "
             "mid-run, with some steps done and others not), then resumed (even rounds) or undone (odd rounds): "
             f"**{ok} / {kb['kills']}** rounds left every file's bytes exactly once (SHA-256 of every file before and "
-            "after) with the journal naming where each file is.",
+            "after) with the journal naming where each file is. The test suite does the same 20 times on every run "
+            "(`test_sigkill_during_apply_then_resume_or_undo`, see docs/cluster-and-dedupe.md).",
         ]
     return "\n".join(lines)
 
