@@ -33,6 +33,7 @@ from lookalike.cluster import (
     suggest_thresholds,
     valid_gps,
 )
+from lookalike.cluster.graph import local_prune
 from lookalike.errors import LookalikeError
 from lookalike.index import Index
 from lookalike.search import knn_graph
@@ -145,6 +146,36 @@ def test_leftover_singletons_group_among_themselves() -> None:
     assert labels[4] == labels[5] == -1
     loose = graph_labels(*_edges(6, e), GraphParams(strong=0.8, weak=0.4, min_size=1, local_ratio=0))
     assert (loose >= 0).all()  # --min-size 1 keeps singletons as their own clusters
+
+
+def test_not_duplicates_pair_is_no_strong_edge() -> None:
+    """Two subjects (0–4, 5–9) bridged only by one near-identical pair 4–5 (0.99, mutual best matches): as copies
+    they chain both subjects into one cluster; marked "not duplicates" the bridge is a weak edge, and one weak edge is
+    too few to merge two clusters, so the subjects stay apart (each keeps its own frame)."""
+    e = {(a, b): 0.95 for g in (range(0, 5), range(5, 10)) for a in g for b in g if a < b}
+    e[(4, 5)] = 0.99
+    ids, scores = _edges(10, e)
+    params = GraphParams(strong=0.9, weak=0.8)
+    joined = graph_labels(ids, scores, params)
+    assert len(set(joined)) == 1  # precondition: the bridge joins them
+    separate = ((ids == 5) & (np.arange(10) == 4)[:, None]) | ((ids == 4) & (np.arange(10) == 5)[:, None])
+    labels = graph_labels(ids, scores, params, separate=separate)
+    assert len(set(labels[:5])) == 1 and len(set(labels[5:])) == 1 and labels[0] != labels[9]
+    # geometric verification does not override the decision either
+    verdict = np.where(separate, 1, 0).astype(np.int8)
+    assert graph_labels(ids, scores, params, verdict=verdict, separate=separate)[4] != labels[9]
+
+
+def test_not_duplicates_pair_does_not_set_the_local_scale() -> None:
+    """0–1 are near-identical frames (0.99), 2–3 real copies (0.99), 0–2 another photo of the subject (0.9). As
+    copies, 0's best match (0.99) makes 0–2 too weak for its endpoints and local scaling cuts it; marked "not
+    duplicates", 0's scale is its best other match and the edge stays."""
+    ids, scores = _edges(4, {(0, 1): 0.99, (2, 3): 0.99, (0, 2): 0.9})
+    col = int(np.flatnonzero(ids[0] == 2)[0])
+    assert local_prune(ids, scores)[0, col] == 0  # precondition
+    separate = np.zeros(ids.shape, bool)
+    separate[0, ids[0] == 1] = separate[1, ids[1] == 0] = True
+    assert local_prune(ids, scores, separate=separate)[0, col] == np.float32(0.9)
 
 
 def test_gps_merging_on_synthetic_positions() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -15,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
 from lookalike import Index
@@ -73,9 +75,9 @@ def test_keeper_is_the_original_and_says_why(built: Path) -> None:
         assert names[order[0]] == f"{stem}.jpg", (why, [f.to_dict() for f in facts])
         assert why.startswith("most pixels")
         assert "sharpest" in why or "largest file" in why
-        # the blur loses to the original on sharpness, the q40 on file size (same pixels)
+        # the blur loses to the original on sharpness, the q40 on its coarser quantisation (same pixels)
         two, why2 = choose_keeper([facts[0], facts[2]])
-        assert two[0] == 0 and "largest file" in why2
+        assert two[0] == 0 and "finer JPEG quantisation" in why2
         two, why2 = choose_keeper([facts[0], facts[3]])
         assert two[0] == 0 and "sharpest" in why2
         assert facts[0].exif_complete == 2 and facts[2].exif_complete == 0  # capture time + camera, no GPS
@@ -84,6 +86,32 @@ def test_keeper_is_the_original_and_says_why(built: Path) -> None:
     assert choose_keeper(facts, "path-order")[0][0] == names.index(sorted(names)[0])
     with pytest.raises(LookalikeError, match="keep must be one of"):
         choose_keeper(facts, "prettiest")
+
+
+def test_keeper_coarser_copy_loses_even_when_it_is_the_larger_file(built: Path, tmp_path: Path) -> None:
+    """A copy re-saved at a lower quality can be the larger file (the original used optimised Huffman tables, the
+    copy carries extra metadata): file size must not decide over the quantisation steps. A finer re-save of the
+    original still loses (stage 2), and so does a blurred copy saved at a finer quality (sharpness comes first)."""
+    img = Image.open(built / "temple.jpg").convert("RGB")
+    img.save(tmp_path / "original.jpg", quality=75, optimize=True)
+    img = Image.open(tmp_path / "original.jpg").convert("RGB")  # what the copies are made from
+    img.save(tmp_path / "coarser.jpg", quality=70, comment=b"x" * 20000)
+    img.save(tmp_path / "resave.jpg", quality=95)  # finer: recognised as a re-save (stage 2)
+    img.filter(ImageFilter.GaussianBlur(1.0)).save(tmp_path / "blur.jpg", quality=95)
+    names = ["original.jpg", "coarser.jpg", "resave.jpg", "blur.jpg"]
+    facts = facts_of([tmp_path / n for n in names], names)
+    assert facts[1].size > facts[0].size and facts[2].size > facts[0].size  # precondition: size alone would fail
+    for other in (1, 2, 3):
+        order, why = choose_keeper([facts[0], facts[other]])
+        assert order[0] == 0, (names[other], why)
+    order, why = choose_keeper(facts)
+    assert names[order[0]] == "original.jpg", why
+    assert "finer JPEG quantisation" in choose_keeper([facts[0], facts[1]])[1]
+    # other encoders' tables that do not order either way decide nothing: file size does, as before
+    odd = list(facts[1].qtable or [])
+    odd[0], odd[63] = 1, 255
+    other = type(facts[1])(**{**facts[1].__dict__, "qtable": odd})
+    assert choose_keeper([facts[0], other])[0][0] == 1
 
 
 # --- plan, apply, undo ------------------------------------------------------------------------------------------------
@@ -214,35 +242,42 @@ def test_full_disk_stops_cleanly_then_resumes(dups: Path, tmp_path: Path, monkey
     assert rep["done"] == rep["steps"] and checksums(dups, tmp_path / "trash") == before
 
 
-KILLER = """
-import sys, time
-from lookalike import Index
-from lookalike.cluster import actions
-real = actions.fsync_dir
-def slow(folder):
-    time.sleep(0.01)  # widen every window between journal writes and file operations
-    real(folder)
-actions.fsync_dir = slow
-index = Index.open(sys.argv[1])
-print("ready", flush=True)
-actions.apply_plan(index, sys.argv[2], "move", target=sys.argv[3])
-print("finished", flush=True)
-"""
+def _apply_child(root: str, plan_file: str, trash: str, ready) -> None:  # noqa: ANN001
+    """The forked child: ``--apply --move-to`` with every directory fsync slowed down, to widen the windows between
+    journal writes and file operations where a kill can land."""
+    real = actions_mod.fsync_dir
+
+    def slow(folder):  # noqa: ANN001, ANN202
+        time.sleep(0.01)
+        real(folder)
+
+    actions_mod.fsync_dir = slow
+    index = Index.open(root)
+    ready.set()
+    apply_plan(index, plan_file, "move", target=trash)
 
 
-def kill_and_recover(root: Path, plan_file: Path, trash: Path, delay: float, undo: bool) -> None:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", KILLER, str(root), str(plan_file), str(trash)],
-        stdout=subprocess.PIPE,
-        env=env,
-        text=True,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+def kill_and_recover(root: Path, plan_file: Path, trash: Path, delay: float, undo: bool) -> tuple[int, float]:
+    """Run ``--apply`` in a child process, SIGKILL it ``delay`` seconds after it is ready (unless it finished first),
+    then resume or undo; returns how many steps the journal had marked done when it died, and how long it ran.
+
+    WHY fork, not a fresh interpreter: the kill is the same SIGKILL to a process in the middle of ``apply_plan``, and
+    a forked child is ready in milliseconds instead of the seconds an import takes on a loaded machine, so 20 rounds
+    fit in the suite."""
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_apply_child, args=(str(root), str(plan_file), str(trash), ready))
+    proc.start()
+    assert ready.wait(60)
+    started = time.perf_counter()
+    proc.join(delay)
+    if proc.is_alive():
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+    ran = time.perf_counter() - started
+    plan = load_plan(plan_file)
+    jpath = root / ".lookalike" / "journals" / f"{plan['id']}.json"
+    done = sum(s["state"] == "done" for s in json.loads(jpath.read_text())["steps"]) if jpath.exists() else 0
     index = Index.open(root)
     if undo:
         try:
@@ -251,6 +286,7 @@ def kill_and_recover(root: Path, plan_file: Path, trash: Path, delay: float, und
             assert "never applied" in str(exc)
     else:
         apply_plan(index, plan_file, "move", target=trash)
+    return done, ran
 
 
 def journal_accounts(root: Path, plan_file: Path, trash: Path) -> None:
@@ -262,21 +298,43 @@ def journal_accounts(root: Path, plan_file: Path, trash: Path) -> None:
         assert there == (s["state"] == "done") and here == (s["state"] in ("undone", "todo")), s
 
 
-@pytest.mark.parametrize("undo", [False, True])
-def test_sigkill_during_apply_then_resume_or_undo(dups: Path, tmp_path: Path, undo: bool) -> None:
-    index = Index.open(dups)
-    plan_file = save_plan(make_plan(index), tmp_path / "plan.json")
+KILLS = int(os.environ.get("LOOKALIKE_KILLS", "20"))  # the issue asks for 20; raise it for a longer soak
+
+
+def test_sigkill_during_apply_then_resume_or_undo(dups: Path, tmp_path: Path) -> None:
+    """``--apply --move-to`` killed with SIGKILL at a random moment ``KILLS`` times (spread over the time a whole run
+    takes), each followed by a resume (even rounds) or an undo (odd rounds): after each, every file's bytes exist
+    exactly once (SHA-256 of every file, photo folder and target together) and the journal says where each file is.
+    Each round then undoes what is left and starts again from the same files, index and plan."""
     before = checksums(dups)
     trash = tmp_path / "trash"
-    rng = random.Random(1 if undo else 0)
-    for _ in range(2):
-        kill_and_recover(dups, plan_file, trash, rng.uniform(0.0, 0.25), undo)
-        assert checksums(dups, trash) == before
+    plan_file = save_plan(make_plan(Index.open(dups)), tmp_path / "plan.json")
+    steps = load_plan(plan_file)["summary"]["remove"]
+    assert steps >= 4
+    index_dir, snapshot = dups / ".lookalike", tmp_path / "index-before"
+    shutil.copytree(index_dir, snapshot)
+
+    def restart() -> None:  # back to the first state: every file in place, the index as it was, no journal
+        assert checksums(dups) == before and not any(p.is_file() for p in trash.rglob("*"))
+        shutil.rmtree(index_dir)
+        shutil.copytree(snapshot, index_dir)
+
+    _, whole = kill_and_recover(dups, plan_file, trash, 60.0, undo=False)  # not killed: how long a whole run takes
+    assert checksums(dups, trash) == before
+    undo_plan(Index.open(dups), plan_file)
+    restart()
+    rng = random.Random(0)
+    mid_run = 0
+    for r in range(KILLS):
+        undo = r % 2 == 1
+        done, _ = kill_and_recover(dups, plan_file, trash, rng.uniform(0.0, whole), undo)
+        mid_run += 0 < done < steps
+        assert checksums(dups, trash) == before, f"round {r}: killed after {done} of {steps} steps"
         journal_accounts(dups, plan_file, trash)
-        if undo:
-            break
-        undo_plan(Index.open(dups), plan_file)
-        plan_file = save_plan(make_plan(Index.open(dups)), tmp_path / "plan.json")
+        if not undo:
+            undo_plan(Index.open(dups), plan_file)
+        restart()
+    assert mid_run >= KILLS // 4, f"only {mid_run} of {KILLS} kills landed mid-run"
 
 
 # --- decisions --------------------------------------------------------------------------------------------------------
@@ -311,6 +369,26 @@ def test_decisions_survive_renames_and_shape_groups_and_plans(dups: Path) -> Non
         decide(index, "not-duplicates", ["temple.jpg", "temple.jpg"])
 
 
+def test_cluster_reads_not_duplicates_decisions(dups: Path) -> None:
+    """``cluster`` finds the pairs marked "not duplicates" among its kNN pairs (by content hash) and hands them to the
+    graph method, which keeps them from being strong edges (see test_cluster.test_not_duplicates_pair_is_no_strong_edge)."""
+    from lookalike.cluster import cluster_index
+    from lookalike.cluster.run import separated_pairs
+    from lookalike.search import knn_graph
+
+    index = Index.open(dups)
+    ids, _ = knn_graph(index.vectors, 10)
+    assert separated_pairs(index, ids) is None
+    decide(index, "not-duplicates", ["temple.jpg", "copies/temple_half.jpg"])
+    separate = separated_pairs(index, ids)
+    assert separate is not None
+    names = index.names
+    marked = {(names[i], names[int(ids[i, c])]) for i, c in zip(*np.nonzero(separate), strict=True)}
+    assert marked <= {("temple.jpg", "copies/temple_half.jpg"), ("copies/temple_half.jpg", "temple.jpg")} and marked
+    result = cluster_index(index, save=False)
+    assert any("not duplicates" in n for n in result.notes)
+
+
 # --- new photos, series -------------------------------------------------------------------------------------------
 
 
@@ -339,6 +417,8 @@ def test_new_photos_against_the_index(built: Path, tmp_path: Path) -> None:
     assert status["fresh.jpg"]["status"] == "new"
     assert status["broken.jpg"]["status"] == "skipped"
     assert rep["summary"]["embedded"] == 2  # only what was not byte-identical and could be read
+    # the pixel check sees at most k candidates per embedded photo, however large the collection
+    assert 1 <= rep["summary"]["checked_pairs"] <= 2 * rep["settings"]["k"]
 
 
 def test_burst_series_best_frame_first(built: Path) -> None:

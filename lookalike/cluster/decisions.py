@@ -9,8 +9,10 @@ a photo edited (new bytes) is a new photo and is judged afresh.
 - ``keep-all``: they are copies, and all are wanted; ``dedupe`` still reports the group but a plan never removes any
   of them (its action is ``keep-all``).
 
-Clustering is not changed by either: a cluster groups photos of one subject, and "two different shots" is still one
-subject.
+``cluster`` (graph method) reads ``not-duplicates`` too: a marked pair is never a strong edge and does not set the
+photos' local scale, so two frames a person called different are not joined on their own similarity as copies are;
+they still share a cluster when the rest of the collection links them (a cluster groups one subject, and "two
+different shots" may well be one subject). ``keep-all`` does not change clustering (copies are one subject anyway).
 """
 
 from __future__ import annotations

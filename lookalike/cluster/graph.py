@@ -94,7 +94,9 @@ def similarity_graph(ids: np.ndarray, scores: np.ndarray, *, mutual: bool = Fals
     return (a.minimum(a.T) if mutual else a.maximum(a.T)).tocsr()
 
 
-def local_prune(ids: np.ndarray, scores: np.ndarray, ratio: float = LOCAL_RATIO) -> np.ndarray:
+def local_prune(
+    ids: np.ndarray, scores: np.ndarray, ratio: float = LOCAL_RATIO, separate: np.ndarray | None = None
+) -> np.ndarray:
     """kNN scores with edges that are weak *for their endpoints* zeroed: kept where cosine ≥ ratio × the smaller of
     the two endpoints' nearest-neighbour similarities.
 
@@ -104,10 +106,17 @@ def local_prune(ids: np.ndarray, scores: np.ndarray, ratio: float = LOCAL_RATIO)
     chain the copy groups into subject-sized blobs. Scaling each edge by its endpoints' own best match (local
     scaling, as in self-tuning spectral clustering) cuts those bridges and leaves edges inside loose groups, whose
     members' best matches are themselves loose. 0 turns it off.
+
+    ``separate`` (same shape as ``ids``) marks pairs a person said are not copies: their similarity does not count as
+    either photo's best match, or two near-identical frames would set each other's scale to ~0.99 and be cut off
+    from their subject as if they were a copy group.
     """
     if ratio <= 0:
         return scores
     top1 = np.where(ids[:, 0] >= 0, scores[:, 0], np.inf)
+    if separate is not None and separate.any():  # the best match among the pairs not marked
+        best = np.where((ids >= 0) & ~separate, scores, -np.inf).max(axis=1)
+        top1 = np.where(np.isfinite(best), best, np.inf)
     j = np.where(ids >= 0, ids, 0)
     ref = np.minimum(top1[:, None], top1[j])
     return np.where(scores >= ratio * ref, scores, 0).astype(scores.dtype, copy=False)
@@ -237,12 +246,20 @@ def graph_labels(
     lon: np.ndarray | None = None,
     notes: list[str] | None = None,
     verdict: np.ndarray | None = None,
+    separate: np.ndarray | None = None,
 ) -> np.ndarray:
     """Labels (-1 = noise) from a kNN graph; ``params.strong``/``weak`` must be set (see ``suggest_thresholds``).
 
     ``verdict`` (same shape as ``ids``; 1 verified, -1 refuted, 0 unknown) lets geometric verification decide the
     edges it could judge: a verified pair is a strong edge whatever its cosine or mutuality, a refuted pair is no
     edge at all (two look-alike façades), and only unknown pairs (an image too flat to verify) keep the cosine rules.
+
+    ``separate`` (bool, same shape as ``ids``) marks pairs a person said are "not duplicates". Such a pair is never a
+    strong edge (whatever its cosine or verification) and does not set either photo's local scale; it stays a weak
+    edge. WHY: the decision says the two are different photos, not that they show different things, so their
+    similarity may still attach a photo to its subject's cluster or count towards a merge like any weak edge, but it
+    is not the copy-level evidence that alone makes two photos one cluster. They share a cluster only when the rest
+    of the collection puts them there (or, left alone, along that weak edge, as any two similar leftovers).
     """
     notes = notes if notes is not None else []
     n = len(ids)
@@ -251,14 +268,20 @@ def graph_labels(
         raise ConfigError(f"weak threshold ({weak}) must not be above strong threshold ({strong})")
     if not 0 <= params.local_ratio <= 1:
         raise ConfigError(f"local ratio must be between 0 and 1, got {params.local_ratio}")
-    scores = local_prune(ids, scores, params.local_ratio)
+    scores = local_prune(ids, scores, params.local_ratio, separate)
+    if verdict is not None and separate is not None:
+        verdict = np.where(separate, 0, verdict)
     if verdict is not None:
         scores = np.where(verdict > 0, np.maximum(scores, 1.0), np.where(verdict < 0, 0, scores)).astype(np.float32)
     graph = similarity_graph(ids, scores)
     weak_g = _threshold(graph, weak)
 
     # 1. strong components (optionally over mutual neighbours only: i in j's k nearest and j in i's)
-    core = similarity_graph(ids, scores, mutual=True) if params.mutual else graph
+    if separate is not None and separate.any():
+        unseparated = np.where(separate, 0, scores).astype(np.float32)
+        core = similarity_graph(ids, unseparated, mutual=params.mutual)
+    else:
+        core = similarity_graph(ids, scores, mutual=True) if params.mutual else graph
     core = _threshold(core, strong)
     if verdict is not None:  # verified pairs are strong edges in both directions, neighbours mutually or not
         core = core.maximum(_threshold(similarity_graph(ids, np.where(verdict > 0, 1.0, 0.0)), 0.5))

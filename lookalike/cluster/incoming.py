@@ -74,6 +74,7 @@ def check_new(
                     v += 1
             tick.advance(len(batch.items))
     embed_seconds = time.perf_counter() - t_embed
+    checked = 0  # candidate pairs pixel-checked: what the cost after embedding grows with
     if embedded:
         vectors = np.concatenate(vec_rows)
         scores, ids = index.searcher.search(vectors, min(k, len(index)) if len(index) else 1)
@@ -91,6 +92,7 @@ def check_new(
             readable = ~np.isin(pairs, bad).any(axis=1)
             if readable.any():
                 ncc[readable] = pixel_scores(coarse, fine, pairs[readable])
+            checked = int(readable.sum())
         for r, p in enumerate(embedded):
             hits = [
                 {"name": names[int(cand[m])], "id": int(cand[m]), "cosine": round(float(scores[r, c[m]]), 4),
@@ -108,7 +110,7 @@ def check_new(
     return {
         "folder": str(src.resolve()),
         "photos": photos,
-        "summary": {"photos": len(photos), **counts, "embedded": len(embedded)},
+        "summary": {"photos": len(photos), **counts, "embedded": len(embedded), "checked_pairs": checked},
         "settings": {"threshold": threshold, "pixel": pixel, "k": k},
         "seconds": round(time.perf_counter() - started, 3),
         "embed_seconds": round(embed_seconds, 3),

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lookalike.cluster.decisions import Decisions
 from lookalike.cluster.gps import gps_centre, valid_gps
 from lookalike.cluster.graph import GraphParams, Suggestion, graph_labels, hdbscan_labels, suggest_thresholds
 from lookalike.cluster.labels import label_metrics, members, relabel
@@ -150,11 +151,14 @@ def cluster_index(
         verdict, unverifiable = None, []
         if match_conf is not None:
             verdict, unverifiable = _verdicts(index, ids, match_conf, features, workers, progress, notes)
-        labels = graph_labels(ids, scores, p, lat=lat, lon=lon, notes=notes, verdict=verdict)
+        separate = separated_pairs(index, ids, notes)
+        labels = graph_labels(ids, scores, p, lat=lat, lon=lon, notes=notes, verdict=verdict, separate=separate)
         used = {"method": "graph", **p.__dict__}
         if match_conf is not None:
             used["verify"] = match_conf.to_dict()
     else:
+        if len(Decisions.load(index.store.path)):
+            notes.append('hdbscan has no pairwise edges: "not duplicates" decisions are used by the graph method only')
         labels = relabel(
             hdbscan_labels(vectors, hdbscan_size, second_min_size=max(2, params.min_size), pca=pca), params.min_size
         )
@@ -167,6 +171,28 @@ def cluster_index(
     if save:
         atomic_write_json(index.store.path / CLUSTERS_FILE, result.to_dict())
     return result
+
+
+def separated_pairs(index: Index, ids: np.ndarray, notes: list[str] | None = None) -> np.ndarray | None:
+    """The kNN entries (same shape as ``ids``) that pair two photos a person marked "not duplicates" (by content
+    hash, see :mod:`lookalike.cluster.decisions`), or None when there are none."""
+    decisions = Decisions.load(index.store.path)
+    if not len(decisions):
+        return None
+    hashes = index.store.column("hash")
+    marked = {h for d in decisions.items if d["kind"] == "not-duplicates" for h in d["hashes"]}
+    rows = [i for i, h in enumerate(hashes) if h in marked]
+    if not rows:
+        return None
+    separate = np.zeros(ids.shape, bool)
+    for i in rows:
+        for c, j in enumerate(ids[i]):
+            if j >= 0 and decisions.separated(hashes[i], hashes[int(j)]):
+                separate[i, c] = True
+    if notes is not None and separate.any():
+        pairs = {tuple(sorted((i, int(ids[i, c])))) for i, c in zip(*np.nonzero(separate), strict=True)}
+        notes.append(f'{len(pairs)} neighbour pair(s) marked "not duplicates": weak edges only')
+    return separate if separate.any() else None
 
 
 def _verdicts(
