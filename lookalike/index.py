@@ -631,6 +631,7 @@ class Index:
             self._views[("features", id(self.store.table))] = cache
         cache.ensure(workers=workers, progress=progress)
         cache.prune()
+        cache.pack(RERANK_KEYPOINTS)  # re-ranking's memory-mapped store, refreshed when much has changed
         return cache
 
     def _query_features(self, query: Query, image: Image.Image | None, self_ids: Sequence[int]) -> Features:
