@@ -143,7 +143,7 @@ def test_orientation_vectors_are_cached_by_content(turned_index: Index, tmp_path
     assert np.allclose(first.astype(np.float32), again.astype(np.float32), atol=2e-3)
 
 
-def test_cli_dedupe_orientations(turned_index: Index) -> None:
+def test_cli_dedupe_orientations(turned_index: Index, tmp_path: Path) -> None:
     runner = CliRunner()
     index_dir = str(turned_index.store.path)
     r = runner.invoke(app, ["dedupe", "--index", index_dir, "--orientations", "--json"])
@@ -153,5 +153,9 @@ def test_cli_dedupe_orientations(turned_index: Index) -> None:
     assert all("turns" in g for g in data["groups"])
     r = runner.invoke(app, ["dedupe", "--index", index_dir, "--orientations"])
     assert r.exit_code == 0 and "turned rot" in r.stdout, r.output
+    plan = tmp_path / "plan.json"
+    r = runner.invoke(app, ["dedupe", "--index", index_dir, "--orientations", "--plan", str(plan), "--json"])
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(plan.read_text())["groups"]) == len(data["groups"])
     r = runner.invoke(app, ["dedupe", "--index", index_dir, "--orientations", "--series"])
     assert r.exit_code != 0 and "--orientations" in str(r.exception)

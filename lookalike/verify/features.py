@@ -156,6 +156,7 @@ class FeatureCache:
         self._memory = memory
         self._loaded: OrderedDict[str, Features] = OrderedDict()
         self._lock = threading.Lock()
+        self._build_lock = threading.Lock()
         self.notes: list[str] = []
         self.failed: dict[int, str] = {}
         self._hashes: list[str] | None = None
@@ -323,10 +324,14 @@ class FeatureCache:
                 return current
         if not build or self._stale_conf:
             return None
-        made = FeaturePack.build(self, limit)
-        with self._lock:
-            self._packs[limit] = made
-            self._packs_checked[limit] = len(hashes)
+        with self._build_lock:  # two searches at once (the server's threads) build it once, not into each other
+            with self._lock:
+                if self._packs_checked.get(limit) == len(hashes):
+                    return self._packs.get(limit)
+            made = FeaturePack.build(self, limit)
+            with self._lock:
+                self._packs[limit] = made
+                self._packs_checked[limit] = len(hashes)
         return made
 
     def unusable(self) -> list[int]:
