@@ -395,7 +395,7 @@ class FeaturePack:
         n = len(hashes)
         shapes = {"sift": ((n, limit, 128), np.uint8), "xy": ((n, limit, 2), np.float32)}
         shapes |= {"count": ((n,), np.int32), "size": ((n, 2), np.int32)}
-        tmp = {k: files[k].with_name(files[k].name + ".tmp") for k in PACK_FILES}
+        tmp = {k: files[k].with_name(f"{files[k].name}.{os.getpid()}.tmp") for k in PACK_FILES}
         arrays = {k: np.lib.format.open_memmap(tmp[k], "w+", dtype, shape) for k, (shape, dtype) in shapes.items()}
         kept: list[str] = []
         for h in hashes:
