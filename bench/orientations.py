@@ -97,8 +97,8 @@ def scores(groups: list[dict], names: list[str]) -> dict[str, object]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--flowers", type=int, default=5, help="source photos per flower species (12 species)")
-    ap.add_argument("--rooms", type=int, default=10, help="source photos per room type (5 types)")
+    ap.add_argument("--flowers", type=int, default=3, help="source photos per flower species (12 species)")
+    ap.add_argument("--rooms", type=int, default=6, help="source photos per room type (5 types)")
     args = ap.parse_args()
 
     from lookalike.cluster import near_duplicates
@@ -118,7 +118,7 @@ def main() -> None:
 
     # --- cost: the same decode + describe loop, upright only and with the four turns, side by side --------------
     describer = index.describer
-    sample = index.paths[: min(n, 160)]
+    sample = index.paths[: min(n, 80)]
 
     def describe_loop(turns: bool) -> float:
         t0 = time.perf_counter()
