@@ -97,8 +97,8 @@ def scores(groups: list[dict], names: list[str]) -> dict[str, object]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--flowers", type=int, default=3, help="source photos per flower species (12 species)")
-    ap.add_argument("--rooms", type=int, default=6, help="source photos per room type (5 types)")
+    ap.add_argument("--flowers", type=int, default=2, help="source photos per flower species (12 species)")
+    ap.add_argument("--rooms", type=int, default=4, help="source photos per room type (5 types)")
     args = ap.parse_args()
 
     from lookalike.cluster import near_duplicates
