@@ -96,7 +96,10 @@ def _print_report(report, quiet: bool) -> None:
 def index(
     photos: Annotated[Path, typer.Argument(help="Folder of photos (searched recursively).")],
     index_dir: Annotated[Path | None, typer.Option("--index", "-i", help="Index folder [PHOTOS/.lookalike].")] = None,
-    labels: Annotated[str, typer.Option(help="folders: the first folder under PHOTOS is the class (nested folders belong to it); none.")] = "folders",
+    labels: Annotated[
+        str,
+        typer.Option(help="folders: the first folder under PHOTOS is the class (nested folders belong to it); none."),
+    ] = "folders",
     model: Annotated[str | None, typer.Option(help="Backbone name, or a folder from `lookalike train`.")] = None,
     pooling: Annotated[str | None, typer.Option(help="Pooling of dense features: mean, gem, vlad.")] = None,
     resolution: Annotated[int | None, typer.Option(help="Input size in pixels (long side).")] = None,
@@ -712,6 +715,10 @@ def dedupe(
     not_duplicates: Annotated[bool, typer.Option(help="Remember that FILES are not duplicates of each other.")] = False,
     keep_all: Annotated[bool, typer.Option(help="Remember to keep all of FILES (never planned for removal).")] = False,
     series: Annotated[bool, typer.Option(help="Burst series: frames of one moment, best frame first.")] = False,
+    orientations: Annotated[
+        bool,
+        typer.Option(help="Rotated (90/180/270°) and mirrored copies too: four more model passes per image, cached."),
+    ] = False,
     seconds: Annotated[float, typer.Option(help="--series: frames this close in capture time (EXIF).")] = 5.0,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -727,6 +734,8 @@ def dedupe(
         raise LookalikeError("give one of --plan, --apply, --undo, --new, --not-duplicates, --keep-all, --series")
     if (link or delete or move_to) and apply is None:
         raise LookalikeError("--move-to, --link and --delete go with --apply PLAN")
+    if orientations and (apply or undo or new or not_duplicates or keep_all or series):
+        raise LookalikeError("--orientations goes with the copy report or --plan")
     if files and not (not_duplicates or keep_all):
         raise LookalikeError("photos are given only with --not-duplicates or --keep-all")
     idx = _open_index(index)
@@ -804,7 +813,7 @@ def dedupe(
         err.print(f"{len(groups)} series, {sum(g['size'] for g in groups)} frames of {len(idx)}")
         return
     if plan is not None:
-        made = cl.make_plan(idx, keep, threshold=threshold, pixel=pixel, k=k, notes=notes)
+        made = cl.make_plan(idx, keep, threshold=threshold, pixel=pixel, k=k, notes=notes, orientations=orientations)
         cl.save_plan(made, plan)
         for note in notes:
             err.print(f"[yellow]note:[/] {note}", highlight=False)
@@ -825,9 +834,13 @@ def dedupe(
     groups = cl.near_duplicates(
         idx.vectors, idx.names, threshold, k, paths=idx.paths, pixel=pixel, notes=notes,
         hashes=idx.store.column("hash"), decisions=cl.Decisions.load(idx.store.path),
+        turned=idx.orientation_vectors(progress=not quiet and not as_json, notes=notes) if orientations else None,
+        features=idx.features if orientations else None,
     )  # fmt: skip
     if as_json:
-        _print_json({"threshold": threshold, "pixel": pixel, "groups": groups, "notes": notes})
+        _print_json(
+            {"threshold": threshold, "pixel": pixel, "orientations": orientations, "groups": groups, "notes": notes}
+        )
         return
     for note in notes:
         err.print(f"[yellow]note:[/] {note}", highlight=False)
@@ -836,6 +849,8 @@ def dedupe(
         out.print(f"[bold]group {i}[/] ({g['size']} images, cosine {g['min_score']:.3f}–{g['max_score']:.3f}){kept}")
         for p in g["paths"]:
             out.print(f"  {_shown(p)}", highlight=False)
+        for tp in g.get("turns", []):
+            out.print(f"  ({_shown(tp['b'])} is {_shown(tp['a'])} turned {tp['turn']})", highlight=False)
     err.print(f"{len(groups)} groups, {sum(g['size'] for g in groups)} images of {len(idx)}")
 
 

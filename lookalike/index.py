@@ -631,6 +631,7 @@ class Index:
             self._views[("features", id(self.store.table))] = cache
         cache.ensure(workers=workers, progress=progress)
         cache.prune()
+        cache.pack(RERANK_KEYPOINTS)  # re-ranking's memory-mapped store, refreshed when much has changed
         return cache
 
     def _query_features(self, query: Query, image: Image.Image | None, self_ids: Sequence[int]) -> Features:
@@ -661,6 +662,17 @@ class Index:
         for r, m in enumerate(ordered, start=1):
             m.rank = r
         return ordered
+
+    def orientation_vectors(self, *, progress: bool = False, notes: list[str] | None = None) -> np.ndarray:
+        """(N, 4, dim) vectors of every image turned 90°, 180°, 270° and mirrored, for finding turned copies
+        (``near_duplicates(..., turned=...)``): four more model passes per image than indexing, done once and
+        cached in the index folder by content hash (see ``lookalike.cluster.orientations``)."""
+        from lookalike.cluster.orientations import orientation_vectors
+
+        describer = self.describer
+        return orientation_vectors(
+            self.store, describer.describe_images, describer.resolution, progress=progress, notes=notes
+        )
 
     def match_pair(self, a: int, b: int, verify: MatchConf | None = None) -> dict[str, Any]:
         """The verdict on two indexed images and their tentative matches in each image's own pixels (for drawing):

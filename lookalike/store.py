@@ -68,6 +68,7 @@ THUMBNAILS_DIR = "thumbnails"
 DECISIONS_FILE = "decisions.json"
 JOURNALS_DIR = "journals"
 FEATURES_DIR = "features"
+ORIENTATIONS_FILE = "orientations.npz"
 INDEX_FILES: dict[str, tuple[str, str]] = {
     META_FILE: ("lookalike.store", "format, photo root, model, pooling, resolution, vector size, label rule"),
     TABLE_FILE: ("lookalike.store", "one row per image: path, size, mtime, hash, label, EXIF, vector"),
@@ -85,6 +86,10 @@ INDEX_FILES: dict[str, tuple[str, str]] = {
     THUMBNAILS_DIR: ("lookalike.server", "the web page's thumbnail cache"),
     DECISIONS_FILE: ("lookalike.cluster", "duplicate decisions (not duplicates, keep all) by content hash"),
     JOURNALS_DIR: ("lookalike.cluster", "one journal per applied dedupe plan: each step, for resume and undo"),
+    ORIENTATIONS_FILE: (
+        "lookalike.cluster",
+        "vectors of each image turned 90/180/270° and mirrored (dedupe --orientations)",
+    ),
     FEATURES_DIR: (
         "lookalike.verify",
         "local features (RootSIFT) per image content hash, and the settings that made them",

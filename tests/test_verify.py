@@ -306,3 +306,68 @@ def test_cluster_verify_cuts_what_the_cosine_joins(views_index: Index) -> None:
     label_of = {src: {verified.labels[i] for i, n in enumerate(names) if n.startswith(src + "/")} for src in sources}
     assert all(len(labs) == 1 for labs in label_of.values())
     assert len({next(iter(labs)) for labs in label_of.values()}) == 4
+
+
+# --- re-ranking's fast path: the memory-mapped pack and batched matching -------------------------------------------
+
+
+def test_batched_matching_finds_the_matches_of_pair_by_pair(views_index: Index) -> None:
+    from lookalike.verify.match import mutual_matches, mutual_matches_many, rootsift_rows
+
+    cache = views_index.features
+    cache.ensure()
+    usable = [i for i in range(len(views_index)) if cache.get(i).usable]
+    query = cache.get(usable[0]).rootsift(512)
+    # candidates of different lengths (padding must never match), one truncated to exercise short rows
+    others = [cache.get(i) for i in usable[1:]]
+    counts = np.array([min(len(f), 512) for f in others])
+    counts[1] = min(counts[1], 60)
+    stack = np.zeros((len(others), int(counts.max()), 128), np.uint8)
+    for r, f in enumerate(others):
+        stack[r, : counts[r]] = f.sift[: counts[r]]
+    got = mutual_matches_many(query, rootsift_rows(stack), counts, 0.8)
+    total = 0
+    for r, f in enumerate(others):
+        ia, ib = mutual_matches(query, f.rootsift(int(counts[r])), 0.8)
+        order_a, order_b = np.argsort(ia), np.argsort(got[r][0])
+        assert np.array_equal(ia[order_a], got[r][0][order_b]) and np.array_equal(ib[order_a], got[r][1][order_b])
+        total += len(ia)
+    assert total > 100  # views of one picture are among them: the comparison covers real matches
+
+
+def test_rerank_reads_the_pack_and_agrees_with_pair_by_pair(views: Path, tmp_path: Path) -> None:
+    from lookalike.index import RERANK_KEYPOINTS
+    from lookalike.verify import verify_against
+
+    index = Index.build(views, tmp_path / "idx")
+    cache = index.local_features()  # builds the pack too
+    pack_json = index.store.path / FEATURES_DIR / f"pack-{RERANK_KEYPOINTS}.json"
+    assert pack_json.is_file()
+    conf = MatchConf(keypoints=RERANK_KEYPOINTS)
+    q = index.names.index("temple/temple_00.jpg")
+    query = cache.get(q)
+    ids = [i for i in range(len(index)) if i != q]
+    expected = [verify(query, cache.get(i), conf) for i in ids]
+
+    fresh = FeatureCache(index.store)  # nothing in memory: candidates must come from the pack, not their files
+    fresh.get = lambda i: (_ for _ in ()).throw(AssertionError(f"read file of {i}"))  # type: ignore[method-assign]
+    got = verify_against(query, fresh, ids, conf, workers=2)
+    assert [v.status for v in got] == [v.status for v in expected]
+    assert [v.inliers for v in got if v.verified] == [v.inliers for v in expected if v.verified]
+    assert sum(v.verified for v in got) >= 2
+    # a pair with fewer tentative matches than min_inliers is not fitted: no-match, 0 inliers
+    assert all(v.inliers == 0 for v in got if v.status == NO_MATCH and v.matches < conf.min_inliers)
+
+
+def test_a_corrupt_or_foreign_pack_is_rebuilt_not_trusted(views: Path, tmp_path: Path) -> None:
+    index = Index.build(views, tmp_path / "idx")
+    index.local_features()
+    folder = index.store.path / FEATURES_DIR
+    (folder / "pack-512-sift.npy").write_bytes(b"\x93NUMPY garbage")
+    cache = FeatureCache(index.store)
+    pack = cache.pack(512)
+    assert pack is not None and len([h for h in pack.rows if h]) == len(index)
+    h = index.store.column("hash")[0]
+    assert np.array_equal(pack.features(h).sift, cache.get(0).sift[:512])
+    assert FeatureCache(index.store).pack(512, build=False) is not None  # the rebuilt one opens
+    assert FeatureCache(index.store, FeatureConf(64, 1024)).pack(512, build=False) is None  # other settings

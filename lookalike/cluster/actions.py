@@ -67,12 +67,13 @@ def make_plan(
     keepers: set[str] | None = None,
     groups: list[dict[str, Any]] | None = None,
     notes: list[str] | None = None,
+    orientations: bool = False,
 ) -> dict[str, Any]:
     """A dry run: which copy of each duplicate group stays and why, and what happens to the others.
 
     ``keepers``: names a person chose as keepers (the page's "flip"); a group holding one keeps it. ``groups``: the
     groups of a :func:`~lookalike.cluster.near_duplicates` run already made (else it runs here, respecting the
-    index's decisions)."""
+    index's decisions). ``orientations``: rotated and mirrored copies count too (see ``near_duplicates``)."""
     notes = notes if notes is not None else []
     if keep not in KEEP_RULES:
         raise ConfigError(f"keep must be one of {', '.join(KEEP_RULES)}, got {keep!r}", setting="keep")
@@ -82,6 +83,8 @@ def make_plan(
         groups = near_duplicates(
             index.vectors, index.names, threshold, k, paths=index.paths, pixel=pixel, notes=notes,
             hashes=hashes, decisions=Decisions.load(store.path),
+            turned=index.orientation_vectors(notes=notes) if orientations else None,
+            features=index.features if orientations else None,
         )  # fmt: skip
     rows = store.metadata().to_pylist()
     by_name = {n: i for i, n in enumerate(index.names)}

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import sparse
@@ -19,9 +19,18 @@ from scipy import sparse
 from lookalike.aggregate import l2_normalize
 from lookalike.cluster.decisions import Decisions
 from lookalike.cluster.labels import components, members
+from lookalike.cluster.orientations import (
+    ORIENTATIONS,
+    homography_confirms,
+    turned_candidates,
+    turned_pixel_scores,
+)
 from lookalike.cluster.pixels import pixel_scores, thumbnails
 from lookalike.errors import ConfigError
 from lookalike.search import knn_graph
+
+if TYPE_CHECKING:
+    from lookalike.verify import FeatureCache
 
 DEDUPE_FLOOR = 0.8  # cosine above which a kNN pair is a candidate copy (crops of flowers score from ~0.8)
 DEDUPE_PIXEL = 0.9  # aligned pixel NCC at or above which a candidate is a copy (see lookalike.cluster.pixels)
@@ -139,6 +148,8 @@ def near_duplicates(
     notes: list[str] | None = None,
     hashes: Sequence[str] | None = None,
     decisions: Decisions | None = None,
+    turned: np.ndarray | None = None,
+    features: FeatureCache | None = None,
 ) -> list[dict[str, Any]]:
     """Groups of near-identical images (rescaled, recompressed, cropped copies): connected components over kNN pairs
     with cosine ≥ ``threshold`` that, given ``paths`` and ``pixel`` > 0, also line up pixel for pixel (aligned NCC ≥
@@ -149,20 +160,33 @@ def near_duplicates(
     in one group (nor joined through other copies: pairs join strongest first, and a join that would unite them is
     skipped), and a group wholly covered by a "keep all" decision says so (``"decision": "keep-all"``).
 
+    ``turned`` (N, 4, dim): the vectors of each image turned 90°, 180°, 270° and mirrored
+    (:func:`~lookalike.cluster.orientations.orientation_vectors`) also find rotated and mirrored copies: T(a) near
+    b is a candidate, confirmed when a turned by T lines up with b pixel for pixel or, given ``features`` (the
+    index's local features), when a homography links them with many inliers (see ``lookalike.cluster.orientations``).
+
     Largest group first; each group lists its ``ids`` (rows of ``vectors``), paths and the lowest and highest
-    cosine inside it."""
+    cosine inside it, and ``turns``: its pairs confirmed turned ({"a", "b", "turn"}: b is a turned by ``turn``)."""
     notes = notes if notes is not None else []
     checked = candidate_pairs(vectors, threshold, k, paths=paths, pixel=pixel, notes=notes)
     pairs = checked.pairs
+    strength = checked.cosine
     if checked.ncc is not None:
         candidates = len(pairs)
         pairs = pairs[checked.ncc >= pixel]
+        strength = checked.ncc[checked.ncc >= pixel]
         notes.append(f"{len(pairs)} of {candidates} candidate pairs (cosine ≥ {threshold:g}) line up pixel for pixel")
     if len(names) < 2:
         return []
+    turns: dict[tuple[int, int], int] = {}
+    if turned is not None:
+        extra, extra_strength, turns = _turned_copies(
+            vectors, turned, threshold, k, pairs, paths=paths, pixel=pixel, features=features, notes=notes
+        )
+        pairs = np.concatenate([pairs.reshape(-1, 2), extra])
+        strength = np.concatenate([strength, extra_strength])
     constrained = hashes is not None and decisions is not None and len(decisions) > 0
     if constrained:
-        strength = checked.cosine if checked.ncc is None else checked.ncc[checked.ncc >= pixel]
         found = _constrained_groups(len(names), pairs, strength, hashes, decisions)  # type: ignore[arg-type]
     else:
         found = _groups(len(names), pairs)
@@ -176,11 +200,97 @@ def near_duplicates(
             "min_score": low,
             "max_score": high,
         }
+        inside = set(item["ids"])
+        turned_here = [
+            {"a": names[a], "b": names[b], "turn": ORIENTATIONS[t]}
+            for (a, b), t in turns.items()
+            if a in inside and b in inside
+        ]
+        if turned_here:
+            item["turns"] = turned_here
         if hashes is not None and decisions is not None and decisions.kept_all(hashes[m] for m in group):
             item["decision"] = "keep-all"
         groups.append(item)
     groups.sort(key=lambda g: (-g["size"], g["paths"][0]))
     return groups
+
+
+def _turned_copies(
+    vectors: np.ndarray,
+    turned: np.ndarray,
+    threshold: float,
+    k: int,
+    upright: np.ndarray,
+    *,
+    paths: list[Path] | None,
+    pixel: float,
+    features: FeatureCache | None,
+    notes: list[str],
+) -> tuple[np.ndarray, np.ndarray, dict[tuple[int, int], int]]:
+    """Confirmed turned copies: (pairs, strength, {pair: turn}). Pairs already confirmed upright are not checked
+    again; the others are candidates of T(a) ≈ b whatever their upright cosine (a mirrored copy's upright cosine
+    is often high, yet its pixels only line up once mirrored)."""
+    cand = turned_candidates(vectors, turned, threshold, k)
+    done = {(int(a), int(b)) for a, b in upright.reshape(-1, 2)}
+    keep = np.array([(int(a), int(b)) not in done for a, b in cand.pairs], bool)
+    pairs, turn = cand.pairs[keep].reshape(-1, 2), cand.turn[keep]
+    empty = (np.zeros((0, 2), np.int64), np.zeros(0, np.float32), {})
+    if not len(pairs):
+        notes.append(f"no rotated or mirrored candidate pairs (cosine ≥ {threshold:g}) beyond the upright copies")
+        return empty
+    ncc = np.full(len(pairs), -1.0, np.float32)
+    checked = 0
+    if paths is not None and pixel > 0:
+        used = np.unique(pairs)
+        coarse, fine, bad = thumbnails([paths[u] for u in used])
+        row = np.full(len(vectors), -1)
+        row[used] = np.arange(len(used))
+        local = row[pairs]
+        readable = ~np.isin(local, bad).any(axis=1)
+        # a pair's turns best cosine first; once one lines up, its others are not checked (a true copy's best turn
+        # is nearly always the right one, so this checks each copy about once instead of once per proposing turn)
+        key = pairs[:, 0] * len(vectors) + pairs[:, 1]  # one number per pair
+        order = np.lexsort((-cand.cosine[keep], key))
+        rank = np.empty(len(pairs), np.int64)
+        starts = np.r_[0, np.flatnonzero(np.diff(key[order])) + 1]
+        rank[order] = np.arange(len(pairs)) - np.repeat(starts, np.diff(np.r_[starts, len(pairs)]))
+        done_keys: set[int] = set()
+        for r in range(int(rank.max()) + 1 if len(rank) else 0):
+            sel = np.flatnonzero((rank == r) & readable & ~np.isin(key, list(done_keys)))
+            if not len(sel):
+                continue
+            ncc[sel] = turned_pixel_scores(coarse, fine, local[sel], turn[sel])
+            checked += len(sel)
+            done_keys |= set(key[sel[ncc[sel] >= pixel]].tolist())
+    by_pixel = ncc >= pixel if pixel > 0 else np.ones(len(pairs), bool)
+    by_geometry = np.zeros(len(pairs), bool)
+    pair_key = pairs[:, 0] * len(vectors) + pairs[:, 1]
+    unconfirmed = ~np.isin(pair_key, pair_key[by_pixel])  # rows of pairs no turn of which lined up
+    if features is not None and paths is not None and unconfirmed.any():
+        rest = np.flatnonzero(unconfirmed)
+        by_geometry[rest] = homography_confirms(features, paths, pairs[rest], turn[rest])
+        notes.extend(features.notes)
+    ok = by_pixel | by_geometry
+    strength = np.where(by_pixel, ncc, pixel).astype(np.float32)
+    best: dict[tuple[int, int], tuple[float, int]] = {}  # a pair confirmed in several turns keeps its best
+    for (a, b), t, x in zip(pairs[ok], turn[ok], strength[ok], strict=True):
+        if (int(a), int(b)) not in best or x > best[int(a), int(b)][0]:
+            best[int(a), int(b)] = (float(x), int(t))
+    how = (
+        f"{int(by_pixel.sum())} line up pixel for pixel once turned ({checked} of {len(pairs)} pair-turns checked)"
+        if paths is not None and pixel > 0
+        else "by cosine alone (no pixel check)"
+    )
+    notes.append(
+        f"{len(best)} of {len(np.unique(pairs, axis=0))} rotated or mirrored candidate pairs are copies: {how}, "
+        f"{int((by_geometry & ~by_pixel).sum())} more hold a homography"
+    )
+    keys = sorted(best)
+    return (
+        np.array(keys, np.int64).reshape(-1, 2),
+        np.array([best[x][0] for x in keys], np.float32),
+        {x: best[x][1] for x in keys},
+    )
 
 
 def _epoch(t: str | None) -> float:

@@ -156,10 +156,13 @@ class FeatureCache:
         self._memory = memory
         self._loaded: OrderedDict[str, Features] = OrderedDict()
         self._lock = threading.Lock()
+        self._build_lock = threading.Lock()
         self.notes: list[str] = []
         self.failed: dict[int, str] = {}
         self._hashes: list[str] | None = None
         self.counts: dict[int, int] = {}  # keypoints of every image got so far (which ones were too flat to verify)
+        self._packs: dict[int, FeaturePack | None] = {}
+        self._packs_checked: dict[int, int] = {}  # limit -> index size when the pack was last found fresh enough
 
     def _stored_conf(self) -> FeatureConf | None:
         path = self.folder / CONF_FILE
@@ -186,8 +189,11 @@ class FeatureCache:
         ids = range(len(hashes)) if ids is None else ids
         if self._stale_conf:
             return sorted(set(ids))
+        ids = set(ids)
+        if len(ids) < 1000:  # a search's few candidates: one stat each, not a listing of every cached file
+            return sorted(i for i in ids if not self.file_of(hashes[i]).is_file())
         present = {p.stem for p in self.folder.glob("*.npz")} if self.folder.is_dir() else set()
-        return sorted({i for i in ids if hashes[i] not in present})
+        return sorted(i for i in ids if hashes[i] not in present)
 
     def ensure(self, ids: Sequence[int] | None = None, *, workers: int | None = None, progress: bool = False) -> int:
         """Compute and store the features of ``ids`` (all images by default) that are not cached; returns how many
@@ -240,9 +246,11 @@ class FeatureCache:
 
     def clear(self) -> None:
         if self.folder.is_dir():
-            for p in self.folder.glob("*.npz"):
+            for p in [*self.folder.glob("*.npz"), *self.folder.glob("pack-*")]:
                 p.unlink(missing_ok=True)
         self._loaded.clear()
+        self._packs.clear()
+        self._packs_checked.clear()
 
     def prune(self) -> int:
         """Drop the features of images no longer indexed (deleted, or changed and so re-hashed)."""
@@ -294,9 +302,127 @@ class FeatureCache:
         self.counts[i] = len(feats)
         return feats
 
+    def pack(self, limit: int, *, build: bool = True, stale: float = 0.1) -> FeaturePack | None:
+        """The strongest ``limit`` keypoints of every cached image, memory-mapped from one file set (re-ranking's
+        store: reading 100 small files per query cost as much as verifying them). Built from the per-image files
+        when missing, made with other settings, unreadable, or lacking more than ``stale`` of the images that have
+        features now (images added since are read from their own files meanwhile); None when ``build`` is False
+        and no usable pack exists, or when nothing is cached."""
+        hashes = self.hashes
+        with self._lock:
+            current = self._packs.get(limit)
+            if current is not None and self._packs_checked.get(limit) == len(hashes):
+                return current
+        if current is None:
+            current = FeaturePack.open(self.folder, limit, self.conf)
+        if current is not None and not self._stale_conf:
+            have = {p.stem for p in self.folder.glob("*.npz")} & set(hashes)
+            if sum(1 for h in have if h not in current.rows) <= stale * len(have):
+                with self._lock:
+                    self._packs[limit] = current
+                    self._packs_checked[limit] = len(hashes)
+                return current
+        if not build or self._stale_conf:
+            return None
+        with self._build_lock:  # two searches at once (the server's threads) build it once, not into each other
+            with self._lock:
+                if self._packs_checked.get(limit) == len(hashes):
+                    return self._packs.get(limit)
+            made = FeaturePack.build(self, limit)
+            with self._lock:
+                self._packs[limit] = made
+                self._packs_checked[limit] = len(hashes)
+        return made
+
     def unusable(self) -> list[int]:
         """Ids got so far that cannot be verified: unreadable, or fewer than ``MIN_KEYPOINTS`` keypoints."""
         return sorted({i for i, c in self.counts.items() if c < MIN_KEYPOINTS} | set(self.failed))
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.folder.glob("*.npz")) if self.folder.is_dir() else 0
+
+
+PACK_FILES = ("sift", "xy", "count", "size")
+
+
+class FeaturePack:
+    """The strongest ``limit`` keypoints of many images in fixed-size rows of memory-mapped arrays
+    (``features/pack-<limit>-{sift,xy,count,size}.npy`` plus ``pack-<limit>.json`` naming the content hash of each
+    row and the settings): a row is a slice, read from the page cache, not a file to open and unzip. At 512
+    keypoints a row is 68 KiB (64 KiB of uint8 SIFT, 4 KiB of positions). The JSON is written last, so a pack
+    whose arrays were cut short by a crash has no (or an older, mismatching) index and is rebuilt."""
+
+    def __init__(self, limit: int, hashes: list[str], arrays: dict[str, np.ndarray]) -> None:
+        self.limit = limit
+        self.rows = {h: r for r, h in enumerate(hashes)}
+        self.sift, self.xy = arrays["sift"], arrays["xy"]
+        self.count, self.size = arrays["count"], arrays["size"]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @staticmethod
+    def paths(folder: Path, limit: int) -> tuple[Path, dict[str, Path]]:
+        return folder / f"pack-{limit}.json", {k: folder / f"pack-{limit}-{k}.npy" for k in PACK_FILES}
+
+    @classmethod
+    def open(cls, folder: Path, limit: int, conf: FeatureConf) -> FeaturePack | None:
+        """The pack on disk, or None when there is none or it does not match (settings, shapes, row count)."""
+        index, files = cls.paths(folder, limit)
+        try:
+            meta = json.loads(index.read_text())
+            if meta.get("conf") != conf.to_dict() or meta.get("limit") != limit:
+                return None
+            hashes = [str(h) for h in meta["hashes"]]
+            arrays = {k: np.load(p, mmap_mode="r", allow_pickle=False) for k, p in files.items()}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        n = len(hashes)
+        shapes = {"sift": (n, limit, 128), "xy": (n, limit, 2), "count": (n,), "size": (n, 2)}
+        if any(arrays[k].shape != shape for k, shape in shapes.items()) or arrays["sift"].dtype != np.uint8:
+            return None
+        return cls(limit, hashes, arrays)
+
+    @classmethod
+    def build(cls, cache: FeatureCache, limit: int) -> FeaturePack | None:
+        """Pack every image that has a readable features file (one pass over them)."""
+        folder = cache.folder
+        hashes = sorted({h for h in cache.hashes if cache.file_of(h).is_file()})
+        if not hashes:
+            return None
+        index, files = cls.paths(folder, limit)
+        index.unlink(missing_ok=True)  # the arrays are about to change: no index may point at them meanwhile
+        n = len(hashes)
+        shapes = {"sift": ((n, limit, 128), np.uint8), "xy": ((n, limit, 2), np.float32)}
+        shapes |= {"count": ((n,), np.int32), "size": ((n, 2), np.int32)}
+        tmp = {k: files[k].with_name(f"{files[k].name}.{os.getpid()}.tmp") for k in PACK_FILES}
+        arrays = {k: np.lib.format.open_memmap(tmp[k], "w+", dtype, shape) for k, (shape, dtype) in shapes.items()}
+        kept: list[str] = []
+        for h in hashes:
+            try:
+                f = Features.load(cache.file_of(h))
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                continue  # unreadable: left out of the pack; FeatureCache.get recomputes it when asked
+            r, c = len(kept), min(len(f), limit)
+            arrays["sift"][r, :c], arrays["xy"][r, :c] = f.sift[:c], f.xy[:c]
+            arrays["count"][r], arrays["size"][r] = c, f.size
+            kept.append(h)
+        for a in arrays.values():
+            a.flush()
+        del arrays
+        for k in PACK_FILES:
+            os.replace(tmp[k], files[k])
+        # rows past len(kept) (unreadable files) stay zero and unnamed
+        atomic_write_json(
+            index, {"limit": limit, "conf": cache.conf.to_dict(), "hashes": kept + [""] * (n - len(kept))}
+        )
+        return cls.open(folder, limit, cache.conf)
+
+    def features(self, digest: str) -> Features | None:
+        """The packed keypoints of one image (views into the memory map), or None when it is not packed."""
+        r = self.rows.get(digest)
+        if r is None or not digest:
+            return None
+        c = int(self.count[r])
+        w, h = (int(v) for v in self.size[r])
+        return Features(self.xy[r, :c], self.sift[r, :c], (w, h))

@@ -110,6 +110,55 @@ def mutual_matches(da: np.ndarray, db: np.ndarray, ratio: float) -> tuple[np.nda
     return rows[mutual], best[rows[mutual]]
 
 
+def rootsift_rows(sift: np.ndarray) -> np.ndarray:
+    """L2-unit RootSIFT of raw SIFT rows of any leading shape (zero rows stay zero)."""
+    d = sift.astype(np.float32)
+    d /= d.sum(axis=-1, keepdims=True) + 1e-7
+    return np.sqrt(d, out=d)
+
+
+def mutual_matches_many(
+    da: np.ndarray, db: np.ndarray, counts: np.ndarray, ratio: float
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`mutual_matches` of one image (``da``, (n, 128)) against m others at once: ``db`` (m, L, 128) holds
+    their descriptors padded to L rows, ``counts`` how many rows of each are real. One matrix product for all m
+    (BLAS runs at full speed on one large product, not m small ones), laid out (n, m, L) so that each of da's rows
+    finds its two best in each image along contiguous memory; the mutual check then reads only the few columns
+    that passed the ratio test, as the one-pair version does. Same matches as m calls of the one-pair version.
+
+    (A bfloat16 product was tried: 4× faster on this project's AVX512-BF16 machine, but ranking its output in
+    bfloat16 cost as much as the float32 product saved.)"""
+    m, size = db.shape[0], db.shape[1]
+    out: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0, np.int64), np.zeros(0, np.int64))] * m
+    if len(da) < 2 or m == 0:
+        return out
+    pad = np.arange(size)[None, :] >= counts[:, None]  # (m, L)
+    if pad.any():
+        # padding rows of -10 score ≤ -10 against any RootSIFT (non-negative, unit length: its sum is ≥ 1), below
+        # every real row (≥ 0): never a best or second best while an image has two real rows. Cheaper than
+        # masking the similarities afterwards (a pass over all of them).
+        db = db.copy()
+        db[pad] = -10.0
+    sim = (da @ db.reshape(m * size, -1).T).reshape(len(da), m, size)
+    best = sim.argmax(axis=2)  # (n, m)
+    s1 = np.take_along_axis(sim, best[:, :, None], axis=2)[:, :, 0]
+    np.put_along_axis(sim, best[:, :, None], -np.inf, axis=2)
+    s2 = sim.max(axis=2)
+    np.put_along_axis(sim, best[:, :, None], s1[:, :, None], axis=2)
+    d1 = np.maximum(2 - 2 * s1, 0)
+    d2 = np.maximum(2 - 2 * s2, 0)
+    passed = d1 <= ratio * ratio * d2  # (n, m)
+    rows, cols = np.nonzero(passed.T)  # (image, row of da), grouped by image
+    if not len(rows):
+        return out
+    target = best[cols, rows]
+    mutual = sim[:, rows, target].argmax(axis=0) == cols
+    keep = mutual & (counts[rows] >= 2)
+    rows, cols, target = rows[keep], cols[keep], target[keep]
+    bounds = np.searchsorted(rows, np.arange(m + 1))
+    return [(cols[bounds[c] : bounds[c + 1]], target[bounds[c] : bounds[c + 1]]) for c in range(m)]
+
+
 def fit_geometry(pa: np.ndarray, pb: np.ndarray, conf: MatchConf) -> np.ndarray:
     """Inlier mask of the robust two-view fit (all False when there are too few matches or no model is found)."""
     import cv2
