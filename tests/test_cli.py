@@ -50,3 +50,24 @@ def test_help_and_info_import_no_model_runtime_or_search_library(sample_index, t
     code, modules = imported_by(["info", "--index", str(sample_index.store.path)], tmp_path)
     assert code in (0, None)
     assert modules == {"pyarrow"}  # the table, to count images and labels
+
+
+def test_a_file_hash_is_remembered_until_the_file_changes(tmp_path: Path, monkeypatch) -> None:
+    import hashlib
+    import os
+
+    from lookalike.models import base
+
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"a" * 3000)
+    first = base.file_hash(weights)
+    assert first == hashlib.blake2b(b"a" * 3000, digest_size=16).hexdigest()
+    (memo,) = (tmp_path / "cache" / "hashes").iterdir()
+    stamp = memo.read_text().partition("\n")[0]
+    memo.write_text(f"{stamp}\n{'f' * 32}")  # what a remembered hash looks like to the next call
+    assert base.file_hash(weights) == "f" * 32
+    st = weights.stat()
+    weights.write_bytes(b"b" * 3000)  # same size, other bytes, written later
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert base.file_hash(weights) == hashlib.blake2b(b"b" * 3000, digest_size=16).hexdigest()
