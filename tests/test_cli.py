@@ -71,3 +71,28 @@ def test_a_file_hash_is_remembered_until_the_file_changes(tmp_path: Path, monkey
     weights.write_bytes(b"b" * 3000)  # same size, other bytes, written later
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     assert base.file_hash(weights) == hashlib.blake2b(b"b" * 3000, digest_size=16).hexdigest()
+
+
+def test_a_heic_photo_is_opened_without_registering_its_decoder_first(tmp_path: Path) -> None:
+    """pillow-heif is registered when the first HEIC comes, not at import (it cost every command's start-up)."""
+    import io
+
+    from PIL import Image
+
+    code = f"""
+import io, sys
+from PIL import Image
+from lookalike.images import decode
+assert "pillow_heif" not in sys.modules
+img, _ = decode(open({str(tmp_path / "p.heic")!r}, "rb").read(), "p.heic")
+print(img.size)
+"""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(buf, "HEIF")
+    (tmp_path / "p.heic").write_bytes(buf.getvalue())
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "(40, 30)"
