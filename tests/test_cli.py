@@ -96,3 +96,19 @@ print(img.size)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "(40, 30)"
+
+
+def test_the_lean_command_line_reads_and_runs_as_the_full_one() -> None:
+    """main() builds only the command being run (the others are stand-ins): help and errors must not change."""
+    from typer.testing import CliRunner
+
+    from lookalike.cli import _lean, app
+
+    runner = CliRunner()
+    for args in (["--help"], [], ["search", "--help"], ["plot", "--help"], ["plot", "tsne", "--help"], ["serch"]):
+        full = runner.invoke(app, args)
+        lean = runner.invoke(_lean(app, args), args)
+        assert (lean.exit_code, lean.output) == (full.exit_code, full.output), args
+    listed = runner.invoke(_lean(app, []), ["--help"]).output
+    assert all(f" {info.callback.__name__.removesuffix('_cmd').replace('_', '-')} " in listed
+               for info in app.registered_commands)  # fmt: skip
