@@ -6,6 +6,8 @@ it pays for reading the photos from disk; the model-only step decodes every file
 leave them all cached. A second end-to-end run over the then cached files shows what the read costs.
 
     flock /tmp/lookalike-bench.lock .venv/bin/python -m bench.indexing [--limit N] [--precisions fp32,int8]
+
+With ``--limit N`` the run writes its own section (``indexing-N``), beside the full collection's.
 """
 
 from __future__ import annotations
@@ -180,7 +182,7 @@ def main() -> None:
             f"**{100 * reindex_s / full_s:.1f}%** of a full run (target ≤ 2%).\n"
         )
         write_section(
-            "indexing",
+            f"indexing-{n}" if args.limit else "indexing",  # a smaller run keeps the full collection's section
             body,
             {
                 **settings,

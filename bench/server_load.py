@@ -5,7 +5,11 @@ The server runs in its own process (``lookalike serve``, exactly as a user start
 search with no queueing, then 8 clients for 30 s measure throughput, tail latency and errors. The server's RSS is
 read from /proc at start-up, after a warm-up, during the run and at the end: memory must stay flat.
 
-Run: ``flock /tmp/lookalike-bench.lock .venv/bin/python -m bench.server_load [--seconds 30] [--clients 8]``.
+With ``--precisions fp32,int8`` the same runs are made against the rooms index embedded at each precision (the
+int8 one calibrated on 64 of its photos; the server runs that index's quantized model), one after the other.
+
+Run: ``flock /tmp/lookalike-bench.lock .venv/bin/python -m bench.server_load [--seconds 30] [--clients 8]
+[--precisions fp32,int8]``.
 """
 
 from __future__ import annotations
@@ -128,10 +132,18 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=5)
     ap.add_argument("--workers", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2],
                     help="server --workers settings to compare, e.g. 1,2")  # fmt: skip
+    ap.add_argument("--precisions", default="fp32", help="index precisions to compare, e.g. fp32,int8")
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = ap.parse_args()
 
-    index = shared_index("rooms")
+    precisions = args.precisions.split(",")
+    indexes = {}
+    for precision in precisions:
+        # the fp32 index is the one every benchmark shares (built before int8 existed, or with precision explicit)
+        index = shared_index("rooms") if precision == "fp32" else shared_index("rooms", precision=precision)
+        if index.store.meta.get("precision", "fp32") != precision:
+            index = shared_index("rooms", precision=precision)
+        indexes[precision] = index
     rooms = dataset("rooms")
     files = sorted(rooms.glob("*/*.jpg"))
     random.Random(0).shuffle(files)
@@ -141,7 +153,9 @@ def main() -> None:
     memory: list[list[object]] = []
     notes: list[str] = []
     errors_total = 0
-    for workers in args.workers:
+    by_run: dict[tuple[str, int], tuple[float, float, float]] = {}
+    for precision, workers in [(p, w) for p in precisions for w in args.workers]:
+        index = indexes[precision]
         port = free_port()
         proc, startup = start_server(index.store.path, port, workers)
         pid = proc.pid
@@ -160,7 +174,7 @@ def main() -> None:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        tag = f"--workers {workers}"
+        tag = f"--workers {workers}" if len(precisions) == 1 else f"{precision}, --workers {workers}"
         rows.append(summarise(f"{tag}: 1 client, {args.single_seconds:g} s", 1, one[0], one[1], one[4]))
         rows.append(
             summarise(f"{tag}: {args.clients} clients, {args.seconds:g} s", args.clients, many[0], many[1], many[4])
@@ -170,6 +184,8 @@ def main() -> None:
              f"{rss_end:.0f}", "yes" if alive else "NO"]
         )  # fmt: skip
         errors_total += one[1] + many[1]
+        ms = np.array(many[0]) * 1000
+        by_run[precision, workers] = (len(many[0]) / many[4], np.percentile(ms, 50), np.percentile(ms, 99))
         samples = one[2] + many[2]
         notes.append(
             f"With {tag}, {args.clients} clients get {len(many[0]) / many[4] / (len(one[0]) / one[4]):.2f}× the "
@@ -185,7 +201,7 @@ def main() -> None:
             "",
             f"`lookalike serve` in its own process over the rooms index ({len(index)} images, "
             f"{index.store.meta['model']['name']}, {index.store.meta['pooling']['name']} pooling, "
-            f"{index.store.meta['resolution']} px); httpx clients in the benchmark process on the same "
+            f"{index.store.meta['resolution']} px, embedded at {' and at '.join(precisions)}); httpx clients in the benchmark process on the same "
             f"{os.cpu_count()} cores, each uploading one of {len(photos)} room photos (416×416 JPEG, ~25 KB) to "
             "`POST /api/search` with k=5 as soon as its previous answer arrives. `--workers` is how many searches "
             f"the server runs at once (default: the number of cores, {os.cpu_count()}).",
@@ -208,6 +224,20 @@ def main() -> None:
             f"Errors: {errors_total} (any response other than 200 with 5 matches counts). Start-up is process "
             "start to a healthy `/api/health`: index, model and FAISS loaded once, one warm-up inference.",
             " ".join(notes),
+            *(
+                [""]
+                + [
+                    f"- {p} against {precisions[0]}, {args.clients} clients, --workers {w}: "
+                    f"**{by_run[p, w][0] / by_run[precisions[0], w][0]:.2f}×** the requests/s "
+                    f"({by_run[precisions[0], w][0]:.1f} → {by_run[p, w][0]:.1f}); p50 "
+                    f"{by_run[precisions[0], w][1]:.0f} → {by_run[p, w][1]:.0f} ms, p99 "
+                    f"{by_run[precisions[0], w][2]:.0f} → {by_run[p, w][2]:.0f} ms."
+                    for p in precisions[1:]
+                    for w in args.workers
+                ]
+                if len(precisions) > 1
+                else []
+            ),
         ]
     )
     if not args.no_write:
@@ -217,6 +247,7 @@ def main() -> None:
             "k": 5,
             "clients": f"1 for {args.single_seconds:g} s, {args.clients} for {args.seconds:g} s",
             "server --workers": ", ".join(map(str, args.workers)),
+            "precisions": ", ".join(precisions),
         }
         write_section(NAME, body, settings)
     print(body)

@@ -242,9 +242,18 @@ def _register_avif() -> bool:
     return True
 
 
-READABLE = {"heif": _register_heif(), "avif": _register_avif()}
-"""Which of the container formats Pillow can open here; a file of one it cannot gets a one-line message naming the
-package that reads it."""
+_OPENERS = {"heif": _register_heif, "avif": _register_avif}
+READABLE: dict[str, bool] = {}
+"""Which of the container formats Pillow can open here, found the first time a file of that kind comes (registering
+pillow-heif took about 35 ms of every command's start-up); a file of one it cannot open gets a one-line message
+naming the package that reads it."""
+
+
+def can_read(kind: str) -> bool:
+    """Whether Pillow opens ``kind`` ("heif", "avif") here, registering its opener the first time it is asked."""
+    if kind not in READABLE:
+        READABLE[kind] = _OPENERS[kind]()
+    return READABLE[kind]
 
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
 _MISSING = {
@@ -305,6 +314,9 @@ def _open(data: bytes, name: str) -> tuple[Image.Image, float]:
 
             img = JpegImagePlugin.jpeg_factory(io.BytesIO(data))
         else:
+            kind = sniff(data, name)
+            if kind in _OPENERS:
+                can_read(kind)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # size_policy decides
                 img = Image.open(io.BytesIO(data))
@@ -316,7 +328,7 @@ def _open(data: bytes, name: str) -> tuple[Image.Image, float]:
         ) from None
     except UnidentifiedImageError:
         kind = sniff(data, name)
-        if kind in READABLE and not READABLE[kind]:
+        if kind in _OPENERS and not can_read(kind):
             raise ImageError(f"{name}: {_MISSING[kind]}") from None
         raise ImageError(f"{name}: not an image Pillow can read") from None
     except (

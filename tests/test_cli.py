@@ -50,3 +50,65 @@ def test_help_and_info_import_no_model_runtime_or_search_library(sample_index, t
     code, modules = imported_by(["info", "--index", str(sample_index.store.path)], tmp_path)
     assert code in (0, None)
     assert modules == {"pyarrow"}  # the table, to count images and labels
+
+
+def test_a_file_hash_is_remembered_until_the_file_changes(tmp_path: Path, monkeypatch) -> None:
+    import hashlib
+    import os
+
+    from lookalike.models import base
+
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"a" * 3000)
+    first = base.file_hash(weights)
+    assert first == hashlib.blake2b(b"a" * 3000, digest_size=16).hexdigest()
+    (memo,) = (tmp_path / "cache" / "hashes").iterdir()
+    stamp = memo.read_text().partition("\n")[0]
+    memo.write_text(f"{stamp}\n{'f' * 32}")  # what a remembered hash looks like to the next call
+    assert base.file_hash(weights) == "f" * 32
+    st = weights.stat()
+    weights.write_bytes(b"b" * 3000)  # same size, other bytes, written later
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert base.file_hash(weights) == hashlib.blake2b(b"b" * 3000, digest_size=16).hexdigest()
+
+
+def test_a_heic_photo_is_opened_without_registering_its_decoder_first(tmp_path: Path) -> None:
+    """pillow-heif is registered when the first HEIC comes, not at import (it cost every command's start-up)."""
+    import io
+
+    from PIL import Image
+
+    code = f"""
+import io, sys
+from PIL import Image
+from lookalike.images import decode
+assert "pillow_heif" not in sys.modules
+img, _ = decode(open({str(tmp_path / "p.heic")!r}, "rb").read(), "p.heic")
+print(img.size)
+"""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(buf, "HEIF")
+    (tmp_path / "p.heic").write_bytes(buf.getvalue())
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "(40, 30)"
+
+
+def test_the_lean_command_line_reads_and_runs_as_the_full_one() -> None:
+    """main() builds only the command being run (the others are stand-ins): help and errors must not change."""
+    from typer.testing import CliRunner
+
+    from lookalike.cli import _lean, app
+
+    runner = CliRunner()
+    for args in (["--help"], [], ["search", "--help"], ["plot", "--help"], ["plot", "tsne", "--help"], ["serch"]):
+        full = runner.invoke(app, args)
+        lean = runner.invoke(_lean(app, args), args)
+        assert (lean.exit_code, lean.output) == (full.exit_code, full.output), args
+    listed = runner.invoke(_lean(app, []), ["--help"]).output
+    assert all(f" {info.callback.__name__.removesuffix('_cmd').replace('_', '-')} " in listed
+               for info in app.registered_commands)  # fmt: skip

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from lookalike.errors import ImageError
-from lookalike.images import IMAGE_EXTENSIONS, READABLE, decode, find_images, load_image, sniff
+from lookalike.images import IMAGE_EXTENSIONS, READABLE, can_read, decode, find_images, load_image, sniff
 from lookalike.samples import photo_exif, write_dng
 
 TIME = "2024:05:06 07:08:09"
@@ -29,6 +29,8 @@ def _picture(size: tuple[int, int] = (96, 64)) -> Image.Image:
 
 def _encode(img: Image.Image, kind: str, exif: Image.Exif | None = None) -> bytes:
     buf = io.BytesIO()
+    if kind != "jpeg":
+        assert can_read(kind)  # registers the encoder too (lookalike registers the opener when a file needs it)
     kwargs = {"exif": exif.tobytes()} if exif is not None else {}
     img.save(buf, {"jpeg": "JPEG", "heif": "HEIF", "avif": "AVIF"}[kind], quality=92, **kwargs)
     return buf.getvalue()
@@ -190,10 +192,11 @@ def test_cr3_and_orf_metadata_layouts() -> None:
 @pytest.mark.parametrize(("kind", "package"), [("heif", "pillow-heif"), ("avif", "pillow-avif-plugin")])
 def test_a_missing_container_decoder_is_named(kind: str, package: str, monkeypatch: pytest.MonkeyPatch) -> None:
     plugin = {"heif": "HEIF", "avif": "AVIF"}[kind]
+    data = _encode(_picture(), kind)
     monkeypatch.setattr(Image, "ID", [i for i in Image.ID if i != plugin])
     monkeypatch.setitem(READABLE, kind, False)
     with pytest.raises(ImageError) as err:
-        decode(_encode(_picture(), kind), f"phone{FORMATS[kind]}")
+        decode(data, f"phone{FORMATS[kind]}")
     msg = str(err.value)
     assert package in msg and msg.startswith(f"phone{FORMATS[kind]}: ") and "\n" not in msg
 

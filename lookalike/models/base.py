@@ -8,6 +8,7 @@ function that builds its module, called only to export or to run eagerly, so a c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -38,11 +39,30 @@ def cache_dir() -> Path:
 
 
 def file_hash(path: str | os.PathLike[str]) -> str:
+    """The blake2b-128 of a file's bytes, remembered under the cache folder against the file's size, modification
+    time and inode: hashing the 14 MB of EfficientNet-Lite0 weights took 40 ms of every ``lookalike search``, which
+    only needs it to name the cached export. A file rewritten in place gets a new modification time, so a new hash."""
+    path = os.path.abspath(path)
+    st = os.stat(path)
+    stamp = f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
+    memo = cache_dir() / "hashes" / hashlib.blake2b(os.fsencode(path), digest_size=16).hexdigest()
+    try:
+        known_stamp, _, digest = memo.read_text().partition("\n")
+        if known_stamp == stamp and len(digest) == 32:
+            return digest
+    except (OSError, ValueError):
+        pass
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    if os.stat(path).st_mtime_ns == st.st_mtime_ns:  # not rewritten while being read
+        from lookalike.io import atomic_write
+
+        with contextlib.suppress(OSError):  # a read-only cache only costs the hashing
+            atomic_write(memo, f"{stamp}\n{digest}")
+    return digest
 
 
 class Backbone(Protocol):
@@ -216,6 +236,10 @@ class TorchBackbone:
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle pool threads sleep instead of spinning: spinning burnt ~0.1 s of CPU in a one-off search (while the
+        # graph is optimised and after the run) and, on two shared cores, took cycles from decoding and from other
+        # work (batch 8 at 320 px ran 12.4 img/s without it against 10.4 with it, side by side, under load).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception:
