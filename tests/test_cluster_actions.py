@@ -404,6 +404,8 @@ def test_new_photos_against_the_index(built: Path, tmp_path: Path) -> None:
     other = sorted(make_samples(tmp_path / "other", per_class=3, size=300, seed=7).rglob("*.jpg"))
     shutil.copy(other[-1], inc / "fresh.jpg")  # another crop of a sample subject: similar, not a copy
     (inc / "broken.jpg").write_bytes(b"not a jpeg")
+    os.mkfifo(inc / "pipe.jpg")  # a camera card's oddities: reading it would block for ever
+    (inc / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
     rep = check_new(index, inc)
     status = {p["path"]: p for p in rep["photos"]}
     assert status["temple_small.jpg"]["status"] == "copy"
@@ -416,6 +418,8 @@ def test_new_photos_against_the_index(built: Path, tmp_path: Path) -> None:
     assert status["portrait_same.jpg"]["copy_of"][0]["identical"]
     assert status["fresh.jpg"]["status"] == "new"
     assert status["broken.jpg"]["status"] == "skipped"
+    assert status["pipe.jpg"] == {"path": "pipe.jpg", "status": "skipped", "reason": "not a regular file (named pipe)"}
+    assert status["gone.jpg"]["status"] == "skipped" and "dangling" in status["gone.jpg"]["reason"]
     assert rep["summary"]["embedded"] == 2  # only what was not byte-identical and could be read
     # the pixel check sees at most k candidates per embedded photo, however large the collection
     assert 1 <= rep["summary"]["checked_pairs"] <= 2 * rep["settings"]["k"]

@@ -13,8 +13,8 @@ import numpy as np
 
 from lookalike.cluster.dedupe import DEDUPE_FLOOR, DEDUPE_PIXEL, check_ranges
 from lookalike.cluster.pixels import pixel_scores, thumbnails
-from lookalike.errors import LookalikeError
-from lookalike.images import content_hash, find_images
+from lookalike.errors import ImageError, LookalikeError
+from lookalike.images import content_hash, discover, read_file
 from lookalike.progress import bar
 
 if TYPE_CHECKING:
@@ -39,17 +39,21 @@ def check_new(
     src = Path(folder)
     if not src.is_dir():
         raise LookalikeError(f"not a folder: {folder}")
-    files = find_images(src, exclude=[index.store.path])
+    # the same walk as indexing: pipes, devices and dangling links are reported, never opened; exports left out
+    found = discover(src, exclude=[index.store.path])
+    files = found.files + [p for p, _ in found.skipped]
     if not files:
         raise LookalikeError(f"no images found in {folder}")
     names = index.names
     results: dict[Path, dict[str, Any]] = {}
     to_embed: list[Path] = []
-    for p in files:
+    for p, why in found.skipped:
+        results[p] = {"status": "skipped", "reason": why}
+    for p in found.files:
         try:
-            digest = content_hash(p.read_bytes())
-        except OSError as exc:
-            results[p] = {"status": "skipped", "reason": f"cannot read ({exc.strerror or exc})"}
+            digest = content_hash(read_file(p))
+        except ImageError as exc:
+            results[p] = {"status": "skipped", "reason": str(exc).removeprefix(f"{p}: ")}
             continue
         same = index.hash_ids(digest)
         if same:
@@ -103,7 +107,7 @@ def check_new(
             hits.sort(key=lambda h: (-h["pixel"], -h["cosine"]))
             results[p] = {"status": "copy", "copy_of": hits} if hits else {"status": "new"}
     photos = []
-    for p in files:
+    for p in sorted(files):
         rel = p.relative_to(src).as_posix()
         photos.append({"path": rel, **results[p]})
     counts = {s: sum(x["status"] == s for x in photos) for s in ("copy", "new", "skipped")}
