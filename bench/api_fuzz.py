@@ -47,6 +47,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", type=int, default=200, help="generated cases per operation and server")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--shared", action="store_true", help="run without the bench lock: the section says so")
     args = ap.parse_args()
 
     import schemathesis
@@ -112,6 +113,12 @@ def main() -> None:
             "",
             f"Total: {total:,} cases; distinct failures: {len(failures)}"
             + "".join(f"\n- {k} (first seen: {examples[k]})" for k in sorted(failures)),
+            *(
+                ["", "Run without the bench lock beside other work on the same cores: the seconds are inflated; "
+                 "the cases and failures are what this run is about."]
+                if args.shared
+                else []
+            ),
         ]
     )
     if not args.no_write:
