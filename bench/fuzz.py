@@ -4,6 +4,7 @@ the detections JSON.
 Targets:
 - ``decode``: :func:`lookalike.images.decode` on the bytes (open, size policy, draft, EXIF orientation, mode
   conversion, EXIF time and GPS), with and without a model target size;
+- ``raw``: the same on the bytes as a ``.dng`` (LibRaw, through rawpy);
 - ``detections``: :func:`lookalike.scenes.load_detections` on the bytes as a file.
 
 A finding is any exception other than :class:`lookalike.errors.LookalikeError` (or a one-line message breaking that
@@ -63,13 +64,37 @@ def seed_corpus() -> dict[str, list[bytes]]:
     save(base, "WEBP", quality=50)
     save(base, "BMP")
     save(base.convert("P"), "GIF")
+    from lookalike.images import READABLE
+
+    exif6 = Image.Exif()
+    exif6[0x0112] = 6  # orientation
+    if READABLE["heif"]:  # HEIC and AVIF: sniffed from the bytes, decoded through Pillow's openers
+        save(base, "HEIF", quality=50, enc_params={"preset": "ultrafast"})
+        save(base, "HEIF", quality=50, enc_params={"preset": "ultrafast"}, exif=exif6.tobytes())
+    if READABLE["avif"]:
+        save(base, "AVIF", quality=50, speed=10)
+        save(base, "AVIF", quality=50, speed=10, exif=exif6.tobytes())
+    raws: list[bytes] = []
+    try:
+        import rawpy  # noqa: F401
+    except ImportError:
+        pass
+    else:  # DNG (LibRaw through rawpy): with a JPEG preview, an RGB one, none (demosaic), metadata in the preview
+        from lookalike.samples import write_dng
+
+        with tempfile.TemporaryDirectory() as tmp:
+            exif = Image.Exif()
+            exif[0x0112] = 6
+            for i, kw in enumerate([{"preview": 16}, {"preview": 16, "jpeg_preview": False}, {"preview": None},
+                                    {"preview": 16, "metadata_in": "preview"}]):  # fmt: skip
+                raws.append(write_dng(Path(tmp) / f"{i}.dng", base.resize((32, 24)), exif=exif, **kw).read_bytes())
     boxes = [
         {"a": {"x1": 1, "y1": 2, "x2": 30, "y2": 40}, "b": {"x1": 5, "y1": 5, "x2": 9, "y2": 9}},
         [[1, 2, 30, 40], [5, 5, 9, 9]],
         {"annotations": [{"bbox": [1, 2, 29, 38], "id": 7}]},
         [{"id": "x", "x1": 0, "y1": 0, "x2": 10, "y2": 10}],
     ]
-    return {"decode": images, "detections": [json.dumps(b).encode() for b in boxes]}
+    return {"decode": images, "raw": raws, "detections": [json.dumps(b).encode() for b in boxes]}
 
 
 def check_decode(data: bytes) -> None:
@@ -79,6 +104,22 @@ def check_decode(data: bytes) -> None:
     for target in (None, 32):
         try:
             img, meta = decode(data, "fuzz.jpg", target=target)
+        except LookalikeError as exc:
+            if "\n" in str(exc):
+                raise AssertionError(f"multi-line error: {exc!r}") from None
+            continue
+        assert img.mode == "RGB" and min(img.size) >= 1, (img.mode, img.size)
+        assert meta.gps_lat is None or -90 <= meta.gps_lat <= 90
+
+
+def check_raw(data: bytes) -> None:
+    """The camera-RAW path: a file named .dng goes to LibRaw whatever its bytes (RAWs are often TIFF inside)."""
+    from lookalike.errors import LookalikeError
+    from lookalike.images import decode
+
+    for target in (None, 32):
+        try:
+            img, meta = decode(data, "fuzz.dng", target=target)
         except LookalikeError as exc:
             if "\n" in str(exc):
                 raise AssertionError(f"multi-line error: {exc!r}") from None
@@ -100,7 +141,7 @@ def check_detections(data: bytes) -> None:
             raise AssertionError(f"multi-line error: {exc!r}") from None
 
 
-TARGETS = {"decode": check_decode, "detections": check_detections}
+TARGETS = {"decode": check_decode, "raw": check_raw, "detections": check_detections}
 
 
 def _run_target(name: str, seconds: float, corpus_dir: str, artifacts: str, result_file: str) -> None:
@@ -137,6 +178,8 @@ def main() -> None:
             artifacts = Path(tmp) / name / "artifacts"
             corpus.mkdir(parents=True)
             artifacts.mkdir(parents=True)
+            if not seeds[name]:
+                continue  # e.g. no rawpy here
             for i, data in enumerate(seeds[name]):
                 (corpus / f"seed{i:03d}").write_bytes(data)
             result = Path(tmp) / name / "libfuzzer.log"
@@ -172,7 +215,10 @@ def main() -> None:
             "mode conversion, EXIF time and GPS) and `detections` (`lookalike.scenes.load_detections` on the bytes as "
             "a file). A finding is any exception but a one-line `LookalikeError`. Seeds: small valid files made by "
             "`bench.fuzz.seed_corpus` (JPEG with EXIF orientation/time/GPS, grey, CMYK, progressive; PNG in 7 modes; "
-            "TIFF, WebP, BMP, GIF; detections in each format).",
+            "TIFF, WebP, BMP, GIF; HEIC and AVIF, plain and with an EXIF orientation; detections in each format). "
+            "`raw`: the same decoder on the bytes as a `.dng` (LibRaw through rawpy, which takes any file with a "
+            "RAW extension), seeds four small DNGs by `lookalike.samples.write_dng` (JPEG preview, RGB preview, no "
+            "preview, metadata only in the preview).",
             "",
             markdown_table(["target", "seeds", "corpus at the end", "executions", "per second", "findings"], rows),
             "",
