@@ -29,6 +29,13 @@ import time
 from pathlib import Path
 
 NAME = "fuzz"
+FIXED = [
+    "malformed EXIF tags made `ImageOps.exif_transpose` raise TypeError, AttributeError or struct.error (9 inputs; "
+    "the orientation is now read without re-writing the EXIF block)",
+    "a truncated HEIC made pillow-heif raise EOFError when its pixels were loaded, after the header had opened "
+    "(found within 874 executions of the first run with HEIC seeds; now a one-line 'corrupt or truncated image')",
+]
+"""What earlier runs found, each fixed with its input replayed by tests/test_fuzz.py (bench/results/fuzz)."""
 
 
 def seed_corpus() -> dict[str, list[bytes]]:
@@ -223,6 +230,8 @@ def main() -> None:
             markdown_table(["target", "seeds", "corpus at the end", "executions", "per second", "findings"], rows),
             "",
             "Findings: " + ("; ".join(findings) if findings else "none in this run."),
+            "",
+            "Found by earlier runs and fixed: " + "; ".join(FIXED) + ".",
         ]
     )
     if not args.no_write:

@@ -413,7 +413,8 @@ def _decode_pillow(data: bytes, name: str, target: int | None) -> tuple[Image.Im
         img.load()
     except ImageError:
         raise
-    except (OSError, ValueError, SyntaxError, RuntimeError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, RuntimeError, EOFError, struct.error, Image.DecompressionBombError) as exc:
+        # EOFError: pillow-heif on a truncated HEIC at load() (found by bench/fuzz.py from the HEIC seeds)
         raise ImageError(f"{name}: corrupt or truncated image ({_reason(exc)})") from None
     return img, meta
 
