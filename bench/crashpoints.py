@@ -320,6 +320,13 @@ FOUND = [
     "update, now removes those older than the process)",
     "`dedupe --not-duplicates` killed after `decisions.json` was renamed into place and then re-run recorded the "
     "decision twice (a repeated decision is now remembered once; `tests/test_cluster_actions.py`)",
+    "`vocab fit` killed after its new `meta.json` (VLAD, 4x wider vectors) was in place but before the table was "
+    "re-embedded (4 of its 14 steps): the index opened 24 images as 6 garbage vectors, the old table reshaped to the "
+    "new width (a rebuild now removes the old table first, and a table whose width is not the header's is refused; "
+    "`tests/test_store.py`)",
+    "`cluster --export` killed after the marker's temporary file was complete, before its rename (1 of 18 steps): "
+    "the folder held only that file, and the re-run refused it as somebody else's (the marker's own temporary "
+    "file no longer counts; `tests/test_cluster.py`)",
 ]
 """What crash-point runs found and what was fixed (kept here so the section states it beside the counts)."""
 

@@ -34,6 +34,8 @@ FIXED = [
     "the orientation is now read without re-writing the EXIF block)",
     "a truncated HEIC made pillow-heif raise EOFError when its pixels were loaded, after the header had opened "
     "(found within 874 executions of the first run with HEIC seeds; now a one-line 'corrupt or truncated image')",
+    "a DNG that LibRaw demosaiced to pixels of shape (1, 1, 1) made `Image.fromarray` raise TypeError (found within "
+    "151 executions of the first run of the raw target; now a one-line 'not a RAW photo LibRaw can read')",
 ]
 """What earlier runs found, each fixed with its input replayed by tests/test_fuzz.py (bench/results/fuzz)."""
 

@@ -446,7 +446,10 @@ def decode_raw(data: bytes, name: str = "image", target: int | None = None) -> t
             if thumb is not None:
                 img, preview_meta = _raw_preview(thumb, rawpy.ThumbFormat.JPEG, name, need, target, sizes.flip)
             if img is None:
-                img = Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8))
+                rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
+                if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 1:  # found by fuzzing: (1, 1, 1)
+                    raise ImageError(f"{name}: not a RAW photo LibRaw can read (it gave pixels of shape {rgb.shape})")
+                img = Image.fromarray(rgb)
     except ImageError:
         raise
     except (rawpy.LibRawError, rawpy.NotSupportedError, OSError, ValueError) as exc:
