@@ -478,7 +478,10 @@ def _raw_preview(
             if own in (1, None):  # the preview's own orientation, when it has one, was applied by decode()
                 decoded = decoded.transpose(_RAW_FLIP[flip]) if flip in _RAW_FLIP else decoded
             return decoded, meta
-        img = Image.fromarray(np.asarray(thumb.data, dtype=np.uint8))
+        pixels = np.asarray(thumb.data, dtype=np.uint8)
+        if pixels.ndim != 3 or pixels.shape[2] != 3:  # found by fuzzing: a (1, 1, 1) bitmap preview
+            return None, None
+        img = Image.fromarray(pixels)
         if min(img.size) < need:
             return None, None
         return (img.transpose(_RAW_FLIP[flip]) if flip in _RAW_FLIP else img), None
