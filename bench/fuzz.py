@@ -224,7 +224,7 @@ def main() -> None:
             "",
             f"atheris (libFuzzer, coverage-guided) for {args.seconds:g} s in all, split between the targets: `decode` "
             "(`lookalike.images.decode` with and without a model size: open, size policy, draft, EXIF orientation, "
-            "mode conversion, EXIF time and GPS) and `detections` (`lookalike.scenes.load_detections` on the bytes as "
+            "mode conversion, EXIF time and GPS), `raw` (the same on a `.dng`) and `detections` (`lookalike.scenes.load_detections` on the bytes as "
             "a file). A finding is any exception but a one-line `LookalikeError`. Seeds: small valid files made by "
             "`bench.fuzz.seed_corpus` (JPEG with EXIF orientation/time/GPS, grey, CMYK, progressive; PNG in 7 modes; "
             "TIFF, WebP, BMP, GIF; HEIC and AVIF, plain and with an EXIF orientation; detections in each format). "
