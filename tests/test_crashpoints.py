@@ -41,6 +41,19 @@ def test_newer_writers_killed_at_their_first_and_last_write(warm: None, tmp_path
     assert outcome.failures == []
 
 
+@pytest.mark.slow
+def test_dedupe_apply_killed_while_updating_the_index_finishes_it(warm: None, tmp_path: Path) -> None:
+    """Found by the bench: killed after the journal said "applied", while the index was being updated (its last six
+    write steps: table, skip list, header), the re-run returned "already applied" and left moved files in the index
+    or a stale count."""
+    from bench.crashpoints import prepare_command, trial
+
+    cmd = next(c for c in commands(photos_per_class=2) if c.name == "dedupe --apply")
+    base, steps, reference, volatile = prepare_command(cmd, tmp_path)
+    for step in (steps - 5, steps - 2):  # the table in place; the header written
+        assert trial(cmd, base, tmp_path / "trial", step, reference, volatile) is None
+
+
 def test_crash_hook_kills_at_the_asked_step_and_traces(tmp_path: Path) -> None:
     import subprocess
     import sys
