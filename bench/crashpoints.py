@@ -45,6 +45,8 @@ class Command:
     args: Callable[[Path], list[str]]
     prepare: Callable[[Path], None]
     outputs: Callable[[Path], list[Path]]
+    setup: Callable[[Path], None] | None = None
+    """Run on every copy of the prepared state before the command (what must name the copy's own paths)."""
 
 
 @dataclass
@@ -79,7 +81,9 @@ def make_photos(folder: Path, per_class: int) -> None:
 
 
 def commands(photos_per_class: int) -> list[Command]:
-    """index (checkpointing every 3 images), then fit, vocab fit and cluster --export over a built index."""
+    """index (checkpointing every 3 images), then fit, vocab fit, cluster --export, map, features, dedupe --apply
+    (its journal), a duplicate decision (decisions.json) over a built index, and an int8 index (its calibrated model
+    file)."""
 
     def fresh(work: Path) -> None:
         make_photos(work / "photos", photos_per_class)
@@ -88,12 +92,35 @@ def commands(photos_per_class: int) -> list[Command]:
         fresh(work)
         check(run_cli(index_args(work)), "index")
 
-    def index_args(work: Path) -> list[str]:
+    def with_copies(work: Path) -> None:
+        """A built index over photos of which a few are byte-identical copies in another folder (for dedupe)."""
+        fresh(work)
+        originals = sorted((work / "photos").glob("*/*.jpg"))[:: max(1, photos_per_class)]
+        (work / "photos" / "copies").mkdir()
+        for i, src in enumerate(originals):
+            shutil.copy2(src, work / "photos" / "copies" / f"copy_{i:02d}.jpg")
+        check(run_cli(index_args(work)), "index")
+
+    def make_plan(work: Path) -> None:
+        """A plan for this copy (it names the copy's index); its id fixed so every run keeps the same journal name."""
+        plan = work / "plan.json"
+        check(run_cli(["dedupe", "--index", str(work / "idx"), "--plan", str(plan), "--quiet"]), "dedupe --plan")
+        data = json.loads(plan.read_text())
+        data["id"] = "crashpoints"
+        plan.write_text(json.dumps(data))
+
+    def index_args(work: Path, *extra: str) -> list[str]:
         return ["index", str(work / "photos"), "--index", str(work / "idx"), "--quiet", "--batch-size", "2",
-                "--checkpoint-every", "3", "--resolution", "64"]  # fmt: skip
+                "--checkpoint-every", "3", "--resolution", "64", *extra]  # fmt: skip
 
     def idx(work: Path) -> list[Path]:
         return [work / "idx"]
+
+    def dedupe_outputs(work: Path) -> list[Path]:
+        return [work / "idx", work / "photos", work / "moved"]
+
+    def copies(work: Path) -> list[str]:
+        return [str(p) for p in sorted((work / "photos" / "copies").glob("*.jpg"))[:2]]
 
     return [
         Command("index", index_args, fresh, idx),
@@ -105,6 +132,32 @@ def commands(photos_per_class: int) -> list[Command]:
             built,
             lambda w: [w / "idx", w / "out"],
         ),
+        Command("map", lambda w: ["map", "--index", str(w / "idx"), "--method", "pca", "--json"], built, idx),
+        Command("features", lambda w: ["features", "--index", str(w / "idx"), "--workers", "1", "--quiet"], built, idx),
+        Command(
+            "dedupe --apply",
+            lambda w: [
+                "dedupe",
+                "--index",
+                str(w / "idx"),
+                "--apply",
+                str(w / "plan.json"),
+                "--move-to",
+                str(w / "moved"),
+                "--json",
+                "--quiet",
+            ],
+            with_copies,
+            dedupe_outputs,
+            setup=make_plan,
+        ),
+        Command(
+            "dedupe --not-duplicates",
+            lambda w: ["dedupe", *copies(w), "--index", str(w / "idx"), "--not-duplicates", "--json"],
+            with_copies,
+            idx,
+        ),
+        Command("index --precision int8", lambda w: index_args(w, "--precision", "int8"), fresh, idx),
     ]
 
 
@@ -206,6 +259,8 @@ def consistent(work: Path) -> str | None:
 
 def trial(cmd: Command, base: Path, scratch: Path, step: int, reference: dict, volatile: set[str]) -> str | None:
     work = _fresh_copy(base, scratch)
+    if cmd.setup:
+        cmd.setup(work)
     killed = run_cli(cmd.args(work), env={"LOOKALIKE_CRASH_AT": str(step)})
     if killed.returncode != -9:
         return f"step {step}: expected SIGKILL, exit {killed.returncode}: {killed.stderr.strip()[-200:]}"
@@ -230,6 +285,8 @@ def prepare_command(cmd: Command, tmp: Path) -> tuple[Path, int, dict, set[str]]
     steps = 0
     for i in range(2):
         work = _fresh_copy(base, tmp / f"clean{i}")
+        if cmd.setup:
+            cmd.setup(work)
         trace = tmp / f"trace{i}.txt"
         check(run_cli(cmd.args(work), env={"LOOKALIKE_WRITE_TRACE": str(trace)}), f"clean {cmd.name}")
         steps = len(trace.read_text().splitlines()) if trace.exists() else 0
@@ -256,51 +313,99 @@ def run_command(cmd: Command, tmp: Path, points: int | None, log: Callable[[str]
     return outcome
 
 
+FOUND = [
+    "`cluster --export` killed half-way left a folder without its marker, which every later export refused as "
+    "somebody else's (the marker is now written first)",
+    "killed writes left `.NAME.*.tmp` files behind for ever (the next write of the same file, and every index "
+    "update, now removes those older than the process)",
+    "`dedupe --not-duplicates` killed after `decisions.json` was renamed into place and then re-run recorded the "
+    "decision twice (a repeated decision is now remembered once; `tests/test_cluster_actions.py`)",
+    "`vocab fit` killed after its new `meta.json` (VLAD, 4x wider vectors) was in place but before the table was "
+    "re-embedded (4 of its 14 steps): the index opened 24 images as 6 garbage vectors, the old table reshaped to the "
+    "new width (a rebuild now removes the old table first, and a table whose width is not the header's is refused; "
+    "`tests/test_store.py`)",
+    "`cluster --export` killed after the marker's temporary file was complete, before its rename (1 of 18 steps): "
+    "the folder held only that file, and the re-run refused it as somebody else's (the marker's own temporary "
+    "file no longer counts; `tests/test_cluster.py`)",
+    "`dedupe --apply` killed after its journal said applied, while the index was being updated (6 of its 38 "
+    "steps): the re-run answered \"already applied\" and left the moved files in the index, or a stale count "
+    "(the re-run now finishes the index update; `tests/test_crashpoints.py`)",
+]
+"""What crash-point runs found and what was fixed (kept here so the section states it beside the counts)."""
+
+
+def report(outcomes: list[Outcome], args: argparse.Namespace, planned: list[str]) -> str:
+    from bench.report import markdown_table
+
+    rows = [[o.command, o.steps, len(o.tried), len(o.tried) - len(o.failures), len(o.failures), f"{o.seconds:.0f}"]
+            for o in outcomes]  # fmt: skip
+    tried = sum(len(o.tried) for o in outcomes)
+    failed = sum(len(o.failures) for o in outcomes)
+    done = [o.command for o in outcomes]
+    left = [n for n in planned if n not in done]
+    points = "for every N" if args.points is None else f"at {args.points} N spread over the run"
+    return "\n".join(
+        [
+            f"## Crash points (`{NAME}`)",
+            "",
+            f"Each writing command killed with SIGKILL at its N-th write step (a temporary file complete, or just "
+            f"renamed into place), {points}, on {4 * args.per_class} sample photos (96 px, indexed at 64 px; "
+            "`index` checkpoints every 3 images, batch 2; `dedupe` runs have a byte-identical copy of every "
+            f"{args.per_class}th photo in `copies/`). After each kill the index must open and `info` agree "
+            "with the table; then the command re-run must finish and leave every file, table cell and JSON value "
+            "(index folder, export folder, photo folder and move target for `dedupe --apply`) equal to a "
+            "never-interrupted run's (vectors to 1e-5; values that differ between two clean runs, i.e. "
+            "timings and timestamps, excluded).",
+            "",
+            markdown_table(["command", "write steps", "crash points tried", "survived", "failed", "seconds"], rows),
+            "",
+            f"Total: {tried} crash points, {tried - failed} survived, {failed} failed."
+            + "".join(f"\n- {f}" for o in outcomes for f in o.failures[:3])
+            + (f" Not run (time): {', '.join(left)}." if left else ""),
+            "",
+            "Found by crash-point runs and fixed: " + "; ".join(FOUND) + ".",
+            *(
+                [
+                    "",
+                    "Run without the bench lock beside other work on the same 2 cores: the seconds are inflated; the "
+                    "points tried and survived are what this run is about.",
+                ]
+                if args.shared
+                else []
+            ),
+        ]
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-class", type=int, default=6, help="sample photos per class (4 classes)")
     ap.add_argument("--points", type=int, default=None, help="crash points per command (default: every step)")
+    ap.add_argument("--only", default=None, help="comma-separated command names (default: all)")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--shared", action="store_true", help="run without the bench lock: the section says so")
     args = ap.parse_args()
 
-    outcomes = []
+    from bench.report import write_section
+
+    planned = [c.name for c in commands(args.per_class) if not args.only or c.name in args.only.split(",")]
+    outcomes: list[Outcome] = []
+    settings = {"photos": 4 * args.per_class, "points": args.points or "every step"}
     with tempfile.TemporaryDirectory(prefix="lookalike-crash-") as tmp:
         warm = Path(tmp) / "warm"  # the ONNX export cache is written once, before any step is counted
         make_photos(warm / "photos", 1)
         check(run_cli(["index", str(warm / "photos"), "--index", str(warm / "idx"), "--quiet", "--resolution", "64"]),
               "warm-up")  # fmt: skip
         for cmd in commands(args.per_class):
+            if cmd.name not in planned:
+                continue
             out = run_command(cmd, Path(tmp) / cmd.name.replace(" ", "-"), args.points)
             print(f"{cmd.name}: {len(out.tried)} of {out.steps} steps, {len(out.failures)} failures, "
                   f"{out.seconds:.0f} s", flush=True)  # fmt: skip
             outcomes.append(out)
-
-    from bench.report import markdown_table, write_section
-
-    rows = [[o.command, o.steps, len(o.tried), len(o.tried) - len(o.failures), len(o.failures), f"{o.seconds:.0f}"]
-            for o in outcomes]  # fmt: skip
-    tried = sum(len(o.tried) for o in outcomes)
-    failed = sum(len(o.failures) for o in outcomes)
-    body = "\n".join(
-        [
-            f"## Crash points (`{NAME}`)",
-            "",
-            f"Each writing command killed with SIGKILL at its N-th write step (a temporary file complete, or just "
-            f"renamed into place), for every N, on {4 * args.per_class} sample photos (96 px, indexed at 64 px; "
-            "`index` checkpoints every 3 images, batch 2). After each kill the index must open and `info` agree "
-            "with the table; then the command re-run must finish and leave every file, table cell and JSON value "
-            "equal to a never-interrupted run's (vectors to 1e-5; values that differ between two clean runs, i.e. "
-            "timings and timestamps, excluded).",
-            "",
-            markdown_table(["command", "write steps", "crash points tried", "survived", "failed", "seconds"], rows),
-            "",
-            f"Total: {tried} crash points, {tried - failed} survived, {failed} failed."
-            + "".join(f"\n- {f}" for o in outcomes for f in o.failures[:3]),
-        ]
-    )
-    if not args.no_write:
-        write_section(NAME, body, {"photos": 4 * args.per_class, "points": args.points or "every step"})
-    print(body)
+            if not args.no_write:  # after each command: a run stopped for time still records what it did
+                write_section(NAME, report(outcomes, args, planned), settings)
+    print(report(outcomes, args, planned))
 
 
 if __name__ == "__main__":

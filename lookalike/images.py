@@ -425,7 +425,8 @@ def _decode_pillow(data: bytes, name: str, target: int | None) -> tuple[Image.Im
         img.load()
     except ImageError:
         raise
-    except (OSError, ValueError, SyntaxError, RuntimeError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, RuntimeError, EOFError, struct.error, Image.DecompressionBombError) as exc:
+        # EOFError: pillow-heif on a truncated HEIC at load() (found by bench/fuzz.py from the HEIC seeds)
         raise ImageError(f"{name}: corrupt or truncated image ({_reason(exc)})") from None
     return img, meta
 
@@ -457,7 +458,10 @@ def decode_raw(data: bytes, name: str = "image", target: int | None = None) -> t
             if thumb is not None:
                 img, preview_meta = _raw_preview(thumb, rawpy.ThumbFormat.JPEG, name, need, target, sizes.flip)
             if img is None:
-                img = Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8))
+                rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
+                if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 1:  # found by fuzzing: (1, 1, 1)
+                    raise ImageError(f"{name}: not a RAW photo LibRaw can read (it gave pixels of shape {rgb.shape})")
+                img = Image.fromarray(rgb)
     except ImageError:
         raise
     except (rawpy.LibRawError, rawpy.NotSupportedError, OSError, ValueError) as exc:
@@ -486,7 +490,10 @@ def _raw_preview(
             if own in (1, None):  # the preview's own orientation, when it has one, was applied by decode()
                 decoded = decoded.transpose(_RAW_FLIP[flip]) if flip in _RAW_FLIP else decoded
             return decoded, meta
-        img = Image.fromarray(np.asarray(thumb.data, dtype=np.uint8))
+        pixels = np.asarray(thumb.data, dtype=np.uint8)
+        if pixels.ndim != 3 or pixels.shape[2] != 3:  # found by fuzzing: a (1, 1, 1) bitmap preview
+            return None, None
+        img = Image.fromarray(pixels)
         if min(img.size) < need:
             return None, None
         return (img.transpose(_RAW_FLIP[flip]) if flip in _RAW_FLIP else img), None

@@ -183,6 +183,7 @@ class Index:
             index._describer = describer
             if options.rebuild:
                 store.clear_parts()
+                store.discard_table()
 
         with index.store.lock():
             report = index.update(options)

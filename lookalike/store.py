@@ -41,6 +41,7 @@ from lookalike.io import (
     INDEX_SIGNATURE,
     atomic_write,
     atomic_write_json,
+    fsync_dir,
     name_bytes,
     name_from,
     now_iso,
@@ -295,6 +296,12 @@ class Store:
                 ) from None
         else:
             table = make_table([], np.zeros((0, dim), np.float32), dim)
+        width = getattr(table.schema.field("vector").type, "list_size", dim)
+        if width != dim:  # never read vectors of one recipe under another's header (they would reshape silently)
+            raise LookalikeError(
+                f"{table_path}: vectors of {width} numbers where the header says {dim}; the index was being "
+                "rebuilt when it stopped: run the command again, or `lookalike index --rebuild`"
+            )
         skipped: list[dict[str, Any]] = []
         if (path / SKIPPED_FILE).is_file():
             with contextlib.suppress(OSError, ValueError):
@@ -412,6 +419,14 @@ class Store:
 
     def pending_parts(self) -> int:
         return len(list((self.path / PARTS_DIR).glob("part-*.parquet")))
+
+    def discard_table(self) -> None:
+        """Remove the stored table and skip list before a rebuild: their vectors are of the old recipe, and a rebuild
+        killed after the new ``meta.json`` is written must open as an empty index of the new one, not as old vectors
+        under a new header (found by bench/crashpoints.py on ``vocab fit``)."""
+        for name in (TABLE_FILE, SKIPPED_FILE):
+            (self.path / name).unlink(missing_ok=True)
+        fsync_dir(self.path)
 
     def clear_parts(self) -> None:
         for f in (self.path / PARTS_DIR).glob("part-*.parquet"):

@@ -571,3 +571,18 @@ def test_hdbscan_second_pass_rescues_a_lone_pair() -> None:
     labels = hdbscan_labels(vectors[keep], 5)
     pair = labels[18:20]
     assert pair[0] >= 0 and pair[0] == pair[1]
+
+
+def test_an_export_killed_while_writing_its_marker_resumes(sample_index: Index, tmp_path: Path) -> None:
+    """Found by bench/crashpoints.py: killed after the marker's temporary file was complete but before its rename,
+    the folder held only that file, and every later export refused it as somebody else's."""
+    result = cluster_index(sample_index, save=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f".{EXPORT_MARKER}.k1ll3d.tmp").write_text("{}")
+    export_clusters(result, sample_index.root, out)
+    assert (out / EXPORT_MARKER).is_file()
+    (out / "notes.txt").write_text("somebody's")
+    (out / EXPORT_MARKER).unlink()
+    with pytest.raises(LookalikeError, match="not written by lookalike"):
+        export_clusters(result, sample_index.root, out)

@@ -472,3 +472,14 @@ def test_cli_plan_apply_undo_and_errors(dups: Path, tmp_path: Path) -> None:
     r = runner.invoke(app, ["dedupe", "--index", idx, "--not-duplicates", "temple.jpg", "copies/temple_q40.jpg"])
     assert r.exit_code == 0 and "remembered" in r.output
     assert len(Decisions.load(dups / ".lookalike")) == 1
+
+
+def test_a_repeated_decision_is_remembered_once(tmp_path: Path) -> None:
+    """Found by bench/crashpoints.py: `dedupe --not-duplicates` killed after decisions.json was renamed into place,
+    then re-run, recorded the decision twice (and so did a second click on the page)."""
+    decisions = Decisions(tmp_path / "decisions.json")
+    first = decisions.add("not-duplicates", ["b", "a"], ["b.jpg", "a.jpg"])
+    again = Decisions.load(tmp_path).add("not-duplicates", ["a", "b", "a"])
+    assert again == first and len(Decisions.load(tmp_path)) == 1
+    Decisions.load(tmp_path).add("keep-all", ["a", "b"])  # another kind is another decision
+    assert len(Decisions.load(tmp_path)) == 2

@@ -13,7 +13,7 @@ pytest.importorskip("hypothesis")
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from bench.fuzz import check_decode, check_detections, seed_corpus  # noqa: E402
+from bench.fuzz import check_decode, check_detections, check_raw, seed_corpus  # noqa: E402
 
 SEEDS = seed_corpus()
 FOUND = Path(__file__).resolve().parent.parent / "bench" / "results" / "fuzz"
@@ -45,6 +45,17 @@ def test_decoder_raises_only_lookalike_errors(data: bytes) -> None:
     check_decode(data)
 
 
+@pytest.mark.parametrize("seed", range(len(SEEDS["raw"])))
+def test_seed_raws_decode(seed: int) -> None:
+    check_raw(SEEDS["raw"][seed])
+
+
+@pytest.mark.skipif(not SEEDS["raw"], reason="rawpy is not installed")
+@given(data=mutated(SEEDS["raw"] or [b""]) | st.binary(max_size=512))
+def test_raw_decoder_raises_only_lookalike_errors(data: bytes) -> None:
+    check_raw(data)
+
+
 @given(data=mutated(SEEDS["detections"]) | st.binary(max_size=256))
 def test_detections_reader_raises_only_lookalike_errors(data: bytes) -> None:
     check_detections(data)
@@ -54,4 +65,5 @@ def test_detections_reader_raises_only_lookalike_errors(data: bytes) -> None:
     "path", sorted(p for p in FOUND.glob("*") if p.suffix != ".log") if FOUND.exists() else [], ids=lambda p: p.name
 )
 def test_inputs_fuzzing_found_stay_fixed(path: Path) -> None:
-    (check_decode if path.name.startswith("decode") else check_detections)(path.read_bytes())
+    checks = {"decode": check_decode, "raw": check_raw, "detections": check_detections}
+    checks[path.name.split("-", 1)[0]](path.read_bytes())

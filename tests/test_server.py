@@ -757,6 +757,46 @@ def test_malformed_filters_are_one_line_400s(client: TestClient, field: str, val
         assert words in r.json()["error"] and "\n" not in r.json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "ok"),
+    [
+        ("after", "20230101", False),  # Python reads it; the documented form is 2023-01-01
+        ("after", "2023-01-01 10:00", False),
+        ("before", " 2023-12-31T18:00:59.5 ", True),
+        ("min_score", "1e3", False),
+        ("min_score", "1e-3", True),
+        ("min_score", "5e-1", True),
+        ("min_score", "1.0001", False),
+        ("min_score", "-.5", True),
+        ("near", "48.8,2.3,0", False),
+        ("near", "48.8 , -180 , .5", True),
+        ("near", "48.8,2.3,1\t", False),
+    ],
+)
+def test_filters_accept_exactly_their_documented_form(client: TestClient, field: str, value: str, ok: bool) -> None:
+    """The schema's pattern for a filter field is the server's check: in it is accepted, outside it is a 400."""
+    import re
+
+    pattern = next(p for p in client.get("/openapi.json").json()["paths"]["/api/search"]["get"]["parameters"]
+                   if p["name"] == field)["schema"]["pattern"]  # fmt: skip
+    assert bool(re.fullmatch(pattern.strip("^$"), value, re.ASCII)) == ok
+    for r in (
+        client.get("/api/search", params={"id": 0, field: value}),
+        client.post("/api/search", data={"id": "0", field: value}),
+    ):
+        assert r.status_code == (200 if ok else 400), r.text
+
+
+def test_the_upload_is_a_file_part_in_the_schema(client: TestClient) -> None:
+    """A one-type ``anyOf`` hid the upload's binary type: generated clients sent it as a text field (a 422)."""
+    schema = client.get("/openapi.json").json()
+    for path in ("/api/search", "/api/classify"):
+        ref = schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
+        props = schema["components"]["schemas"][ref.rsplit("/", 1)[-1]]["properties"]
+        assert props["file"]["contentMediaType"] == "application/octet-stream"
+        assert not any("anyOf" in p or p.get("type") == "null" for p in props.values())
+
+
 def test_map_endpoints(client: TestClient, server_index: Index) -> None:
     from lookalike.explore import COLORS, compute_map, load_map
     from lookalike.store import MAP_FILE
@@ -832,6 +872,9 @@ def test_duplicates_view_decisions_and_plan_download_move_nothing(built: Path, t
         assert (
             c.post("/api/duplicates/decisions", data={"kind": "keep-all", "ids": [ids[0], 10_000]}).status_code == 404
         )
+        for few in ([ids[0]], [ids[0], ids[0]]):  # the schema says: two or more, each once
+            r = c.post("/api/duplicates/decisions", data={"kind": "keep-all", "ids": few})
+            assert r.status_code == 422, r.text
     assert files() == before  # the page never moves or deletes anything
 
 # --- geometric verification ---------------------------------------------------------------------------------------

@@ -125,3 +125,18 @@ def test_an_index_written_before_path_bytes_still_opens_and_updates(tmp_path: Pa
     assert old.read_parts() is not None and old.read_parts().num_rows == 1
     old.commit(old.table, [])
     assert Store.open(tmp_path / "idx").names() == ["a/x.jpg"]
+
+
+def test_vectors_of_another_recipe_are_never_read_under_a_new_header(tmp_path: Path) -> None:
+    """Found by bench/crashpoints.py: `vocab fit` killed after its new meta.json (VLAD, 4x wider) was written but
+    before the table was re-embedded opened 24 images as 6 garbage vectors. A rebuild now removes the old table first,
+    and a table whose width is not the header's is refused with one line."""
+    store = Store.create(tmp_path / "idx", {"root": "..", "labels": "folders", "dim": 4})
+    store.commit(_table(["b.jpg", "a.jpg"]), [])
+    meta = json.loads((tmp_path / "idx" / META_FILE).read_text())
+    (tmp_path / "idx" / META_FILE).write_text(json.dumps({**meta, "dim": 8}))
+    with pytest.raises(LookalikeError, match="vectors of 4 numbers where the header says 8") as err:
+        Store.open(tmp_path / "idx")
+    assert "\n" not in str(err.value)
+    store.discard_table()
+    assert len(Store.open(tmp_path / "idx")) == 0

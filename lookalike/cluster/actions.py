@@ -360,6 +360,9 @@ def apply_plan(
         journal = load_journal(index, plan)
         if journal is not None and journal["state"] in ("applied", "undone"):
             if journal["state"] == "applied":
+                # a run killed after the journal said "applied", while the index was being updated, left the index
+                # listing moved files (or a stale count); finishing that update is idempotent (found by crash points)
+                _update_index(index, journal)
                 return _summary(journal, jpath, already=True)
             raise LookalikeError(f"this plan was applied and then undone ({jpath}); make a new plan")
         dest = _check_target(Path(target), index) if target is not None else None
@@ -525,6 +528,6 @@ def _update_index(index: Index, journal: dict[str, Any]) -> None:
             )
             parts.append(rows)
     new = pa.concat_tables([store.conform(p) for p in parts])
-    if new.num_rows != table.num_rows or journal["mode"] == "link":
+    if new.num_rows != table.num_rows or journal["mode"] == "link" or store.meta.get("count") != new.num_rows:
         store.commit(new, store.skipped)
         refresh_ann(store)

@@ -56,12 +56,16 @@ class Decisions:
         atomic_write_json(self.path, {"decisions": self.items})
 
     def add(self, kind: str, hashes: Sequence[str], names: Sequence[str] = ()) -> dict[str, Any]:
-        """Remember one decision (saved at once). ``names`` are kept only for people reading the file."""
+        """Remember one decision (saved at once; the same decision again changes nothing). ``names`` are kept only
+        for people reading the file."""
         if kind not in DECISION_KINDS:
             raise LookalikeError(f"a decision is one of {', '.join(DECISION_KINDS)}, got {kind!r}")
         unique = sorted(set(hashes))
         if len(unique) < 2:
             raise LookalikeError("a decision needs at least two different photos (these have the same content)")
+        same = next((d for d in self.items if d["kind"] == kind and sorted(d["hashes"]) == unique), None)
+        if same is not None:  # a repeat (a re-run after a kill, a second click) is remembered once
+            return same
         item = {"kind": kind, "hashes": unique, "names": list(names), "at": now_iso()}
         self.items.append(item)
         self.save()

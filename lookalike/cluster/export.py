@@ -108,7 +108,10 @@ def export_clusters(
     marker = out / EXPORT_MARKER
     if out.exists() and not out.is_dir():
         raise LookalikeError(f"export folder {out} is a file; give a folder (new, empty, or one lookalike exported to)")
-    if out.is_dir() and any(out.iterdir()) and not marker.is_file():
+    def ours(p: Path) -> bool:  # the marker's own temporary file: an export killed while writing the marker
+        return p.name.startswith(f".{marker.name}.") and p.name.endswith(".tmp")
+
+    if out.is_dir() and any(not ours(p) for p in out.iterdir()) and not marker.is_file():
         raise LookalikeError(
             f"export folder {out} exists and was not written by lookalike (no {EXPORT_MARKER}); "
             "choose a new or empty folder so none of your files are overwritten"

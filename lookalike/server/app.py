@@ -23,6 +23,7 @@ import ipaddress
 import logging
 import mimetypes
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -84,6 +85,33 @@ RerankField = Annotated[
         "then carries its inlier count.",
     ),
 ]
+
+_DATE = r"([0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+_TIME = r"T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?"
+_LAT = r"-?(90(\.0*)?|[1-8]?[0-9](\.[0-9]*)?)"
+_LON = r"-?(180(\.0*)?|(1[0-7][0-9]|[1-9]?[0-9])(\.[0-9]*)?)"
+_KM = r"([0-9]*[1-9][0-9]*(\.[0-9]*)?|[0-9]*\.[0-9]*[1-9][0-9]*)"
+_COSINE = r"-?(0(\.[0-9]*)?|\.[0-9]+|1(\.0*)?|[0-9](\.[0-9]*)?[eE]-0*[1-9][0-9]*)"
+FILTER_FORMS: dict[str, tuple[str, str]] = {
+    "after": (rf" *({_DATE}({_TIME})?)? *", "a date (2023-12-31) or date-time (2023-12-31T18:00[:00[.000000]])"),
+    "before": (rf" *({_DATE}({_TIME})?)? *", "a date (2023-12-31) or date-time (2023-12-31T18:00[:00[.000000]])"),
+    "near": (rf" *({_LAT} *, *{_LON} *, *{_KM})? *", "latitude,longitude,radius in km (48.8867,2.3431,0.5)"),
+    "min_score": (rf" *({_COSINE})? *", "a cosine between -1 and 1 in decimal notation (0.8)"),
+}
+"""The written form of each filter field the API accepts (a full match; ASCII digits; blank means unset), stated as
+the schema's ``pattern`` and checked by the server before the values are parsed, so the schema says exactly what is
+accepted. What a pattern cannot say (a real calendar day, ``after`` not later than ``before``, a radius that is a
+finite number) is a 400 with its own message."""
+
+
+def check_filter_forms(values: dict[str, str | None]) -> None:
+    """A 400 for a filter value outside its documented form (the parser's own message when it has one)."""
+    for name, value in values.items():
+        if value is None or name not in FILTER_FORMS or re.fullmatch(FILTER_FORMS[name][0], value, re.ASCII):
+            continue
+        SearchFilter.parse(**{name: value})  # raises ConfigError (a 400) with the precise reason when it has one
+        raise ConfigError(f"{name} must be written as {FILTER_FORMS[name][1]}, got {value!r}", setting=name)
+
 
 T = TypeVar("T")
 
@@ -750,6 +778,59 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
     return sorted(methods)
 
 
+def _form_fields(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The properties of every form body (multipart or urlencoded) in ``schema``, by body."""
+    out = {}
+    for ops in schema["paths"].values():
+        for op in ops.values():
+            for media, content in op.get("requestBody", {}).get("content", {}).items():
+                if media in ("multipart/form-data", "application/x-www-form-urlencoded"):
+                    ref = content["schema"]["$ref"].rsplit("/", 1)[-1]
+                    out[ref] = schema["components"]["schemas"][ref]
+    return out
+
+
+def complete_schema(schema: dict[str, Any]) -> None:
+    """Make the generated schema say exactly what the API accepts (checked by schemathesis in the test suite).
+
+    - A form field cannot be null (a form has no null; an absent field is the default), and a field of one type is
+      that type, not a one-way ``anyOf``: the upload then reads as a file part (``contentMediaType``), which clients
+      generated from the schema send with a file name as the server needs.
+    - Search and classify name their query in exactly one way: the ``file`` or an ``id``.
+    - The filter fields carry the pattern the server checks (:data:`FILTER_FORMS`), in the query and in the form.
+    - A decision is about two or more different images.
+    """
+    for body in _form_fields(schema).values():
+        for prop in body["properties"].values():
+            if "anyOf" in prop:
+                kinds = [t for t in prop.pop("anyOf") if t.get("type") != "null"]
+                if len(kinds) == 1:
+                    prop.update(kinds[0])
+                else:
+                    prop["anyOf"] = kinds
+            if prop.get("default", 0) is None:
+                del prop["default"]
+    for path in ("/api/search", "/api/classify"):
+        post = schema["paths"][path]["post"]
+        body = post["requestBody"]["content"]["multipart/form-data"]["schema"]
+        ref = body["$ref"].rsplit("/", 1)[-1]
+        # exactly one of the two ways to name the query (both, or neither, is a 422)
+        schema["components"]["schemas"][ref]["oneOf"] = [{"required": ["file"]}, {"required": ["id"]}]
+        post["requestBody"]["required"] = True
+    search_form = schema["paths"]["/api/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    form_props = schema["components"]["schemas"][search_form["$ref"].rsplit("/", 1)[-1]]["properties"]
+    for name, (pattern, human) in FILTER_FORMS.items():
+        form_props[name]["pattern"] = f"^{pattern}$"
+        form_props[name]["description"] += f" Written as {human}; blank = unset."
+        for param in schema["paths"]["/api/search"]["get"]["parameters"]:
+            if param["name"] == name:
+                param["schema"] = {"type": "string", "pattern": f"^{pattern}$", "title": param["schema"].get("title")}
+                param["description"] = param.get("description", "") + f" Written as {human}; blank = unset."
+    decisions = schema["paths"]["/api/duplicates/decisions"]["post"]["requestBody"]["content"]
+    ref = decisions["application/x-www-form-urlencoded"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    schema["components"]["schemas"][ref]["properties"]["ids"]["uniqueItems"] = True
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return ShownJSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -882,6 +963,7 @@ def create_app(
         min_score: MinScoreField = None,
         rerank: RerankField = 0,
     ) -> dict[str, Any]:
+        check_filter_forms({"after": after, "before": before, "near": near, "min_score": min_score})
         where = SearchFilter.parse(
             after=after, before=before, near=near, path=path, label=with_label, min_score=min_score
         )
@@ -901,6 +983,7 @@ def create_app(
         min_score: Annotated[str | None, Query(description="Filter: lowest cosine returned.")] = None,
         rerank: Annotated[int, Query(ge=0, le=MAX_RERANK)] = 0,
     ) -> dict[str, Any]:
+        check_filter_forms({"after": after, "before": before, "near": near, "min_score": min_score})
         where = SearchFilter.parse(
             after=after, before=before, near=near, path=path, label=with_label, min_score=min_score
         )
@@ -1001,8 +1084,13 @@ def create_app(
     )
     async def decision(
         kind: Annotated[Literal["not-duplicates", "keep-all"], Form()],
-        ids: Annotated[list[int], Form(description="Ids of the images the decision is about (at least two).")],
+        ids: Annotated[
+            list[int],
+            Form(min_length=2, description="Ids of the images the decision is about (two or more, each once)."),
+        ],
     ) -> dict[str, Any]:
+        if len(set(ids)) != len(ids):
+            raise HTTPException(422, "ids: each image once")
         return await svc.run(svc.decide, kind, ids)
 
     @app.post(
@@ -1092,15 +1180,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/docs-assets", StaticFiles(directory=swagger_assets()), name="docs-assets")
     schema = app.openapi()  # generated once here and completed with what FastAPI cannot infer
-    for path in ("/api/search", "/api/classify"):
-        body = schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-        ref = body["$ref"].rsplit("/", 1)[-1]
-        # exactly one of the two ways to name the query (both, or neither, is a 422)
-        schema["components"]["schemas"][ref]["oneOf"] = [{"required": ["file"]}, {"required": ["id"]}]
-        schema["paths"][path]["post"]["requestBody"]["required"] = True
-        for prop in schema["components"]["schemas"][ref]["properties"].values():  # a form field cannot be null
-            if "anyOf" in prop:
-                prop["anyOf"] = [t for t in prop["anyOf"] if t.get("type") != "null"]
+    complete_schema(schema)
     if token:
         schema.setdefault("components", {})["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "description": "The server's token (serve --token)."},
