@@ -76,14 +76,14 @@ def seed_corpus() -> dict[str, list[bytes]]:
     save(base, "WEBP", quality=50)
     save(base, "BMP")
     save(base.convert("P"), "GIF")
-    from lookalike.images import READABLE
+    from lookalike.images import can_read
 
     exif6 = Image.Exif()
     exif6[0x0112] = 6  # orientation
-    if READABLE["heif"]:  # HEIC and AVIF: sniffed from the bytes, decoded through Pillow's openers
+    if can_read("heif"):  # HEIC and AVIF: sniffed from the bytes, decoded through Pillow's openers
         save(base, "HEIF", quality=50, enc_params={"preset": "ultrafast"})
         save(base, "HEIF", quality=50, enc_params={"preset": "ultrafast"}, exif=exif6.tobytes())
-    if READABLE["avif"]:
+    if can_read("avif"):
         save(base, "AVIF", quality=50, speed=10)
         save(base, "AVIF", quality=50, speed=10, exif=exif6.tobytes())
     raws: list[bytes] = []
