@@ -49,6 +49,15 @@ def save(part: str, data: dict[str, Any]) -> None:
     (OUT / f"{part}.json").write_text(json.dumps(data, indent=1))
 
 
+def merged_rows(part: str, rows: list[dict[str, Any]], key: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The stored rows of ``part`` with ``rows`` in place of those with the same ``key`` (a partial re-run keeps
+    the rest)."""
+    path = OUT / f"{part}.json"
+    old = json.loads(path.read_text())["rows"] if path.is_file() else []
+    new = {tuple(r[k] for k in key) for r in rows}
+    return [r for r in old if tuple(r.get(k) for k in key) not in new] + rows
+
+
 def synthetic_table(n: int, seed: int = 0) -> pa.Table:
     """Metadata like a photo collection's: capture times over three years, GPS around Paris for 70%, two sites."""
     rng = np.random.default_rng(seed)
@@ -190,7 +199,7 @@ def run_layout(args: argparse.Namespace) -> None:
         row["wall_s"] = round(time.perf_counter() - t, 1)
         print(row, flush=True)
         rows.append(row)
-        save("layout", {"rows": rows})  # after each run: the next may not finish
+        save("layout", {"rows": merged_rows("layout", rows, ("n", "method"))})  # the next may not finish
 
 
 def fake_index(n: int, folder: Path) -> Any:
@@ -302,7 +311,7 @@ def run_quality(args: argparse.Namespace) -> None:
     from lookalike.explore import layout_2d, neighbour_label_agreement
 
     rows = []
-    for name in ("rooms", "flowers12"):
+    for name in args.sets or ("rooms", "flowers12"):
         index = shared_index(name)
         labels = index.labels
         full = neighbour_label_agreement(index.vectors, labels, K)
@@ -314,7 +323,7 @@ def run_quality(args: argparse.Namespace) -> None:
             row[method] = round(neighbour_label_agreement(xy, labels, K), 3)
         print(row, flush=True)
         rows.append(row)
-        save("quality", {"rows": rows})  # after each set: the next may not finish
+        save("quality", {"rows": merged_rows("quality", rows, ("set",))})  # the next may not finish
 
 
 def render() -> None:
@@ -457,6 +466,7 @@ def main() -> None:
     ap.add_argument("part", choices=["filters", "layout", "browser", "quality", "render"])
     ap.add_argument("--sizes", type=int, nargs="*")
     ap.add_argument("--points", type=int, default=100_000)
+    ap.add_argument("--sets", nargs="*", help="quality: which shared data sets (default rooms flowers12)")
     args = ap.parse_args()
     {"filters": run_filters, "layout": run_layout, "browser": run_browser, "quality": run_quality}.get(
         args.part, lambda a: None
