@@ -308,25 +308,9 @@ def kill_bench(kills: int, n_groups: int, seed: int = 0) -> dict:
     plan_file = base / "plan.json"
     save_plan(make_plan(Index.open(root)), plan_file)
     steps = load_plan(plan_file)["summary"]["remove"]
-    # how long a whole apply takes, to spread the kills over it
-    t0 = time.perf_counter()
-    p = subprocess.Popen(
-        [sys.executable, "-c", KILLER, str(root), str(plan_file), str(trash)],
-        stdout=subprocess.PIPE,
-        env=env,
-        text=True,
-    )
-    p.stdout.readline()
-    t_ready = time.perf_counter()
-    p.wait()
-    apply_seconds = time.perf_counter() - t_ready
-    _ = t0
-    undo_plan(Index.open(root), plan_file)
-    assert checksums(root) == before
-    rounds = []
-    for r in range(kills):
-        save_plan(make_plan(Index.open(root)), plan_file)
-        plan = load_plan(plan_file)
+
+    def start_apply() -> subprocess.Popen:
+        """``--apply`` in a child that says when it is ready (its imports done), so kills land in the work."""
         p = subprocess.Popen(
             [sys.executable, "-c", KILLER, str(root), str(plan_file), str(trash)],
             stdout=subprocess.PIPE,
@@ -334,6 +318,20 @@ def kill_bench(kills: int, n_groups: int, seed: int = 0) -> dict:
             text=True,
         )
         p.stdout.readline()
+        return p
+
+    # how long a whole apply takes, to spread the kills over it
+    p = start_apply()
+    t_ready = time.perf_counter()
+    p.wait()
+    apply_seconds = time.perf_counter() - t_ready
+    undo_plan(Index.open(root), plan_file)
+    assert checksums(root) == before
+    rounds = []
+    for r in range(kills):
+        save_plan(make_plan(Index.open(root)), plan_file)
+        plan = load_plan(plan_file)
+        p = start_apply()
         delay = rng.uniform(0, apply_seconds)
         time.sleep(delay)
         p.send_signal(signal.SIGKILL)

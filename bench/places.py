@@ -36,19 +36,18 @@ def make_mix(rooms_per_class: int = 80, flowers_per_class: int = 10) -> Path:
     rng = np.random.default_rng(0)
     for place in PLACES:
         shutil.copytree(dataset("places") / place, MIX / place, dirs_exist_ok=True)
-    for cls in sorted(p for p in dataset("rooms").iterdir() if p.is_dir()):
-        files = sorted(cls.glob("*.jpg"))
-        out = MIX / f"rooms-{cls.name}"
-        out.mkdir(parents=True, exist_ok=True)
-        for i in sorted(rng.choice(len(files), rooms_per_class, replace=False)):
-            shutil.copy(files[i], out / files[i].name)
+
+    def sample(data: str, prefix: str, per_class: int) -> None:
+        for cls in sorted(p for p in dataset(data).iterdir() if p.is_dir()):
+            files = sorted(cls.glob("*.jpg"))
+            out = MIX / f"{prefix}-{cls.name}"
+            out.mkdir(parents=True, exist_ok=True)
+            for i in sorted(rng.choice(len(files), per_class, replace=False)):
+                shutil.copy(files[i], out / files[i].name)
+
+    sample("rooms", "rooms", rooms_per_class)  # the same draws in the same order as before: the same mix
     shutil.copytree(dataset("interiors"), MIX / "interiors", dirs_exist_ok=True)
-    for cls in sorted(p for p in dataset("flowers12").iterdir() if p.is_dir()):
-        files = sorted(cls.glob("*.jpg"))
-        out = MIX / f"flowers-{cls.name}"
-        out.mkdir(parents=True, exist_ok=True)
-        for i in sorted(rng.choice(len(files), flowers_per_class, replace=False)):
-            shutil.copy(files[i], out / files[i].name)
+    sample("flowers12", "flowers", flowers_per_class)
     (MIX / ".complete").touch()
     return MIX
 

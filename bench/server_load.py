@@ -115,6 +115,15 @@ async def load(
     return latencies, errors, samples, rss, elapsed
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """Ctrl-C as a user would (uvicorn shuts down cleanly), then kill if it has not gone in 15 s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def summarise(label: str, clients: int, lat: list[float], errors: int, elapsed: float) -> list[object]:
     ms = np.array(lat) * 1000
     return [
@@ -169,11 +178,7 @@ def main() -> None:
             rss_end = rss_mb(pid)
             alive = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_server(proc)
         tag = f"--workers {workers}" if len(precisions) == 1 else f"{precision}, --workers {workers}"
         rows.append(summarise(f"{tag}: 1 client, {args.single_seconds:g} s", 1, one[0], one[1], one[4]))
         rows.append(

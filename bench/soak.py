@@ -16,15 +16,13 @@ import asyncio
 import os
 import random
 import secrets
-import signal
-import subprocess
 
 import httpx
 import numpy as np
 
 from bench.common import dataset, shared_index
 from bench.report import index_settings, markdown_table, write_section
-from bench.server_load import free_port, load, rss_mb, start_server
+from bench.server_load import free_port, load, rss_mb, start_server, stop_server
 
 NAME = "soak"
 
@@ -76,11 +74,7 @@ def main() -> None:
         refused = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code
         alive = httpx.get(f"http://127.0.0.1:{port}/api/health", headers=auth, timeout=5).status_code == 200
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     growth = (rss_end - rss_start) / rss_start * 100
     minutes = len(rows) * args.window / 60
     body = "\n".join(
