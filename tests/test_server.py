@@ -156,6 +156,7 @@ def test_a_heic_upload_from_a_phone_works(client: TestClient, sample_queries: Pa
     other than Safari cannot show HEIC)."""
     from lookalike.samples import photo_exif
 
+    pytest.importorskip("pillow_heif").register_heif_opener()  # the server registers it lazily; the test saves first
     for query in sorted(sample_queries.glob("*.jpg")):
         buf = io.BytesIO()
         img = Image.open(query)
