@@ -1004,6 +1004,7 @@ def create_app(
     @app.get(
         "/api/matches.png",
         summary="The two images side by side with their matched keypoints drawn",
+        response_class=Response,  # binary: no JSON 200 in the schema
         responses=errors(*guarded, 404, 422, body={"description": "PNG", "content": {"image/png": {}}}),
     )
     async def matches_png(a: Annotated[int, Query()], b: Annotated[int, Query()]) -> Response:
@@ -1115,6 +1116,7 @@ def create_app(
     @app.get(
         "/api/map/points",
         summary="The map's points: float32 x,y per image, then uint16 colour codes per colouring",
+        response_class=Response,  # binary: no JSON 200 in the schema
         responses=errors(*guarded, 404, body={"description": "binary", "content": {"application/octet-stream": {}}}),
     )
     async def map_points() -> Response:
@@ -1132,6 +1134,7 @@ def create_app(
     @app.post(
         "/api/map/sheet.png",
         summary="A contact sheet (PNG) of selected images (the first 64)",
+        response_class=Response,  # binary: no JSON 200 in the schema
         responses=errors(*guarded, 404, 422, body={"description": "PNG", "content": {"image/png": {}}}),
     )
     async def map_sheet(body: Selection) -> Response:
