@@ -2,12 +2,17 @@
 (through its ASGI interface, no network), on an open server and on one with a token (with and without sending it),
 and runs every check it has. Records the cases run and the failures per check.
 
+Every JSON reply has a strict schema (``lookalike.server.replies``: no field it does not name), so the response
+check compares each reply field by field. The open server's index has a clustering and a map and the token server's
+has neither, so both variants of those replies are checked.
+
 Run: ``python -m bench.api_fuzz [--examples 200]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -16,6 +21,12 @@ from typing import Any
 
 NAME = "api_fuzz"
 FIXED = (
+    "Replies are checked against strict response schemas: every JSON reply (search, matches, classify, clusters, "
+    "duplicates, decisions, plan, map, selection, health) is a named model with `additionalProperties: false` all "
+    "the way down, nullable only where the server sends null. Before, those 11 routes declared an open object, so "
+    "`response_schema_conformance` compared nothing, and matches.png, map/points and map/sheet.png documented a "
+    "JSON 200 of any shape beside their binary body; an extra or wrongly typed field now fails the suite "
+    "(tests/test_api_schema.py).\n\n"
     "Found by earlier runs (every check on) and fixed, so the schema says exactly what the API accepts: the upload "
     "was a one-type `anyOf`, so clients generated from the schema sent it as a text field without a file name "
     "(a 422); optional form fields allowed `null`, which a form sends as the text `null` (a 422 for `keepers`); a "
@@ -64,6 +75,8 @@ def main() -> None:
 
     from bench.report import markdown_table, write_section
     from lookalike import Index
+    from lookalike.cluster import cluster_index
+    from lookalike.explore import compute_map
     from lookalike.samples import make_samples
     from lookalike.server.app import create_app
 
@@ -86,8 +99,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         photos = make_samples(Path(tmp) / "photos", per_class=4, size=128)
         index = Index.build(photos, Path(tmp) / "idx", labels="folders", resolution=64)
+        shutil.copytree(index.store.path, Path(tmp) / "idx-mapped")
+        mapped = Index.open(Path(tmp) / "idx-mapped")
+        cluster_index(mapped)
+        compute_map(mapped, "pca")
         servers = {
-            "open": (create_app(index), None),
+            "open": (create_app(mapped), None),
             "token, sent": (create_app(index, token=TOKEN), {"Authorization": f"Bearer {TOKEN}"}),
             "token, not sent": (create_app(index, token=TOKEN), None),
         }
@@ -116,7 +133,9 @@ def main() -> None:
             f"({', '.join(c.__name__ for c in checks)}). Search, classify, decisions and plan may answer 400 to a "
             "schema-valid request for what no schema can state (bytes that are no decodable photo, a date that is no "
             "calendar day or `after` later than `before`, two files with the same content, two keepers in one "
-            "group); any other schema-valid request must be accepted. Server: the sample index (16 images, 64 px).",
+            "group); any other schema-valid request must be accepted. Every JSON reply is checked against its "
+            "strict schema (no undocumented field, exact types). Server: the sample index (16 images, 64 px); the "
+            "open server's copy has a clustering and a map, the token servers' has neither.",
             "",
             markdown_table(["server", "operations", "cases", "operations with a failure", "seconds"], rows),
             "",
@@ -125,8 +144,11 @@ def main() -> None:
             "",
             FIXED,
             *(
-                ["", "Run without the bench lock beside other work on the same cores: the seconds are inflated; "
-                 "the cases and failures are what this run is about."]
+                [
+                    "",
+                    "Run without the bench lock beside other work on the same cores: the seconds are inflated; "
+                    "the cases and failures are what this run is about.",
+                ]
                 if args.shared
                 else []
             ),
