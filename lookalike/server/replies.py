@@ -39,12 +39,12 @@ def _no_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
-def omitted(description: str) -> Any:
+def omitted(description: str, **constraints: Any) -> Any:
     """A field the server leaves out when it has no value (never sends it as null): not required, not nullable.
 
     The ``None`` default only marks it unset (``exclude_unset`` then leaves it out of the reply); an explicit null
     is refused like any other wrong type, and the schema shows no default."""
-    return PydanticField(default=None, description=description, json_schema_extra=_no_default)
+    return PydanticField(default=None, description=description, json_schema_extra=_no_default, **constraints)
 
 
 def described(description: str) -> Any:
@@ -79,7 +79,10 @@ class UploadedQuery(Reply):
     width: int = described("Width in pixels, upright (after the EXIF orientation).")
     height: int = described("Height in pixels, upright.")
     preview: str = described("A small JPEG of the image as decoded, as a data: URL (browsers cannot show HEIC/RAW).")
-    same_as: list[int] = omitted("Ids of indexed images with exactly these bytes (left out of the matches).")
+    same_as: list[int] = omitted(
+        "Ids of indexed images with exactly these bytes (left out of the matches); absent when there are none.",
+        min_length=1,
+    )
 
 
 class Match(IndexedImage):
