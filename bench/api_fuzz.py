@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +64,91 @@ def fuzz_operation(operation: Any, headers: dict[str, str] | None, checks: list,
     return cases
 
 
+def reply_cost(app: Any, rounds: int = 200) -> list[list[str]]:
+    """Per-request cost of checking and encoding a reply: main's open path against the strict models, in one run.
+
+    old: FastAPI checks the reply against ``dict[str, Any]`` (what main declared) and ShownJSONResponse encodes it as
+    main did (``shown_json`` walks every string in Python, then ``json.dumps``). new: the route's strict model
+    (``exclude_unset``) and ``json_body``. model only: the strict model with main's encoding, the cost of the check
+    itself. Rounds interleave the three and the minimum of each is kept (shared cores: the least disturbed). Replies
+    are real ones from the sample index, made large by repeating their rows (search at k = 100, clusters and
+    duplicates of 100,000 ids, a selection of 100,000 ids); clusters and duplicates are checked and encoded once per
+    clustering or plan and then served as bytes, so their row is a once-per-version cost."""
+    import asyncio
+    import json
+
+    from fastapi.routing import serialize_response
+    from fastapi.testclient import TestClient
+    from fastapi.utils import create_model_field
+
+    from lookalike.io import shown_json
+    from lookalike.server.app import json_body
+
+    client = TestClient(app)
+    open_field = create_model_field("Response_open", dict[str, Any], mode="serialization")
+    loop = asyncio.new_event_loop()
+
+    def main_encode(content: Any) -> bytes:
+        return json.dumps(shown_json(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+    def reply(path: str, method: str, data: Any, strict: bool, encode: Callable[[Any], bytes]) -> bytes:
+        route = next(r for r in app.routes if getattr(r, "path", None) == path and method in r.methods)
+        field = route.response_field if strict else open_field
+        return encode(loop.run_until_complete(serialize_response(field=field, response_content=data,
+                                                                 exclude_unset=strict)))  # fmt: skip
+
+    n = 100_000
+    search = client.get("/api/search", params={"id": 0, "k": 10, "rerank": 10}).json()
+    search["matches"] = [{**m, "rank": r + 1} for r, m in enumerate(search["matches"] * 10)]
+    upload = client.post(
+        "/api/search", data={"k": 10}, files={"file": ("q.jpg", app.state.service.paths[3].read_bytes())}
+    ).json()
+    upload["matches"] = [{**m, "rank": r + 1} for r, m in enumerate(upload["matches"] * 10)]
+    clusters = client.get("/api/clusters").json()
+    c0 = clusters["clusters"][0]
+    clusters["clusters"] = [{**c0, "id": i + 1, "size": 100, "ids": list(range(i * 100, i * 100 + 100))}
+                            for i in range(n // 100)]  # fmt: skip
+    dups = client.get("/api/duplicates").json()
+    assert dups["groups"], "the sample photos hold copies"
+    g0 = dups["groups"][0]
+    dups["groups"] = [{**g0, "id": g + 1, "files": [{**g0["files"][0], "id": 4 * g + k, "path": f"site/{g}/{k}.jpg",
+                                                     "thumbnail": f"/api/thumbnails/{4 * g + k}"}
+                                                    for k in range(4)]} for g in range(n // 4)]  # fmt: skip
+    selection = {"ids": list(range(n)), "paths": [f"/photos/site-a/2023/img_{i:06d}.jpg" for i in range(n)]}
+    cases = [
+        ("health", "/api/health", "GET", client.get("/api/health").json(), rounds),
+        ("search by id, k = 100, re-ranked", "/api/search", "GET", search, rounds),
+        ("search of an upload, k = 100", "/api/search", "POST", upload, rounds),
+        ("map selection of 100,000 ids", "/api/map/selection", "POST", selection, 5),
+        ("clusters, 100,000 ids (once per clustering)", "/api/clusters", "GET", clusters, 5),
+        ("duplicates, 100,000 files (once per plan)", "/api/duplicates", "GET", dups, 2),
+    ]
+    rows = []
+    for name, path, method, data, reps in cases:
+        variants = {"old": (False, main_encode), "new": (True, json_body), "model only": (True, main_encode)}
+        same = [json.loads(reply(path, method, data, *variants[k])) for k in ("old", "new")]
+        assert same[0] == same[1], f"{name}: the same reply either way"
+        best = dict.fromkeys(variants, float("inf"))
+        for _ in range(reps):
+            for key, (strict, encode) in variants.items():
+                started = time.perf_counter()
+                reply(path, method, data, strict, encode)
+                best[key] = min(best[key], time.perf_counter() - started)
+        size = len(reply(path, method, data, True, json_body))
+        rows.append([name, f"{size / 1e3:,.0f}", f"{best['old'] * 1e3:.3f}", f"{best['new'] * 1e3:.3f}",
+                     f"{best['new'] / best['old']:.2f}×", f"{best['model only'] * 1e3:.3f}",
+                     f"{best['model only'] / best['old']:.2f}×"])  # fmt: skip
+        print(rows[-1], flush=True)
+    loop.close()
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", type=int, default=200, help="generated cases per operation and server")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--shared", action="store_true", help="run without the bench lock: the section says so")
+    ap.add_argument("--cost-rounds", type=int, default=200, help="rounds of the reply cost table (small replies)")
     args = ap.parse_args()
 
     import schemathesis
@@ -108,6 +189,7 @@ def main() -> None:
             "token, sent": (create_app(index, token=TOKEN), {"Authorization": f"Bearer {TOKEN}"}),
             "token, not sent": (create_app(index, token=TOKEN), None),
         }
+        cost = reply_cost(servers["open"][0], args.cost_rounds)  # before fuzzing: its decisions change the groups
         for server, (app, headers) in servers.items():
             schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
             started = time.perf_counter()
@@ -143,6 +225,14 @@ def main() -> None:
             + "".join(f"\n- {k} (first seen: {examples[k]})" for k in sorted(failures)),
             "",
             FIXED,
+            "",
+            "What checking replies against their models costs per request (ms, minimum of interleaved rounds; "
+            "old = main's `dict[str, Any]` reply and encoding, new = the strict model and `json_body`, model only = "
+            "the strict model with main's encoding). Encoding the text as it is (`shown_json` only for a name that "
+            "is not UTF-8) more than pays for the check; clusters and duplicates are checked and encoded once per "
+            "clustering or plan and then served as bytes (on main, every request paid the old column).",
+            "",
+            markdown_table(["reply", "KB", "old", "new", "new / old", "model only", "model only / old"], cost),
             *(
                 [
                     "",
