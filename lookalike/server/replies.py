@@ -12,9 +12,9 @@ value is declared with :func:`omitted` (absent, never null) and the routes seria
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, WithJsonSchema
 from pydantic import Field as PydanticField
 
 from lookalike.classify import METHODS as CLASSIFY_METHODS
@@ -49,6 +49,25 @@ def omitted(description: str, **constraints: Any) -> Any:
 
 def described(description: str) -> Any:
     return PydanticField(description=description)
+
+
+def fixed_array(*kinds: str) -> WithJsonSchema:
+    """The schema of a fixed-length tuple without ``prefixItems``: the server still checks each position's type.
+
+    WHY: pydantic writes a tuple as ``prefixItems`` (JSON Schema 2020-12), which schemathesis 4.32 turns into a
+    draft-4 ``items: [...]`` for its response check and then rejects as an invalid schema, and which common client
+    generators (openapi-python-client #965) cannot read. An array of the positions' types with a fixed length is
+    read by all of them; the field's description names each position."""
+    distinct = list(dict.fromkeys(kinds))
+    item = {"type": distinct[0]} if len(distinct) == 1 else {"anyOf": [{"type": k} for k in distinct]}
+    return WithJsonSchema({"type": "array", "items": item, "minItems": len(kinds), "maxItems": len(kinds)})
+
+
+Size = Annotated[tuple[int, int], fixed_array("integer", "integer")]
+Point = Annotated[tuple[float, float, float], fixed_array("number", "number", "number")]
+KeypointPair = Annotated[
+    tuple[float, float, float, float, bool], fixed_array("number", "number", "number", "number", "boolean")
+]
 
 
 class Reply(BaseModel):
@@ -109,7 +128,7 @@ class AppliedFilter(Reply):
 
     after: str = omitted("Taken on or after this local time, ISO 8601 (2023-01-01T00:00:00).")
     before: str = omitted("Taken on or before this local time, ISO 8601 (a bare date means its end).")
-    near: tuple[float, float, float] = omitted("Within radius of a point: [latitude, longitude, radius in km].")
+    near: Point = omitted("Within radius of a point: [latitude, longitude, radius in km].")
     path: str = omitted("Relative path matches this glob.")
     label: str = omitted("Only images with this label.")
     min_score: float = omitted("Matches scoring below this cosine were left out.")
@@ -145,13 +164,14 @@ class MatchesReply(Reply):
 
     a: int = described("Id of the first image.")
     b: int = described("Id of the second image.")
-    size_a: tuple[int, int] = described("[width, height] of the first image in pixels.")
-    size_b: tuple[int, int] = described("[width, height] of the second image in pixels.")
+    size_a: Size = described("[width, height] of the first image in pixels.")
+    size_b: Size = described("[width, height] of the second image in pixels.")
     status: Verdict = described("match, no-match, or unknown when an image has too few keypoints to judge.")
     inliers: int = described("Matches consistent with one geometric transform.")
     tentative: int = described("Keypoint matches before the geometric check.")
-    matches: list[tuple[float, float, float, float, bool]] = described(
-        "Rows [xa, ya, xb, yb, inlier]: a keypoint in each image (own pixels, 0.1 px) and whether it is an inlier."
+    matches: list[KeypointPair] = described(
+        "Rows [xa, ya, xb, yb, inlier]: a keypoint in each image (own pixels, 0.1 px; four numbers) and whether "
+        "the pair is an inlier (a boolean)."
     )
 
 
