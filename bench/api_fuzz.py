@@ -53,9 +53,11 @@ def fuzz_operation(operation: Any, headers: dict[str, str] | None, checks: list,
         try:
             case.call_and_validate(headers=headers, checks=checks)
         except (Exception, BaseExceptionGroup) as exc:  # keep generating: every case checked
-            for line in str(exc).splitlines():
-                if line.strip().startswith("- "):
-                    seen.add(f"{operation.label}: {line.strip()[2:]}")
+            lines = str(exc).splitlines()
+            checks_failed = [line.strip()[2:] for line in lines if line.strip().startswith("- ")]
+            # a failure that lists no checks (an invalid schema, an error in schemathesis) counts by its first line
+            for line in checks_failed or [lines[0] if lines else type(exc).__name__]:
+                seen.add(f"{operation.label}: {line}")
 
     try:
         run()
