@@ -156,6 +156,7 @@ def test_a_heic_upload_from_a_phone_works(client: TestClient, sample_queries: Pa
     other than Safari cannot show HEIC)."""
     from lookalike.samples import photo_exif
 
+    pytest.importorskip("pillow_heif").register_heif_opener()  # the server registers it lazily; the test saves first
     for query in sorted(sample_queries.glob("*.jpg")):
         buf = io.BytesIO()
         img = Image.open(query)
@@ -472,6 +473,24 @@ def test_clusters_missing_means_unavailable(client: TestClient, server_index: In
     assert client.get("/api/clusters").json()["available"] is True
 
 
+def test_a_clusters_file_is_sent_as_documented_or_not_at_all(client: TestClient, server_index: Index) -> None:
+    """clusters.json may come from another version: figures the reply does not document are not sent, and a file
+    that does not hold what `lookalike cluster` writes means no clusters (a warning in the log), not a 500."""
+    path = server_index.store.path / "clusters.json"
+    saved = path.read_bytes()
+    raw = json.loads(saved)
+    try:
+        path.write_text(json.dumps({**raw, "metrics": {"clusters": 4, "modularity": 0.5}, "method": "graph"}))
+        data = client.get("/api/clusters").json()
+        assert data["available"] is True and data["metrics"] == {"clusters": 4}
+        path.write_text(json.dumps({**raw, "clusters": [{**raw["clusters"][0], "gps": "near the sea"}]}))
+        assert client.get("/api/clusters").json() == {"available": False, "clusters": [], "noise": [], "metrics": {}}
+        assert client.get("/api/health").json()["clusters"] is False
+    finally:
+        path.write_bytes(saved)
+    assert client.get("/api/clusters").json()["available"] is True
+
+
 def test_an_index_without_labels_or_clusters(unlabelled_client: TestClient, sample_queries: Path) -> None:
     h = unlabelled_client.get("/api/health").json()
     assert h["classes"] == [] and h["classify"] is False and h["clusters"] is False
@@ -608,6 +627,7 @@ def test_a_name_that_is_not_utf8_is_served_readably_and_opened_exactly(sample_di
         assert c.get(f"/api/images/{i}").content == (root / odd).read_bytes()
         assert json.loads(c.get("/api/search", params={"id": i}).content.decode("utf-8"))["matches"]
 
+
 # --- the guard: token, security headers, CORS, offline docs -------------------------------------------------------
 
 TOKEN = "a-long-enough-test-token-42"
@@ -706,6 +726,7 @@ def test_serve_refuses_network_without_token(server_index: Index, monkeypatch: p
     assert started == ["0.0.0.0", "0.0.0.0", "127.0.0.1"]
     assert is_loopback("localhost") and is_loopback("::1") and is_loopback("127.0.0.2")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("::")
+
 
 # --- search filters and the map -------------------------------------------------------------------------------------
 
@@ -833,6 +854,48 @@ def test_map_endpoints(client: TestClient, server_index: Index) -> None:
         (server_index.store.path / MAP_FILE).unlink()
     assert client.get("/api/map").json()["available"] is False
 
+
+def test_a_map_file_is_sent_as_documented_or_not_at_all(client: TestClient, server_index: Index) -> None:
+    """What a map file records beyond what the reply documents is not sent; a header that is not what `lookalike
+    map` writes means no map, with the reason, not a 500."""
+    from lookalike.explore import CollectionMap, compute_map
+    from lookalike.store import MAP_FILE
+
+    path = server_index.store.path / MAP_FILE
+    stored = compute_map(server_index, "pca")
+    try:
+        stored.info["made_by"] = "a newer lookalike"
+        stored.save(path)
+        meta = client.get("/api/map").json()
+        assert meta["available"] is True and "made_by" not in meta["info"] and meta["info"]["count"] == len(stored.xy)
+        broken = CollectionMap.load(path)
+        broken.info["seed"] = "zero"
+        broken.save(path)
+        meta = client.get("/api/map").json()
+        assert meta["available"] is False and "unreadable" in meta["reason"] and meta["count"] == len(server_index)
+        assert client.get("/api/health").json()["map"] is False
+        assert client.get("/api/map/points").status_code == 404
+    finally:
+        path.unlink()
+
+
+def test_a_reply_outside_its_model_is_a_loud_500_not_a_silent_drop(app, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """Replies are checked against their strict models: a field the model does not name, or a value of the wrong
+    type, is an error a test sees, never dropped or passed on undocumented."""
+    from lookalike.server.replies import HealthReply
+
+    svc = app.state.service
+    real = svc.health
+    c = TestClient(app, raise_server_exceptions=False)
+    assert set(c.get("/api/health").json()) == set(HealthReply.model_fields)
+    monkeypatch.setattr(svc, "health", lambda: {**real(), "uptime": 1.5})
+    _assert_error(c.get("/api/health"), 500, "internal error")
+    monkeypatch.setattr(svc, "health", lambda: {**real(), "images": "many"})
+    _assert_error(c.get("/api/health"), 500, "internal error")
+    monkeypatch.setattr(svc, "plan_with", lambda keepers: {"lookalike_plan": 1})
+    _assert_error(c.post("/api/duplicates/plan"), 500, "internal error")
+
+
 # --- duplicates ------------------------------------------------------------------------------------------------------
 
 
@@ -876,6 +939,7 @@ def test_duplicates_view_decisions_and_plan_download_move_nothing(built: Path, t
             r = c.post("/api/duplicates/decisions", data={"kind": "keep-all", "ids": few})
             assert r.status_code == 422, r.text
     assert files() == before  # the page never moves or deletes anything
+
 
 # --- geometric verification ---------------------------------------------------------------------------------------
 

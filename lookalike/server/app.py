@@ -12,6 +12,9 @@ address but loopback) every API call, the schema and the docs need it, as ``Auth
 the page sets once the token is typed in; only the page shell and its static files are open, and they hold no data.
 Every response carries a Content-Security-Policy that allows this origin only, and the docs load Swagger UI from
 the installed ``swagger-ui-bundle`` package, so nothing is fetched from elsewhere.
+
+The schema (``/openapi.json``) says exactly what the API accepts (:func:`complete_schema`) and returns: every JSON
+reply is checked against its strict model in :mod:`lookalike.server.replies` before it is sent.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import base64
 import hmac
 import io
 import ipaddress
+import json
 import logging
 import mimetypes
 import os
@@ -31,7 +35,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -42,7 +46,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic import Field as PydanticField
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -52,6 +56,24 @@ from lookalike.filters import SearchFilter
 from lookalike.images import IMAGE_EXTENSIONS, content_hash, decode, load_image
 from lookalike.index import MODES, Index
 from lookalike.io import atomic_write, shown_json
+from lookalike.server.replies import (
+    ClassifyReply,
+    ClusterMetrics,
+    ClustersReply,
+    DecisionKind,
+    DecisionReply,
+    DuplicatesReply,
+    ErrorBody,
+    HealthReply,
+    MapInfo,
+    MapReply,
+    MatchesReply,
+    Mode,
+    NoMapReply,
+    Plan,
+    SearchReply,
+    SelectionReply,
+)
 from lookalike.store import CLUSTERS_FILE, DECISIONS_FILE, MAP_FILE, THUMBNAILS_DIR
 
 log = logging.getLogger("lookalike.server")
@@ -63,7 +85,6 @@ THUMB_SIZE = 256
 MULTIPART_SLACK = 64 * 1024
 """Room for multipart headers and the small form fields on top of the image itself."""
 
-Mode = Literal["all", "same-class", "other-classes"]
 # Form fields, at module level so FastAPI can resolve them (annotations are strings under `from __future__`).
 KField = Annotated[int, Form(ge=1, le=MAX_K, description="How many matches.")]
 ModeField = Annotated[Mode, Form(description="all, same-class (the query's class) or other-classes.")]
@@ -114,6 +135,7 @@ def check_filter_forms(values: dict[str, str | None]) -> None:
 
 
 T = TypeVar("T")
+NO_CLUSTERS: dict[str, Any] = {"available": False, "clusters": [], "noise": [], "metrics": {}}
 
 TOKEN_COOKIE = "lookalike_token"
 MIN_TOKEN_CHARS = 16
@@ -359,12 +381,12 @@ class Service:
             self.predict(self.vectors[:1], [0], quiet=True)  # loads (or attaches) the classifier head now
         self.thumbs = ThumbnailCache(index, self.hashes, capacity=thumb_cache)
         self.limiter = anyio.CapacityLimiter(workers or os.cpu_count() or 1)
-        self._clusters: tuple[tuple[int, ...], dict[str, Any] | None] | None = None
+        self._clusters: tuple[tuple[int, ...], dict[str, Any], bytes] | None = None
         self._clusters_lock = threading.Lock()
         self._sheets: dict[tuple[float, int], bytes] = {}
         self._map: tuple[tuple[float, float], dict[str, Any], bytes] | None = None
         self._map_lock = threading.Lock()
-        self._dups: tuple[float, dict[str, Any]] | None = None
+        self._dups: tuple[float, dict[str, Any], bytes] | None = None
         self._dups_lock = threading.Lock()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -498,6 +520,14 @@ class Service:
 
     def clusters(self) -> dict[str, Any]:
         """The index's saved clustering (``lookalike cluster``) with paths turned into ids; reread when it changes."""
+        return self._clusters_state()[1]
+
+    def clusters_json(self) -> bytes:
+        """:meth:`clusters` as the reply body, rendered once per clustering: at 100,000 ids, validating and encoding
+        it on every request would cost more than the request."""
+        return self._clusters_state()[2]
+
+    def _clusters_state(self) -> tuple[tuple[int, ...], dict[str, Any], bytes]:
         path = self.index.store.path / CLUSTERS_FILE
         try:
             st = path.stat()
@@ -507,11 +537,15 @@ class Service:
             version = ()
         with self._clusters_lock:
             if self._clusters is None or self._clusters[0] != version:
-                self._clusters = (version, self._load_clusters())
-            data = self._clusters[1]
-        if data is None:
-            return {"available": False, "clusters": [], "noise": [], "metrics": {}}
-        return data
+                data = self._load_clusters()
+                try:
+                    data = reply_content(ClustersReply, data) if data else None
+                except ValidationError as exc:  # a file holding other than what `lookalike cluster` writes
+                    log.warning("clusters not shown: %s in %s", exc, CLUSTERS_FILE)
+                    data = None
+                data = data or reply_content(ClustersReply, NO_CLUSTERS)
+                self._clusters = (version, data, json_body(data))
+            return self._clusters
 
     def cluster_sheet(self, cluster_id: int) -> bytes:
         """A PNG contact sheet of one cluster (``lookalike.cluster.contact_sheet``), kept until the clusters change."""
@@ -546,6 +580,13 @@ class Service:
     def duplicates(self) -> dict[str, Any]:
         """A dry-run plan (``lookalike.cluster.make_plan``) with ids for the page; recomputed when decisions change.
         The page shows it and can download a plan; nothing here moves or deletes a file."""
+        return self._dups_state()[1]
+
+    def duplicates_json(self) -> bytes:
+        """:meth:`duplicates` as the reply body, validated and rendered once per plan (see :meth:`clusters_json`)."""
+        return self._dups_state()[2]
+
+    def _dups_state(self) -> tuple[float, dict[str, Any], bytes]:
         from lookalike.cluster import make_plan
 
         with self._dups_lock:
@@ -556,8 +597,9 @@ class Service:
                     for f in g["files"]:
                         f["id"] = self.by_name[f["path"]]
                         f["thumbnail"] = f"/api/thumbnails/{f['id']}"
-                self._dups = (stamp, plan)
-            return self._dups[1]
+                plan = reply_content(DuplicatesReply, plan)  # a plan the schema does not describe is a 500 here
+                self._dups = (stamp, plan, json_body(plan))
+            return self._dups
 
     def decide(self, kind: str, ids: list[int]) -> dict[str, Any]:
         from lookalike.cluster import decide
@@ -577,6 +619,10 @@ class Service:
         ]  # fmt: skip
         chosen = {self.names[self.check_id(i)] for i in keepers}
         return make_plan(self.index, plan["keep"], groups=groups, keepers=chosen)
+
+    def plan_json(self, keepers: list[int]) -> bytes:
+        """:meth:`plan_with` as the file sent: checked against its reply model like every JSON reply."""
+        return json_body(reply_content(Plan, self.plan_with(keepers)))
 
     def _load_clusters(self) -> dict[str, Any] | None:
         try:
@@ -620,11 +666,13 @@ class Service:
                     "gps": c.get("gps"),
                 }
             )
+        metrics = raw.get("metrics") or {}
         return {
             "available": True,
             "clusters": clusters,
             "noise": ids_of(raw.get("noise", [])),
-            "metrics": raw.get("metrics", {}),
+            # the figures the reply documents: a file from another version may hold others, which are not sent
+            "metrics": {k: v for k, v in metrics.items() if k in ClusterMetrics.model_fields},
         }
 
     # --- the map -------------------------------------------------------------------------------------------------
@@ -674,7 +722,8 @@ class Service:
                     "count": n,
                     "method": found.method,
                     "color": found.color,
-                    "info": found.info,
+                    # what the reply documents: a map file from another version may record more, which is not sent
+                    "info": {k: v for k, v in found.info.items() if k in MapInfo.model_fields},
                     "colorings": colorings,
                     "suspects": found.suspects,
                     "suspects_checked": bool(found.info.get("suspects_checked")),
@@ -685,6 +734,12 @@ class Service:
                         "order": list(COLORS),
                     },
                 }
+                try:
+                    meta = reply_content(MapReply, meta)
+                except ValidationError as exc:  # a header holding other than what `lookalike map` writes
+                    log.warning("map not shown: %s", exc)
+                    why = f"the stored map is unreadable ({exc.error_count()} wrong fields): run `lookalike map` again"
+                    meta, blob = {"available": False, "reason": why, "count": len(self.names)}, b""
             self._map = (key, meta, blob)
             return meta, blob
 
@@ -730,7 +785,25 @@ class ShownJSONResponse(JSONResponse):
     its readable form (U+FFFD); clients address images by id, which is exact."""
 
     def render(self, content: Any) -> bytes:
-        return super().render(shown_json(content))
+        return json_body(content)
+
+
+def json_body(content: Any) -> bytes:
+    """``content`` as every JSON reply is sent (see :class:`ShownJSONResponse`), also for bodies rendered ahead.
+
+    Names are almost always valid UTF-8, so the text is encoded as it is and only a reply that cannot be (a name
+    with bytes that are not UTF-8) is redone through :func:`shown_json`: the same bytes as always going through it,
+    without walking every string of a 100,000-id reply in Python first."""
+    try:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    except (UnicodeEncodeError, TypeError):  # TypeError: a path object, which shown_json turns into its name
+        return json.dumps(shown_json(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def reply_content(model: type[BaseModel], data: Any) -> Any:
+    """``data`` checked against its reply model and made what the route sends: JSON types, and the fields the
+    service left out still left out. A reply that does not fit its model raises ``ValidationError``."""
+    return model.model_validate(data).model_dump(mode="json", exclude_unset=True)
 
 
 def _preview_url(img: Image.Image, size: int = 256) -> str:
@@ -741,12 +814,6 @@ def _preview_url(img: Image.Image, size: int = 256) -> str:
     buf = io.BytesIO()
     small.save(buf, "JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-class ErrorBody(BaseModel):
-    """Every error the API returns: one line saying what went wrong and what to do."""
-
-    error: str
 
 
 ERROR_WHY = {
@@ -947,6 +1014,8 @@ def create_app(
     @app.post(
         "/api/search",
         summary="Look-alikes of an uploaded image (or of an indexed image by id)",
+        response_model=SearchReply,
+        response_model_exclude_unset=True,
         responses=errors(*guarded, 400, 404, 413, 422),
     )
     async def search_post(
@@ -969,7 +1038,13 @@ def create_app(
         )
         return await do_search(file, image_id, k, mode, label, where, rerank)
 
-    @app.get("/api/search", summary="Look-alikes of an indexed image, by id", responses=errors(*guarded, 400, 404, 422))
+    @app.get(
+        "/api/search",
+        summary="Look-alikes of an indexed image, by id",
+        response_model=SearchReply,
+        response_model_exclude_unset=True,
+        responses=errors(*guarded, 400, 404, 422),
+    )
     async def search_get(
         image_id: Annotated[int, Query(alias="id")],
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 5,
@@ -992,6 +1067,8 @@ def create_app(
     @app.get(
         "/api/matches",
         summary="Matched keypoints of two indexed images and their geometric verdict",
+        response_model=MatchesReply,
+        response_model_exclude_unset=True,
         responses=errors(*guarded, 404, 422),
     )
     async def matches(
@@ -1004,6 +1081,7 @@ def create_app(
     @app.get(
         "/api/matches.png",
         summary="The two images side by side with their matched keypoints drawn",
+        response_class=Response,  # binary: no JSON 200 in the schema
         responses=errors(*guarded, 404, 422, body={"description": "PNG", "content": {"image/png": {}}}),
     )
     async def matches_png(a: Annotated[int, Query()], b: Annotated[int, Query()]) -> Response:
@@ -1013,6 +1091,8 @@ def create_app(
     @app.post(
         "/api/classify",
         summary="Room type of an uploaded image (or an indexed one by id), with probabilities",
+        response_model=ClassifyReply,
+        response_model_exclude_unset=True,
         responses=errors(*guarded, 400, 404, 413, 422),
     )
     async def classify(file: FileField = None, image_id: IdField = None) -> dict[str, Any]:
@@ -1054,10 +1134,13 @@ def create_app(
     @app.get(
         "/api/clusters",
         summary="The index's clusters (from `lookalike cluster`), as image ids",
+        response_model=ClustersReply,
+        response_model_exclude_unset=True,
         responses=errors(*guarded),
     )
-    async def clusters() -> dict[str, Any]:
-        return await anyio.to_thread.run_sync(svc.clusters)
+    async def clusters() -> Response:
+        """The body is checked against ``ClustersReply`` and rendered once per clustering (see Service.clusters_json)."""
+        return Response(await anyio.to_thread.run_sync(svc.clusters_json), media_type="application/json")
 
     @app.get(
         "/api/clusters/{cluster_id}/sheet.png",
@@ -1072,18 +1155,23 @@ def create_app(
     @app.get(
         "/api/duplicates",
         summary="Copy groups with the suggested keeper and why (a dry run: nothing moves)",
+        response_model=DuplicatesReply,
+        response_model_exclude_unset=True,
         responses=errors(*guarded),
     )
-    async def duplicates() -> dict[str, Any]:
-        return await svc.run(svc.duplicates)
+    async def duplicates() -> Response:
+        """The body is checked against ``DuplicatesReply`` and rendered once per plan (see Service.duplicates_json)."""
+        return Response(await svc.run(svc.duplicates_json), media_type="application/json")
 
     @app.post(
         "/api/duplicates/decisions",
         summary="Remember that images (ids) are not duplicates, or to keep them all",
+        response_model=DecisionReply,
+        response_model_exclude_unset=True,
         responses=errors(*guarded, 400, 404, 422),
     )
     async def decision(
-        kind: Annotated[Literal["not-duplicates", "keep-all"], Form()],
+        kind: Annotated[DecisionKind, Form()],
         ids: Annotated[
             list[int],
             Form(min_length=2, description="Ids of the images the decision is about (two or more, each once)."),
@@ -1096,17 +1184,36 @@ def create_app(
     @app.post(
         "/api/duplicates/plan",
         summary="A plan file for `lookalike dedupe --apply`, with the keepers chosen",
-        responses=errors(*guarded, 400, 404, 422),
+        response_model=Plan,
+        response_model_exclude_unset=True,
+        responses={
+            **errors(*guarded, 400, 404, 422),
+            200: {
+                "description": "The plan, as a file to save (dedupe-plan.json).",
+                "headers": {
+                    "Content-Disposition": {
+                        "description": 'attachment; filename="dedupe-plan.json"',
+                        "schema": {"type": "string"},
+                    }
+                },
+            },
+        },
     )
     async def plan(
         keepers: Annotated[list[int] | None, Form(description="Ids chosen as keepers (one per group at most).")] = None,
-    ) -> JSONResponse:
-        data = await svc.run(svc.plan_with, keepers or [])
-        return JSONResponse(data, headers={"Content-Disposition": 'attachment; filename="dedupe-plan.json"'})
+    ) -> Response:
+        """A download, so a Response with its header; the body is checked against ``Plan`` first all the same."""
+        return Response(
+            await svc.run(svc.plan_json, keepers or []),
+            media_type="application/json",
+            headers={"Content-Disposition": 'attachment; filename="dedupe-plan.json"'},
+        )
 
     @app.get(
         "/api/map",
         summary="The stored map of the collection (from `lookalike map`): method, colourings, legend",
+        response_model=MapReply | NoMapReply,
+        response_model_exclude_unset=True,
         responses=errors(*guarded),
     )
     async def map_meta() -> dict[str, Any]:
@@ -1115,6 +1222,7 @@ def create_app(
     @app.get(
         "/api/map/points",
         summary="The map's points: float32 x,y per image, then uint16 colour codes per colouring",
+        response_class=Response,  # binary: no JSON 200 in the schema
         responses=errors(*guarded, 404, body={"description": "binary", "content": {"application/octet-stream": {}}}),
     )
     async def map_points() -> Response:
@@ -1124,6 +1232,8 @@ def create_app(
     @app.post(
         "/api/map/selection",
         summary="The file paths of a set of image ids (a selection on the map)",
+        response_model=SelectionReply,
+        response_model_exclude_unset=True,
         responses=errors(*guarded, 404, 422),
     )
     async def map_selection(body: Selection) -> dict[str, Any]:
@@ -1132,6 +1242,7 @@ def create_app(
     @app.post(
         "/api/map/sheet.png",
         summary="A contact sheet (PNG) of selected images (the first 64)",
+        response_class=Response,  # binary: no JSON 200 in the schema
         responses=errors(*guarded, 404, 422, body={"description": "PNG", "content": {"image/png": {}}}),
     )
     async def map_sheet(body: Selection) -> Response:
@@ -1141,6 +1252,8 @@ def create_app(
     @app.get(
         "/api/health",
         summary="Liveness, and what this index offers (classes, classifier, clusters)",
+        response_model=HealthReply,
+        response_model_exclude_unset=True,
         responses=errors(*guarded),
     )
     async def health() -> dict[str, Any]:
