@@ -284,6 +284,8 @@ def prepare_command(cmd: Command, tmp: Path) -> tuple[Path, int, dict, set[str]]
     runs = []
     steps = 0
     for i in range(2):
+        if i:  # a clock stamp (meta "updated", to the second) must differ between the two runs to be seen as volatile
+            time.sleep(1.1)
         work = _fresh_copy(base, tmp / f"clean{i}")
         if cmd.setup:
             cmd.setup(work)
