@@ -157,7 +157,9 @@ def commands(photos_per_class: int) -> list[Command]:
             with_copies,
             idx,
         ),
-        Command("index --precision int8", lambda w: index_args(w, "--precision", "int8"), fresh, idx),
+        # "index" above runs at the default precision, int8, copying the machine's calibrated model into the index
+        Command("index --precision fp32", lambda w: index_args(w, "--precision", "fp32"), fresh, idx),
+        Command("index --calibrate photos", lambda w: index_args(w, "--calibrate", "photos"), fresh, idx),
     ]
 
 
