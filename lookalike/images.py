@@ -255,6 +255,7 @@ def can_read(kind: str) -> bool:
         READABLE[kind] = _OPENERS[kind]()
     return READABLE[kind]
 
+
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
 _MISSING = {
     "heif": "HEIC/HEIF photos need the pillow-heif package (pip install pillow-heif)",
@@ -425,7 +426,15 @@ def _decode_pillow(data: bytes, name: str, target: int | None) -> tuple[Image.Im
         img.load()
     except ImageError:
         raise
-    except (OSError, ValueError, SyntaxError, RuntimeError, EOFError, struct.error, Image.DecompressionBombError) as exc:
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        RuntimeError,
+        EOFError,
+        struct.error,
+        Image.DecompressionBombError,
+    ) as exc:
         # EOFError: pillow-heif on a truncated HEIC at load() (found by bench/fuzz.py from the HEIC seeds)
         raise ImageError(f"{name}: corrupt or truncated image ({_reason(exc)})") from None
     return img, meta
@@ -662,6 +671,7 @@ def read_meta(img: Image.Image) -> ImageMeta:
     except Exception:
         exif = None
     return _meta_from_exif(exif, *img.size)
+
 
 def bundled_photos() -> dict[str, Path]:
     """Real photos that lookalike's dependencies ship (scikit-learn: a temple, a flower; matplotlib: a portrait, a

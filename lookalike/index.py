@@ -177,6 +177,7 @@ class Index:
             )
             wanted = wanted or IndexConfig(**{k: v for k, v in asked.items() if v is not None})
             describer = Describer.from_config(wanted, runtime=options.runtime)
+            wanted = dataclasses.replace(wanted, precision=describer.precision)  # stored resolved, like pooling
             meta = {"root": os.path.relpath(root, index_path.resolve()), "dim": describer.dim}
             store = Store.create(index_path, {**meta, **wanted.to_meta(), **describer.config()})
             index = cls(store, runtime=options.runtime)
@@ -230,7 +231,8 @@ class Index:
             raise LookalikeError(f"no images found in {root} (looked for {exts}, in any case)")
         calibration = None
         if describer.needs_calibration:  # before the vocabulary: its descriptors come from the int8 model too
-            calibration = describer.calibrate(files, store.path / INT8_FILE)
+            calibration = describer.calibrate(files, store.path / INT8_FILE, source=options.calibration)
+            store.meta["calibration"] = options.calibration  # saved with the table when this run commits
         ensure_vocabulary(store, describer, files, progress=options.progress)
 
         on_disk = {p.relative_to(root).as_posix(): found.stats[p] for p in files}
@@ -796,6 +798,7 @@ class Index:
             "interrupted_parts": self.store.pending_parts(),
             "vectors": self.store.vector_type,
             "precision": meta.get("precision", "fp32"),
+            "calibration": meta.get("calibration"),  # int8: "samples" or "photos"; older int8 indexes: photos
             "search": meta.get("ann") or {"kind": "auto", "index": "flat", "exact": True},
             "classifier": self._head_summary(),
             "disk_bytes": self.store.disk_bytes(),

@@ -320,6 +320,7 @@ def write_dng(
     path.write_bytes(bytes(out))
     return path
 
+
 def perspective_view(
     img: Image.Image, rng: np.random.Generator, size: int = 400, strength: float = 0.12
 ) -> Image.Image:

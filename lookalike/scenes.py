@@ -476,7 +476,11 @@ def scene_describer(model: str | None = None, resolution: int | None = None, poo
     from lookalike.config import DEFAULT_MODEL, IndexConfig
     from lookalike.embed import Describer
 
-    config = IndexConfig(model=str(model) if model else DEFAULT_MODEL, pooling=pooling, resolution=resolution)
+    # fp32: the crops of one shelf photo take well under a second either way, and the scene figures (BENCHMARKS.md
+    # "scenes") and tests were measured at fp32, where int8 moved a borderline pair of facings into a cluster
+    config = IndexConfig(
+        model=str(model) if model else DEFAULT_MODEL, pooling=pooling, resolution=resolution, precision="fp32"
+    )
     return Describer.from_config(config)
 
 

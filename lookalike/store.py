@@ -78,7 +78,7 @@ INDEX_FILES: dict[str, tuple[str, str]] = {
     LOCK_FILE: ("lookalike.store", "held by the process updating the index"),
     VOCAB_FILE: ("lookalike.aggregate", "the VLAD vocabulary"),
     PCA_FILE: ("lookalike.aggregate", "the PCA-whitening"),
-    INT8_FILE: ("lookalike.models.quantize", "the int8 backbone calibrated on these images (precision int8 only)"),
+    INT8_FILE: ("lookalike.models.quantize", "the int8 backbone the vectors came from (precision int8 only)"),
     ANN_FILE: ("lookalike.search", "the approximate search index, when one is used"),
     HEAD_FILE: ("lookalike.classify", "the fitted classifier: method, classes, metrics, fingerprint"),
     HEAD_WEIGHTS_FILE: ("lookalike.classify", "the fitted classifier's weights as plain arrays"),

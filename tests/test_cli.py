@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 HEAVY = ("torch", "onnxruntime", "faiss", "pandas", "matplotlib", "sklearn", "scipy", "pyarrow", "ray", "fastapi")
+# pydantic too: typer 0.29 converts every option through it (0.1 s a command), which pyproject's typer pin avoids
+HEAVY += ("pydantic",)
 
 PROBE = """
 import json, runpy, sys

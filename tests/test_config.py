@@ -23,6 +23,7 @@ def test_meta_round_trip_keeps_every_field() -> None:
         pca=64,
         vectors="float16",
         labels="none",
+        precision="int8",  # stored resolved: a config read back from meta always names its precision
     )
     meta = {**config.to_meta(), "model": {"name": "efficientnet-lite2", "weights": "abc", "feature_dim": 1280}}
     back = IndexConfig.from_meta(meta)

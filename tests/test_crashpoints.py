@@ -1,7 +1,7 @@
 """Crash-point tests (bench/crashpoints.py): each writing command killed with SIGKILL at write steps spread over its
 run; the index must open with ``info`` consistent, and re-running the command must leave exactly what a never-killed
 run leaves. Three points per command here (first, middle, last write), two for the newer writers (map, features,
-dedupe --apply, a decision); ``python -m bench.crashpoints`` tries every step, and the int8 index."""
+dedupe --apply, a decision); ``python -m bench.crashpoints`` tries every step, and the fp32 and photo-calibrated indexes."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_killed_at_any_write_resumes_to_the_same_result(warm: None, tmp_path: Pa
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["map", "features", "dedupe --apply", "dedupe --not-duplicates"])
 def test_newer_writers_killed_at_their_first_and_last_write(warm: None, tmp_path: Path, name: str) -> None:
-    """The writers that came later, at two points each (the bench tries every step, and the int8 index)."""
+    """The writers that came later, at two points each (the bench tries every step, and the fp32 and photo-calibrated indexes)."""
     cmd = next(c for c in commands(photos_per_class=2) if c.name == name)
     outcome = run_command(cmd, tmp_path, points=2)
     assert outcome.steps >= 2 and len(outcome.tried) == 2

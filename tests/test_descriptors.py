@@ -330,6 +330,7 @@ def test_dinov2_index_end_to_end(vits_weights: Path, sample_dir: Path, sample_qu
     )  # fmt: skip
     assert idx.store.meta["model"]["weights_file"] == str(vits_weights.resolve())
     assert idx.store.meta["resolution"] == 56 and idx.vectors.shape == (len(idx), 8)
+    assert idx.store.meta["precision"] == "fp32"  # eager torch only: the int8 default does not apply
     reopened = Index.open(tmp_path / "idx")  # finds the checkpoint again from the index's record
     assert float(reopened.embed([str(reopened.paths[0])])[0] @ reopened.vectors[0]) > 0.999
     assert len(reopened.search(next(sample_queries.glob("*.jpg")), k=3)) == 3

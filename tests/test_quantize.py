@@ -1,4 +1,5 @@
-"""int8 indexes: a statically quantized backbone calibrated on the indexed photos, kept with the index."""
+"""int8 indexes (the default): a statically quantized backbone, calibrated on the bundled photos once per machine or on
+the indexed photos, kept with the index."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import numpy as np
 import pytest
 
 from lookalike import Index
-from lookalike.config import IndexConfig
+from lookalike.config import IndexConfig, RunOptions
 from lookalike.embed import Describer
 from lookalike.errors import ConfigError, IndexMismatchError, LookalikeError
+from lookalike.models import quantize
+from lookalike.models.base import cache_dir
 from lookalike.models.quantize import INT8_FILE
 
 RES = 128  # small inputs keep calibration quick; the mechanism is the same at 320
@@ -20,7 +23,9 @@ RES = 128  # small inputs keep calibration quick; the mechanism is the same at 3
 
 @pytest.fixture(scope="module")
 def int8_index(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Index:
-    return Index.build(sample_dir, tmp_path_factory.mktemp("int8") / "idx", resolution=RES, precision="int8")
+    return Index.build(
+        sample_dir, tmp_path_factory.mktemp("int8") / "idx", resolution=RES, precision="int8", calibration="photos"
+    )
 
 
 def test_int8_index_keeps_its_calibrated_model_and_stays_close_to_fp32(int8_index: Index, sample_dir: Path) -> None:
@@ -28,7 +33,7 @@ def test_int8_index_keeps_its_calibrated_model_and_stays_close_to_fp32(int8_inde
     assert json.loads((path / "meta.json").read_text())["precision"] == "int8"
     assert (path / INT8_FILE).is_file()
     assert "24 of the images" in int8_index.report.calibration
-    fp32 = Index.build(sample_dir, path.parent / "fp32", resolution=RES)
+    fp32 = Index.build(sample_dir, path.parent / "fp32", resolution=RES, precision="fp32")
     a = dict(zip(int8_index.names, int8_index.vectors, strict=True))
     b = dict(zip(fp32.names, fp32.vectors, strict=True))
     cos = np.array([float(a[n] @ b[n]) for n in a])
@@ -68,7 +73,7 @@ def test_too_few_images_calibrate_on_the_bundled_photos_and_say_so(sample_dir: P
     for p in sorted(sample_dir.rglob("*.jpg"))[:3]:
         shutil.copy(p, few / p.name)
     (few / "broken.jpg").write_bytes(b"not a jpeg")
-    idx = Index.build(few, tmp_path / "idx", resolution=RES, precision="int8")
+    idx = Index.build(few, tmp_path / "idx", resolution=RES, precision="int8", calibration="photos")
     assert "only 3 usable image(s)" in idx.report.calibration and "bundled sample photos" in idx.report.calibration
     assert (tmp_path / "idx" / INT8_FILE).is_file() and len(idx) == 3
 
@@ -79,3 +84,50 @@ def test_int8_needs_onnx_runtime() -> None:
     assert exc.value.setting == "precision"
     with pytest.raises(ConfigError, match="precision"):
         IndexConfig(precision="int4")
+
+
+def test_a_new_index_is_int8_from_the_samples_calibration_made_once_per_machine(
+    sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    res = 96  # a resolution no other test uses, so its machine-wide calibration can be removed and counted here
+    describer = Describer.from_config(IndexConfig(resolution=res))
+    cached = cache_dir() / "onnx" / f"{describer.model.export_onnx().stem}-int8-samples-{res}.onnx"
+    cached.unlink(missing_ok=True)
+    made = []
+    real = quantize.quantize_static_qdq
+    monkeypatch.setattr(quantize, "quantize_static_qdq", lambda *a: made.append(a[1]) or real(*a))
+    first = Index.build(sample_dir, tmp_path / "a", resolution=res)
+    second = Index.build(sample_dir, tmp_path / "b", resolution=res)
+    assert made == [cached]  # calibrated once, for the first index; the second copies it
+    for idx in (first, second):
+        assert idx.store.meta["precision"] == "int8" and idx.store.meta["calibration"] == "samples"
+        assert (idx.store.path / INT8_FILE).read_bytes() == cached.read_bytes()
+        assert "bundled sample photos" in idx.report.calibration
+        assert idx.info()["calibration"] == "samples"
+    cached.unlink()  # the index keeps its own copy: queries never need the machine's cache
+    reopened = Index.open(tmp_path / "b")
+    assert reopened.describer.model.int8_path == tmp_path / "b" / INT8_FILE
+    one = sorted(sample_dir.rglob("*.jpg"))[0]
+    stored = reopened.vectors[reopened.names.index(one.relative_to(sample_dir).as_posix())]
+    assert float(reopened.embed([str(one)])[0] @ stored) > 0.9999
+    assert not cached.exists()
+
+
+def test_an_index_from_before_int8_stays_fp32_when_updated(sample_dir: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    shutil.copytree(sample_dir, photos)
+    Index.build(photos, tmp_path / "idx", resolution=RES, precision="fp32")
+    meta_path = tmp_path / "idx" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["precision"]  # as written before precision existed
+    meta_path.write_text(json.dumps(meta))
+    shutil.copy(sorted(photos.rglob("*.jpg"))[0], photos / "added.jpg")
+    updated = Index.build(photos, tmp_path / "idx")
+    assert updated.info()["precision"] == "fp32" and updated.report.embedded == 1
+    assert not (tmp_path / "idx" / INT8_FILE).exists()
+
+
+def test_an_unknown_calibration_source_is_refused() -> None:
+    with pytest.raises(ConfigError, match="calibration must be one of samples, photos") as exc:
+        RunOptions(calibration="imagenet")
+    assert exc.value.setting == "calibration"

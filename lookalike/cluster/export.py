@@ -108,6 +108,7 @@ def export_clusters(
     marker = out / EXPORT_MARKER
     if out.exists() and not out.is_dir():
         raise LookalikeError(f"export folder {out} is a file; give a folder (new, empty, or one lookalike exported to)")
+
     def ours(p: Path) -> bool:  # the marker's own temporary file: an export killed while writing the marker
         return p.name.startswith(f".{marker.name}.") and p.name.endswith(".tmp")
 

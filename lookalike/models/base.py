@@ -141,7 +141,7 @@ class TorchBackbone:
             )
         if precision == "int8" and runtime == "torch":
             raise ConfigError(
-                f"{name}: int8 precision runs in ONNX Runtime; it cannot be combined with the torch runtime",
+                f"{name}: int8 precision runs in ONNX Runtime; with the torch runtime use precision fp32",
                 setting="precision",
             )
         self.name = name

@@ -226,6 +226,7 @@ def create_dinov2(
     "dinov2-vits14",
     "DINOv2 ViT-S/14 patch tokens (AnyLoc); weights from --weights or the torch hub cache",
     weights=True,
+    torch_only=True,
 )
 def dinov2_vits14(**kwargs: Any) -> TorchBackbone:
     return create_dinov2("dinov2-vits14", **kwargs)
@@ -235,6 +236,7 @@ def dinov2_vits14(**kwargs: Any) -> TorchBackbone:
     "dinov2-vitb14",
     "DINOv2 ViT-B/14 patch tokens (AnyLoc); weights from --weights or the torch hub cache",
     weights=True,
+    torch_only=True,
 )
 def dinov2_vitb14(**kwargs: Any) -> TorchBackbone:
     return create_dinov2("dinov2-vitb14", **kwargs)
@@ -244,6 +246,7 @@ def dinov2_vitb14(**kwargs: Any) -> TorchBackbone:
     "dinov2-vitl14",
     "DINOv2 ViT-L/14 patch tokens (AnyLoc); weights from --weights or the torch hub cache",
     weights=True,
+    torch_only=True,
 )
 def dinov2_vitl14(**kwargs: Any) -> TorchBackbone:
     return create_dinov2("dinov2-vitl14", **kwargs)

@@ -5,23 +5,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from lookalike.config import DEFAULT_PRECISION
+
 if TYPE_CHECKING:
     from lookalike.models.base import Backbone
 
 _FACTORIES: dict[str, Callable[..., Backbone]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
 _TAKES_WEIGHTS: set[str] = set()
+_TORCH_ONLY: set[str] = set()
 
 
 def register_model(
-    name: str, description: str = "", *, weights: bool = False
+    name: str, description: str = "", *, weights: bool = False, torch_only: bool = False
 ) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
-    """Register a backbone factory; ``weights=True`` when it takes a checkpoint file (``weights=``)."""
+    """Register a backbone factory; ``weights=True`` when it takes a checkpoint file (``weights=``), ``torch_only``
+    when it runs in eager torch only (no ONNX export, so no int8)."""
 
     def decorator(factory: Callable[..., Backbone]) -> Callable[..., Backbone]:
         _FACTORIES[name] = factory
         if weights:
             _TAKES_WEIGHTS.add(name)
+        if torch_only:
+            _TORCH_ONLY.add(name)
         _DESCRIPTIONS[name] = description or (factory.__doc__ or "").strip().splitlines()[0]
         return factory
 
@@ -31,6 +37,12 @@ def register_model(
 def takes_weights(name: str) -> bool:
     """Whether a model takes a checkpoint file (``weights=``): hub models do, bundled and trained ones do not."""
     return name in _TAKES_WEIGHTS
+
+
+def default_precision(name: str, runtime: str = "auto") -> str:
+    """int8 wherever the model runs in ONNX Runtime (registered models that export, and model folders from
+    ``lookalike train``); fp32 for eager-torch-only models and the torch runtime."""
+    return "fp32" if runtime == "torch" or name in _TORCH_ONLY else DEFAULT_PRECISION
 
 
 def available_models() -> dict[str, str]:

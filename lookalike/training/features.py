@@ -87,7 +87,9 @@ def pooled_features(
     todo = [p for p, k in zip(paths, keys, strict=True) if k not in known and k not in bad]
     if todo:
         pooling = {"name": "gem", "p": GEM_P, "include_padding": True}
-        describer = Describer.from_config(IndexConfig(model=model, pooling=pooling, resolution=resolution))
+        # fp32: these are the untrained backbone's features that fine-tuning (in torch, fp32) starts from
+        config = IndexConfig(model=model, pooling=pooling, resolution=resolution, precision="fp32")
+        describer = Describer.from_config(config)
         by_path = dict(zip(paths, keys, strict=True))
         with bar("backbone features", len(todo), progress) as tick:
             for batch in describer.describe_files(todo, batch_size=BATCH):
