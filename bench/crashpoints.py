@@ -332,7 +332,7 @@ FOUND = [
     "the folder held only that file, and the re-run refused it as somebody else's (the marker's own temporary "
     "file no longer counts; `tests/test_cluster.py`)",
     "`dedupe --apply` killed after its journal said applied, while the index was being updated (6 of its 38 "
-    "steps): the re-run answered \"already applied\" and left the moved files in the index, or a stale count "
+    'steps): the re-run answered "already applied" and left the moved files in the index, or a stale count '
     "(the re-run now finishes the index update; `tests/test_crashpoints.py`)",
 ]
 """What crash-point runs found and what was fixed (kept here so the section states it beside the counts)."""
