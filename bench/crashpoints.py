@@ -159,7 +159,7 @@ def commands(photos_per_class: int) -> list[Command]:
         ),
         # "index" above runs at the default precision, int8, copying the machine's calibrated model into the index
         Command("index --precision fp32", lambda w: index_args(w, "--precision", "fp32"), fresh, idx),
-        Command("index --calibrate photos", lambda w: index_args(w, "--calibrate", "photos"), fresh, idx),
+        Command("index --calibration photos", lambda w: index_args(w, "--calibration", "photos"), fresh, idx),
     ]
 
 

@@ -6,7 +6,7 @@ For each precision the end-to-end run comes first, after dropping the page cache
 /proc/sys/vm/drop_caches``, root only), so it pays for reading the photos from disk; the model-only step decodes every
 file beforehand and would otherwise leave them all cached. A second end-to-end run over the then cached files shows
 what the read costs. int8 indexes copy the machine's cached calibration (made before the timing: a machine pays it
-once, BENCHMARKS.md "quantize"); one more int8 run calibrates on the photos (``--calibrate photos``) to show that cost.
+once, BENCHMARKS.md "quantize"); one more int8 run calibrates on the photos (``--calibration photos``) to show that cost.
 
     flock /tmp/lookalike-bench.lock .venv/bin/python -m bench.indexing [--limit N] [--precisions int8,fp32]
 
@@ -157,7 +157,7 @@ def main() -> None:
                  f"{r['warm'] / r['model']:.2f}×", ""],
             ]  # fmt: skip
             if "photos" in r:
-                rows.append(["int8: `Index.build` end to end, `--calibrate photos` (its 64-photo calibration "
+                rows.append(["int8: `Index.build` end to end, `--calibration photos` (its 64-photo calibration "
                              "included), photos cached", f"{r['photos']:.1f}", f"{r['photos'] / r['model']:.2f}×", ""])  # fmt: skip
         rows.append([f"seed-style loop (per image, eager torch fp32; {min(n, args.seed_images)} images)", f"{seed:.1f}",
                      f"{seed / main['model']:.2f}× of {top}", ""])  # fmt: skip
@@ -186,7 +186,7 @@ def main() -> None:
             + (
                 f"- int8 against fp32: model alone {rates['int8']['model'] / rates['fp32']['model']:.2f}×; end to end "
                 f"{rates['int8']['e2e'] / rates['fp32']['e2e']:.2f}× from disk, {rates['int8']['warm'] / rates['fp32']['warm']:.2f}× "
-                f"cached; with `--calibrate photos` {rates['int8']['photos'] / rates['fp32']['warm']:.2f}× fp32's cached rate.\n"
+                f"cached; with `--calibration photos` {rates['int8']['photos'] / rates['fp32']['warm']:.2f}× fp32's cached rate.\n"
                 if {"int8", "fp32"} <= rates.keys()
                 else ""
             )

@@ -128,7 +128,7 @@ def main() -> None:
         markdown_table(["input", "batch", "fp32 img/s", "int8 img/s", "int8 / fp32"], rows),
         "Cosine between each image's fp32 and int8 vectors, for each calibration: the bundled sample photos (24 "
         "views of 4 photos; made once per machine and resolution, then copied into every new index) or 64 of the "
-        "room photos (`--calibrate photos`, paid by every new index). Calibration seconds are a first calibration:",
+        "room photos (`--calibration photos`, paid by every new index). Calibration seconds are a first calibration:",
         markdown_table(["input", "calibrated on", "images", "median", "5th pct", "min", "calibration s"], agree),
     ]
     summary = [f"- Model-only speed-up at 320 px, batch 8: **{speedup:.2f}×** (goal ≥ 1.5×)."]

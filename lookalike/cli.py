@@ -132,7 +132,7 @@ def index(
         str | None,
         typer.Option(help="Backbone arithmetic of a new index: int8 (default; quantized, twice as fast) or fp32."),
     ] = None,
-    calibrate: Annotated[
+    calibration: Annotated[
         str,
         typer.Option(
             help="int8 calibrated on: samples (the bundled photos, cached; default) or photos (these, +10-15 s)."
@@ -164,7 +164,7 @@ def index(
         vectors=vectors,
         checkpoint_every=checkpoint_every,
         precision=precision,
-        calibration=calibrate,
+        calibration=calibration,
     )
     _print_report(idx.report, quiet)
     err.print(f"index: {idx.store.path}")

@@ -131,3 +131,20 @@ def test_an_unknown_calibration_source_is_refused() -> None:
     with pytest.raises(ConfigError, match="calibration must be one of samples, photos") as exc:
         RunOptions(calibration="imagenet")
     assert exc.value.setting == "calibration"
+
+
+def test_the_command_line_calibrates_on_the_photos_when_asked(sample_dir: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "lookalike.cli", "index", str(sample_dir), "--index", str(tmp_path / "idx")]
+        return subprocess.run([*cmd, "--resolution", str(RES), *args], capture_output=True, text=True, timeout=300)
+
+    bad = run("--calibration", "imagenet")
+    assert bad.returncode == 1 and "--calibration must be one of samples, photos" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    ok = run("--calibration", "photos", "--quiet")
+    assert ok.returncode == 0, ok.stderr
+    assert "int8 calibrated on 24 of the images" in ok.stderr
+    assert json.loads((tmp_path / "idx" / "meta.json").read_text())["calibration"] == "photos"
