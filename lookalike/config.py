@@ -32,8 +32,8 @@ RUNTIMES = ("auto", "onnx", "torch")
 ENGINES = ("local", "ray")
 ANN_KINDS = ("auto", "flat", "ivf", "hnsw")
 PRECISIONS = ("fp32", "int8")  # int8: a statically quantized copy of the ONNX export (lookalike.models.quantize)
-# int8 met every goal set for it against fp32 on the same machine: 1.96x the model's images/s, median cosine 0.994 to
-# the fp32 vectors, rooms accuracy -0.17 and flowers mAP@R +0.08 points (BENCHMARKS.md "quantize"); fp32 stays a choice.
+# int8 met every goal set for it against fp32 in one run: 2.02x the model's images/s, median cosine 0.994 to the fp32
+# vectors, rooms accuracy -0.11 and flowers mAP@R +0.09 points (BENCHMARKS.md "quantize"); fp32 stays a choice.
 DEFAULT_PRECISION = "int8"
 CALIBRATION_SOURCES = ("samples", "photos")  # what a new int8 index is calibrated on (Describer.calibrate)
 
