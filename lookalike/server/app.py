@@ -11,7 +11,7 @@ counted while they arrive and cut off at the upload limit, and every failure a c
 address but loopback) every API call, the schema and the docs need it, as ``Authorization: Bearer`` or the cookie
 the page sets once the token is typed in; only the page shell and its static files are open, and they hold no data.
 Every response carries a Content-Security-Policy that allows this origin only, and the docs load Swagger UI from
-the installed ``swagger-ui-bundle`` package, so nothing is fetched from elsewhere.
+the installed ``fastapi-offline`` package, so nothing is fetched from elsewhere.
 
 The schema (``/openapi.json``) says exactly what the API accepts (:func:`complete_schema`) and returns: every JSON
 reply is checked against its strict model in :mod:`lookalike.server.replies` before it is sent.
@@ -178,10 +178,15 @@ the Content-Security-Policy forbids); here the initialiser is a static file."""
 
 
 def swagger_assets() -> Path:
-    """The Swagger UI files shipped inside the ``swagger-ui-bundle`` package (served under /docs-assets)."""
-    import swagger_ui_bundle
+    """The Swagger UI files (5.x, which renders OpenAPI 3.1 as FastAPI writes it) shipped inside the
+    ``fastapi-offline`` package, served under /docs-assets. Found without importing the package (it would patch
+    nothing here, but it need not run at all)."""
+    import importlib.util
 
-    return Path(swagger_ui_bundle.swagger_ui_path)
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or spec.origin is None:
+        raise LookalikeError("the API docs need the fastapi-offline package: pip install fastapi-offline")
+    return Path(spec.origin).parent / "static"
 
 
 def is_loopback(host: str) -> bool:
@@ -939,7 +944,7 @@ def create_app(
         summary="Find look-alikes of a photo in an index, its room type, and the index's clusters.",
         version="0.1.0",
         default_response_class=ShownJSONResponse,
-        docs_url=None,  # served below from the installed swagger-ui-bundle, not a CDN
+        docs_url=None,  # served below from the installed fastapi-offline's Swagger UI, not a CDN
         redoc_url=None,
     )
     app.state.service = svc

@@ -10,6 +10,7 @@ function el(tag, attrs = {}, ...children) {
   for (const [k, v] of Object.entries(attrs)) {
     if (k === "class") node.className = v;
     else if (k === "text") node.textContent = v;
+    else if (k === "style") Object.assign(node.style, v);  // CSSOM, which the CSP allows (a style attribute it does not)
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v);
   }
@@ -131,7 +132,7 @@ function drawPrediction(prediction) {
   const entries = Object.entries(prediction.probabilities).sort((a, b) => b[1] - a[1]).slice(0, 6);
   $("pred-bars").replaceChildren(...entries.map(([name, p], i) => el("li", { class: i === 0 ? "best" : "" },
     el("span", { class: "name", text: name, title: name }),
-    el("span", { class: "track" }, el("span", { class: "fill", style: `width:${(100 * p).toFixed(1)}%;display:block` })),
+    el("span", { class: "track" }, el("span", { class: "fill", style: { width: `${(100 * p).toFixed(1)}%`, display: "block" } })),
     el("span", { class: "pct", text: `${(100 * p).toFixed(1)}%` }),
   )));
 }
@@ -164,7 +165,7 @@ function matchCard(m) {
         el("span", { class: "score", text: m.score.toFixed(3) }),
         verified,
         m.label ? el("span", { class: "chip", text: m.label, title: m.label }) : null),
-      el("div", { class: "scorebar" }, el("div", { style: `width:${pct.toFixed(1)}%` })),
+      el("div", { class: "scorebar" }, el("div", { style: { width: `${pct.toFixed(1)}%` } })),
       el("div", { class: "name", text: m.name })),
   );
 }
@@ -233,7 +234,7 @@ function clusterCard(c) {
 async function loadClusters() {
   if (state.clustersLoaded) return;
   const box = $("clusters");
-  box.replaceChildren(el("div", { class: "loading", style: "position:static" }, el("div", { class: "spinner" })));
+  box.replaceChildren(el("div", { class: "loading inline" }, el("div", { class: "spinner" }), el("span", { text: "Loading clusters…" })));
   try {
     const data = await api("/api/clusters");
     state.clustersLoaded = true;
@@ -293,7 +294,7 @@ async function loadDuplicates() {
   if (state.dupsLoaded) return;
   const box = $("dups");
   showError($("dups-error"), "");
-  box.replaceChildren(el("div", { class: "loading", style: "position:static" }, el("div", { class: "spinner" }), el("span", { text: "Checking copies pixel for pixel…" })));
+  box.replaceChildren(el("div", { class: "loading inline" }, el("div", { class: "spinner" }), el("span", { text: "Checking copies pixel for pixel…" })));
   try {
     const plan = await api("/api/duplicates");
     state.dupsLoaded = true;
