@@ -1,12 +1,12 @@
 """API fuzzing from the OpenAPI schema, the long run: schemathesis generates requests for every operation of the app
-(through its ASGI interface, no network), on an open server and on one with a token (with and without sending it),
-and runs every check it has. Records the cases run and the failures per check.
+(through its ASGI interface, no network) against a server over each state an index can be in (:data:`STATES`: empty,
+unlabelled, labelled, with and without clusters, map, local features and decisions, int8 and fp32, a token on (sent
+and not sent) and off), and runs every check it has. Records the cases run and the failures per check.
 
 Every JSON reply has a strict schema (``lookalike.server.replies``: no field it does not name), so the response
-check compares each reply field by field. The open server's index has a clustering and a map and the token server's
-has neither, so both variants of those replies are checked.
+check compares each reply field by field, in each state's variant. The checks' config is ``schemathesis.toml``.
 
-Run: ``python -m bench.api_fuzz [--examples 200]``.
+Run: ``python -m bench.api_fuzz [--examples 30]``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,73 @@ FIXED = (
     "earlier still: undocumented status codes, content types and the `Allow` header of a 405."
 )
 TOKEN = "bench-api-fuzz-token-0123456789"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_FILE = ROOT / "schemathesis.toml"
+"""The 400s no schema can state, allowed per operation (the same file `st run` reads from the repository root)."""
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """One state an index can be in, as the server sees it."""
+
+    name: str
+    labels: str = "folders"  # or "none"
+    precision: str = "int8"  # or "fp32"
+    clusters: bool = False
+    map: bool = False
+    features: bool = False  # local features computed (re-ranking and /api/matches then need no extraction)
+    decisions: bool = False  # a duplicates decision recorded
+    token: bool = False
+    empty: bool = False  # every photo removed and the index updated: 0 images
+
+
+STATES = (
+    IndexState("empty", empty=True),
+    IndexState("unlabelled, token", labels="none", token=True),
+    IndexState("labelled, bare, fp32, token", precision="fp32", token=True),
+    IndexState("labelled, clusters, map, features, decisions", clusters=True, map=True, features=True,
+               decisions=True),
+    IndexState("unlabelled, clusters, map, features, decisions, fp32", labels="none", precision="fp32",
+               clusters=True, map=True, features=True, decisions=True),
+)  # fmt: skip
+"""Between them: empty, unlabelled, labelled; with and without clusters, map, local features and decisions; int8
+and fp32; a token on (sent and not sent) and off."""
+
+
+def build_state(state: IndexState, photos: Path, folder: Path, resolution: int = 64) -> Any:
+    """An index in ``state`` at ``folder`` over a private copy of ``photos`` (the sample photos)."""
+    from lookalike import Index
+
+    own = folder / "photos"
+    shutil.copytree(photos, own)
+    index = Index.build(own, folder / "idx", labels=state.labels, precision=state.precision, resolution=resolution)
+    if state.empty:
+        for f in [p for p in own.rglob("*") if p.is_file()]:
+            f.unlink()
+        return Index.build(own, folder / "idx")
+    if state.clusters:
+        from lookalike.cluster import cluster_index
+
+        cluster_index(index)
+    if state.map:
+        from lookalike.explore import compute_map
+
+        compute_map(index, "pca", suspects=state.labels != "none")
+    if state.features:
+        index.local_features()
+    if state.decisions:
+        from lookalike.cluster import decide, make_plan
+
+        groups = make_plan(index)["groups"]
+        assert groups, "the sample photos hold copies"
+        decide(index, "keep-all", [f["path"] for f in groups[0]["files"]])
+    return index
+
+
+def schema_config() -> Any:
+    import schemathesis
+
+    return schemathesis.Config.from_path(CONFIG_FILE)
 
 
 def fuzz_operation(operation: Any, headers: dict[str, str] | None, checks: list, examples: int, seen: set[str]) -> int:
@@ -153,7 +221,7 @@ def reply_cost(app: Any, rounds: int = 200) -> list[list[str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--examples", type=int, default=200, help="generated cases per operation and server")
+    ap.add_argument("--examples", type=int, default=30, help="generated cases per operation and server")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--shared", action="store_true", help="run without the bench lock: the section says so")
     ap.add_argument("--cost-rounds", type=int, default=200, help="rounds of the reply cost table (small replies)")
@@ -163,57 +231,43 @@ def main() -> None:
     from schemathesis.checks import CHECKS, load_all_checks
 
     from bench.report import markdown_table, write_section
-    from lookalike import Index
-    from lookalike.cluster import cluster_index
-    from lookalike.explore import compute_map
     from lookalike.samples import make_samples
     from lookalike.server.app import create_app
 
     load_all_checks()
     checks = CHECKS.get_all()
-    config = schemathesis.Config.from_dict(
-        {
-            "operations": [
-                {  # the 400s no schema can state (see tests/test_api_schema.py)
-                    "include-path-regex": "^/api/(search|classify|duplicates/decisions|duplicates/plan)$",
-                    "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "401", "404"]}},
-                }
-            ]
-        }
-    )
+    config = schema_config()
     rows = []
     failures: Counter[str] = Counter()
     examples: dict[str, str] = {}
     total = 0
+    cost: list[list[str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         photos = make_samples(Path(tmp) / "photos", per_class=4, size=128)
-        index = Index.build(photos, Path(tmp) / "idx", labels="folders", resolution=64)
-        shutil.copytree(index.store.path, Path(tmp) / "idx-mapped")
-        mapped = Index.open(Path(tmp) / "idx-mapped")
-        cluster_index(mapped)
-        compute_map(mapped, "pca")
-        servers = {
-            "open": (create_app(mapped), None),
-            "token, sent": (create_app(index, token=TOKEN), {"Authorization": f"Bearer {TOKEN}"}),
-            "token, not sent": (create_app(index, token=TOKEN), None),
-        }
-        cost = reply_cost(servers["open"][0], args.cost_rounds)  # before fuzzing: its decisions change the groups
-        for server, (app, headers) in servers.items():
-            schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
-            started = time.perf_counter()
-            cases = 0
-            failed_ops = 0
-            for result in schema.get_all_operations():
-                seen: set[str] = set()
-                cases += fuzz_operation(result.ok(), headers, checks, args.examples, seen)
-                for key in seen:
-                    failures[key] += 1
-                    examples.setdefault(key, server)
-                failed_ops += bool(seen)
-            total += cases
-            rows.append([server, len(list(schema.get_all_operations())), cases, failed_ops,
-                         f"{time.perf_counter() - started:.0f}"])  # fmt: skip
-            print(rows[-1], flush=True)
+        for n, state in enumerate(STATES):
+            index = build_state(state, photos, Path(tmp) / f"state{n}")
+            app = create_app(index, token=TOKEN if state.token else None)
+            if state.clusters and state.labels != "none" and not cost and args.cost_rounds:
+                cost = reply_cost(app, args.cost_rounds)  # before fuzzing: its decisions change the groups
+            runs = [("sent", {"Authorization": f"Bearer {TOKEN}"}), ("not sent", None)] if state.token else [
+                ("off", None)]  # fmt: skip
+            for token, headers in runs:
+                schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
+                started = time.perf_counter()
+                cases = 0
+                failed_ops = 0
+                label = f"{state.name} (token {token})"
+                for result in schema.get_all_operations():
+                    seen: set[str] = set()
+                    cases += fuzz_operation(result.ok(), headers, checks, args.examples, seen)
+                    for key in seen:
+                        failures[key] += 1
+                        examples.setdefault(key, label)
+                    failed_ops += bool(seen)
+                total += cases
+                rows.append([state.name, len(index), token, len(list(schema.get_all_operations())), cases,
+                             failed_ops, f"{time.perf_counter() - started:.0f}"])  # fmt: skip
+                print(rows[-1], flush=True)
     body = "\n".join(
         [
             f"## API schema fuzzing (`{NAME}`)",
@@ -224,10 +278,14 @@ def main() -> None:
             "schema-valid request for what no schema can state (bytes that are no decodable photo, a date that is no "
             "calendar day or `after` later than `before`, two files with the same content, two keepers in one "
             "group); any other schema-valid request must be accepted. Every JSON reply is checked against its "
-            "strict schema (no undocumented field, exact types). Server: the sample index (16 images, 64 px); the "
-            "open server's copy has a clustering and a map, the token servers' has neither.",
+            "strict schema (no undocumented field, exact types). The config is `schemathesis.toml` (what `st run` "
+            "reads from the repository root). One server per state an index can be in (16 sample images, 64 px; "
+            "`empty`: every photo removed and the index updated); a state with a token is run with it sent and "
+            "not sent.",
             "",
-            markdown_table(["server", "operations", "cases", "operations with a failure", "seconds"], rows),
+            markdown_table(
+                ["index state", "images", "token", "operations", "cases", "operations with a failure", "seconds"], rows
+            ),
             "",
             f"Total: {total:,} cases; distinct failures: {len(failures)}"
             + "".join(f"\n- {k} (first seen: {examples[k]})" for k in sorted(failures)),
@@ -240,7 +298,9 @@ def main() -> None:
             "is not UTF-8) more than pays for the check; clusters and duplicates are checked and encoded once per "
             "clustering or plan and then served as bytes (on main, every request paid the old column).",
             "",
-            markdown_table(["reply", "KB", "old", "new", "new / old", "model only", "model only / old"], cost),
+            markdown_table(["reply", "KB", "old", "new", "new / old", "model only", "model only / old"], cost)
+            if cost
+            else "(not measured in this run: --cost-rounds 0)",
             *(
                 [
                     "",

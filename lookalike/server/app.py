@@ -46,7 +46,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, StrictInt, ValidationError
 from pydantic import Field as PydanticField
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -269,9 +269,11 @@ class Guard:
 
 
 class Selection(BaseModel):
-    """Image ids chosen on the map."""
+    """Image ids chosen on the map: JSON integers only (``true`` is no id 1, ``"3"`` no id 3)."""
 
-    ids: list[int] = PydanticField(min_length=1, max_length=1_000_000)
+    model_config = {"extra": "forbid"}
+
+    ids: list[StrictInt] = PydanticField(min_length=1, max_length=1_000_000)
 
 
 class BodyLimit:
@@ -376,9 +378,8 @@ class Service:
         self.by_name = {n: i for i, n in enumerate(self.names)}
         self.vectors = index.vectors
         self.model_name = index.store.meta["model"]["name"]
-        if len(index) == 0:
-            raise LookalikeError(f"the index at {index.store.path} is empty; run `lookalike index` first")
-        index.searcher  # noqa: B018 - builds the FAISS index now, not inside the first request
+        if len(index):  # an empty index (every photo removed) is served too: its page says what to run
+            index.searcher  # noqa: B018 - builds the FAISS index now, not inside the first request
         self.resolution = index.describer.resolution  # loads the model now
         index.embed([Image.new("RGB", (64, 64), (127, 127, 127))])  # first inference allocates; do it at start-up
         self.can_classify = len(self.classes) >= 2 and callable(getattr(index, "classify", None))
@@ -400,11 +401,26 @@ class Service:
 
     # --- ids -----------------------------------------------------------------------------------------------------
 
+    def why_no_classifier(self) -> str:
+        n = len(self.classes)
+        have = "no labels" if n == 0 else f"only one class ({self.classes[0]})"
+        return (
+            f"this index cannot classify: it has {have}, and a classifier needs two or more; build it with "
+            "`lookalike index PHOTOS --labels folders` from one folder per class"
+        )
+
     def check_id(self, image_id: int) -> int:
         n = len(self.names)
         if not 0 <= image_id < n:
-            raise HTTPException(404, f"no image with id {image_id}; ids run from 0 to {n - 1}")
+            known = f"ids run from 0 to {n - 1}" if n else "the index is empty"
+            raise HTTPException(404, f"no image with id {image_id}; {known}")
         return image_id
+
+    def why_empty(self) -> str:
+        return (
+            f"the index at {self.index.store.path} has no images: add photos to {self.index.root} and run "
+            "`lookalike index` on it"
+        )
 
     def describe_id(self, image_id: int) -> dict[str, Any]:
         return {
@@ -826,14 +842,38 @@ ERROR_WHY = {
     401: "This server needs its token (`Authorization: Bearer TOKEN`, or the cookie from `POST /api/login`).",
     404: "No such image id or cluster, or the image is no longer on disk.",
     405: "Method not allowed on this path (the `Allow` header lists the ones that are).",
+    409: "What this index holds does not allow it (the message says what to run).",
     413: "The upload is over the server's limit.",
-    422: "A field is missing, of the wrong type or out of range.",
+    422: "A field is missing, of the wrong type or out of range, or the body cannot be parsed.",
 }
+BODY_UNPARSABLE = "There was an error parsing the body"
+"""FastAPI's 400 for a body its parser cannot read (JSON that is not UTF-8); Starlette's multipart parser raises its
+own 400s (a body without its boundary). Both are answered as the 422 of any other malformed request, which every
+operation with a body lists."""
+WHY_SEARCH_409 = (
+    "The index has no images (run `lookalike index`), or a class mode (`same-class`, `other-classes`) was asked of "
+    "an index without labels (build it with `lookalike index PHOTOS --labels folders`)."
+)
+WHY_CLASSIFY_409 = (
+    "The index cannot classify: it needs at least two labelled classes (`lookalike index PHOTOS --labels folders`)."
+)
+WHY_SEARCH_400 = (
+    "The upload is no usable photo (not an image, truncated, too small, too many pixels), or a filter date is no "
+    "calendar day, or `after` is later than `before`."
+)
+WHY_PLAN_400 = "Two keepers chosen in one group."
+WHY_DECISION_400 = "The images have the same content (a byte copy is a copy whatever is decided)."
 
 
-def errors(*codes: int, body: dict[str, Any] | None = None) -> dict[int | str, dict[str, Any]]:
-    """The documented answers of a route: its errors as ``ErrorBody`` and, for binary routes, its 200 media type."""
-    out: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody, "description": ERROR_WHY[c]} for c in codes}
+def errors(
+    *codes: int, body: dict[str, Any] | None = None, why: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The documented answers of a route: its errors as ``ErrorBody`` (``why`` says what a status means on this
+    route) and, for binary routes, its 200 media type."""
+    why = why or {}
+    out: dict[int | str, dict[str, Any]] = {
+        c: {"model": ErrorBody, "description": why.get(c, ERROR_WHY[c])} for c in codes
+    }
     if body:
         out[200] = body
     return out
@@ -862,7 +902,7 @@ def _form_fields(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def complete_schema(schema: dict[str, Any]) -> None:
+def complete_schema(schema: dict[str, Any], classes: Sequence[str] = ()) -> None:
     """Make the generated schema say exactly what the API accepts (checked by schemathesis in the test suite).
 
     - A form field cannot be null (a form has no null; an absent field is the default), and a field of one type is
@@ -871,6 +911,11 @@ def complete_schema(schema: dict[str, Any]) -> None:
     - Search and classify name their query in exactly one way: the ``file`` or an ``id``.
     - The filter fields carry the pattern the server checks (:data:`FILTER_FORMS`), in the query and in the form.
     - A decision is about two or more different images.
+    - An upload is at least one byte (an empty file is a 422, as any schema-invalid request).
+    - A ``class`` is one of this index's classes (an enum of them, when it has labels).
+    - Decisions and plans are documented as multipart forms (what the page sends; the server also reads a
+      urlencoded form): a urlencoded body has no form a non-object could take that is not also a valid form, so a
+      client (or a fuzzer) could not tell a malformed one from a good one.
     """
     for body in _form_fields(schema).values():
         for prop in body["properties"].values():
@@ -901,6 +946,24 @@ def complete_schema(schema: dict[str, Any]) -> None:
     decisions = schema["paths"]["/api/duplicates/decisions"]["post"]["requestBody"]["content"]
     ref = decisions["application/x-www-form-urlencoded"]["schema"]["$ref"].rsplit("/", 1)[-1]
     schema["components"]["schemas"][ref]["properties"]["ids"]["uniqueItems"] = True
+    for path in ("/api/duplicates/decisions", "/api/duplicates/plan"):
+        content = schema["paths"][path]["post"]["requestBody"]["content"]
+        content["multipart/form-data"] = content.pop("application/x-www-form-urlencoded")
+    plan = schema["paths"]["/api/duplicates/plan"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    keepers = schema["components"]["schemas"][plan["schema"]["$ref"].rsplit("/", 1)[-1]]["properties"]["keepers"]
+    # in a form one id and a list of one are the same bytes: say both, so neither reads as the wrong type
+    keepers["anyOf"] = [{"type": "integer"}, {"type": "array", "items": keepers.pop("items")}]
+    keepers.pop("type")
+    for path in ("/api/search", "/api/classify"):
+        form = schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        props = schema["components"]["schemas"][form["$ref"].rsplit("/", 1)[-1]]["properties"]
+        props["file"]["minLength"] = 1
+        if "class" in props and classes:
+            props["class"]["enum"] = list(classes)
+    if classes:
+        for param in schema["paths"]["/api/search"]["get"]["parameters"]:
+            if param["name"] == "class":
+                param["schema"] = {"type": "string", "enum": list(classes), "title": "Class"}
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -962,6 +1025,10 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 400:  # only the body parsers raise a 400 HTTPException (ours are LookalikeErrors)
+            kind = request.headers.get("content-type", "").partition(";")[0] or "no content type"
+            detail = "" if exc.detail == BODY_UNPARSABLE else f": {str(exc.detail).rstrip('.')}"
+            return _error(422, f"the request body cannot be parsed as {kind}{detail}")
         if exc.status_code == 405:  # Starlette names the methods of the first route on the path; say all of them
             headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
         return _error(exc.status_code, str(exc.detail), headers or None)
@@ -985,6 +1052,8 @@ def create_app(
         data = await file.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise HTTPException(413, too_large)
+        if not data:  # the schema says a file is at least one byte
+            raise HTTPException(422, "file: empty file (0 bytes)")
         return data
 
     async def make_query(
@@ -1011,6 +1080,16 @@ def create_app(
         rerank: int = 0,
     ) -> dict:
         started = time.perf_counter()
+        if not svc.names:
+            raise HTTPException(409, svc.why_empty())
+        if mode != "all" and not svc.classes:
+            raise HTTPException(
+                409,
+                f"this index has no labels, so mode {mode} cannot be used; build it with "
+                "`lookalike index PHOTOS --labels folders` to search by class",
+            )
+        if label is not None and svc.classes and label not in svc.classes:
+            raise HTTPException(422, f"class: unknown class {label!r}; the index has: {', '.join(svc.classes)}")
         vec, exclude, query, data = await make_query(file, image_id)
         out = await svc.run(svc.search, vec, exclude, query, k, mode, label, where, rerank, data)
         out["seconds"] = round(time.perf_counter() - started, 4)  # decode, model, search, re-rank and classify
@@ -1021,7 +1100,7 @@ def create_app(
         summary="Look-alikes of an uploaded image (or of an indexed image by id)",
         response_model=SearchReply,
         response_model_exclude_unset=True,
-        responses=errors(*guarded, 400, 404, 413, 422),
+        responses=errors(*guarded, 400, 404, 409, 413, 422, why={400: WHY_SEARCH_400, 409: WHY_SEARCH_409}),
     )
     async def search_post(
         file: FileField = None,
@@ -1048,7 +1127,7 @@ def create_app(
         summary="Look-alikes of an indexed image, by id",
         response_model=SearchReply,
         response_model_exclude_unset=True,
-        responses=errors(*guarded, 400, 404, 422),
+        responses=errors(*guarded, 400, 404, 409, 422, why={400: WHY_SEARCH_400, 409: WHY_SEARCH_409}),
     )
     async def search_get(
         image_id: Annotated[int, Query(alias="id")],
@@ -1098,9 +1177,11 @@ def create_app(
         summary="Room type of an uploaded image (or an indexed one by id), with probabilities",
         response_model=ClassifyReply,
         response_model_exclude_unset=True,
-        responses=errors(*guarded, 400, 404, 413, 422),
+        responses=errors(*guarded, 400, 404, 409, 413, 422, why={400: WHY_SEARCH_400, 409: WHY_CLASSIFY_409}),
     )
     async def classify(file: FileField = None, image_id: IdField = None) -> dict[str, Any]:
+        if not svc.can_classify:
+            raise HTTPException(409, svc.why_no_classifier())
         vec, exclude, query, _ = await make_query(file, image_id)
         prediction = await svc.run(svc.predict, vec, exclude)
         return {"query": query, **(prediction or {})}
@@ -1173,7 +1254,7 @@ def create_app(
         summary="Remember that images (ids) are not duplicates, or to keep them all",
         response_model=DecisionReply,
         response_model_exclude_unset=True,
-        responses=errors(*guarded, 400, 404, 422),
+        responses=errors(*guarded, 400, 404, 422, why={400: WHY_DECISION_400}),
     )
     async def decision(
         kind: Annotated[DecisionKind, Form()],
@@ -1192,7 +1273,7 @@ def create_app(
         response_model=Plan,
         response_model_exclude_unset=True,
         responses={
-            **errors(*guarded, 400, 404, 422),
+            **errors(*guarded, 400, 404, 422, why={400: WHY_PLAN_400}),
             200: {
                 "description": "The plan, as a file to save (dedupe-plan.json).",
                 "headers": {
@@ -1298,7 +1379,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/docs-assets", StaticFiles(directory=swagger_assets()), name="docs-assets")
     schema = app.openapi()  # generated once here and completed with what FastAPI cannot infer
-    complete_schema(schema)
+    complete_schema(schema, svc.classes)
     if token:
         schema.setdefault("components", {})["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "description": "The server's token (serve --token)."},

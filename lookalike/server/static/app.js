@@ -239,7 +239,7 @@ async function loadClusters() {
     const data = await api("/api/clusters");
     state.clustersLoaded = true;
     if (!data.available || !data.clusters.length) {
-      box.replaceChildren(el("div", { class: "empty", text: "This index has no clusters yet: run `lookalike cluster` on it." }));
+      box.replaceChildren(el("div", { class: "empty note", text: "This index has no clusters yet: run `lookalike cluster --index INDEX_DIR` on it, then reload this page." }));
       return;
     }
     $("clusters-meta").textContent = `${data.clusters.length} clusters · ${data.noise.length} images in none`;
@@ -302,7 +302,11 @@ async function loadDuplicates() {
     const s = plan.summary;
     $("dups-meta").textContent = `${s.groups} groups · ${s.remove} copies to remove (${(s.bytes / 1048576).toFixed(1)} MB)`;
     $("dups-download").hidden = !s.groups;
-    box.replaceChildren(...(plan.groups.length ? plan.groups.map(dupCard) : [el("div", { class: "empty", text: "No copies found." })]));
+    const none = state.health && state.health.images === 0
+      ? "This index has no images: add photos to its folder and run `lookalike index` on it."
+      : "No copies found: no two images here are the same photo (checked pixel for pixel). New photos are checked " +
+        "once `lookalike index` has added them.";
+    box.replaceChildren(...(plan.groups.length ? plan.groups.map(dupCard) : [el("div", { class: "empty note", text: none })]));
   } catch (e) {
     box.replaceChildren();
     showError($("dups-error"), e.message);
@@ -329,6 +333,7 @@ function showView(name) {
   for (const v of ["search", "clusters", "map", "duplicates"]) {
     $(`view-${v}`).hidden = name !== v;
     $(`tab-${v}`).classList.toggle("active", name === v);
+    $(`tab-${v}`).setAttribute("aria-selected", String(name === v));
   }
   if (name === "clusters") loadClusters();
   if (name === "map") LookalikeMap.load().catch((e) => showError($("map-error"), e.message));
@@ -343,8 +348,8 @@ function route() {
     if (state.id !== Number(m[1])) { state.id = Number(m[1]); state.file = null; runSearch(); }
     showView("search");
   } else {
-    const clusters = hash === "#clusters" && state.health && state.health.clusters;
-    showView(clusters ? "clusters" : hash === "#map" ? "map" : hash === "#duplicates" ? "duplicates" : "search");
+    const views = { "#clusters": "clusters", "#map": "map", "#duplicates": "duplicates" };
+    showView(views[hash] || "search");
   }
 }
 
@@ -379,9 +384,14 @@ async function start() {
       (h.classes.length ? ` · ${h.classes.length} classes` : " · no labels");
     $("k").max = Math.min(h.max_k, 50);
     if (h.formats) $("file").accept = ["image/*", ...h.formats].join(",");  // HEIC and RAW are not image/* everywhere
-    $("tab-clusters").hidden = !h.clusters;
+    $("tab-clusters").title = h.clusters ? "" : "no clusters yet: run `lookalike cluster`";
     $("tab-map").title = h.map ? "" : "no current map: run `lookalike map`";
     $("f-label").append(...h.classes.map((c) => el("option", { value: c, text: c })));
+    if (!h.images) {
+      $("empty").replaceChildren(
+        el("p", { text: "This index has no images: add photos to its folder and run `lookalike index` on it, then reload this page." }));
+      $("empty").classList.add("note");
+    }
     if (!h.classes.length) {
       for (const r of document.querySelectorAll("input[name=mode]")) {
         if (r.value !== "all") { r.disabled = true; r.parentElement.classList.add("disabled"); r.parentElement.title = "this index has no labels"; }
