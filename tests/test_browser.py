@@ -459,10 +459,12 @@ def test_duplicates_flip_keep_all_not_duplicates_and_plan(server: str, browser, 
     plan = json.loads(saved.read_text())
     path = first.locator("figure.keeper .dup-name").inner_text()
     assert plan["groups"][0]["keeper"] == path and plan["groups"][0]["why"] == "chosen by hand"
-    page.locator(".dup-group").nth(0).locator("button.keep-all").click()
-    page.wait_for_function("() => document.querySelector('.dup-group').textContent.includes('all kept')")
-    assert page.locator(".dup-group").first.locator("figure.keeper").count() >= 2
-    page.locator(".dup-group").nth(1).locator("button.not-dups").click()
+    group = first.get_attribute("data-group")
+    first.locator("button.keep-all").click()
+    kept = f'.dup-group[data-group="{group}"]'
+    page.wait_for_function(f"() => (document.querySelector('{kept}') || {{}}).textContent?.includes('all kept')")
+    assert page.locator(kept).locator("figure.keeper").count() >= 2
+    page.locator(f'.dup-group:not([data-group="{group}"])').first.locator("button.not-dups").click()
     page.wait_for_function(f"() => document.querySelectorAll('.dup-group').length === {n - 1}")
     assert not watch.problems, watch.problems
     page.close()
