@@ -389,6 +389,23 @@ def test_every_view_in_a_full_index(server: str, browser, sample_queries: Path, 
     page.close()
 
 
+def test_no_csp_report_on_any_view(server: str, browser, sample_queries: Path) -> None:  # noqa: ANN001
+    """The loading boxes were built with a ``style`` attribute, which the page's own CSP refuses (a console error on
+    the Clusters and Duplicates views); the prediction bars and score bars too."""
+    page, watch = new_page(browser, server, DESKTOP)
+    page.goto(server + "/#clusters")
+    page.wait_for_selector(".cluster")
+    page.goto(server + "/#duplicates")
+    page.wait_for_selector("#dups .dup-group", state="attached")
+    page.goto(server + "/")
+    page.set_input_files("#file", str(sample_queries / "temple.jpg"))
+    page.wait_for_selector("#prediction:not([hidden])")
+    page.wait_for_timeout(200)
+    assert page.locator("#pred-bars .fill").first.evaluate("e => e.style.width").endswith("%")
+    assert not watch.problems, watch.problems
+    page.close()
+
+
 def test_search_drop_id_link_and_rerank(server: str, browser, sample_queries: Path) -> None:  # noqa: ANN001
     page, watch = new_page(browser, server, DESKTOP)
     page.goto(server + "/")
