@@ -181,7 +181,9 @@ def test_class_modes_restrict_the_matches(client: TestClient, sample_queries: Pa
     assert len(other["matches"]) == 8 and "temple" not in {m["label"] for m in other["matches"]}
     given = _search(client, data, k=3, mode="same-class", **{"class": "flower"}).json()
     assert given["class_source"] == "given" and {m["label"] for m in given["matches"]} == {"flower"}
-    _assert_error(_search(client, data, mode="same-class", **{"class": "kitchen"}), 422, "unknown class")  # the schema enumerates the classes
+    _assert_error(
+        _search(client, data, mode="same-class", **{"class": "kitchen"}), 422, "unknown class"
+    )  # the schema enumerates the classes
 
 
 def test_an_uploaded_copy_of_an_indexed_image_is_not_its_own_match(client: TestClient, server_index: Index) -> None:
