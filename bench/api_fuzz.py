@@ -43,6 +43,18 @@ FIXED = (
     "carry the pattern the server checks (a value outside it is refused even where Python would have parsed it); "
     "earlier still: undocumented status codes, content types and the `Allow` header of a 405."
 )
+ISSUE_32 = (
+    "Found by a run of `st run --checks all` (30 examples per operation, token on) against an index built without "
+    "labels, where the suite's one labelled index had found nothing (issue 32), and fixed: a class mode and "
+    "classify answered 400, which is for what no schema can state; they are a 409 now, listed with its reason per "
+    "operation (as is searching an index with no images, which the server now serves instead of refusing to start); "
+    '`{"ids": [false]}` was taken as id 0 by the map selection and sheet (ids are strict integers); a body the '
+    "parser could not read (JSON that is not UTF-8, multipart without its boundary) was an unlisted 400 (a 422 now); "
+    "the plan accepted `keepers=0` sent as a raw string for its urlencoded form (decisions and plan are documented "
+    "as the multipart forms the page sends, and `keepers` as one id or a list, which are the same bytes in a form); "
+    "an empty upload was schema-valid and answered 400 (the schema says at least one byte; the server answers 422). "
+    "A `class` is an enum of the index's classes, and an unknown one a 422 in every mode."
+)
 TOKEN = "bench-api-fuzz-token-0123456789"
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE = ROOT / "schemathesis.toml"
@@ -105,6 +117,42 @@ def build_state(state: IndexState, photos: Path, folder: Path, resolution: int =
         assert groups, "the sample photos hold copies"
         decide(index, "keep-all", [f["path"] for f in groups[0]["files"]])
     return index
+
+
+def cli_run(app: Any, headers: dict[str, str] | None, examples: int) -> tuple[int, int, str]:
+    """``st run URL --checks all -n EXAMPLES`` (every phase: examples, coverage, fuzzing, stateful) against ``app``
+    served by uvicorn on a loopback port, from the repository root so it reads ``schemathesis.toml``. Returns the
+    cases generated, the unique failures and the summary line."""
+    import re
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        command = [str(Path(sys.executable).parent / "schemathesis"), "run", f"http://127.0.0.1:{port}/openapi.json",
+                   "--checks", "all", "-n", str(examples), "--no-color"]  # fmt: skip
+        for name, value in (headers or {}).items():
+            command += ["-H", f"{name}: {value}"]
+        out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False).stdout
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    found = re.search(r"(\d+) generated, (?:(\d+) found (\d+) unique failures?|\d+ passed)", out)
+    if found is None:
+        raise RuntimeError(f"no summary in schemathesis' output:\n{out[-2000:]}")
+    summary = next(line for line in out.splitlines() if "generated" in line).strip()
+    return int(found.group(1)), int(found.group(3) or 0), summary
 
 
 def schema_config() -> Any:
@@ -225,6 +273,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--shared", action="store_true", help="run without the bench lock: the section says so")
     ap.add_argument("--cost-rounds", type=int, default=200, help="rounds of the reply cost table (small replies)")
+    ap.add_argument("--cli", action="store_true", help="also run `st run --checks all` over HTTP on each state")
     args = ap.parse_args()
 
     import schemathesis
@@ -242,6 +291,8 @@ def main() -> None:
     examples: dict[str, str] = {}
     total = 0
     cost: list[list[str]] = []
+    cli_rows: list[list[Any]] = []
+    cli_total = [0, 0]
     with tempfile.TemporaryDirectory() as tmp:
         photos = make_samples(Path(tmp) / "photos", per_class=4, size=128)
         for n, state in enumerate(STATES):
@@ -268,6 +319,12 @@ def main() -> None:
                 rows.append([state.name, len(index), token, len(list(schema.get_all_operations())), cases,
                              failed_ops, f"{time.perf_counter() - started:.0f}"])  # fmt: skip
                 print(rows[-1], flush=True)
+                if args.cli:
+                    generated, unique, summary = cli_run(app, headers, args.examples)
+                    cli_rows.append([state.name, token, generated, unique, summary])
+                    cli_total[0] += generated
+                    cli_total[1] += unique
+                    print(cli_rows[-1], flush=True)
     body = "\n".join(
         [
             f"## API schema fuzzing (`{NAME}`)",
@@ -289,6 +346,21 @@ def main() -> None:
             "",
             f"Total: {total:,} cases; distinct failures: {len(failures)}"
             + "".join(f"\n- {k} (first seen: {examples[k]})" for k in sorted(failures)),
+            *(
+                [
+                    "",
+                    f"The same states through schemathesis' own command, every phase (examples, coverage, fuzzing, "
+                    f"stateful), as a user runs it from the repository root: `st run http://127.0.0.1:PORT/openapi.json "
+                    f"--checks all -n {args.examples}` (with `-H 'Authorization: Bearer …'` where the token is sent). "
+                    f"Total: {cli_total[0]:,} cases, {cli_total[1]} unique failures.",
+                    "",
+                    markdown_table(["index state", "token", "cases", "unique failures", "summary"], cli_rows),
+                ]
+                if cli_rows
+                else []
+            ),
+            "",
+            ISSUE_32,
             "",
             FIXED,
             "",

@@ -362,12 +362,15 @@ def new_page(browser: object, server: str, viewport: dict, expected: tuple[int, 
 
 
 @pytest.mark.parametrize("size", VIEWPORTS)
-def test_every_view_in_a_full_index(server: str, browser, sample_queries: Path, size: str) -> None:  # noqa: ANN001
-    """Search (a result shown), Clusters, Map and Duplicates, each opened from its tab as a user would."""
+def test_every_view_in_a_full_index(server: str, browser, sample_queries: Path, size: str, tmp_path: Path) -> None:  # noqa: ANN001
+    """Search (a result shown), Clusters, Map and Duplicates, each opened from its tab as a user would. The query
+    has a long file name, as exports have (it once made the search view wider than a phone)."""
     page, watch = new_page(browser, server, VIEWPORTS[size])
     page.goto(server + "/")
     page.wait_for_selector("text=24 images")
-    page.set_input_files("#file", str(sample_queries / "flower.jpg"))
+    query = tmp_path / "kitchen_1041_jpg.rf.eb15fc914d08a6d3bf8d63b2d23ab0c1f0e2d3c4b5a69788.jpg"
+    query.write_bytes((sample_queries / "flower.jpg").read_bytes())
+    page.set_input_files("#file", str(query))
     page.wait_for_function("() => document.querySelectorAll('#grid .match').length === 5")
     page.wait_for_selector("#loading", state="hidden")
     check_view(page, "search")
