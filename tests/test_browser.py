@@ -521,7 +521,9 @@ def test_empty_states_say_what_to_run(browser, bare_index, empty_index, state: s
     with serving(index) as url:
         page, watch = new_page(browser, url, VIEWPORTS[size])
         page.goto(url + "/")
-        page.wait_for_selector("text=no labels")
+        page.wait_for_function("() => !document.getElementById('index-meta').textContent.includes('loading')")
+        meta = page.locator("#index-meta").inner_text()
+        assert ("no images yet" in meta and "lookalike index" in meta) if state == "empty" else "no labels" in meta
         search = check_view(page, "search")
         if state == "empty":
             assert "has no images" in search and "lookalike index" in search

@@ -388,6 +388,7 @@ async function start() {
     $("tab-map").title = h.map ? "" : "no current map: run `lookalike map`";
     $("f-label").append(...h.classes.map((c) => el("option", { value: c, text: c })));
     if (!h.images) {
+      $("index-meta").textContent = `no images yet · ${h.model}: add photos and run \`lookalike index\``;
       $("empty").replaceChildren(
         el("p", { text: "This index has no images: add photos to its folder and run `lookalike index` on it, then reload this page." }));
       $("empty").classList.add("note");
