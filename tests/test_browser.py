@@ -115,14 +115,7 @@ def browser() -> Iterator[object]:
 
 
 def test_upload_a_photo_and_browse(server: str, browser, sample_queries: Path, tmp_path: Path) -> None:  # noqa: ANN001
-    page = browser.new_page(viewport={"width": 1180, "height": 880})
-    outside: list[str] = []
-    page.on(
-        "request",
-        lambda r: None if r.url.startswith(server) or r.url.startswith(("blob:", "data:")) else outside.append(r.url),
-    )
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    page, watch = new_page(browser, server, DESKTOP, expected=(400,))  # the non-photo below
 
     page.goto(server + "/")
     page.wait_for_selector("text=24 images")
@@ -188,15 +181,12 @@ def test_upload_a_photo_and_browse(server: str, browser, sample_queries: Path, t
     page.wait_for_function("() => document.querySelectorAll('#grid .match').length === 6")
     assert page.locator("#view-search").is_visible()
 
-    assert not errors, errors
-    assert not outside, f"the page reached outside the server: {outside}"
+    assert not watch.problems, watch.problems
     page.close()
 
 
 def test_search_filters_on_the_page(server: str, browser) -> None:  # noqa: ANN001
-    page = browser.new_page(viewport={"width": 1180, "height": 880})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    page, watch = new_page(browser, server, DESKTOP, expected=(400,))  # the latitude of 95
     page.goto(server + "/")
     page.wait_for_selector("text=24 images")
     page.fill("#f-path", "flower/**")
@@ -219,15 +209,13 @@ def test_search_filters_on_the_page(server: str, browser) -> None:  # noqa: ANN0
     assert "latitude must be between -90 and 90" in page.locator("#error").inner_text()
     page.click("#filters-clear")
     page.wait_for_function("() => document.querySelectorAll('#grid .match').length === 5")
-    assert not errors, errors
+    assert not watch.problems, watch.problems
     page.close()
 
 
 def test_map_tab(server: str, browser, tmp_path: Path) -> None:  # noqa: ANN001
     """Points drawn, a thumbnail on hover, click to search, a box selection exported as the right paths."""
-    page = browser.new_page(viewport={"width": 1180, "height": 880}, accept_downloads=True)
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    page, watch = new_page(browser, server, DESKTOP)
     page.goto(server + "/#map")
     page.wait_for_function("() => document.getElementById('map-canvas').dataset.drawn === '24'")
     lit = page.evaluate(
@@ -290,7 +278,7 @@ def test_map_tab(server: str, browser, tmp_path: Path) -> None:  # noqa: ANN001
     page.select_option("#map-color", "folder")
     page.wait_for_timeout(100)
     assert page.get_attribute("#map-canvas", "data-drawn") == "24"
-    assert not errors, errors
+    assert not watch.problems, watch.problems
     page.close()
 
 
