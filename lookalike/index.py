@@ -10,46 +10,30 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from PIL import Image
 
-from lookalike.config import IndexConfig, RunOptions, split_settings
-from lookalike.distributed import ray_describe_files, require_ray
-from lookalike.embed import Batch, Describer
-from lookalike.errors import ConfigError, ImageError, IndexMismatchError, LookalikeError
+from lookalike import build
+from lookalike.build import BuildReport, describer_of
+from lookalike.config import IndexConfig, RunOptions
+from lookalike.embed import Describer
+from lookalike.errors import ConfigError, ImageError, LookalikeError
 from lookalike.filters import FilterColumns, SearchFilter
-from lookalike.images import IMAGE_EXTENSIONS, content_hash, decode, discover, read_file
-from lookalike.models.quantize import INT8_FILE
-from lookalike.progress import bar
-from lookalike.search import VectorSearch, open_searcher, refresh_ann
-from lookalike.store import FEATURES_DIR, INDEX_DIRNAME, Store, make_table, names_of, plan_update, with_labels
-from lookalike.verify import (
-    UNKNOWN,
-    FeatureCache,
-    FeatureConf,
-    Features,
-    MatchConf,
-    VerifiedPair,
-    extract,
-    judge,
-    match_points,
-    verified_pairs,
-    verify_against,
-)
-from lookalike.vocab import check_same_vocabulary, ensure_vocabulary, fit_pending_post
+from lookalike.images import content_hash, decode, read_file
+from lookalike.search import VectorSearch, open_searcher
+from lookalike.store import INDEX_DIRNAME, Store
+from lookalike.verify import FeatureCache, FeatureConf, Features, MatchConf, VerifiedPair, extract, rerank
+from lookalike.verify.rerank import RERANK_KEYPOINTS
+
+__all__ = ["MODES", "RERANK_KEYPOINTS", "BuildReport", "Index", "Match", "SearchResult", "describer_of"]
 
 MODES = ("all", "same-class", "other-classes")
-RERANK_KEYPOINTS = 512
-"""Re-ranking matches each image's strongest 512 keypoints (of 2,048 stored): a sixteenth of the matching work of
-all of them, so depth 100 fits a query's time budget (BENCHMARKS.md, places, compares 512 and 1,024)."""
 
 Query = str | os.PathLike[str] | Image.Image | np.ndarray
 
@@ -86,33 +70,6 @@ class SearchResult:
         return d
 
 
-@dataclass
-class BuildReport:
-    """What an index run did, accounting for every image-named entry it saw:
-    ``total == added + updated + unchanged + resumed + len(skipped)`` (``removed`` rows were gone from disk).
-
-    ``skipped`` lists (relative path, reason) for entries that could not be used (exact names: pass them through
-    :func:`lookalike.io.shown` to print); ``ignored`` counts the other files by extension; ``left_out`` lists
-    (relative folder, why) for folders lookalike wrote itself, which are never indexed.
-    """
-
-    total: int = 0
-    added: int = 0
-    updated: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    resumed: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    ignored: dict[str, int] = field(default_factory=dict)
-    left_out: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    calibration: str | None = None  # what an int8 backbone was calibrated on, when this run calibrated one
-
-    @property
-    def embedded(self) -> int:
-        return self.added + self.updated
-
-
 class Index:
     """An opened index: the facade the CLI, the server and users call (open, build/update, search, classify, info).
 
@@ -146,7 +103,7 @@ class Index:
         options: RunOptions | None = None,
         **settings: Any,
     ) -> Index:
-        """Index (or bring up to date) every image below ``photos``.
+        """Index (or bring up to date) every image below ``photos`` (the steps: :mod:`lookalike.build`).
 
         ``settings`` are fields of :class:`~lookalike.config.IndexConfig` (model, pooling, resolution, pca, vocab,
         weights, vectors, labels) and of :class:`~lookalike.config.RunOptions` (batch_size, workers, progress,
@@ -154,202 +111,19 @@ class Index:
         the index was built with; one that would change its vectors is refused, naming the setting and both values
         (``rebuild=True`` re-embeds everything instead).
         """
-        asked, run = split_settings(settings)
-        options = dataclasses.replace(options or RunOptions(), **run)
-        if options.engine == "ray":
-            require_ray()
-        if isinstance(asked.get("model"), (str, os.PathLike)) and Path(asked["model"]).is_dir():
-            asked["model"] = str(Path(asked["model"]).resolve())  # a model folder is named by its absolute path
-        for key in ("vocab", "weights"):
-            if asked.get(key) is not None:
-                asked[key] = str(asked[key])
-        root = Path(photos).resolve()
-        if not root.is_dir():
-            raise LookalikeError(f"not a folder: {photos}")
-        index_path = Path(index_dir) if index_dir else root / INDEX_DIRNAME
-        started = time.perf_counter()
-
-        if Store.exists(index_path) and not options.rebuild:
-            index = cls._reopen(index_path, root, config, asked, options)
-        else:
-            wanted = (
-                dataclasses.replace(config, **{k: v for k, v in asked.items() if v is not None}) if config else None
-            )
-            wanted = wanted or IndexConfig(**{k: v for k, v in asked.items() if v is not None})
-            describer = Describer.from_config(wanted, runtime=options.runtime)
-            wanted = dataclasses.replace(wanted, precision=describer.precision)  # stored resolved, like pooling
-            meta = {"root": os.path.relpath(root, index_path.resolve()), "dim": describer.dim}
-            store = Store.create(index_path, {**meta, **wanted.to_meta(), **describer.config()})
-            index = cls(store, runtime=options.runtime)
-            index._describer = describer
-            if options.rebuild:
-                store.clear_parts()
-                store.discard_table()
-
-        with index.store.lock():
-            report = index.update(options)
-            refresh_ann(index.store, options.ann)
-        report.seconds = time.perf_counter() - started
-        index.report = report
-        return index
-
-    @classmethod
-    def _reopen(
-        cls, path: Path, root: Path, config: IndexConfig | None, asked: dict[str, Any], options: RunOptions
-    ) -> Index:
-        """An existing index, checked against what was asked: the same vectors or a refusal that names why."""
-        store = Store.open(path)
-        if store.root != root:
-            raise IndexMismatchError(f"{path} indexes {store.root}, not {root}; pass another index folder or rebuild")
-        stored = IndexConfig.from_meta(store.meta)
-        wanted = stored.merged(**{k: v for k, v in dataclasses.asdict(config).items()}) if config else stored
-        wanted = wanted.merged(**asked)
-        diffs = stored.differences(wanted)
-        if diffs:
-            raise IndexMismatchError(
-                f"{path} was built with other settings ({IndexConfig.describe_differences(diffs)}); re-embed "
-                "everything with --rebuild (rebuild=True in Python), or use another index folder"
-            )
-        index = cls(store, runtime=options.runtime)
-        check_same_vocabulary(index.describer.pooling, wanted.vocab, path)
-        store.meta["labels"] = wanted.labels
-        store.meta["vectors"] = wanted.vectors  # a change of storage type is a cast on commit, not a re-embed
+        built = build.main(photos, index_dir, config=config, options=options, **settings)
+        index = cls(built.store, runtime=built.options.runtime)
+        index._describer = built.describer
+        index.report = built.report
         return index
 
     def update(self, options: RunOptions | None = None) -> BuildReport:
-        """Bring the index up to date with its photo folder: embed new and changed files, drop deleted ones.
-
-        Checkpoints every ``options.checkpoint_every`` images; a killed run's checkpoints are picked up here. The
-        caller holds the store's lock.
-        """
+        """Bring the index up to date with its photo folder: embed new and changed files, drop deleted ones, refresh
+        the ANN index (see :func:`lookalike.build.update`). The caller holds the index's :meth:`lock`."""
         options = options or RunOptions()
-        store, describer, root = self.store, self.describer, self.root
-        found = discover(root, exclude=[store.path])
-        files = found.files
-        if not files and len(store) == 0:
-            exts = ", ".join(sorted(IMAGE_EXTENSIONS))
-            raise LookalikeError(f"no images found in {root} (looked for {exts}, in any case)")
-        calibration = None
-        if describer.needs_calibration:  # before the vocabulary: its descriptors come from the int8 model too
-            calibration = describer.calibrate(files, store.path / INT8_FILE, source=options.calibration)
-            store.meta["calibration"] = options.calibration  # saved with the table when this run commits
-        ensure_vocabulary(store, describer, files, progress=options.progress)
-
-        on_disk = {p.relative_to(root).as_posix(): found.stats[p] for p in files}
-        old = store.table
-        old_rows = {n: i for i, n in enumerate(store.names())}
-        sizes, mtimes, hashes = (old.column(c).to_pylist() for c in ("size", "mtime_ns", "hash"))
-        recovered = store.read_parts()
-        rec_rows = {} if recovered is None else {n: i for i, n in enumerate(names_of(recovered))}
-        rec_stat = (
-            {}
-            if recovered is None
-            else dict(
-                zip(
-                    rec_rows,
-                    zip(*(recovered.column(c).to_pylist() for c in ("size", "mtime_ns")), strict=True),
-                    strict=True,
-                )
-            )
-        )
-        skipped_before = {s["path"]: s for s in store.skipped}
-        plan = plan_update(
-            on_disk,
-            {n: (sizes[i], mtimes[i], hashes[i]) for n, i in old_rows.items()},
-            rec_stat,
-            {n: (s.get("size"), s.get("mtime_ns")) for n, s in skipped_before.items()},
-        )
-        report = BuildReport(
-            total=found.seen,
-            unchanged=len(plan.keep),
-            resumed=len(plan.resume),
-            removed=len(plan.removed),
-            ignored=dict(sorted(found.ignored.items(), key=lambda kv: (-kv[1], kv[0]))),
-            left_out=[(rel_name(p, root), why) for p, why in found.left_out],
-            calibration=calibration,
-        )
-        # entries that are no regular files are found again (and not opened) on every run: no size or mtime to keep
-        skipped = [skipped_before[n] for n in plan.skip_again]
-        skipped += [{"path": rel_name(p, root), "reason": why} for p, why in found.skipped]
-        new_tables: list[pa.Table] = []
-        rows: list[dict[str, Any]] = []
-        vecs: list[np.ndarray] = []
-        reused: list[str] = []
-
-        def flush() -> None:
-            if rows:
-                table = store.conform(make_table(rows, np.concatenate(vecs), store.dim))
-                store.write_part(table)
-                new_tables.append(table)
-                rows.clear()
-                vecs.clear()
-
-        to_embed = [root / n for n in plan.embed]
-        known = {root / n: h for n, h in plan.known_hashes.items()}
-        try:
-            with bar("embedding", len(to_embed), options.progress and bool(to_embed)) as tick:
-                for batch in self._describe(to_embed, known, options):
-                    v = 0
-                    for item in batch.items:
-                        name = item.path.relative_to(root).as_posix()
-                        size, mtime = on_disk[name]
-                        if item.error:
-                            skipped.append({"path": name, "reason": item.error, "size": size, "mtime_ns": mtime})
-                        elif item.unchanged:
-                            reused.append(name)
-                        else:
-                            m = item.meta
-                            rows.append(
-                                {
-                                    "path": name, "size": size, "mtime_ns": mtime, "hash": item.hash,
-                                    "width": m.width, "height": m.height, "exif_time": m.exif_time,
-                                    "gps_lat": m.gps_lat, "gps_lon": m.gps_lon,
-                                }
-                            )  # fmt: skip
-                            vecs.append(batch.vectors[v : v + 1])
-                            v += 1
-                            if name in old_rows:
-                                report.updated += 1
-                            else:
-                                report.added += 1
-                    tick.advance(len(batch.items))
-                    if len(rows) >= options.checkpoint_every:
-                        flush()
-        finally:
-            flush()  # on Ctrl-C too: what was embedded is on disk for the next run
-
-        parts = [old.take(sorted(old_rows[n] for n in plan.keep))] if plan.keep else []
-        if reused:  # content unchanged but touched: keep the vector, refresh size and mtime
-            t = old.take(sorted(old_rows[n] for n in reused))
-            names = names_of(t)
-            for col, pos in (("size", 0), ("mtime_ns", 1)):
-                values = pa.array([on_disk[n][pos] for n in names], pa.int64())
-                t = t.set_column(t.schema.get_field_index(col), col, values)
-            parts.append(t)
-            report.unchanged += len(reused)
-        if plan.resume:
-            parts.append(recovered.take(sorted(rec_rows[n] for n in plan.resume)))
-        parts.extend(new_tables)
-        parts = [store.conform(t) for t in parts]  # old rows may be float32 when float16 storage was asked
-        table = pa.concat_tables(parts) if parts else make_table([], np.zeros((0, store.dim), np.float32), store.dim)
-        store.meta["discovery"] = {"ignored": report.ignored, "left_out": [list(x) for x in report.left_out]}
-        store.commit(with_labels(table, store.meta.get("labels", "folders")), skipped)
-        report.skipped = [(s["path"], s["reason"]) for s in skipped]
-        fit_pending_post(store, describer)
-        if (store.path / FEATURES_DIR).is_dir():  # local features of files changed or gone are stale
-            FeatureCache(store).prune()
+        report = build.update(self.store, self.describer, options)
         self._views.clear()
         return report
-
-    def _describe(self, paths: list[Path], known: dict[Path, str], options: RunOptions) -> Iterator[Batch]:
-        if options.engine == "ray":
-            return ray_describe_files(
-                self.store.meta, self.store.path, paths, known_hashes=known.get, batch_size=options.batch_size,
-                runtime=self.runtime, address=options.address, num_workers=options.num_workers,
-            )  # fmt: skip
-        return self.describer.describe_files(
-            paths, known_hashes=known.get, batch_size=options.batch_size, workers=options.workers
-        )
 
     def refit_vocabulary(
         self,
@@ -654,17 +428,9 @@ class Index:
         return extract(image, cache.conf)
 
     def rerank(self, query: Features, matches: list[Match], verify: MatchConf | None = None) -> list[Match]:
-        """``matches`` re-ordered by geometric verification against ``query``: verified (inliers ≥ min_inliers)
-        first by inliers, ties and the rest by cosine; ranks renumbered, inliers filled in."""
-        conf = verify or MatchConf(keypoints=RERANK_KEYPOINTS)
-        verdicts = verify_against(query, self.features, [m.id for m in matches], conf)
-        for m, v in zip(matches, verdicts, strict=True):
-            m.inliers = None if v.status == UNKNOWN else v.inliers
-        good = {m.id for m, v in zip(matches, verdicts, strict=True) if v.verified}
-        ordered = sorted(matches, key=lambda m: (m.id not in good, -(m.inliers or 0) if m.id in good else 0, -m.score))
-        for r, m in enumerate(ordered, start=1):
-            m.rank = r
-        return ordered
+        """``matches`` re-ordered by geometric verification against ``query`` (see
+        :func:`lookalike.verify.rerank.rerank`)."""
+        return rerank.rerank(query, matches, self.features, verify)
 
     def orientation_vectors(self, *, progress: bool = False, notes: list[str] | None = None) -> np.ndarray:
         """(N, 4, dim) vectors of every image turned 90°, 180°, 270° and mirrored, for finding turned copies
@@ -680,36 +446,8 @@ class Index:
     def match_pair(self, a: int, b: int, verify: MatchConf | None = None) -> dict[str, Any]:
         """The verdict on two indexed images and their tentative matches in each image's own pixels (for drawing):
         ``matches`` rows are (xa, ya, xb, yb, inlier)."""
-        n = len(self)
-        for i in (a, b):
-            if not 0 <= i < n:
-                raise LookalikeError(f"no image with id {i}; ids run from 0 to {n - 1}")
-        conf = verify or MatchConf()
-        cache = self.features
-        cache.ensure([a, b])
-        fa, fb = cache.get(a), cache.get(b)
-        widths, heights = self._view("sizes", lambda: (self.store.column("width"), self.store.column("height")))
-        out: dict[str, Any] = {
-            "a": a,
-            "b": b,
-            "size_a": [widths[a], heights[a]],
-            "size_b": [widths[b], heights[b]],
-            "matches": [],
-        }
-        if fa is None or fb is None or not fa.usable or not fb.usable:
-            return {**out, "status": UNKNOWN, "inliers": 0, "tentative": 0}
-        pa, pb, mask = match_points(fa, fb, conf)
-        sa = np.array([widths[a] / fa.size[0], heights[a] / fa.size[1]], np.float32)
-        sb = np.array([widths[b] / fb.size[0], heights[b] / fb.size[1]], np.float32)
-        rows = np.concatenate([pa * sa, pb * sb, mask[:, None]], axis=1) if len(pa) else np.zeros((0, 5))
-        verdict = judge(int(mask.sum()), len(pa), conf)
-        return {
-            **out,
-            "status": verdict.status,
-            "inliers": verdict.inliers,
-            "tentative": verdict.matches,
-            "matches": [[round(float(v), 1) for v in r[:4]] + [bool(r[4])] for r in rows],
-        }
+        sizes = self._view("sizes", lambda: (self.store.column("width"), self.store.column("height")))
+        return rerank.match_pair(self.features, sizes, a, b, verify)
 
     def pairs(
         self,
@@ -720,18 +458,11 @@ class Index:
         workers: int | None = None,
         progress: bool = False,
         notes: list[str] | None = None,
-    ) -> list[VerifiedPair] | list[tuple[str, str, float]]:
-        """hloc-style retrieval pairs (name, name, cosine); with ``verify``, every candidate pair verified
-        geometrically (features computed first where missing), as :class:`~lookalike.verify.VerifiedPair`."""
-        if not verify:
-            from lookalike.cluster import similar_pairs
-
-            return similar_pairs(self.vectors, self.names, num_matched, min_score)
-        if num_matched < 1:
-            raise ConfigError(f"num_matched must be at least 1, got {num_matched}", setting="num_matched")
-        conf = MatchConf() if verify is True else verify
-        return verified_pairs(
-            self.store, num_matched, min_score=min_score, conf=conf, workers=workers, progress=progress, notes=notes
+    ) -> list[VerifiedPair]:
+        """hloc-style retrieval pairs, one type either way (:class:`~lookalike.verify.VerifiedPair`, which unpacks as
+        ``name_a, name_b, score``); with ``verify``, every candidate pair verified geometrically."""
+        return rerank.pairs(
+            self.store, num_matched, min_score=min_score, verify=verify, workers=workers, progress=progress, notes=notes
         )
 
     def query_class(
@@ -818,25 +549,3 @@ class Index:
             return None
         keep = ("method", "classes", "n_train", "fitted", "stale", "metrics")
         return {k: head[k] for k in keep if k in head}
-
-
-def rel_name(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` with forward slashes: the name an index keeps for it."""
-    return path.relative_to(root).as_posix()
-
-
-def describer_of(store: Store, *, runtime: str = "auto") -> Describer:
-    """The exact describer an index was made with; refused if this machine's weights for its model differ."""
-    describer = Describer.from_config(IndexConfig.from_meta(store.meta), folder=store.path, runtime=runtime)
-    stored, found = store.meta["model"], describer.model.config()
-    if found != stored:
-        raise IndexMismatchError(
-            f"{store.path} was built with {stored['name']} weights {stored.get('weights', '?')[:12]}, but this "
-            f"machine has {found.get('weights', '?')[:12]}; rebuild the index to use them"
-        )
-    if stored.get("post") and describer.post is None:
-        raise LookalikeError(f"{store.path}: PCA-whitening file missing; rebuild the index")
-    if describer.needs_calibration and (len(store) or store.pending_parts()):
-        # these vectors came from the int8 model that was in the folder: another calibration would not match them
-        raise LookalikeError(f"{store.path}: the int8 model {INT8_FILE} is missing; rebuild the index")
-    return describer
