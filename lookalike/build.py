@@ -130,7 +130,7 @@ def rel_name(path: Path, root: Path) -> str:
 
 def describer_of(store: Store, *, runtime: str = "auto") -> Describer:
     """The exact describer an index was made with; refused if this machine's weights for its model differ."""
-    describer = Describer.from_config(IndexConfig.from_meta(store.meta), folder=store.path, runtime=runtime)
+    describer = Describer.from_config(store.config, folder=store.path, runtime=runtime)
     stored, found = store.meta["model"], describer.model.config()
     if found != stored:
         raise IndexMismatchError(
@@ -191,7 +191,7 @@ def open_store(settled: Settled) -> tuple[Store, Describer]:
         store = Store.open(path)
         if store.root != root:
             raise IndexMismatchError(f"{path} indexes {store.root}, not {root}; pass another index folder or rebuild")
-        stored = IndexConfig.from_meta(store.meta)
+        stored = store.config
         wanted = wanted_config(stored, settled.config, settled.asked)
         diffs = stored.differences(wanted)
         if diffs:
@@ -433,6 +433,32 @@ def post_steps(store: Store, describer: Describer, options: RunOptions) -> None:
     fit_pending_post(store, describer)
     prune_features(store)
     refresh_ann(store, options.ann)
+
+
+def follow_files(store: Store, gone: set[str], linked: Sequence[tuple[str, str]] | None = None) -> bool:
+    """The index follows files the dedupe actions moved: rows of ``gone`` paths leave; each ``(path, keeper)`` of
+    ``linked`` (a copy replaced by a link) becomes a second row of its keeper (same hash, size and vector, the
+    link's mtime), so the next update has nothing to re-embed. Commits (and refreshes the ANN index) when anything
+    changed, on a link run, or when the header's count disagrees with the table; returns whether it committed."""
+    table = store.table
+    names = table.column("path").to_pylist()
+    row_of = {n: i for i, n in enumerate(names)}
+    parts = [table.take([i for i, n in enumerate(names) if n not in gone])]
+    links = [(p, k) for p, k in (linked or ()) if k in row_of]
+    if links:
+        rows = table.take([row_of[k] for _, k in links])
+        st = [os.stat(store.root / p) for p, _ in links]
+        rows = rows.set_column(rows.schema.get_field_index("path"), "path", pa.array([p for p, _ in links]))
+        rows = rows.set_column(
+            rows.schema.get_field_index("mtime_ns"), "mtime_ns", pa.array([x.st_mtime_ns for x in st], pa.int64())
+        )
+        parts.append(rows)
+    new = pa.concat_tables([store.conform(p) for p in parts])
+    if new.num_rows == table.num_rows and linked is None and store.meta.get("count") == new.num_rows:
+        return False
+    store.commit(new, store.skipped)
+    refresh_ann(store)
+    return True
 
 
 # --- the pipeline --------------------------------------------------------------------------------------------------

@@ -17,25 +17,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
-from lookalike import build
+from lookalike import build, query
 from lookalike.build import BuildReport, describer_of
 from lookalike.config import IndexConfig, RunOptions
 from lookalike.embed import Describer
 from lookalike.errors import ConfigError, ImageError, LookalikeError
 from lookalike.filters import FilterColumns, SearchFilter
-from lookalike.images import content_hash, decode, read_file
-from lookalike.search import VectorSearch, open_searcher
+from lookalike.images import decode, read_file
+from lookalike.query import PreparedQuery, Query
+from lookalike.search import VectorSearch, open_searcher, vectors_fingerprint
 from lookalike.store import INDEX_DIRNAME, Store
 from lookalike.verify import FeatureCache, FeatureConf, Features, MatchConf, VerifiedPair, extract, rerank
 from lookalike.verify.rerank import RERANK_KEYPOINTS
+from lookalike.view import IndexInfo
 
 __all__ = ["MODES", "RERANK_KEYPOINTS", "BuildReport", "Index", "Match", "SearchResult", "describer_of"]
 
 MODES = ("all", "same-class", "other-classes")
-
-Query = str | os.PathLike[str] | Image.Image | np.ndarray
 
 
 @dataclass
@@ -138,7 +139,7 @@ class Index:
         The index keeps its model, resolution, labels and PCA setting; its PCA-whitening (if any) is refitted
         too, since it was fitted on vectors of the old vocabulary.
         """
-        stored = IndexConfig.from_meta(self.store.meta)
+        stored = self.store.config
         wanted = dataclasses.replace(stored, pooling={"name": "vlad", "clusters": clusters, "soft": soft})
         new = Index.build(
             self.root,
@@ -155,7 +156,7 @@ class Index:
     @property
     def config(self) -> IndexConfig:
         """The recipe of this index's vectors, as its ``meta.json`` records it."""
-        return IndexConfig.from_meta(self.store.meta)
+        return self.store.config
 
     @property
     def describer(self) -> Describer:
@@ -174,6 +175,60 @@ class Index:
 
     def __len__(self) -> int:
         return len(self.store)
+
+    # --- the read-only view tasks take (lookalike.view.IndexView) ---------------------------------------------------
+
+    @property
+    def folder(self) -> Path:
+        """The index folder, where tasks keep their own files (head, clusters, map, journals)."""
+        return self.store.path
+
+    @property
+    def hashes(self) -> list[str]:
+        """Content hashes, one per image."""
+        return self._view("hashes", lambda: self.store.column("hash"))
+
+    @property
+    def dim(self) -> int:
+        return self.store.dim
+
+    @property
+    def created(self) -> str | None:
+        return self.store.created
+
+    @property
+    def version(self) -> int:
+        """Changes whenever the index commits (a commit replaces the table object): the key of derived caches."""
+        return id(self.store.table)
+
+    def recipe(self) -> dict[str, Any]:
+        """How the vectors were made: model, pooling, resolution and post-transform, as the header records them."""
+        return self.store.recipe(("model", "pooling", "resolution", "post"))
+
+    def vectors_fingerprint(self) -> str:
+        return vectors_fingerprint(self.store)
+
+    def column(self, name: str) -> list[Any]:
+        return self.store.column(name)
+
+    def metadata(self) -> pa.Table:
+        return self.store.metadata()
+
+    def feature_cache(self, conf: FeatureConf | None = None) -> FeatureCache:
+        """The local features of the indexed images with ``conf`` (None: the stored or default settings)."""
+        return self.features if conf is None else FeatureCache(self.store, conf)
+
+    # --- the writes the dedupe actions make (lookalike.view.IndexWriter) ----------------------------------------
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """The index folder's writer lock (one writer at a time)."""
+        return self.store.lock()
+
+    def follow_files(self, gone: set[str], linked: Sequence[tuple[str, str]] | None = None) -> bool:
+        """Rows follow files the dedupe actions moved or linked (see :func:`lookalike.build.follow_files`)."""
+        changed = build.follow_files(self.store, gone, linked)
+        self._views.clear()
+        return changed
 
     @property
     def root(self) -> Path:
@@ -221,39 +276,18 @@ class Index:
 
         return self._view("by_hash", make).get(digest, [])
 
-    def _self_ids(self, path: Path, data: bytes) -> list[int]:
-        by_name = self._view("by_name", lambda: {n: i for i, n in enumerate(self.names)})
-        ids = set(self.hash_ids(content_hash(data)))
-        with contextlib.suppress(ValueError):
-            rel = path.resolve().relative_to(self.root).as_posix()
-            if rel in by_name:
-                ids.add(by_name[rel])
-        return sorted(ids)
+    def id_of(self, name: str) -> int | None:
+        """The id of the image with this name (path relative to the photo folder), if it is indexed."""
+        return self._view("by_name", lambda: {n: i for i, n in enumerate(self.names)}).get(name)
+
+    def prepare_queries(self, queries: Sequence[Query]) -> list[PreparedQuery]:
+        """Each query read, decoded and embedded once, with its self ids (:func:`lookalike.query.prepare`)."""
+        return query.prepare(self, queries)
 
     def prepare(self, queries: Sequence[Query]) -> tuple[np.ndarray, list[list[int]]]:
         """Query vectors, described as the index was, and for each query the ids of index entries that *are* it
         (same file, or byte-identical content). Each file is read once: the bytes decoded are the bytes hashed."""
-        loaded: list[Image.Image | np.ndarray] = []
-        selves: list[list[int]] = []
-        for q in queries:
-            if isinstance(q, np.ndarray):
-                v = np.asarray(q, dtype=np.float32).reshape(1, -1)
-                if v.shape[1] != self.store.dim:
-                    raise LookalikeError(f"query vector has {v.shape[1]} dims, the index has {self.store.dim}")
-                loaded.append(v)
-                selves.append([])
-            elif isinstance(q, Image.Image):
-                loaded.append(q.convert("RGB"))
-                selves.append([])
-            else:
-                data = read_file(q)
-                loaded.append(decode(data, str(q), target=self.describer.resolution)[0])
-                selves.append(self._self_ids(Path(q), data))
-        images = [x for x in loaded if isinstance(x, Image.Image)]
-        described = iter(self.describer.describe_images(images)) if images else iter(())
-        rows = [x if isinstance(x, np.ndarray) else next(described)[None] for x in loaded]
-        vectors = np.concatenate(rows) if rows else np.zeros((0, self.store.dim), np.float32)
-        return vectors, selves
+        return query.stacked(self.prepare_queries(queries), self.dim)
 
     def embed(self, queries: Sequence[Query]) -> np.ndarray:
         """Vectors for query images (paths, PIL images) or pass-through vectors, described as the index was."""
@@ -264,7 +298,7 @@ class Index:
         if isinstance(query, (Image.Image, np.ndarray)):
             return []
         try:
-            return self._self_ids(Path(query), read_file(query))
+            return query.self_ids(self, Path(query), read_file(query))
         except ImageError:
             return []
 
@@ -508,34 +542,37 @@ class Index:
     # --- summary -------------------------------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        meta = self.store.meta
+        """What ``lookalike info`` shows, as a dict (typed: :meth:`summary`)."""
+        return self.summary().to_dict()
+
+    def summary(self) -> IndexInfo:
+        """What the index holds and how it was made (:class:`~lookalike.view.IndexInfo`)."""
+        store = self.store
+        recipe = store.recipe(("pooling", "resolution", "dim", "post", "vocab", "created", "updated"))
         counts = Counter(lab for lab in self.labels if lab is not None)
-        return {
-            "index": str(self.store.path),
-            "root": str(self.root),
-            "images": len(self),
-            "model": meta["model"]["name"],
-            "pooling": meta["pooling"],
-            "resolution": meta["resolution"],
-            "dim": meta["dim"],
-            "post": meta.get("post"),
-            "vocab": meta.get("vocab"),
-            "labels": dict(sorted(counts.items())),
-            "unlabelled": sum(1 for lab in self.labels if lab is None),
-            "gps_tagged": int(sum(1 for v in self.store.column("gps_lat") if v is not None)),
-            "skipped": [{"path": s["path"], "reason": s["reason"]} for s in self.store.skipped],
-            "ignored": meta.get("discovery", {}).get("ignored", {}),
-            "left_out": [{"path": p, "reason": r} for p, r in meta.get("discovery", {}).get("left_out", [])],
-            "interrupted_parts": self.store.pending_parts(),
-            "vectors": self.store.vector_type,
-            "precision": meta.get("precision", "fp32"),
-            "calibration": meta.get("calibration"),  # int8: "samples" or "photos"; older int8 indexes: photos
-            "search": meta.get("ann") or {"kind": "auto", "index": "flat", "exact": True},
-            "classifier": self._head_summary(),
-            "disk_bytes": self.store.disk_bytes(),
-            "created": meta.get("created"),
-            "updated": meta.get("updated"),
-        }
+        discovery = store.discovery
+        return IndexInfo(
+            index=str(store.path),
+            root=str(self.root),
+            images=len(self),
+            model=store.model_name,
+            **{k: recipe[k] for k in ("pooling", "resolution", "dim", "post", "vocab")},
+            labels=dict(sorted(counts.items())),
+            unlabelled=sum(1 for lab in self.labels if lab is None),
+            gps_tagged=int(sum(1 for v in store.column("gps_lat") if v is not None)),
+            skipped=[{"path": s["path"], "reason": s["reason"]} for s in store.skipped],
+            ignored=discovery.get("ignored", {}),
+            left_out=[{"path": p, "reason": r} for p, r in discovery.get("left_out", [])],
+            interrupted_parts=store.pending_parts(),
+            vectors=store.vector_type,
+            precision=store.precision,
+            calibration=store.calibration,  # int8: "samples" or "photos"; older int8 indexes: photos
+            search=store.ann or {"kind": "auto", "index": "flat", "exact": True},
+            classifier=self._head_summary(),
+            disk_bytes=store.disk_bytes(),
+            created=recipe["created"],
+            updated=recipe["updated"],
+        )
 
     def _head_summary(self) -> dict[str, Any] | None:
         """The head `lookalike fit` stored (method, held-out accuracy, stale or not), for `info`."""

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from lookalike.aggregate import PCA_FILE, VOCAB_FILE
 from lookalike.config import VECTOR_TYPES as _VECTOR_TYPE_NAMES
-from lookalike.config import folder_label
+from lookalike.config import IndexConfig, folder_label
 from lookalike.errors import IndexMissingError, LookalikeError
 from lookalike.io import (
     INDEX_SIGNATURE,
@@ -450,6 +450,11 @@ class Store:
         atomic_write_json(self.path / META_FILE, self.meta)
 
     # --- what the header holds, by name (only the store and the write pipeline write the header) ----------------
+
+    @property
+    def config(self) -> IndexConfig:
+        """The recipe of the vectors, as the header records it."""
+        return IndexConfig.from_meta(self.meta)
 
     @property
     def created(self) -> str | None:
