@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from lookalike import build, query
+from lookalike import build
+from lookalike import query as query_path
 from lookalike.build import BuildReport, describer_of
 from lookalike.config import IndexConfig, RunOptions
 from lookalike.embed import Describer
@@ -30,7 +31,8 @@ from lookalike.images import decode, read_file
 from lookalike.query import PreparedQuery, Query
 from lookalike.search import VectorSearch, open_searcher, vectors_fingerprint
 from lookalike.store import INDEX_DIRNAME, Store
-from lookalike.verify import FeatureCache, FeatureConf, Features, MatchConf, VerifiedPair, extract, rerank
+from lookalike.verify import FeatureCache, FeatureConf, Features, MatchConf, VerifiedPair, extract
+from lookalike.verify import rerank as reranking
 from lookalike.verify.rerank import RERANK_KEYPOINTS
 from lookalike.view import IndexInfo
 
@@ -282,12 +284,12 @@ class Index:
 
     def prepare_queries(self, queries: Sequence[Query]) -> list[PreparedQuery]:
         """Each query read, decoded and embedded once, with its self ids (:func:`lookalike.query.prepare`)."""
-        return query.prepare(self, queries)
+        return query_path.prepare(self, queries)
 
     def prepare(self, queries: Sequence[Query]) -> tuple[np.ndarray, list[list[int]]]:
         """Query vectors, described as the index was, and for each query the ids of index entries that *are* it
         (same file, or byte-identical content). Each file is read once: the bytes decoded are the bytes hashed."""
-        return query.stacked(self.prepare_queries(queries), self.dim)
+        return query_path.stacked(self.prepare_queries(queries), self.dim)
 
     def embed(self, queries: Sequence[Query]) -> np.ndarray:
         """Vectors for query images (paths, PIL images) or pass-through vectors, described as the index was."""
@@ -298,7 +300,7 @@ class Index:
         if isinstance(query, (Image.Image, np.ndarray)):
             return []
         try:
-            return query.self_ids(self, Path(query), read_file(query))
+            return query_path.self_ids(self, Path(query), read_file(query))
         except ImageError:
             return []
 
@@ -376,7 +378,7 @@ class Index:
         filtered, why = self.allowed_by(where)
         shown = where.to_dict() if where else None
         results = []
-        for qi, q in enumerate(queries):
+        for qi, q in enumerate(map(query_path.source, queries)):
             allowed = filtered
             qclass = source = None
             note = why
@@ -464,7 +466,7 @@ class Index:
     def rerank(self, query: Features, matches: list[Match], verify: MatchConf | None = None) -> list[Match]:
         """``matches`` re-ordered by geometric verification against ``query`` (see
         :func:`lookalike.verify.rerank.rerank`)."""
-        return rerank.rerank(query, matches, self.features, verify)
+        return reranking.rerank(query, matches, self.features, verify)
 
     def orientation_vectors(self, *, progress: bool = False, notes: list[str] | None = None) -> np.ndarray:
         """(N, 4, dim) vectors of every image turned 90°, 180°, 270° and mirrored, for finding turned copies
@@ -481,7 +483,7 @@ class Index:
         """The verdict on two indexed images and their tentative matches in each image's own pixels (for drawing):
         ``matches`` rows are (xa, ya, xb, yb, inlier)."""
         sizes = self._view("sizes", lambda: (self.store.column("width"), self.store.column("height")))
-        return rerank.match_pair(self.features, sizes, a, b, verify)
+        return reranking.match_pair(self.features, sizes, a, b, verify)
 
     def pairs(
         self,
@@ -495,7 +497,7 @@ class Index:
     ) -> list[VerifiedPair]:
         """hloc-style retrieval pairs, one type either way (:class:`~lookalike.verify.VerifiedPair`, which unpacks as
         ``name_a, name_b, score``); with ``verify``, every candidate pair verified geometrically."""
-        return rerank.pairs(
+        return reranking.pairs(
             self.store, num_matched, min_score=min_score, verify=verify, workers=workers, progress=progress, notes=notes
         )
 

@@ -23,8 +23,6 @@ from lookalike.images import ImageMeta, content_hash, decode, read_file
 if TYPE_CHECKING:
     from lookalike.view import IndexView
 
-Query = str | os.PathLike[str] | Image.Image | np.ndarray
-
 
 @dataclass
 class PreparedQuery:
@@ -37,6 +35,17 @@ class PreparedQuery:
     image: Image.Image | None = None
     meta: ImageMeta | None = None
     path: Path | None = None
+
+
+Query = str | os.PathLike[str] | Image.Image | np.ndarray | PreparedQuery
+"""What the library accepts as a query: a file, a PIL image, a vector, or a query prepared already."""
+
+
+def source(q: Query) -> str | os.PathLike[str] | Image.Image | np.ndarray:
+    """What a query was made from: a prepared query's file (else its image, else its vector); others as they are."""
+    if isinstance(q, PreparedQuery):
+        return q.path or q.image or q.vector
+    return q
 
 
 def self_ids(view: IndexView, path: Path | None, data: bytes) -> list[int]:
@@ -58,7 +67,9 @@ def prepare(view: IndexView, queries: Sequence[Query]) -> list[PreparedQuery]:
     """Each query read once (the bytes decoded are the bytes hashed) and all images embedded in one batch."""
     out: list[PreparedQuery] = []
     for q in queries:
-        if isinstance(q, np.ndarray):
+        if isinstance(q, PreparedQuery):
+            out.append(q)  # prepared already (e.g. by the server, with its self ids): passed through
+        elif isinstance(q, np.ndarray):
             v = np.asarray(q, dtype=np.float32).reshape(1, -1)
             if v.shape[1] != view.dim:
                 raise LookalikeError(f"query vector has {v.shape[1]} dims, the index has {view.dim}")
@@ -69,7 +80,7 @@ def prepare(view: IndexView, queries: Sequence[Query]) -> list[PreparedQuery]:
             data = read_file(q)
             image, meta = decode(data, str(q), target=view.describer.resolution)
             out.append(PreparedQuery(str(q), np.zeros((0,)), self_ids(view, Path(q), data), image, meta, Path(q)))
-    todo = [p for p in out if p.image is not None]
+    todo = [p for p in out if p.image is not None and not len(p.vector)]
     for p, v in zip(todo, _describe(view, [p.image for p in todo if p.image is not None]), strict=True):
         p.vector = v
     return out

@@ -69,6 +69,9 @@ def test_a_file_its_bytes_and_its_id_prepare_to_the_same_query(sample_index, sam
     assert selves == [[5], []]
     # classification leaves the query out through the same self ids
     assert idx.classify([path])[0].label == idx.labels[5]
+    # a prepared query (as the server makes one) passes through with its self ids, in search too
+    assert idx.classify([from_id])[0].label == idx.labels[5]
+    assert 5 not in [m.id for m in idx.search(from_id, k=5)]
 
 
 def test_info_is_typed_and_pairs_are_one_type(sample_index) -> None:  # noqa: ANN001
