@@ -1,8 +1,10 @@
-"""The :class:`Index`: build or update an index of a photo folder, and search it.
+"""The :class:`Index`: the read side of an index of a photo folder — open, search, classify, info — and the view
+tasks read (:class:`lookalike.view.IndexView`).
 
-This is the library API the CLI and the server call. Building is incremental (only new or changed files are
-embedded, deleted ones dropped) and resumable (checkpoints every few hundred images; a killed run's work is picked
-up by the next run).
+This is the library API the CLI and the server call. ``Index.build`` and ``Index.update`` run the write pipeline in
+:mod:`lookalike.build` (incremental: only new or changed files are embedded, deleted ones dropped; resumable:
+checkpoints every few hundred images, a killed run's work is picked up by the next run). Queries come through
+:mod:`lookalike.query`; re-ranking and pairs live in :mod:`lookalike.verify.rerank`.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ class Index:
     """An opened index: the facade the CLI, the server and users call (open, build/update, search, classify, info).
 
     It holds the store and the describer that made its vectors, and caches views derived from the stored table
-    (names, labels, the searcher); tasks read these through its public attributes and never write into it.
+    (names, labels, hashes, the searcher). Tasks take it as an :class:`~lookalike.view.IndexView`: they read what the
+    view names and never the store or its header.
     """
 
     def __init__(self, store: Store, *, runtime: str = "auto") -> None:
