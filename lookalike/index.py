@@ -126,7 +126,7 @@ class Index:
     def update(self, options: RunOptions | None = None) -> BuildReport:
         """Bring the index up to date with its photo folder: embed new and changed files, drop deleted ones, refresh
         the ANN index (see :func:`lookalike.build.update`). The caller holds the index's :meth:`lock`."""
-        options = options or RunOptions()
+        options = options or RunOptions(runtime=self.runtime)
         report = build.update(self.store, self.describer, options)
         self._views.clear()
         return report
