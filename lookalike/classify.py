@@ -34,7 +34,7 @@ from lookalike.store import HEAD_FILE as HEAD_JSON
 from lookalike.store import HEAD_WEIGHTS_FILE as HEAD_NPZ
 
 if TYPE_CHECKING:
-    from lookalike.index import Index
+    from lookalike.view import IndexView
 
 METHODS = ("knn", "linear", "mlp")
 HEAD_FORMAT = 1
@@ -479,23 +479,23 @@ def make_head(method: str, *, k: int = DEFAULT_K, seed: int = 0) -> Head:
 # --- heads of an index ------------------------------------------------------------------------------------------
 
 
-def require_classes(index: Index) -> list[str]:
+def require_classes(index: IndexView) -> list[str]:
     """The index's classes, or a one-line error when it cannot classify (no labels, a single class)."""
     classes = index.classes
     if not classes:
         raise LookalikeError(
-            f"the index at {index.store.path} has no labels; build it with `lookalike index PHOTOS_DIR --labels folders` "
+            f"the index at {index.folder} has no labels; build it with `lookalike index PHOTOS_DIR --labels folders` "
             "from one folder per class to classify"
         )
     if len(classes) < 2:
         raise LookalikeError(
-            f"the index at {index.store.path} has one class ({classes[0]}); classification needs at least two: "
+            f"the index at {index.folder} has one class ({classes[0]}); classification needs at least two: "
             "add a folder of images for another class and re-index"
         )
     return classes
 
 
-def training_data(index: Index) -> tuple[np.ndarray, np.ndarray]:
+def training_data(index: IndexView) -> tuple[np.ndarray, np.ndarray]:
     """Vectors and labels of the index's labelled images."""
     require_classes(index)
     labels = index.labels
@@ -503,25 +503,21 @@ def training_data(index: Index) -> tuple[np.ndarray, np.ndarray]:
     return index.vectors[rows], np.array([labels[i] for i in rows], dtype=object)
 
 
-def fingerprint(index: Index) -> str:
+def fingerprint(index: IndexView) -> str:
     """What a fitted head depends on: how vectors are made, and which images (by content) carry which label."""
-    meta = index.store.meta
-    h = hashlib.sha1(
-        json.dumps({k: meta.get(k) for k in ("model", "pooling", "resolution", "post")}, sort_keys=True).encode()
-    )
-    table = index.store.table
+    h = hashlib.sha1(json.dumps(index.recipe(), sort_keys=True).encode())
     for col in ("path", "hash", "label"):
-        h.update("\0".join("" if v is None else str(v) for v in table.column(col).to_pylist()).encode())
+        h.update("\0".join("" if v is None else str(v) for v in index.column(col)).encode())
     return h.hexdigest()[:16]
 
 
-def _attach_to_index(head: KNNHead, index: Index, classes: Sequence[str]) -> KNNHead:
+def _attach_to_index(head: KNNHead, index: IndexView, classes: Sequence[str]) -> KNNHead:
     lookup = {c: i for i, c in enumerate(classes)}
     row_class = np.array([lookup.get(lab, -1) if lab is not None else -1 for lab in index.labels], dtype=np.int64)
     return head.attach(index.searcher, row_class, classes)
 
 
-def fit_index(index: Index, method: str, *, k: int = DEFAULT_K, save: bool = True, seed: int = 0) -> dict[str, Any]:
+def fit_index(index: IndexView, method: str, *, k: int = DEFAULT_K, save: bool = True, seed: int = 0) -> dict[str, Any]:
     """Fit a head on the index's labelled vectors and (by default) store it in the index folder.
 
     Returns what ``head.json`` holds: method, classes, parameters, held-out metrics (accuracy, ECE) and fit time.
@@ -546,7 +542,7 @@ def fit_index(index: Index, method: str, *, k: int = DEFAULT_K, save: bool = Tru
         arrays = {k: v for k, v in head.arrays().items() if v is not None}
         buf = io.BytesIO()
         np.savez(buf, **arrays)
-        path = index.store.path
+        path = index.folder
         atomic_write(path / HEAD_NPZ, buf.getvalue())
         atomic_write_json(path / HEAD_JSON, info)
     if isinstance(head, KNNHead):
@@ -555,9 +551,9 @@ def fit_index(index: Index, method: str, *, k: int = DEFAULT_K, save: bool = Tru
     return info
 
 
-def head_info(index: Index) -> dict[str, Any] | None:
+def head_info(index: IndexView) -> dict[str, Any] | None:
     """The stored head's ``head.json`` plus ``stale`` (bool), or None when no head has been fitted."""
-    path = index.store.path / HEAD_JSON
+    path = index.folder / HEAD_JSON
     if not path.is_file():
         return None
     try:
@@ -568,11 +564,11 @@ def head_info(index: Index) -> dict[str, Any] | None:
     return info
 
 
-def _stale_message(index: Index, info: dict[str, Any]) -> str:
+def _stale_message(index: IndexView, info: dict[str, Any]) -> str:
     return (
-        f"the {info['method']} head in {index.store.path} was fitted on {info.get('n_train', '?')} labelled images "
+        f"the {info['method']} head in {index.folder} was fitted on {info.get('n_train', '?')} labelled images "
         f"({info.get('fitted', '?')}) and the index has changed since (images added, removed, relabelled or "
-        f"re-embedded): run `lookalike fit --index {index.store.path} --method {info['method']}` again"
+        f"re-embedded): run `lookalike fit --index {index.folder} --method {info['method']}` again"
     )
 
 
@@ -581,15 +577,15 @@ def _stale_message(index: Index, info: dict[str, Any]) -> str:
 _LOADED: weakref.WeakKeyDictionary[Any, tuple[int, Head, dict[str, Any]]] = weakref.WeakKeyDictionary()
 
 
-def _cache(index: Index, head: Head, info: dict[str, Any] | None) -> None:
+def _cache(index: IndexView, head: Head, info: dict[str, Any] | None) -> None:
     if info is not None:
-        _LOADED[index] = (id(index.store.table), head, info)
+        _LOADED[index] = (index.version, head, info)
 
 
-def load_head(index: Index) -> tuple[Head, dict[str, Any]] | None:
+def load_head(index: IndexView) -> tuple[Head, dict[str, Any]] | None:
     """The head stored in the index folder (None if there is none); a stale head is refused with how to refit."""
     cached = _LOADED.get(index)
-    if cached and cached[0] == id(index.store.table):
+    if cached and cached[0] == index.version:
         return cached[1], cached[2]
     info = head_info(index)
     if info is None:
@@ -597,10 +593,10 @@ def load_head(index: Index) -> tuple[Head, dict[str, Any]] | None:
     if info["stale"]:
         raise LookalikeError(_stale_message(index, info))
     if info.get("format") != HEAD_FORMAT:
-        raise LookalikeError(f"{index.store.path / HEAD_JSON} has an unknown format; run `lookalike fit` again")
+        raise LookalikeError(f"{index.folder / HEAD_JSON} has an unknown format; run `lookalike fit` again")
     head = make_head(info["method"])
     arrays: dict[str, np.ndarray] = {}
-    npz = index.store.path / HEAD_NPZ
+    npz = index.folder / HEAD_NPZ
     if npz.is_file():
         with np.load(npz, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
@@ -616,7 +612,7 @@ def load_head(index: Index) -> tuple[Head, dict[str, Any]] | None:
     return head, info
 
 
-def head_for(index: Index, method: str | None = None, *, k: int | None = None) -> Head:
+def head_for(index: IndexView, method: str | None = None, *, k: int | None = None) -> Head:
     """The head that classifies for this index.
 
     No method: the stored head if there is one, else the unfitted kNN vote. A method: the stored head when it is
@@ -657,7 +653,7 @@ def to_predictions(head: Head, proba: np.ndarray) -> list[Prediction]:
 
 
 def classify_vectors(
-    index: Index,
+    index: IndexView,
     vectors: np.ndarray,
     *,
     method: str | None = None,

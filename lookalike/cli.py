@@ -167,7 +167,7 @@ def index(
         calibration=calibration,
     )
     _print_report(idx.report, quiet)
-    err.print(f"index: {idx.store.path}")
+    err.print(f"index: {idx.folder}")
 
 
 @app.command()
@@ -803,7 +803,7 @@ def dedupe(
         return
     notes: list[str] = []
     if series:
-        meta = idx.store.metadata()
+        meta = idx.metadata()
         groups = cl.burst_series(
             idx.vectors,
             idx.names,
@@ -845,7 +845,7 @@ def dedupe(
         return
     groups = cl.near_duplicates(
         idx.vectors, idx.names, threshold, k, paths=idx.paths, pixel=pixel, notes=notes,
-        hashes=idx.store.column("hash"), decisions=cl.Decisions.load(idx.store.path),
+        hashes=idx.hashes, decisions=cl.Decisions.load(idx.folder),
         turned=idx.orientation_vectors(progress=not quiet and not as_json, notes=notes) if orientations else None,
         features=idx.features if orientations else None,
     )  # fmt: skip
@@ -905,7 +905,7 @@ def vocab_fit(
     """Fit VLAD centres on the index's own images, then re-describe every image with them."""
     idx = _open_index(index).refit_vocabulary(clusters, soft=soft, out=out_file, progress=not quiet)
     _print_report(idx.report, quiet)
-    err.print(f"vocabulary: {clusters} clusters, {idx.store.meta['dim']}-dim vectors; index: {idx.store.path}")
+    err.print(f"vocabulary: {clusters} clusters, {idx.dim}-dim vectors; index: {idx.folder}")
     if out_file:
         err.print(f"saved vocabulary: {out_file}")
 
@@ -951,7 +951,7 @@ def fit(
         f"{info['fit_seconds']:.1f}s; {m.get('validation', 'validation')}: accuracy {m.get('val_accuracy', 0):.3f}, "
         f"ECE {m.get('val_ece', 0):.3f} (uncalibrated {m.get('val_ece_uncalibrated', 0):.3f})"
     )
-    err.print(f"head: {idx.store.path / 'head.json'}")
+    err.print(f"head: {idx.folder / 'head.json'}")
 
 
 @app.command()
@@ -1083,7 +1083,7 @@ def map_cmd(
     else:
         err.print(
             f"map: {len(result.xy):,} images by {result.method} in {result.info.get('seconds')}s, "
-            f"{len(result.suspects)} suspect labels; open it with `lookalike serve --index {idx.store.path}` (Map tab)"
+            f"{len(result.suspects)} suspect labels; open it with `lookalike serve --index {idx.folder}` (Map tab)"
         )
 
 

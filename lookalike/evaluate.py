@@ -27,7 +27,7 @@ from lookalike.io import REPORT_MARKER, atomic_write, atomic_write_json, now_iso
 from lookalike.metrics import KS, classification_metrics, expected_calibration_error, retrieval_metrics, top_k_accuracy
 
 if TYPE_CHECKING:
-    from lookalike.index import Index
+    from lookalike.view import IndexView
 
 
 @dataclass
@@ -42,7 +42,9 @@ class Evaluation:
     confidence: list[float] = field(default_factory=list)
 
 
-def embed_files(index: Index, paths: Sequence[Path]) -> tuple[np.ndarray, list[int], list[str], list[tuple[str, str]]]:
+def embed_files(
+    index: IndexView, paths: Sequence[Path]
+) -> tuple[np.ndarray, list[int], list[str], list[tuple[str, str]]]:
     """Vectors of files described as the index was: (vectors, positions of the described files, hashes, errors)."""
     vecs, pos, hashes, errors = [], [], [], []
     where = {p: i for i, p in enumerate(paths)}
@@ -54,12 +56,12 @@ def embed_files(index: Index, paths: Sequence[Path]) -> tuple[np.ndarray, list[i
             vecs.append(batch.vectors)
             pos.extend(where[item.path] for item in batch.described)
             hashes.extend(item.hash or "" for item in batch.described)
-    vectors = np.concatenate(vecs) if vecs else np.zeros((0, index.store.dim), np.float32)
+    vectors = np.concatenate(vecs) if vecs else np.zeros((0, index.dim), np.float32)
     return vectors, pos, hashes, errors
 
 
 def run_evaluation(
-    index: Index, test_dir: str | os.PathLike[str], method: str | None = None, *, k: int | None = None
+    index: IndexView, test_dir: str | os.PathLike[str], method: str | None = None, *, k: int | None = None
 ) -> Evaluation:
     """Classify and rank a labelled test folder against the index; see the module docstring."""
     from lookalike.classify import head_for, to_predictions
@@ -82,7 +84,7 @@ def run_evaluation(
     y_true = [items[i][1] for i in pos]
 
     by_hash: dict[str, list[int]] = {}
-    for i, h in enumerate(index.store.column("hash")):
+    for i, h in enumerate(index.hashes):
         by_hash.setdefault(h, []).append(i)
     exclude = [by_hash.get(h, []) for h in hashes]
 
@@ -108,7 +110,7 @@ def run_evaluation(
 
 
 def evaluate(
-    index: Index, test_dir: str | os.PathLike[str], method: str | None = None, *, k: int | None = None
+    index: IndexView, test_dir: str | os.PathLike[str], method: str | None = None, *, k: int | None = None
 ) -> dict[str, Any]:
     """One dict: accuracy, macro_f1, per_class, recall_at, precision_at, map_at_r, top_k_accuracy, ece, confusion, n…"""
     return run_evaluation(index, test_dir, method, k=k).metrics
@@ -204,7 +206,7 @@ def label_suspects(
     return sorted(out, key=lambda r: r["p_label"])
 
 
-def index_suspects(index: Index, *, below: float = 0.1) -> list[dict[str, Any]]:
+def index_suspects(index: IndexView, *, below: float = 0.1) -> list[dict[str, Any]]:
     """:func:`label_suspects` of the index's labelled images, each with its file path (most confident first)."""
     from lookalike.classify import require_classes
 
@@ -218,7 +220,9 @@ def index_suspects(index: Index, *, below: float = 0.1) -> list[dict[str, Any]]:
 # --- the report folder ----------------------------------------------------------------------------------------------
 
 
-def write_report(index: Index, evaluation: Evaluation, out_dir: str | os.PathLike[str], *, per_class: int = 12) -> Path:
+def write_report(
+    index: IndexView, evaluation: Evaluation, out_dir: str | os.PathLike[str], *, per_class: int = 12
+) -> Path:
     """``out_dir/index.html`` with the metrics, a confusion matrix, a t-SNE of index and test vectors, and a grid of
     each class's mistakes (the most confident first, as they are the most telling); returns the HTML path."""
     import html
@@ -288,7 +292,7 @@ def write_report(index: Index, evaluation: Evaluation, out_dir: str | os.PathLik
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse;margin:0.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:3px 10px;text-align:right}}
 td:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>
-<h1>Evaluation of {html.escape(str(index.store.path))}</h1>
+<h1>Evaluation of {html.escape(str(index.folder))}</h1>
 <p>{m["n"]} test images, method <b>{html.escape(m["method"])}</b>: accuracy <b>{pct(m["accuracy"])}</b>,
 macro-F1 <b>{pct(m["macro_f1"])}</b>, MAP@R <b>{pct(m["map_at_r"])}</b>, ECE {m["ece"]:.3f}.</p>
 {"".join(f"<p>{n}</p>" for n in notes)}
@@ -309,11 +313,15 @@ macro-F1 <b>{pct(m["macro_f1"])}</b>, MAP@R <b>{pct(m["map_at_r"])}</b>, ECE {m[
 
 
 def tsne_of_index(
-    index: Index, out: str | os.PathLike[str], *, test_dir: str | os.PathLike[str] | None = None, max_points: int = 3000
+    index: IndexView,
+    out: str | os.PathLike[str],
+    *,
+    test_dir: str | os.PathLike[str] | None = None,
+    max_points: int = 3000,
 ) -> Path:
     """`lookalike plot tsne`: the index's vectors (and a labelled test folder's, if given) coloured by class."""
     if len(index) == 0:
-        raise LookalikeError(f"the index at {index.store.path} is empty")
+        raise LookalikeError(f"the index at {index.folder} is empty")
     extra_v = extra_l = None
     if test_dir is not None:
         items = labelled_files(test_dir, what="test images")

@@ -30,19 +30,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
 from lookalike.cluster.decisions import Decisions
 from lookalike.cluster.dedupe import DEDUPE_FLOOR, DEDUPE_PIXEL, near_duplicates
 from lookalike.cluster.keep import KEEP_RULES, choose_keeper, facts_of
 from lookalike.errors import ConfigError, LookalikeError
 from lookalike.images import content_hash
 from lookalike.io import atomic_write_json, fsync_dir, now_iso
-from lookalike.search import refresh_ann
 from lookalike.store import JOURNALS_DIR
 
 if TYPE_CHECKING:
-    from lookalike.index import Index
+    from lookalike.view import IndexView, IndexWriter
 
 PLAN_FORMAT = 1
 APPLY_MODES = ("move", "link", "delete")
@@ -58,7 +55,7 @@ def _fingerprint(path: Path) -> dict[str, Any]:
 
 
 def make_plan(
-    index: Index,
+    index: IndexView,
     keep: str = "best",
     *,
     threshold: float = DEDUPE_FLOOR,
@@ -77,16 +74,15 @@ def make_plan(
     notes = notes if notes is not None else []
     if keep not in KEEP_RULES:
         raise ConfigError(f"keep must be one of {', '.join(KEEP_RULES)}, got {keep!r}", setting="keep")
-    store = index.store
-    hashes = store.column("hash")
+    hashes = index.hashes
     if groups is None:
         groups = near_duplicates(
             index.vectors, index.names, threshold, k, paths=index.paths, pixel=pixel, notes=notes,
-            hashes=hashes, decisions=Decisions.load(store.path),
+            hashes=hashes, decisions=Decisions.load(index.folder),
             turned=index.orientation_vectors(notes=notes) if orientations else None,
             features=index.features if orientations else None,
         )  # fmt: skip
-    rows = store.metadata().to_pylist()
+    rows = index.metadata().to_pylist()
     by_name = {n: i for i, n in enumerate(index.names)}
     out_groups = []
     changed: list[str] = []
@@ -143,9 +139,9 @@ def make_plan(
         "lookalike_plan": PLAN_FORMAT,
         "id": uuid.uuid4().hex,
         "created": now_iso(),
-        "index": str(store.path.resolve()),
+        "index": str(index.folder.resolve()),
         "root": str(index.root),
-        "index_created": store.meta.get("created"),
+        "index_created": index.created,
         "keep": keep,
         "settings": {"threshold": threshold, "pixel": pixel, "k": k},
         "groups": out_groups,
@@ -177,22 +173,22 @@ def load_plan(path: str | os.PathLike[str] | dict[str, Any]) -> dict[str, Any]:
     return plan
 
 
-def _check_same_index(plan: dict[str, Any], index: Index) -> None:
-    here = str(index.store.path.resolve())
+def _check_same_index(plan: dict[str, Any], index: IndexView) -> None:
+    here = str(index.folder.resolve())
     if plan.get("index") != here or plan.get("root") != str(index.root):
         raise LookalikeError(f"this plan was made for another index ({plan.get('index')}), not {here}")
-    if plan.get("index_created") != index.store.meta.get("created"):
+    if plan.get("index_created") != index.created:
         raise LookalikeError(f"this plan was made for an earlier index at {here} (it was rebuilt since)")
 
 
 # --- the journal ---------------------------------------------------------------------------------------------------
 
 
-def journal_path(index: Index, plan: dict[str, Any]) -> Path:
-    return index.store.path / JOURNALS_DIR / f"{plan['id']}.json"
+def journal_path(index: IndexView, plan: dict[str, Any]) -> Path:
+    return index.folder / JOURNALS_DIR / f"{plan['id']}.json"
 
 
-def load_journal(index: Index, plan: dict[str, Any]) -> dict[str, Any] | None:
+def load_journal(index: IndexView, plan: dict[str, Any]) -> dict[str, Any] | None:
     path = journal_path(index, plan)
     if not path.is_file():
         return None
@@ -281,9 +277,9 @@ def _is_link_to(at: Path, keeper: Path) -> bool:
 # --- apply, resume, undo ----------------------------------------------------------------------------------------------
 
 
-def _check_target(target: Path, index: Index) -> Path:
+def _check_target(target: Path, index: IndexView) -> Path:
     target = target.expanduser().resolve()
-    root, idx = index.root.resolve(), index.store.path.resolve()
+    root, idx = index.root.resolve(), index.folder.resolve()
     for inside, what in ((root, "the photo folder"), (idx, "the index folder")):
         if target == inside or target.is_relative_to(inside):
             raise LookalikeError(f"the target {target} is inside {what} ({inside}); choose a folder outside it")
@@ -313,7 +309,7 @@ def _steps(plan: dict[str, Any], mode: str, target: Path | None) -> list[dict[st
     return steps
 
 
-def _check_unchanged(plan: dict[str, Any], index: Index, pending: set[str]) -> None:
+def _check_unchanged(plan: dict[str, Any], index: IndexView, pending: set[str]) -> None:
     """Every keeper and every file still to be acted on has the size, mtime and content the plan recorded."""
     root = index.root
     for g in plan.get("groups", []):
@@ -334,7 +330,7 @@ def _check_unchanged(plan: dict[str, Any], index: Index, pending: set[str]) -> N
 
 
 def apply_plan(
-    index: Index,
+    index: IndexWriter,
     plan: dict[str, Any] | str | os.PathLike[str],
     mode: str,
     *,
@@ -356,7 +352,7 @@ def apply_plan(
         what = "deleting" if mode == "delete" else "linking without a folder for the originals"
         raise ConfigError(f"yes is needed: {what} cannot be undone", setting="yes")
     jpath = journal_path(index, plan)
-    with index.store.lock():
+    with index.lock():
         journal = load_journal(index, plan)
         if journal is not None and journal["state"] in ("applied", "undone"):
             if journal["state"] == "applied":
@@ -398,7 +394,7 @@ def apply_plan(
     return _summary(journal, jpath)
 
 
-def _run(index: Index, journal: dict[str, Any], jpath: Path, on_step: Callable[[int, int], None] | None) -> None:
+def _run(index: IndexView, journal: dict[str, Any], jpath: Path, on_step: Callable[[int, int], None] | None) -> None:
     root = index.root
     steps = journal["steps"]
     for n, s in enumerate(steps):
@@ -431,13 +427,13 @@ def _run(index: Index, journal: dict[str, Any], jpath: Path, on_step: Callable[[
             on_step(n + 1, len(steps))
 
 
-def undo_plan(index: Index, plan: dict[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
+def undo_plan(index: IndexWriter, plan: dict[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
     """Put every file an applied (or half-applied) plan moved or linked back where it was. Deleted files, and copies
     linked over without a folder for the originals, cannot come back; they are counted as ``lost``."""
     plan = load_plan(plan)
     _check_same_index(plan, index)
     jpath = journal_path(index, plan)
-    with index.store.lock():
+    with index.lock():
         journal = load_journal(index, plan)
         if journal is None:
             raise LookalikeError("this plan was never applied to this index: nothing to undo")
@@ -473,8 +469,7 @@ def undo_plan(index: Index, plan: dict[str, Any] | str | os.PathLike[str]) -> di
         _write(journal, jpath)
         if journal.get("target"):
             _prune_empty(Path(journal["target"]))
-        index.update()  # restored files are new to the index again: embed them (only them)
-        refresh_ann(index.store)
+        index.update()  # restored files are new to the index again: embed them (only them); the ANN index follows
     out = _summary(journal, jpath)
     out["lost"] = lost
     return out
@@ -506,28 +501,9 @@ def _summary(journal: dict[str, Any], jpath: Path, already: bool = False) -> dic
     }
 
 
-def _update_index(index: Index, journal: dict[str, Any]) -> None:
+def _update_index(index: IndexWriter, journal: dict[str, Any]) -> None:
     """The index follows the files: moved or deleted copies leave it; a copy replaced by a link becomes a second
     row of its keeper (same hash, size, mtime and vector), so the next update has nothing to re-embed."""
-    store = index.store
-    table = store.table
-    names = table.column("path").to_pylist()
-    row_of = {n: i for i, n in enumerate(names)}
     done = [s for s in journal["steps"] if s["state"] == "done"]
-    gone = {s["path"] for s in done}
-    keep = [i for i, n in enumerate(names) if n not in gone]
-    parts = [table.take(keep)]
-    if journal["mode"] == "link":
-        linked = [s for s in done if s["keeper"] in row_of]
-        if linked:
-            rows = table.take([row_of[s["keeper"]] for s in linked])
-            st = [os.stat(index.root / s["path"]) for s in linked]
-            rows = rows.set_column(rows.schema.get_field_index("path"), "path", pa.array([s["path"] for s in linked]))
-            rows = rows.set_column(
-                rows.schema.get_field_index("mtime_ns"), "mtime_ns", pa.array([x.st_mtime_ns for x in st], pa.int64())
-            )
-            parts.append(rows)
-    new = pa.concat_tables([store.conform(p) for p in parts])
-    if new.num_rows != table.num_rows or journal["mode"] == "link" or store.meta.get("count") != new.num_rows:
-        store.commit(new, store.skipped)
-        refresh_ann(store)
+    linked = [(s["path"], s["keeper"]) for s in done] if journal["mode"] == "link" else None
+    index.follow_files({s["path"] for s in done}, linked)

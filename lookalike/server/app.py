@@ -53,9 +53,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lookalike.errors import ConfigError, ImageError, LookalikeError
 from lookalike.filters import SearchFilter
-from lookalike.images import IMAGE_EXTENSIONS, content_hash, decode, load_image
+from lookalike.images import IMAGE_EXTENSIONS, decode, load_image
 from lookalike.index import MODES, Index
 from lookalike.io import atomic_write, shown_json
+from lookalike.query import from_bytes, from_id
 from lookalike.server.replies import (
     ClassifyReply,
     ClusterMetrics,
@@ -322,7 +323,7 @@ class ThumbnailCache:
         self.hashes = hashes
         self.size = size
         self.capacity = capacity
-        self.folder: Path | None = index.store.path / THUMBNAILS_DIR / str(size)
+        self.folder: Path | None = index.folder / THUMBNAILS_DIR / str(size)
         self._lru: OrderedDict[int, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -374,10 +375,10 @@ class Service:
         self.paths: list[Path] = index.paths
         self.labels: list[str | None] = index.labels
         self.classes: list[str] = index.classes
-        self.hashes: list[str] = index.store.column("hash")
+        self.hashes: list[str] = index.hashes
         self.by_name = {n: i for i, n in enumerate(self.names)}
         self.vectors = index.vectors
-        self.model_name = index.store.meta["model"]["name"]
+        self.model_name = index.config.model
         if len(index):  # an empty index (every photo removed) is served too: its page says what to run
             index.searcher  # noqa: B018 - builds the FAISS index now, not inside the first request
         self.resolution = index.describer.resolution  # loads the model now
@@ -418,7 +419,7 @@ class Service:
 
     def why_empty(self) -> str:
         return (
-            f"the index at {self.index.store.path} has no images: add photos to {self.index.root} and run "
+            f"the index at {self.index.folder} has no images: add photos to {self.index.root} and run "
             "`lookalike index` on it"
         )
 
@@ -435,9 +436,9 @@ class Service:
 
     def upload_query(self, data: bytes, filename: str) -> tuple[np.ndarray, list[int], dict[str, Any]]:
         """Decode and embed an uploaded image; a byte-identical copy of an indexed image is excluded from its matches."""
-        img, meta = decode(data, filename, target=self.resolution)
-        vec = self.index.embed([img])
-        same = self.index.hash_ids(content_hash(data))
+        q = from_bytes(self.index, data, filename)
+        img, meta, same = q.image, q.meta, q.self_ids
+        assert img is not None and meta is not None
         info = {
             "id": None,
             "name": filename,
@@ -448,12 +449,12 @@ class Service:
         }
         if same:
             info["same_as"] = same
-        return vec, same, info
+        return q.vector, same, info
 
     def id_query(self, image_id: int) -> tuple[np.ndarray, list[int], dict[str, Any]]:
         """An indexed image as a query: its stored vector (no decode, no model) and itself excluded from the matches."""
-        same = self.index.hash_ids(self.hashes[image_id]) or [image_id]
-        return self.vectors[image_id : image_id + 1], same, self.describe_id(image_id)
+        q = from_id(self.index, image_id)
+        return q.vector, q.self_ids, self.describe_id(image_id)
 
     def search(
         self,
@@ -549,7 +550,7 @@ class Service:
         return self._clusters_state()[2]
 
     def _clusters_state(self) -> tuple[tuple[int, ...], dict[str, Any], bytes]:
-        path = self.index.store.path / CLUSTERS_FILE
+        path = self.index.folder / CLUSTERS_FILE
         try:
             st = path.stat()
             # every atomic rewrite is a new inode: a re-clustering within one mtime tick is still seen
@@ -594,7 +595,7 @@ class Service:
 
     def _decisions_mtime(self) -> float:
         try:
-            return (self.index.store.path / DECISIONS_FILE).stat().st_mtime
+            return (self.index.folder / DECISIONS_FILE).stat().st_mtime
         except OSError:
             return -1.0
 
@@ -713,7 +714,7 @@ class Service:
             except OSError:
                 return -1.0
 
-        key = (mtime(self.index.store.path / MAP_FILE), mtime(self.index.store.path / CLUSTERS_FILE))
+        key = (mtime(self.index.folder / MAP_FILE), mtime(self.index.folder / CLUSTERS_FILE))
         with self._map_lock:
             if self._map is not None and self._map[0] == key:
                 return self._map[1], self._map[2]
