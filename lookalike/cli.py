@@ -737,7 +737,7 @@ def dedupe(
 ) -> None:
     """Near-identical images (resized, recompressed, cropped copies), checked pixel for pixel; plan what to keep,
     apply or undo the plan, check new photos against the index, remember decisions, find burst series."""
-    from lookalike import cluster as cl
+    from lookalike import dedupe as cl
 
     actions = [x for x in (plan, apply, undo, new) if x is not None] + [
         x for x in (not_duplicates, keep_all, series) if x

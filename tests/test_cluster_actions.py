@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from lookalike import Index
 from lookalike.cli import app
-from lookalike.cluster import (
+from lookalike.dedupe import (
     Decisions,
     apply_plan,
     burst_series,
@@ -37,7 +37,7 @@ from lookalike.cluster import (
     save_plan,
     undo_plan,
 )
-from lookalike.cluster import actions as actions_mod
+from lookalike.dedupe import actions as actions_mod
 from lookalike.errors import LookalikeError
 
 runner = CliRunner()

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from lookalike import Index
 from lookalike.cli import app
-from lookalike.cluster import near_duplicates
-from lookalike.cluster.orientations import ORIENTATIONS, orientation_vectors, turn_array, turn_image
+from lookalike.dedupe import near_duplicates
+from lookalike.dedupe.orientations import ORIENTATIONS, orientation_vectors, turn_array, turn_image
 from lookalike.store import INDEX_FILES, ORIENTATIONS_FILE
 
 # name suffix -> which turn of the copy gives back the original (the copy is the original turned the other way)

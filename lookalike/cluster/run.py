@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lookalike.cluster.decisions import Decisions
 from lookalike.cluster.gps import gps_centre, valid_gps
 from lookalike.cluster.graph import GraphParams, Suggestion, graph_labels, hdbscan_labels, suggest_thresholds
 from lookalike.cluster.labels import label_metrics, members, relabel
+from lookalike.dedupe.decisions import Decisions
 from lookalike.errors import ConfigError, LookalikeError
 from lookalike.io import atomic_write_json
 from lookalike.search import knn_graph
@@ -175,7 +175,7 @@ def cluster_index(
 
 def separated_pairs(index: Index, ids: np.ndarray, notes: list[str] | None = None) -> np.ndarray | None:
     """The kNN entries (same shape as ``ids``) that pair two photos a person marked "not duplicates" (by content
-    hash, see :mod:`lookalike.cluster.decisions`), or None when there are none."""
+    hash, see :mod:`lookalike.dedupe.decisions`), or None when there are none."""
     decisions = Decisions.load(index.store.path)
     if not len(decisions):
         return None

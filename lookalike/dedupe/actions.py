@@ -1,6 +1,6 @@
 """Acting on duplicates without losing a photo: a plan (dry run), applying it with a journal, resuming, undoing.
 
-A **plan** is a JSON file: for each group of copies, the keeper (chosen by ``lookalike.cluster.keep``, with why), the
+A **plan** is a JSON file: for each group of copies, the keeper (chosen by ``lookalike.dedupe.keep``, with why), the
 others, each with the size, mtime and content hash it had when the plan was made, and the group's action
 (``remove-others``, or ``keep-all`` when a person decided so). Nothing moves when a plan is made.
 
@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from lookalike.cluster.decisions import Decisions
-from lookalike.cluster.dedupe import DEDUPE_FLOOR, DEDUPE_PIXEL, near_duplicates
-from lookalike.cluster.keep import KEEP_RULES, choose_keeper, facts_of
+from lookalike.dedupe.copies import DEDUPE_FLOOR, DEDUPE_PIXEL, near_duplicates
+from lookalike.dedupe.decisions import Decisions
+from lookalike.dedupe.keep import KEEP_RULES, choose_keeper, facts_of
 from lookalike.errors import ConfigError, LookalikeError
 from lookalike.images import content_hash
 from lookalike.io import atomic_write_json, fsync_dir, now_iso
@@ -72,7 +72,7 @@ def make_plan(
     """A dry run: which copy of each duplicate group stays and why, and what happens to the others.
 
     ``keepers``: names a person chose as keepers (the page's "flip"); a group holding one keeps it. ``groups``: the
-    groups of a :func:`~lookalike.cluster.near_duplicates` run already made (else it runs here, respecting the
+    groups of a :func:`~lookalike.dedupe.near_duplicates` run already made (else it runs here, respecting the
     index's decisions). ``orientations``: rotated and mirrored copies count too (see ``near_duplicates``)."""
     notes = notes if notes is not None else []
     if keep not in KEEP_RULES:
