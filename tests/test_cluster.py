@@ -490,9 +490,9 @@ def test_cli_pairs_and_dedupe(sample_index: Index) -> None:
     for ln in lines:
         a, b, s = ln.split(" ")
         assert a in sample_index.names and b in sample_index.names and 0.2 <= float(s) <= 1.0
-    r = runner.invoke(app, ["dedupe", "--index", index_dir, "--json", "--threshold", "0.999"])
+    r = runner.invoke(app, ["dedupe", "find", "--index", index_dir, "--json", "--threshold", "0.999"])
     assert r.exit_code == 0 and json.loads(r.stdout)["groups"] == []
-    r = runner.invoke(app, ["dedupe", "--index", index_dir, "--json", "--threshold", "0.5"])
+    r = runner.invoke(app, ["dedupe", "find", "--index", index_dir, "--json", "--threshold", "0.5"])
     data = json.loads(r.stdout)
     assert r.exit_code == 0 and data["pixel"] == 0.9
     # the sample photos are crops of 4 source photos: some are crops of each other (copies), most pairs are not

@@ -13,7 +13,7 @@ HDBSCAN runs with Euclidean trees instead of a brute-force cosine matrix.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -221,9 +221,11 @@ def suggest_thresholds(scores: np.ndarray, vectors: np.ndarray) -> Suggestion:
 # --- graph clustering ------------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class GraphParams:
-    """Knobs of the graph method; None thresholds are read off the similarity distribution."""
+    """Knobs of the graph method; None thresholds are read off the similarity distribution. Keyword construction
+    only; the values are checked here, so a bad one is refused (``ConfigError``, naming the setting) before any work.
+    """
 
     k: int = 10
     strong: float | None = None
@@ -235,6 +237,28 @@ class GraphParams:
     min_size: int = 2
     mutual: bool = True
     local_ratio: float = LOCAL_RATIO
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ConfigError(f"k (neighbours per image) must be at least 1, got {self.k}", setting="k")
+        if self.min_size < 1:
+            raise ConfigError(
+                f"min_size (smallest cluster) must be at least 1, got {self.min_size}", setting="min_size"
+            )
+        if self.gps_distance < 0 or self.gps_count < 0:
+            raise ConfigError(
+                f"GPS distance and GPS count must not be negative, got {self.gps_distance:g} m and {self.gps_count}",
+                setting="gps_distance" if self.gps_distance < 0 else "gps_count",
+            )
+        if self.strong is not None and self.weak is not None and self.weak > self.strong:
+            raise ConfigError(
+                f"weak threshold ({self.weak}) must not be above strong threshold ({self.strong})", setting="weak"
+            )
+        if not 0 <= self.local_ratio <= 1:
+            raise ConfigError(f"local_ratio must be between 0 and 1, got {self.local_ratio}", setting="local_ratio")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def graph_labels(
@@ -263,11 +287,9 @@ def graph_labels(
     """
     notes = notes if notes is not None else []
     n = len(ids)
-    strong, weak = float(params.strong), float(params.weak)  # type: ignore[arg-type]
-    if weak > strong:
-        raise ConfigError(f"weak threshold ({weak}) must not be above strong threshold ({strong})")
-    if not 0 <= params.local_ratio <= 1:
-        raise ConfigError(f"local ratio must be between 0 and 1, got {params.local_ratio}")
+    if params.strong is None or params.weak is None:
+        raise ConfigError("graph_labels needs both thresholds (see suggest_thresholds)", setting="strong")
+    strong, weak = float(params.strong), float(params.weak)
     scores = local_prune(ids, scores, params.local_ratio, separate)
     if verdict is not None and separate is not None:
         verdict = np.where(separate, 0, verdict)

@@ -13,7 +13,7 @@ The names below are the public API; import them from ``lookalike.dedupe``. Clust
 above this package and respects its "not duplicates" decisions.
 """
 
-from lookalike.dedupe.actions import APPLY_MODES, apply_plan, load_plan, make_plan, save_plan, undo_plan
+from lookalike.dedupe.actions import APPLY_MODES, apply_mode, apply_plan, load_plan, make_plan, save_plan, undo_plan
 from lookalike.dedupe.copies import (
     DEDUPE_FLOOR,
     DEDUPE_PIXEL,
@@ -21,6 +21,7 @@ from lookalike.dedupe.copies import (
     SERIES_SECONDS,
     burst_series,
     candidate_pairs,
+    index_duplicates,
     near_duplicates,
 )
 from lookalike.dedupe.decisions import DECISION_KINDS, Decisions, decide
@@ -37,6 +38,7 @@ __all__ = [
     "SERIES_SECONDS",
     "Decisions",
     "FileFacts",
+    "apply_mode",
     "apply_plan",
     "burst_series",
     "candidate_pairs",
@@ -44,6 +46,7 @@ __all__ = [
     "choose_keeper",
     "decide",
     "facts_of",
+    "index_duplicates",
     "load_plan",
     "make_plan",
     "near_duplicates",

@@ -32,8 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from lookalike.dedupe.copies import DEDUPE_FLOOR, DEDUPE_PIXEL, near_duplicates
-from lookalike.dedupe.decisions import Decisions
+from lookalike.dedupe.copies import DEDUPE_FLOOR, DEDUPE_PIXEL, index_duplicates
 from lookalike.dedupe.keep import KEEP_RULES, choose_keeper, facts_of
 from lookalike.errors import ConfigError, LookalikeError
 from lookalike.images import content_hash
@@ -80,12 +79,7 @@ def make_plan(
     store = index.store
     hashes = store.column("hash")
     if groups is None:
-        groups = near_duplicates(
-            index.vectors, index.names, threshold, k, paths=index.paths, pixel=pixel, notes=notes,
-            hashes=hashes, decisions=Decisions.load(store.path),
-            turned=index.orientation_vectors(notes=notes) if orientations else None,
-            features=index.features if orientations else None,
-        )  # fmt: skip
+        groups = index_duplicates(index, threshold, k, pixel=pixel, orientations=orientations, notes=notes)
     rows = store.metadata().to_pylist()
     by_name = {n: i for i, n in enumerate(index.names)}
     out_groups = []
@@ -333,6 +327,13 @@ def _check_unchanged(plan: dict[str, Any], index: Index, pending: set[str]) -> N
                 raise LookalikeError(f"{f['path']} changed since the plan was made (content); make a new plan")
 
 
+def apply_mode(*, link: bool = False, delete: bool = False) -> str:
+    """The apply mode that the ``link`` / ``delete`` switches ask for: link, delete, else move."""
+    if link and delete:
+        raise ConfigError("link and delete exclude each other: a copy is replaced by a link or deleted", setting="link")
+    return "link" if link else "delete" if delete else "move"
+
+
 def apply_plan(
     index: Index,
     plan: dict[str, Any] | str | os.PathLike[str],
@@ -349,7 +350,9 @@ def apply_plan(
     if mode not in APPLY_MODES:
         raise ConfigError(f"mode must be one of {', '.join(APPLY_MODES)}, got {mode!r}", setting="mode")
     if mode == "move" and target is None:
-        raise ConfigError("move_to is needed: moving needs a target folder", setting="move_to")
+        raise ConfigError(
+            "move_to is needed: moving (the default; else link, or delete) needs a target folder", setting="move_to"
+        )
     if mode == "delete" and target is not None:
         raise ConfigError("move_to does not go with deleting (move instead, to keep the files)", setting="move_to")
     if (mode == "delete" or (mode == "link" and target is None)) and not yes:

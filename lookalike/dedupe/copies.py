@@ -30,6 +30,7 @@ from lookalike.errors import ConfigError
 from lookalike.search import knn_graph
 
 if TYPE_CHECKING:
+    from lookalike.index import Index
     from lookalike.verify import FeatureCache
 
 DEDUPE_FLOOR = 0.8  # cosine above which a kNN pair is a candidate copy (crops of flowers score from ~0.8)
@@ -220,6 +221,28 @@ def near_duplicates(
         groups.append(item)
     groups.sort(key=lambda g: (-g["size"], g["paths"][0]))
     return groups
+
+
+def index_duplicates(
+    index: Index,
+    threshold: float = DEDUPE_FLOOR,
+    k: int = 10,
+    *,
+    pixel: float = DEDUPE_PIXEL,
+    orientations: bool = False,
+    notes: list[str] | None = None,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """:func:`near_duplicates` over an index: its vectors, names, paths, content hashes and decisions, and with
+    ``orientations`` its turned vectors (computed and cached where missing) and local features. The one place that
+    argument block is written (the ``dedupe find`` command and plans both come here)."""
+    notes = notes if notes is not None else []
+    return near_duplicates(
+        index.vectors, index.names, threshold, k, paths=index.paths, pixel=pixel, notes=notes,
+        hashes=index.store.column("hash"), decisions=Decisions.load(index.store.path),
+        turned=index.orientation_vectors(progress=progress, notes=notes) if orientations else None,
+        features=index.features if orientations else None,
+    )  # fmt: skip
 
 
 def _turned_copies(
