@@ -8,7 +8,7 @@ Modules: ``features`` (extraction and the cache in the index folder), ``match`` 
 in parallel batches). Import the names below from ``lookalike.verify``.
 """
 
-from lookalike.verify.features import MIN_KEYPOINTS, FeatureCache, FeatureConf, Features, extract
+from lookalike.verify.local_features import MIN_KEYPOINTS, FeatureCache, FeatureConf, Features, extract
 from lookalike.verify.match import MATCH, NO_MATCH, UNKNOWN, MatchConf, Verdict, judge, match_points, verify
 from lookalike.verify.pairs import VerifiedPair, candidate_pairs, verified_pairs, verify_against, verify_pairs
 
