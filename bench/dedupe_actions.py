@@ -307,7 +307,7 @@ def kill_bench(kills: int, n_groups: int, seed: int = 0) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     plan_file = base / "plan.json"
     save_plan(make_plan(Index.open(root)), plan_file)
-    steps = load_plan(plan_file)["summary"]["remove"]
+    steps = load_plan(plan_file).summary.remove
 
     def start_apply() -> subprocess.Popen:
         """``--apply`` in a child that says when it is ready (its imports done), so kills land in the work."""
@@ -336,7 +336,7 @@ def kill_bench(kills: int, n_groups: int, seed: int = 0) -> dict:
         time.sleep(delay)
         p.send_signal(signal.SIGKILL)
         p.wait()
-        jpath = root / ".lookalike" / "journals" / f"{plan['id']}.json"
+        jpath = root / ".lookalike" / "journals" / f"{plan.id}.json"
         journal = json.loads(jpath.read_text()) if jpath.exists() else None
         done_at_kill = sum(s["state"] == "done" for s in journal["steps"]) if journal else 0
         started_at_kill = sum(s["state"] == "started" for s in journal["steps"]) if journal else 0

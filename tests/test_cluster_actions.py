@@ -276,7 +276,7 @@ def kill_and_recover(root: Path, plan_file: Path, trash: Path, delay: float, und
         proc.join()
     ran = time.perf_counter() - started
     plan = load_plan(plan_file)
-    jpath = root / ".lookalike" / "journals" / f"{plan['id']}.json"
+    jpath = root / ".lookalike" / "journals" / f"{plan.id}.json"
     done = sum(s["state"] == "done" for s in json.loads(jpath.read_text())["steps"]) if jpath.exists() else 0
     index = Index.open(root)
     if undo:
@@ -291,7 +291,7 @@ def kill_and_recover(root: Path, plan_file: Path, trash: Path, delay: float, und
 
 def journal_accounts(root: Path, plan_file: Path, trash: Path) -> None:
     plan = load_plan(plan_file)
-    journal = json.loads((root / ".lookalike" / "journals" / f"{plan['id']}.json").read_text())
+    journal = json.loads((root / ".lookalike" / "journals" / f"{plan.id}.json").read_text())
     for s in journal["steps"]:
         here, there = (root / s["path"]).exists(), (trash / s["path"]).exists()
         assert here != there, s  # exactly one place
@@ -309,7 +309,7 @@ def test_sigkill_during_apply_then_resume_or_undo(dups: Path, tmp_path: Path) ->
     before = checksums(dups)
     trash = tmp_path / "trash"
     plan_file = save_plan(make_plan(Index.open(dups)), tmp_path / "plan.json")
-    steps = load_plan(plan_file)["summary"]["remove"]
+    steps = load_plan(plan_file).summary.remove
     assert steps >= 4
     index_dir, snapshot = dups / ".lookalike", tmp_path / "index-before"
     shutil.copytree(index_dir, snapshot)

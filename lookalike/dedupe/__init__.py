@@ -6,6 +6,7 @@ Modules, by concern:
 - ``copies``: near-duplicate groups and burst series; ``pixels``: the pixel check that tells copies from other
   photos; ``orientations``: rotated and mirrored copies (turned descriptions, checked in their turn);
 - ``keep``: which copy to keep (resolution, sharpness, file size, EXIF, age) and why;
+- ``plan``: the plan and the journal as typed records (``Plan``, ``Journal``) and their JSON;
 - ``actions``: plans (dry runs), applying them with a journal, resuming, undoing;
 - ``decisions``: "not duplicates" / "keep all", remembered by content hash; ``incoming``: new photos vs an index.
 
@@ -13,7 +14,16 @@ The names below are the public API; import them from ``lookalike.dedupe``. Clust
 above this package and respects its "not duplicates" decisions.
 """
 
-from lookalike.dedupe.actions import APPLY_MODES, apply_mode, apply_plan, load_plan, make_plan, save_plan, undo_plan
+from lookalike.dedupe.actions import (
+    APPLY_MODES,
+    apply_mode,
+    apply_plan,
+    build_plan,
+    load_plan,
+    make_plan,
+    save_plan,
+    undo_plan,
+)
 from lookalike.dedupe.copies import (
     DEDUPE_FLOOR,
     DEDUPE_PIXEL,
@@ -27,6 +37,7 @@ from lookalike.dedupe.copies import (
 from lookalike.dedupe.decisions import DECISION_KINDS, Decisions, decide
 from lookalike.dedupe.incoming import check_new
 from lookalike.dedupe.keep import KEEP_RULES, FileFacts, choose_keeper, facts_of
+from lookalike.dedupe.plan import Journal, JournalStep, Plan, PlanFile, PlanGroup, PlanSummary
 
 __all__ = [
     "APPLY_MODES",
@@ -38,8 +49,15 @@ __all__ = [
     "SERIES_SECONDS",
     "Decisions",
     "FileFacts",
+    "Journal",
+    "JournalStep",
+    "Plan",
+    "PlanFile",
+    "PlanGroup",
+    "PlanSummary",
     "apply_mode",
     "apply_plan",
+    "build_plan",
     "burst_series",
     "candidate_pairs",
     "check_new",
