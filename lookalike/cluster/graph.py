@@ -307,46 +307,9 @@ def graph_labels(
     core = _threshold(core, strong)
     if verdict is not None:  # verified pairs are strong edges in both directions, neighbours mutually or not
         core = core.maximum(_threshold(similarity_graph(ids, np.where(verdict > 0, 1.0, 0.0)), 0.5))
-    labels = components(core)
+    labels = _grow(components(core), graph, weak_g)
+    labels = _merge_weak(labels, weak_g, params, notes)
     sizes = np.bincount(labels, minlength=n)
-
-    # 2. grow: a photo alone in its component joins the cluster of its most similar weak neighbour; repeated so a
-    # chain of weak links can reach a cluster, but never through a photo that is itself not yet attached.
-    for _ in range(10):
-        single = sizes[labels] == 1
-        if not single.any():
-            break
-        w = graph.multiply(weak_g).tocsr()  # weights of weak-or-better edges
-        w = sparse.diags(single.astype(np.float32)) @ w @ sparse.diags((~single).astype(np.float32))
-        w = w.tocsr()
-        w.eliminate_zeros()
-        rows = np.flatnonzero(np.diff(w.indptr) > 0)
-        if not len(rows):
-            break
-        best = np.asarray(w[rows].argmax(axis=1)).ravel()
-        labels[rows] = labels[best]
-        sizes = np.bincount(labels, minlength=n)
-
-    # 3. merge clusters linked by enough weak edges (relative to the smaller cluster)
-    big = sizes[labels] >= 2
-    cl = np.unique(labels[big])
-    if len(cl) > 1:
-        index_of = np.full(n, -1)
-        index_of[cl] = np.arange(len(cl))
-        members = np.flatnonzero(big)
-        m = sparse.csr_matrix(
-            (np.ones(len(members), np.float32), (members, index_of[labels[members]])), shape=(n, len(cl))
-        )
-        links = (m.T @ weak_g.astype(np.float32) @ m).tocoo()
-        csize = sizes[cl]
-        a, b, cnt = links.row, links.col, links.data  # entry (A, B) counts each A–B edge once
-        ok = (a != b) & (cnt >= params.merge_links) & (cnt >= params.merge_ratio * np.minimum(csize[a], csize[b]))
-        if ok.any():
-            g = sparse.csr_matrix((np.ones(ok.sum(), np.int8), (a[ok], b[ok])), shape=(len(cl), len(cl)))
-            comp = components(g)
-            notes.append(f"{len(cl) - comp.max() - 1} cluster merge(s) along weak edges")
-            labels[members] = cl[comp[index_of[labels[members]]]]
-            sizes = np.bincount(labels, minlength=n)
 
     # 4. GPS
     if lat is not None and lon is not None and np.isfinite(lat).any():
@@ -370,6 +333,52 @@ def graph_labels(
         sub = components(weak_g[idx][:, idx])
         labels[idx] = labels.max() + 1 + sub
     return relabel(labels, params.min_size)
+
+
+def _grow(labels: np.ndarray, graph: sparse.csr_matrix, weak_g: sparse.csr_matrix) -> np.ndarray:
+    """Step 2: a photo alone in its component joins the cluster of its most similar weak neighbour; repeated so a
+    chain of weak links can reach a cluster, but never through a photo that is itself not yet attached."""
+    n = len(labels)
+    sizes = np.bincount(labels, minlength=n)
+    for _ in range(10):
+        single = sizes[labels] == 1
+        if not single.any():
+            break
+        w = graph.multiply(weak_g).tocsr()  # weights of weak-or-better edges
+        w = sparse.diags(single.astype(np.float32)) @ w @ sparse.diags((~single).astype(np.float32))
+        w = w.tocsr()
+        w.eliminate_zeros()
+        rows = np.flatnonzero(np.diff(w.indptr) > 0)
+        if not len(rows):
+            break
+        best = np.asarray(w[rows].argmax(axis=1)).ravel()
+        labels[rows] = labels[best]
+        sizes = np.bincount(labels, minlength=n)
+    return labels
+
+
+def _merge_weak(labels: np.ndarray, weak_g: sparse.csr_matrix, params: GraphParams, notes: list[str]) -> np.ndarray:
+    """Step 3: merge clusters linked by enough weak edges (relative to the smaller cluster)."""
+    n = len(labels)
+    sizes = np.bincount(labels, minlength=n)
+    big = sizes[labels] >= 2
+    cl = np.unique(labels[big])
+    if len(cl) <= 1:
+        return labels
+    index_of = np.full(n, -1)
+    index_of[cl] = np.arange(len(cl))
+    members = np.flatnonzero(big)
+    m = sparse.csr_matrix((np.ones(len(members), np.float32), (members, index_of[labels[members]])), shape=(n, len(cl)))
+    links = (m.T @ weak_g.astype(np.float32) @ m).tocoo()
+    csize = sizes[cl]
+    a, b, cnt = links.row, links.col, links.data  # entry (A, B) counts each A–B edge once
+    ok = (a != b) & (cnt >= params.merge_links) & (cnt >= params.merge_ratio * np.minimum(csize[a], csize[b]))
+    if ok.any():
+        g = sparse.csr_matrix((np.ones(ok.sum(), np.int8), (a[ok], b[ok])), shape=(len(cl), len(cl)))
+        comp = components(g)
+        notes.append(f"{len(cl) - comp.max() - 1} cluster merge(s) along weak edges")
+        labels[members] = cl[comp[index_of[labels[members]]]]
+    return labels
 
 
 # --- retrieval pairs -------------------------------------------------------------------------------------------------
