@@ -503,6 +503,22 @@ def test_cli_dedupe_options_belong_to_their_subcommand(dups: Path) -> None:
         assert r.exit_code == 2 and "No such option" in r.output, (args, r.output)
 
 
+def test_cli_dedupe_new_and_series(built: Path, tmp_path: Path) -> None:
+    inc = tmp_path / "incoming"
+    inc.mkdir()
+    shutil.copy(built / "portrait.jpg", inc / "portrait_same.jpg")
+    r = runner.invoke(app, ["dedupe", "new", str(inc), "--index", str(built), "--json"])
+    assert r.exit_code == 0, r.output
+    (photo,) = json.loads(r.stdout)["photos"]
+    assert photo["status"] == "copy" and photo["copy_of"][0]["identical"]
+    r = runner.invoke(app, ["dedupe", "new", str(inc), "--index", str(built)])
+    assert r.exit_code == 0 and "copy" in r.stdout and "1 already in the index" in r.output
+    r = runner.invoke(app, ["dedupe", "series", "--index", str(built), "--json", "--seconds", "5"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["seconds"] == 5 and isinstance(data["series"], list) and "notes" in data
+
+
 def test_a_repeated_decision_is_remembered_once(tmp_path: Path) -> None:
     """Found by bench/crashpoints.py: `dedupe --not-duplicates` killed after decisions.json was renamed into place,
     then re-run, recorded the decision twice (and so did a second click on the page)."""
