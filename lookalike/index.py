@@ -474,8 +474,8 @@ class Index:
     def orientation_vectors(self, *, progress: bool = False, notes: list[str] | None = None) -> np.ndarray:
         """(N, 4, dim) vectors of every image turned 90°, 180°, 270° and mirrored, for finding turned copies
         (``near_duplicates(..., turned=...)``): four more model passes per image than indexing, done once and
-        cached in the index folder by content hash (see ``lookalike.cluster.orientations``)."""
-        from lookalike.cluster.orientations import orientation_vectors
+        cached in the index folder by content hash (see ``lookalike.dedupe.orientations``)."""
+        from lookalike.dedupe.orientations import orientation_vectors
 
         describer = self.describer
         return orientation_vectors(

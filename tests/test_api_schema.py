@@ -151,7 +151,7 @@ def test_reply_names_match_the_library() -> None:
     """The fixed names the replies spell out themselves (importing lookalike.cluster would load scipy)."""
     from typing import get_args
 
-    from lookalike.cluster import DECISION_KINDS, KEEP_RULES
+    from lookalike.dedupe import DECISION_KINDS, KEEP_RULES
     from lookalike.index import MODES
     from lookalike.server import replies
 

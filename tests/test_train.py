@@ -367,7 +367,7 @@ def test_frozen_feature_cache_is_reused_and_keyed_by_file_weights_and_resolution
     """README: backbone features are computed once and cached, keyed by file, size, mtime, weights and
     resolution: the same inputs decode nothing, a changed file or setting is described again."""
     import lookalike.models.base as base
-    import lookalike.training.features as train_mod
+    import lookalike.training.cache as train_mod
     from lookalike.embed import Describer
     from lookalike.models.efficientnet import weights_file
     from lookalike.training import pooled_features

@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lookalike.cluster.decisions import Decisions
 from lookalike.cluster.gps import gps_centre, valid_gps
 from lookalike.cluster.graph import GraphParams, Suggestion, graph_labels, hdbscan_labels, suggest_thresholds
 from lookalike.cluster.labels import label_metrics, members, relabel
+from lookalike.dedupe.decisions import Decisions
 from lookalike.errors import ConfigError, LookalikeError
 from lookalike.io import atomic_write_json
 from lookalike.search import knn_graph
@@ -109,32 +109,24 @@ def cluster_index(
     hdbscan_size: int = 5,
     pca: int | None = None,
     save: bool = True,
-    verify: MatchConf | bool | None = None,
+    match: MatchConf | bool | None = None,
     features: FeatureConf | None = None,
     workers: int | None = None,
     progress: bool = False,
 ) -> ClusterResult:
     """Cluster an index's images; saves the result as ``clusters.json`` in the index folder (see load_clusters).
 
-    ``verify`` (True, or a :class:`~lookalike.verify.MatchConf`): the graph method's kNN pairs are verified
+    ``match`` (True, or a :class:`~lookalike.verify.MatchConf`): the graph method's kNN pairs are verified
     geometrically (local features computed and cached first where missing) and the verdicts decide the edges; the
     cosine only proposes candidates. Images too flat to verify keep the cosine rules and are listed in
     ``unverifiable``."""
     if method not in ("graph", "hdbscan"):
         raise ConfigError(f"clustering method must be 'graph' or 'hdbscan', got {method!r}")
-    if verify and method != "graph":
-        raise ConfigError("geometric verification works with the graph method, not hdbscan", setting="verify")
-    match_conf = MatchConf() if verify is True else verify or None
+    if match and method != "graph":
+        raise ConfigError("geometric verification works with the graph method, not hdbscan", setting="match")
+    match_conf = MatchConf() if match is True else match or None
     _check_size(index)
     params = params or GraphParams()
-    if params.k < 1:
-        raise ConfigError(f"k (neighbours per image) must be at least 1, got {params.k}")
-    if params.min_size < 1:
-        raise ConfigError(f"minimum cluster size must be at least 1, got {params.min_size}")
-    if params.gps_distance < 0 or params.gps_count < 0:
-        raise ConfigError(
-            f"GPS distance and GPS count must not be negative, got {params.gps_distance:g} m and {params.gps_count}"
-        )
     started = time.perf_counter()
     notes: list[str] = []
     lat, lon = _index_gps(index, notes)
@@ -147,13 +139,13 @@ def cluster_index(
         weak = min(s.weak, strong) if params.weak is None else params.weak
         if params.strong is None or params.weak is None:
             notes.append(f"thresholds from the similarity distribution: strong {strong:.4f}, weak {weak:.4f}")
-        p = GraphParams(**{**params.__dict__, "strong": strong, "weak": weak})
+        p = replace(params, strong=strong, weak=weak)
         verdict, unverifiable = None, []
         if match_conf is not None:
             verdict, unverifiable = _verdicts(index, ids, match_conf, features, workers, progress, notes)
         separate = separated_pairs(index, ids, notes)
         labels = graph_labels(ids, scores, p, lat=lat, lon=lon, notes=notes, verdict=verdict, separate=separate)
-        used = {"method": "graph", **p.__dict__}
+        used = {"method": "graph", **p.to_dict()}
         if match_conf is not None:
             used["verify"] = match_conf.to_dict()
     else:
@@ -175,7 +167,7 @@ def cluster_index(
 
 def separated_pairs(index: IndexView, ids: np.ndarray, notes: list[str] | None = None) -> np.ndarray | None:
     """The kNN entries (same shape as ``ids``) that pair two photos a person marked "not duplicates" (by content
-    hash, see :mod:`lookalike.cluster.decisions`), or None when there are none."""
+    hash, see :mod:`lookalike.dedupe.decisions`), or None when there are none."""
     decisions = Decisions.load(index.folder)
     if not len(decisions):
         return None

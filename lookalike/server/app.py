@@ -609,7 +609,7 @@ class Service:
         return self._dups_state()[2]
 
     def _dups_state(self) -> tuple[float, dict[str, Any], bytes]:
-        from lookalike.cluster import make_plan
+        from lookalike.dedupe import make_plan
 
         with self._dups_lock:
             stamp = self._decisions_mtime()
@@ -624,14 +624,14 @@ class Service:
             return self._dups
 
     def decide(self, kind: str, ids: list[int]) -> dict[str, Any]:
-        from lookalike.cluster import decide
+        from lookalike.dedupe import decide
 
         item = decide(self.index, kind, [self.paths[self.check_id(i)] for i in ids])
         return {"kind": item["kind"], "names": item["names"]}
 
     def plan_with(self, keepers: list[int]) -> dict[str, Any]:
         """The current plan with the keepers a person chose (ids), as a file to hand to ``dedupe --apply``."""
-        from lookalike.cluster import make_plan
+        from lookalike.dedupe import make_plan
 
         plan = self.duplicates()
         groups = [

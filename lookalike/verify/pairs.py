@@ -20,7 +20,7 @@ import numpy as np
 from lookalike.errors import ConfigError, LookalikeError
 from lookalike.progress import bar
 from lookalike.search import knn_pairs
-from lookalike.verify.features import MIN_KEYPOINTS, FeatureCache, FeatureConf, Features
+from lookalike.verify.local_features import MIN_KEYPOINTS, FeatureCache, FeatureConf, Features
 from lookalike.verify.match import (
     MATCH,
     NO_MATCH,

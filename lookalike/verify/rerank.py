@@ -13,7 +13,7 @@ import numpy as np
 
 from lookalike.errors import ConfigError, LookalikeError
 from lookalike.search import knn_pairs
-from lookalike.verify.features import FeatureCache, Features
+from lookalike.verify.local_features import FeatureCache, Features
 from lookalike.verify.match import UNKNOWN, MatchConf, judge, match_points
 from lookalike.verify.pairs import VerifiedPair, verified_pairs, verify_against
 

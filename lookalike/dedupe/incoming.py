@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lookalike.cluster.dedupe import DEDUPE_FLOOR, DEDUPE_PIXEL, check_ranges
-from lookalike.cluster.pixels import pixel_scores, thumbnails
+from lookalike.dedupe.copies import DEDUPE_FLOOR, DEDUPE_PIXEL, check_ranges
+from lookalike.dedupe.pixels import pixel_scores, thumbnails
 from lookalike.errors import ImageError, LookalikeError
 from lookalike.images import content_hash, discover, read_file
 from lookalike.progress import bar
