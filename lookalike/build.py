@@ -73,6 +73,7 @@ class BuildReport:
     ignored: dict[str, int] = field(default_factory=dict)
     left_out: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    moved: int = 0  # of ``unchanged``: files found under a new name with the content of a removed row (not re-embedded)
     calibration: str | None = None  # what an int8 backbone was calibrated on, when this run calibrated one
 
     @property
@@ -111,6 +112,7 @@ class Described:
 
     tables: list[pa.Table] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
+    moved: dict[str, str] = field(default_factory=dict)  # new name -> the removed row whose content it has
 
 
 @dataclass
@@ -337,7 +339,9 @@ def describe(
             vecs.clear()
 
     to_embed = [root / n for n in planned.plan.embed]
-    known = {root / n: h for n, h in planned.plan.known_hashes.items()}
+    gone = removed_by_hash(planned)
+    known: dict[Path, str | frozenset[str]] = {root / n: frozenset(gone) for n in planned.plan.embed if gone}
+    known.update({root / n: h for n, h in planned.plan.known_hashes.items()})
     try:
         with bar("embedding", len(to_embed), options.progress and bool(to_embed)) as tick:
             for batch in batches(store, describer, to_embed, known, options):
@@ -347,6 +351,8 @@ def describe(
                     size, mtime = on_disk[name]
                     if item.error:
                         planned.skipped.append({"path": name, "reason": item.error, "size": size, "mtime_ns": mtime})
+                    elif item.unchanged and name not in planned.old_rows:
+                        out.moved[name] = gone[str(item.hash)]
                     elif item.unchanged:
                         out.reused.append(name)
                     else:
@@ -372,6 +378,31 @@ def describe(
     return out
 
 
+def removed_by_hash(planned: Planned) -> dict[str, str]:
+    """Content hash -> name of the rows the plan removes: a new file with one of these contents was moved or
+    renamed, and keeps that row's vector instead of being embedded again."""
+    if not planned.plan.removed:
+        return {}
+    hashes = planned.old.column("hash").to_pylist()
+    return {hashes[planned.old_rows[n]]: n for n in planned.plan.removed}
+
+
+def moved_rows(store: Store, planned: Planned, moved: dict[str, str]) -> pa.Table:
+    """The removed rows of ``moved``'s old names under their new names, sizes and mtimes (vectors unchanged)."""
+    new_names = sorted(moved)
+    t = planned.old.take([planned.old_rows[moved[n]] for n in new_names])
+    renamed = make_table([{"path": n} for n in new_names], np.zeros((len(new_names), store.dim), np.float32), store.dim)
+    columns = {
+        "path": renamed.column("path"),
+        "path_bytes": renamed.column("path_bytes"),
+        "size": pa.array([planned.on_disk[n][0] for n in new_names], pa.int64()),
+        "mtime_ns": pa.array([planned.on_disk[n][1] for n in new_names], pa.int64()),
+    }
+    for col, values in columns.items():
+        t = t.set_column(t.schema.get_field_index(col), col, values)
+    return t
+
+
 # --- 7. writing ----------------------------------------------------------------------------------------------------
 
 
@@ -387,6 +418,10 @@ def write(store: Store, planned: Planned, described: Described, report: BuildRep
             t = t.set_column(t.schema.get_field_index(col), col, values)
         parts.append(t)
         report.unchanged += len(described.reused)
+    if described.moved:
+        parts.append(moved_rows(store, planned, described.moved))
+        report.unchanged += len(described.moved)
+        report.moved = len(described.moved)
     if plan_.resume:
         assert planned.recovered is not None
         parts.append(planned.recovered.take(sorted(planned.rec_rows[n] for n in plan_.resume)))

@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,11 +258,14 @@ class Describer:
             out.append(self.describe_arrays(pixels, valid))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
-    def prepare_file(self, path: Path, known_hash: str | None = None) -> Prepared:
+    def prepare_file(self, path: Path, known_hash: str | Collection[str] | None = None) -> Prepared:
+        """Read, hash and decode one file; ``known_hash`` (one hash, or several: the content of files that moved)
+        matching its bytes means its vector is already indexed, and it is not decoded."""
         try:
             data = read_file(path)
             digest = content_hash(data)
-            if known_hash is not None and digest == known_hash:
+            known = (known_hash,) if isinstance(known_hash, str) else known_hash
+            if known is not None and digest in known:
                 return Prepared(path, hash=digest, unchanged=True)
             img, meta = decode(data, str(path), target=self.resolution)
             pixels, valid = self.prepare_image(img)
@@ -276,7 +279,7 @@ class Describer:
         self,
         paths: Iterable[Path],
         *,
-        known_hashes: Callable[[Path], str | None] | None = None,
+        known_hashes: Callable[[Path], str | Collection[str] | None] | None = None,
         batch_size: int = 8,
         workers: int | None = None,
     ) -> Iterator[Batch]:

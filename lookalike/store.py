@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,6 +255,51 @@ def with_labels(table: pa.Table, rule: str) -> pa.Table:
     return table.set_column(table.schema.get_field_index("label"), "label", labels)
 
 
+OPEN_TRIES = 100
+COMMIT_KEY = b"lookalike.commit"
+
+
+def stamped(table: pa.Table, commit: int) -> pa.Table:
+    """``table`` carrying commit id ``commit`` in its schema metadata (written into the Parquet file)."""
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), COMMIT_KEY: str(commit).encode()})
+
+
+def table_commit(table: pa.Table) -> int | None:
+    """The commit id a table was written with (None: written before commit ids existed)."""
+    value = (table.schema.metadata or {}).get(COMMIT_KEY)
+    return None if value is None else int(value)
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """The header of the index folder ``path``, checked for its format version."""
+    meta_path = path / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LookalikeError(f"{meta_path}: unreadable index header ({exc})") from None
+    if meta.get("format") != FORMAT_VERSION:
+        raise LookalikeError(
+            f"{path}: index format {meta.get('format')} is not {FORMAT_VERSION}; rebuild with `lookalike index --rebuild`"
+        )
+    return meta
+
+
+def _read_table(path: Path, meta: dict[str, Any]) -> pa.Table:
+    table_path = path / TABLE_FILE
+    if not table_path.is_file():
+        dim = int(meta["dim"])
+        return make_table([], np.zeros((0, dim), np.float32), dim)
+    try:
+        return read_parquet(table_path)
+    except (OSError, pa.ArrowException) as exc:
+        raise LookalikeError(f"{table_path}: unreadable ({exc}); rebuild with `lookalike index --rebuild`") from None
+
+
+def commit_of(path: str | os.PathLike[str]) -> int:
+    """The commit id the header of index folder ``path`` records now (cheap: the header only; 0 if none)."""
+    return int(read_meta(Path(path)).get("commit", 0))
+
+
 class Store:
     """An index folder on disk. Readers use :meth:`open`; one writer at a time holds :meth:`lock`."""
 
@@ -272,30 +318,24 @@ class Store:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Store:
+        """One committed state of the index: the header and the table of the same commit (a commit that lands
+        while they are read is noticed by the table's stamp, and both are read again)."""
         path = Path(path)
         meta_path = path / META_FILE
         if not meta_path.is_file():
             hint = f" (found {path / INDEX_DIRNAME})" if (path / INDEX_DIRNAME / META_FILE).is_file() else ""
             raise IndexMissingError(f"no lookalike index at {path}{hint}; build one with `lookalike index PHOTOS_DIR`")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise LookalikeError(f"{meta_path}: unreadable index header ({exc})") from None
-        if meta.get("format") != FORMAT_VERSION:
-            raise LookalikeError(
-                f"{path}: index format {meta.get('format')} is not {FORMAT_VERSION}; rebuild with `lookalike index --rebuild`"
-            )
-        table_path = path / TABLE_FILE
-        dim = int(meta["dim"])
-        if table_path.is_file():
-            try:
-                table = upgrade(read_parquet(table_path))
-            except (OSError, pa.ArrowException) as exc:
-                raise LookalikeError(
-                    f"{table_path}: unreadable ({exc}); rebuild with `lookalike index --rebuild`"
-                ) from None
+        for _ in range(OPEN_TRIES):
+            meta = read_meta(path)
+            table = _read_table(path, meta)
+            stamp = table_commit(table)
+            if stamp is None or stamp == meta.get("commit"):
+                break
+            time.sleep(0.02)  # a writer is between its table and its header: read both again
         else:
-            table = make_table([], np.zeros((0, dim), np.float32), dim)
+            raise LookalikeError(f"{path} kept changing while it was opened; try again")
+        table = upgrade(table)
+        dim = int(meta["dim"])
         width = getattr(table.schema.field("vector").type, "list_size", dim)
         if width != dim:  # never read vectors of one recipe under another's header (they would reshape silently)
             raise LookalikeError(
@@ -432,13 +472,23 @@ class Store:
         for f in (self.path / PARTS_DIR).glob("part-*.parquet"):
             f.unlink(missing_ok=True)
 
+    @property
+    def commit_id(self) -> int:
+        """The generation of this state: 0 before the first commit, one more on every commit (readers compare it)."""
+        return int(self.meta.get("commit", 0))
+
     def commit(self, table: pa.Table, skipped: list[dict[str, Any]] | None = None) -> None:
-        """Replace the index contents atomically: table first, then header, then drop checkpoints."""
-        table = self.conform(table).sort_by("path")
+        """Replace the index contents atomically: table first, then header, then drop checkpoints.
+
+        Both carry the new commit id (the table in its Parquet metadata), so a reader that read the header of one
+        commit and the table of another knows it and reads again (:meth:`open`)."""
+        commit = self.commit_id + 1
+        table = stamped(self.conform(table).sort_by("path"), commit)
         atomic_write_table(self.path / TABLE_FILE, table)
         if skipped is not None:
             self.skipped = sorted(skipped, key=lambda s: s["path"])
             atomic_write_json(self.path / SKIPPED_FILE, self.skipped)
+        self.meta["commit"] = commit
         self.meta["count"] = table.num_rows
         self.meta["updated"] = now_iso()
         atomic_write_json(self.path / META_FILE, self.meta)
