@@ -74,3 +74,136 @@ def test_a_reader_opening_during_updates_always_sees_one_commit(photos: Path, tm
     for commit, n in seen:
         assert counts.setdefault(commit, n) == n  # one commit, one table
     assert len(counts) >= 2
+
+
+# --- the watcher -------------------------------------------------------------------------------------------------
+
+def _watcher(photos: Path, idx: Path, **kw: object):  # noqa: ANN202
+    from lookalike.watch import Watcher, WatchOptions
+
+    reports: list[build.BuildReport] = []
+    said: list[str] = []
+    w = Watcher(
+        photos, idx, labels="folders", watch=WatchOptions(quiet=0.3, burst=5, settle=0.1, incomplete=5, **kw),
+        on_update=reports.append, say=said.append,
+    )  # fmt: skip
+    return w, reports, said
+
+
+def _wait(cond, timeout: float = 30) -> None:  # noqa: ANN001
+    import time
+
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+def test_watcher_follows_adds_deletes_and_moves(photos: Path, tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    w, reports, said = _watcher(photos, idx)
+    thread = w.start()
+    try:
+        _wait(lambda: len(reports) == 1)
+        assert reports[0].added == 24
+        files = sorted(photos.rglob("*.jpg"))
+        (photos / "new").mkdir()
+        for i, f in enumerate(files[:6]):  # moves: one burst, nothing embedded
+            f.rename(photos / "new" / f"moved-{i}.jpg")
+        _wait(lambda: len(reports) == 2)
+        assert reports[1].embedded == 0 and reports[1].moved == 6, reports[1]
+        for f in files[6:9]:
+            f.unlink()
+        _wait(lambda: len(reports) == 3)
+        index = Index.open(idx)
+        assert len(index) == 21 and sum(n.startswith("new/") for n in index.names) == 6
+        assert not said, said
+    finally:
+        w.stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_watcher_waits_for_a_file_still_being_written(photos: Path, tmp_path: Path) -> None:
+    import time
+
+    idx = tmp_path / "idx"
+    w, reports, said = _watcher(photos, idx)
+    thread = w.start()
+    try:
+        _wait(lambda: len(reports) == 1)
+        data = next(photos.rglob("*.jpg")).read_bytes()
+        target = photos / "partial.jpg"
+        target.write_bytes(data[: len(data) // 2])
+        time.sleep(1.5)  # past the quiet time: the half file is not indexed, nor marked bad
+        assert len(reports) == 1
+        with open(target, "ab") as fh:
+            fh.write(data[len(data) // 2 :])
+        _wait(lambda: len(reports) == 2)
+        assert reports[1].added == 1 and not reports[1].skipped, reports[1]  # embedded once, whole
+    finally:
+        w.stop.set()
+        thread.join(10)
+
+
+def test_watcher_keeps_the_index_when_the_folder_goes_away_and_comes_back(photos: Path, tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    w, reports, said = _watcher(photos, idx, poll=True, poll_interval=0.2)
+    thread = w.start()
+    try:
+        _wait(lambda: len(reports) == 1)
+        away = tmp_path / "unmounted"
+        photos.rename(away)
+        _wait(lambda: any("is gone" in s for s in said))
+        assert len(Index.open(idx)) == 24
+        away.rename(photos)
+        (photos / "x").mkdir()
+        shutil.copy(next(away.parent.joinpath("photos").rglob("*.jpg")), photos / "x" / "again.jpg")
+        _wait(lambda: any("is back" in s for s in said) and len(reports) >= 2)
+        _wait(lambda: len(Index.open(idx)) == 25)
+        assert thread.is_alive()
+    finally:
+        w.stop.set()
+        thread.join(10)
+    assert all(len(s.splitlines()) == 1 for s in said)
+
+
+def test_an_update_killed_mid_way_resumes_on_the_next_start(photos: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from lookalike.watch import Watcher
+
+    for i, f in enumerate(sorted(photos.rglob("*.jpg"))):  # 72 distinct files: time to kill it mid-way
+        for k in (1, 2):
+            (f.parent / f"{f.stem}-{k}.png").write_bytes(_reencoded(f, i * 3 + k))
+    idx = tmp_path / "idx"
+    code = (
+        "from lookalike.watch import Watcher;"
+        f"Watcher({str(photos)!r}, {str(idx)!r}, checkpoint_every=4, batch_size=2, workers=1).run()"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ})
+    try:
+        _wait(lambda: len(list((idx / "parts").glob("part-*.parquet"))) >= 2, timeout=120)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (idx / "images.parquet").exists()  # killed before its first commit
+    w = Watcher(photos, idx)
+    report = w.update()
+    assert report is not None and report.resumed >= 8 and report.total == 72
+    assert len(Index.open(idx)) == 72 and not list((idx / "parts").glob("*"))
+
+
+def _reencoded(path: Path, seed: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    img = Image.open(path).convert("RGB")
+    img.putpixel((0, 0), (seed % 256, seed // 256 % 256, 7))
+    out = io.BytesIO()
+    img.save(out, "PNG")
+    return out.getvalue()
