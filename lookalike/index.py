@@ -202,6 +202,17 @@ class Index:
         return self.store.created
 
     @property
+    def commit(self) -> int:
+        """The commit this index was opened at (the header's generation; one more on every update)."""
+        return self.store.commit_id
+
+    def share_model(self, other: Index) -> None:
+        """Use ``other``'s loaded describer when both are the same build of one recipe (a newer commit of the same
+        index): a server following an index does not load the model again for each commit."""
+        if other.created == self.created and other.recipe() == self.recipe() and other._describer is not None:
+            self._describer = other._describer
+
+    @property
     def version(self) -> int:
         """Changes whenever the index commits (a commit replaces the table object): the key of derived caches."""
         return id(self.store.table)

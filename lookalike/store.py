@@ -339,7 +339,7 @@ class Store:
         width = getattr(table.schema.field("vector").type, "list_size", dim)
         if width != dim:  # never read vectors of one recipe under another's header (they would reshape silently)
             raise LookalikeError(
-                f"{table_path}: vectors of {width} numbers where the header says {dim}; the index was being "
+                f"{path / TABLE_FILE}: vectors of {width} numbers where the header says {dim}; the index was being "
                 "rebuilt when it stopped: run the command again, or `lookalike index --rebuild`"
             )
         skipped: list[dict[str, Any]] = []

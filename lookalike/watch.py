@@ -156,7 +156,10 @@ class Watcher:
         else:
             store = Store.open(self.index_path)
             if store.created != self._created:  # rebuilt by someone else: its describer may differ
-                self._describer, self._created = build.describer_of(store, runtime=self.settled.options.runtime), store.created
+                self._describer, self._created = (
+                    build.describer_of(store, runtime=self.settled.options.runtime),
+                    store.created,
+                )
             with store.lock():
                 report = build.update(store, self._describer, self.settled.options)
         report.seconds = time.perf_counter() - started

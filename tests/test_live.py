@@ -78,6 +78,7 @@ def test_a_reader_opening_during_updates_always_sees_one_commit(photos: Path, tm
 
 # --- the watcher -------------------------------------------------------------------------------------------------
 
+
 def _watcher(photos: Path, idx: Path, **kw: object):  # noqa: ANN202
     from lookalike.watch import Watcher, WatchOptions
 
@@ -128,7 +129,7 @@ def test_watcher_waits_for_a_file_still_being_written(photos: Path, tmp_path: Pa
     import time
 
     idx = tmp_path / "idx"
-    w, reports, said = _watcher(photos, idx)
+    w, reports, _said = _watcher(photos, idx)
     thread = w.start()
     try:
         _wait(lambda: len(reports) == 1)
@@ -207,3 +208,74 @@ def _reencoded(path: Path, seed: int) -> bytes:
     out = io.BytesIO()
     img.save(out, "PNG")
     return out.getvalue()
+
+
+# --- a server following the index --------------------------------------------------------------------------------
+
+
+def test_a_server_follows_commits_and_every_reply_is_from_one_commit(photos: Path, tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    import httpx
+    from fastapi.testclient import TestClient
+
+    from lookalike.server.app import create_app
+
+    idx = tmp_path / "idx"
+    Index.build(photos, idx, labels="folders")
+    names_at: dict[int, list[str]] = {}
+
+    def record() -> None:
+        store = Store.open(idx)
+        names_at[store.commit_id] = store.names()
+
+    record()
+    app = create_app(idx, follow=0.1)
+    first = TestClient(app).get("/api/health")
+    assert first.json()["commit"] == int(first.headers["x-lookalike-commit"]) == max(names_at)
+    folder = sorted(p for p in photos.iterdir() if p.is_dir())[0]
+    spare = tmp_path / "spare"
+    replies: list[tuple[int, dict]] = []
+    failures: list[str] = []
+    done = threading.Event()
+
+    def write() -> None:  # the writer: a folder leaves and comes back, twice, one commit each
+        try:
+            for _ in range(2):
+                for src, dst in ((folder, spare), (spare, folder)):
+                    shutil.move(str(src), dst)
+                    build.main(photos, idx)
+                    record()
+                    time.sleep(0.4)
+        finally:
+            done.set()
+
+    async def hammer(client: httpx.AsyncClient) -> None:
+        while not done.is_set():
+            r = await client.get("/api/search", params={"id": 0, "k": 50})
+            if r.status_code != 200:
+                failures.append(f"{r.status_code} {r.text}")
+            else:
+                replies.append((int(r.headers["x-lookalike-commit"]), r.json()))
+
+    async def clients() -> None:  # one event loop, as under uvicorn
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            await asyncio.gather(*(hammer(c) for _ in range(3)))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    asyncio.run(clients())
+    writer.join()
+    assert not failures, failures[:3]
+    served = {c for c, _ in replies}
+    assert len(served) >= 3, served  # followed commits without a restart
+    for commit, body in replies:
+        names = names_at[commit]
+        assert body["query"]["name"] == names[0]
+        assert len(body["matches"]) == len(names) - 1
+        assert all(names[m["id"]] == m["name"] for m in body["matches"])
+    health = TestClient(app).get("/api/health").json()
+    assert health["commit"] == max(names_at)
+    app.state.live.stop()

@@ -35,7 +35,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -57,6 +57,7 @@ from lookalike.images import IMAGE_EXTENSIONS, decode, load_image
 from lookalike.index import MODES, Index
 from lookalike.io import atomic_write, shown_json
 from lookalike.query import from_bytes, from_id
+from lookalike.server.live import Live, Snapshot, SnapshotProxy
 from lookalike.server.replies import (
     ClassifyReply,
     ClusterMetrics,
@@ -395,6 +396,7 @@ class Service:
         self._map_lock = threading.Lock()
         self._dups: tuple[float, dict[str, Any], bytes] | None = None
         self._dups_lock = threading.Lock()
+        self.commit = index.commit  # the committed state this snapshot serves (see server/live.py)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run CPU work in a worker thread, at most ``workers`` at once, so the event loop is never blocked."""
@@ -799,6 +801,7 @@ class Service:
             "modes": list(MODES),
             "max_k": MAX_K,
             "formats": sorted(IMAGE_EXTENSIONS),
+            "commit": self.commit,
         }
 
 
@@ -987,11 +990,13 @@ def create_app(
     thumb_cache: int = 2048,
     token: str | None = None,
     cors_origins: Sequence[str] = (),
+    follow: float | None = 0.5,
 ) -> FastAPI:
     """The FastAPI app over one index (opened and its model loaded here, once).
 
     ``token``: when given, every API call, the schema and the docs need it (see :class:`Guard`). ``cors_origins``:
     other origins whose pages may call the API from a browser; none by default, so only this server's page can.
+    ``follow``: seconds between checks for a new commit of the index (served without a restart); None: never.
     """
     if max_upload_mb <= 0:
         raise LookalikeError(f"--max-upload-mb must be positive, got {max_upload_mb}")
@@ -999,7 +1004,18 @@ def create_app(
         raise LookalikeError(f"--workers must be at least 1, got {workers}")
     token = check_token(token)
     index = index_dir if isinstance(index_dir, Index) else Index.open(index_dir)
-    svc = Service(index, workers=workers, thumb_cache=thumb_cache)
+    first = Service(index, workers=workers, thumb_cache=thumb_cache)
+
+    def successor(ix: Index, previous: Service) -> Service:  # the next commit's snapshot: same model, same limit
+        ix.share_model(previous.index)
+        new = Service(ix, workers=workers, thumb_cache=thumb_cache)
+        new.limiter = previous.limiter
+        return new
+
+    live = Live(first, index.folder, successor, interval=follow or 0.5)
+    if follow:
+        live.start()
+    svc = cast(Service, SnapshotProxy(live))  # each request's attributes come from the snapshot it started on
     max_bytes = int(max_upload_mb * 1024 * 1024)
     too_large = f"upload too large: the limit is {max_upload_mb:g} MB (server option --max-upload-mb)"
 
@@ -1012,6 +1028,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = svc
+    app.state.live = live
     app.state.token_required = token is not None
     app.add_middleware(BodyLimit, max_bytes=max_bytes + MULTIPART_SLACK, message=too_large)
     if cors_origins:
@@ -1021,6 +1038,7 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(Snapshot, live=live)  # one snapshot per request; X-Lookalike-Commit on every reply
     app.add_middleware(Guard, token=token)  # outermost: headers on every answer, the 401 before any work
 
     @app.exception_handler(StarletteHTTPException)

@@ -403,6 +403,10 @@ class HealthReply(Reply):
     modes: list[Mode] = described("The search modes.")
     max_k: int = described("The most matches one search returns.")
     formats: list[str] = described("File extensions the server reads, sorted (.jpg, .heic, .dng, ...).")
+    commit: int = described(
+        "The index commit this reply was served from (also the X-Lookalike-Commit header of every reply); it goes "
+        "up when the index is updated, and the server follows within a second."
+    )
 
 
 class ErrorBody(Reply):
