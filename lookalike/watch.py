@@ -203,7 +203,6 @@ class Watcher:
             force_polling=opts.poll,
             poll_delay_ms=int(opts.poll_interval * 1000),
             ignore_permission_denied=True,
-            raise_interrupt=False,
         ):
             if not self.root.is_dir():
                 return

@@ -279,3 +279,29 @@ def test_a_server_follows_commits_and_every_reply_is_from_one_commit(photos: Pat
     health = TestClient(app).get("/api/health").json()
     assert health["commit"] == max(names_at)
     app.state.live.stop()
+
+
+def test_the_watch_command_indexes_a_new_photo_and_stops_on_ctrl_c(photos: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    log = photos.parent / "watch.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lookalike.cli", "watch", str(photos), "--quiet-seconds", "0.3", "-q"],
+            stderr=out, stdout=out, env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+        try:
+            _wait(lambda: "indexed 24" in log.read_text(), timeout=120)
+            shutil.copy(next(photos.rglob("*.jpg")), photos / "copy.jpg")
+            _wait(lambda: "indexed 25" in log.read_text(), timeout=60)
+            time.sleep(0.2)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(30)
+    text = log.read_text()
+    assert "watching" in text and "1 added" in text and "stopped" in text, text
+    assert len(Index.open(photos / ".lookalike")) == 25

@@ -72,6 +72,7 @@ def print_report(report: Any, quiet: bool) -> None:
     err.print(
         f"[bold green]indexed[/] {r.total} image files in {r.seconds:.1f}s: {r.added} added, {r.updated} updated, "
         f"{r.unchanged} unchanged"
+        + (f" ({r.moved} moved or renamed, not embedded again)" if getattr(r, "moved", 0) else "")
         + (f", {r.resumed} resumed from an interrupted run" if r.resumed else "")
         + (f", [yellow]{len(r.skipped)} skipped[/]" if r.skipped else "")
         + f"; {r.removed} removed",

@@ -12,6 +12,7 @@ from lookalike.cli.common import (
     app,
     err,
 )
+from lookalike.cli.watch import PollOpt, make_watcher
 
 
 @app.command()
@@ -37,10 +38,21 @@ def serve(
     cors_origin: Annotated[
         list[str] | None, typer.Option(help="Allow browser pages from this origin to call the API (repeatable).")
     ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Also follow the index's photo folder and index what changes in it.")
+    ] = False,
+    poll: PollOpt = False,
 ) -> None:
-    """Serve the web page and JSON API (OpenAPI docs at /docs) over an index."""
+    """Serve the web page and JSON API (OpenAPI docs at /docs) over an index; it serves each new commit of the index
+    within a second (``lookalike index`` or ``watch`` in another process, or ``--watch`` here)."""
     from lookalike.server.app import serve as run_server
 
+    if watch:
+        from lookalike.store import Store
+
+        watcher = make_watcher(Store.open(index).root, index, 2.0, 30.0, poll, quiet=True)
+        watcher.start()
+        err.print(f"watching {watcher.root}")
     err.print(f"loading the index at {index} and its model …")
     run_server(
         index,

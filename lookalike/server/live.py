@@ -138,6 +138,10 @@ class SnapshotProxy:
         snapshot = _current.get()
         setattr(snapshot if snapshot is not None else self.live.current, name, value)
 
+    def __delattr__(self, name: str) -> None:
+        snapshot = _current.get()
+        delattr(snapshot if snapshot is not None else self.live.current, name)
+
 
 class Snapshot:
     """Pure ASGI middleware: the request runs on the snapshot current when it started, and its reply says which
