@@ -548,3 +548,33 @@ def test_login_view_with_a_token(browser, bare_index) -> None:  # noqa: ANN001
         check_view(page, "search")
         assert not watch.problems, watch.problems
         page.close()
+
+
+def test_the_page_says_when_the_collection_changed(browser, tmp_path: Path, sample_dir: Path) -> None:  # noqa: ANN001
+    """The server follows the index's commits; the open page says the collection changed, and searches use it."""
+    import shutil
+
+    from lookalike import Index, build
+
+    photos = tmp_path / "photos"
+    shutil.copytree(sample_dir, photos)
+    spare = tmp_path / "spare"
+    spare.mkdir()
+    first = sorted(p for p in photos.iterdir() if p.is_dir())[0]
+    for f in sorted(first.glob("*.jpg"))[:3]:
+        f.rename(spare / f.name)
+    index = Index.build(photos, tmp_path / "idx", labels="folders")
+    with serving(tmp_path / "idx") as url:
+        page, watch = new_page(browser, url, VIEWPORTS["desktop"])
+        page.goto(url + "/")
+        page.wait_for_function("() => document.getElementById('index-meta').textContent.includes('21 images')")
+        assert page.locator("#changed").is_hidden()
+        for f in spare.iterdir():
+            f.rename(first / f.name)
+        build.main(photos, index.folder)
+        page.wait_for_selector("#changed:not([hidden])", timeout=15000)
+        text = page.locator("#changed").inner_text()
+        assert "collection changed" in text and "3 photos added" in text and "24 images" in text, text
+        assert "24 images" in page.locator("#index-meta").inner_text()
+        assert not watch.problems, watch.problems
+        page.close()

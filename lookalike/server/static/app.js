@@ -403,6 +403,27 @@ async function start() {
     if (!state.locked) showError($("error"), e.message);
   }
   route();
+  setInterval(followCommits, 2000);
+}
+
+// --- a live collection: the server follows the index's commits; say when the collection changed ----------------
+
+async function followCommits() {
+  if (!state.health || state.locked || document.hidden) return;
+  let h;
+  try { h = await api("/api/health"); } catch (e) { return; }  // a restart or a network hiccup: try again later
+  if (h.commit === state.health.commit) return;
+  const before = state.health.images;
+  state.health = h;
+  const diff = h.images - before;
+  const what = diff > 0 ? `${diff.toLocaleString()} photos added` : diff < 0 ? `${(-diff).toLocaleString()} photos removed` : "photos changed";
+  $("index-meta").textContent = `${h.images.toLocaleString()} images · ${h.model}` +
+    (h.classes.length ? ` · ${h.classes.length} classes` : " · no labels");
+  $("changed").replaceChildren(
+    `The collection changed (${what}; now ${h.images.toLocaleString()} images, commit ${h.commit}). New searches use it; `,
+    el("a", { href: "#", text: "search again", onclick: (e) => { e.preventDefault(); $("changed").hidden = true; runSearch(); } }),
+  );
+  $("changed").hidden = false;
 }
 
 start();
