@@ -123,12 +123,19 @@ class SnapshotProxy:
     """Stands where the app's routes use their Service: every attribute comes from the snapshot the current request
     captured (outside a request, from the current one)."""
 
+    __slots__ = ("_live",)
+
     def __init__(self, live: Live[Any]) -> None:
         object.__setattr__(self, "_live", live)
 
     @property
     def live(self) -> Live[Any]:
         return object.__getattribute__(self, "_live")
+
+    @property
+    def __dict__(self) -> dict[str, Any]:  # type: ignore[override]  # the snapshot's (what monkeypatch restores)
+        snapshot = _current.get()
+        return (snapshot if snapshot is not None else self.live.current).__dict__
 
     def __getattr__(self, name: str) -> Any:
         snapshot = _current.get()
