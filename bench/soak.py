@@ -7,6 +7,8 @@ requests, errors, p50/p99 and the server's RSS at its end.
 
 Run: ``flock /tmp/lookalike-bench.lock .venv/bin/python -m bench.soak [--minutes 30] [--clients 8]`` (or, on a
 shared machine, without the lock and with ``--shared``: the section then says its latencies are inflated).
+``--writer`` serves a copy of the rooms folder instead, kept indexed by ``lookalike.watch`` while 20 photos leave
+and come back every ``--write-every`` seconds (issue 35: the server follows each commit without a restart).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import os
 import random
 import secrets
+import threading
 
 import httpx
 import numpy as np
@@ -36,13 +39,21 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=10)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument(
+        "--writer",
+        action="store_true",
+        help="serve a copy of the rooms folder that a watcher keeps indexed while 20 photos leave or come back "
+        "every --write-every seconds (issue 35)",
+    )
+    ap.add_argument("--write-every", type=float, default=10)
+    ap.add_argument(
         "--shared",
         action="store_true",
         help="run without the bench lock beside other work: the section says latencies are inflated",
     )
     args = ap.parse_args()
 
-    index = shared_index("rooms")
+    writer = Writer(args.write_every) if args.writer else None
+    index = writer.index if writer else shared_index("rooms")
     files = sorted(dataset("rooms").glob("*/*.jpg"))
     random.Random(0).shuffle(files)
     photos = [(p.name, p.read_bytes()) for p in files[: args.photos]]
@@ -55,6 +66,8 @@ def main() -> None:
     total_req = total_err = 0
     samples: list[str] = []
     try:
+        if writer:
+            writer.start()
         asyncio.run(load(url, photos, 2, args.warmup, proc.pid, auth))
         rss_start = rss_mb(proc.pid)
         windows = max(1, round(args.minutes * 60 / args.window))
@@ -75,6 +88,8 @@ def main() -> None:
         alive = httpx.get(f"http://127.0.0.1:{port}/api/health", headers=auth, timeout=5).status_code == 200
     finally:
         stop_server(proc)
+        if writer:
+            writer.stop()
     growth = (rss_end - rss_start) / rss_start * 100
     minutes = len(rows) * args.window / 60
     body = "\n".join(
@@ -96,6 +111,7 @@ def main() -> None:
             f"{refused}. Goal (0 errors, RSS growth under 5%): "
             + ("met." if total_err == 0 and growth < 5 else "NOT met."),
         ]
+        + (["", writer.note()] if writer else [])
         + (
             [
                 "",
@@ -117,6 +133,62 @@ def main() -> None:
         }
         write_section(NAME, body, settings)
     print(body)
+
+
+class Writer:
+    """``--writer``: a copy of the rooms folder, indexed, kept up to date by a watcher in this process while a thread
+    takes 20 photos out of it and puts them back every ``every`` seconds; the server follows each commit."""
+
+    def __init__(self, every: float) -> None:
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        from lookalike.index import Index
+
+        self.work = Path(tempfile.mkdtemp(prefix="lookalike-soak-"))
+        self.photos = self.work / "photos"
+        shutil.copytree(dataset("rooms"), self.photos)
+        self.index = Index.build(self.photos, labels="folders", progress=False)
+        self.every = every
+        self.moves = 0
+        self.updates: list[object] = []
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        from lookalike.watch import Watcher, WatchOptions
+
+        self.watcher = Watcher(self.photos, watch=WatchOptions(quiet=1), on_update=self.updates.append, progress=False)
+        self.watcher.start()
+        self.thread = threading.Thread(target=self._write, daemon=True)
+        self.thread.start()
+
+    def _write(self) -> None:
+        holding = self.work / "holding"
+        holding.mkdir()
+        chosen = sorted(self.photos.glob("*/*.jpg"))[::150][:20]
+        out = True
+        while not self._stop.wait(self.every):
+            for f in chosen:
+                src, dst = (f, holding / f.name) if out else (holding / f.name, f)
+                src.rename(dst)
+            out = not out
+            self.moves += 1
+
+    def stop(self) -> None:
+        import shutil
+
+        self._stop.set()
+        self.thread.join()
+        self.watcher.stop.set()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def note(self) -> str:
+        return (
+            f"With a writer: the server followed a copy of the rooms folder that lost or got back 20 photos every "
+            f"{self.every:g} s ({self.moves} times); the watcher committed {len(self.updates)} updates during the "
+            "run, each served within a second without a restart."
+        )
 
 
 if __name__ == "__main__":
