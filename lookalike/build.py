@@ -285,10 +285,22 @@ def plan(store: Store, found: Discovery) -> Planned:
         rec_stat,
         {n: (s.get("size"), s.get("mtime_ns")) for n, s in skipped_before.items()},
     )
+    if found.unreadable:  # rows below a folder that could not be listed stay: the files may well be there
+        hidden = set(unseen_rows(decided.removed, found.unreadable, root))
+        decided.removed = [n for n in decided.removed if n not in hidden]
+        decided.keep += sorted(hidden)
     # entries that are no regular files are found again (and not opened) on every run: no size or mtime to keep
     skipped = [skipped_before[n] for n in decided.skip_again]
     skipped += [{"path": rel_name(p, root), "reason": why} for p, why in found.skipped]
     return Planned(decided, on_disk, old, old_rows, recovered, rec_rows, skipped)
+
+
+def unseen_rows(removed: Sequence[str], unreadable: Sequence[Path], root: Path) -> list[str]:
+    """The names of ``removed`` that lie below a folder discovery could not list (``root`` itself: all of them)."""
+    if any(f == root for f in unreadable):
+        return list(removed)
+    prefixes = tuple(rel_name(f, root) + "/" for f in unreadable if root in f.parents)
+    return [n for n in removed if prefixes and n.startswith(prefixes)]
 
 
 def start_report(found: Discovery, planned: Planned, root: Path, calibration: str | None) -> BuildReport:

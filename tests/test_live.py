@@ -305,3 +305,27 @@ def test_the_watch_command_indexes_a_new_photo_and_stops_on_ctrl_c(photos: Path)
     text = log.read_text()
     assert "watching" in text and "1 added" in text and "stopped" in text, text
     assert len(Index.open(photos / ".lookalike")) == 25
+
+
+def test_rows_below_a_folder_that_cannot_be_read_are_kept(photos: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """Permission denied on a subfolder (root reads everything, so the walk's error is simulated): its indexed photos
+    stay in the index, and the folder is reported as left out, with why."""
+    import os
+
+    idx = tmp_path / "idx"
+    Index.build(photos, idx, labels="folders")
+    folder = sorted(p for p in photos.iterdir() if p.is_dir())[0]
+    real_walk = os.walk
+
+    def walk(top, **kw):  # noqa: ANN001, ANN202
+        for dirpath, dirnames, filenames in real_walk(top, **kw):
+            if folder.name in dirnames:
+                dirnames.remove(folder.name)
+                kw["onerror"](PermissionError(13, "Permission denied", str(folder)))
+            yield dirpath, dirnames, filenames
+
+    monkeypatch.setattr("lookalike.images.files.os.walk", walk)
+    built = build.main(photos, idx)
+    assert len(built.store) == 24 and built.report.removed == 0
+    assert any("Permission denied" in why for _, why in built.report.left_out)
+    assert build.unseen_rows(["a/x.jpg", "b/y.jpg"], [photos], photos) == ["a/x.jpg", "b/y.jpg"]

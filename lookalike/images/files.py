@@ -100,6 +100,7 @@ class Discovery:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)
     left_out: list[tuple[Path, str]] = field(default_factory=list)
+    unreadable: list[Path] = field(default_factory=list)  # folders that could not be listed (also in left_out)
 
     @property
     def seen(self) -> int:
@@ -129,7 +130,13 @@ def discover(root: str | os.PathLike[str], *, exclude: Sequence[str | os.PathLik
             found.stats[root] = (st.st_size, st.st_mtime_ns)
         return found
     skip = {Path(p).resolve() for p in exclude}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+
+    def cannot_list(exc: OSError) -> None:  # e.g. permission denied: what was indexed below it is not gone
+        folder = Path(exc.filename)
+        found.unreadable.append(folder)
+        found.left_out.append((folder, f"cannot be read ({exc.strerror or exc})"))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=cannot_list):
         here = Path(dirpath)
         keep = []
         for d in sorted(dirnames):
