@@ -187,7 +187,7 @@ class Writer:
         return (
             f"With a writer: the server followed a copy of the rooms folder that lost or got back 20 photos every "
             f"{self.every:g} s ({self.moves} times); the watcher committed {len(self.updates)} updates during the "
-            "run, each served within a second without a restart."
+            "run, which the server followed without a restart."
         )
 
 

@@ -157,6 +157,7 @@ def concurrency(idx: Path, photos: Path, watcher: Watcher, names_at: dict, args:
         thread.join()
     finally:
         stop_server(proc)
+    args.moving = len(moving)
     return [idle, busy]
 
 
@@ -241,7 +242,7 @@ def main() -> None:  # noqa: PLR0915 - one run, step by step
         "(inotify, 2 s quiet time, 60 s longest burst):", "",
         markdown_table(["step", "result", "rate", ""], rows), "",
         f"`lookalike serve --workers 2` (own process, following the index) with {args.clients} clients searching by "
-        f"id (k=10) for {args.concurrency} s with the index idle, then as long while a writer moved 100 photos out "
+        f"id (k=10) for {args.concurrency} s with the index idle, then as long while a writer moved {args.moving} photos out "
         f"of the folder and back every {args.write_every} s (the watcher committing each); every reply checked "
         "against the table of the commit it names:", "",
         markdown_table(["load", "requests", "errors", "replies mixing two states", "commits served", "p50 ms",
