@@ -25,7 +25,6 @@ from typing import Any, Generic, TypeVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lookalike.errors import LookalikeError
 from lookalike.index import Index
 from lookalike.store import META_FILE
 
@@ -77,7 +76,7 @@ class Live(Generic[S]):
                 self._stamp = stamp  # the same commit, its header rewritten with nothing new for readers
                 return False
             new = self.make(index, old)
-        except (LookalikeError, OSError) as exc:  # a broken or half-rebuilt index: keep serving the last good one
+        except Exception as exc:  # noqa: BLE001 - a broken or half-rebuilt index: keep serving the last good one
             message = (
                 f"could not open the index's new state ({exc}); still serving commit {getattr(old, 'commit', '?')}"
             )
