@@ -161,6 +161,35 @@ def concurrency(idx: Path, photos: Path, watcher: Watcher, names_at: dict, args:
     return [idle, busy]
 
 
+def describe(args, n_base, n_burst, n_move, idle_s, index_rate, searchable, watch_rate, burst, moved, still,  # noqa: ANN001, ANN201, PLR0913
+             idle_cpu, idle, busy):  # fmt: skip
+    """The section's text."""
+    rows = [
+        ["plain `Index.build`", f"{n_base:,} photos", f"{index_rate:.1f} photos/s", ""],
+        [f"burst of {n_burst:,} copied in", f"searchable {searchable:.1f} s after the last file landed",
+         f"{watch_rate:.1f} photos/s ({watch_rate / index_rate:.0%} of plain)", f"{len(burst)} update(s)"],
+        [f"{n_move} moved to another subfolder", f"{sum(r.embedded for r in moved)} re-embedded",
+         f"{sum(r.moved for r in moved)} kept by content hash", f"{len(moved)} update(s)"],
+        [f"{n_move} deleted", f"{len(still)} still in the index", "", ""],
+        [f"idle {idle_s} s", f"watcher CPU {idle_cpu:.2f}% of one core", "", ""],
+    ]  # fmt: skip
+    conc = [[label, r["requests"], r["errors"], r["mixed"], r["commits"], f"{r['p50']:.0f}", f"{r['p99']:.0f}"]
+            for label, r in (("index idle", idle), ("during updates", busy))]  # fmt: skip
+    body = "\n".join([
+        f"## Watching a folder (`{NAME}`)", "",
+        f"A {n_base:,}-photo folder (rooms, products, flowers, mirrored rooms) followed by `lookalike.watch.Watcher` "
+        "(inotify, 2 s quiet time, 60 s longest burst):", "",
+        markdown_table(["step", "result", "rate", ""], rows), "",
+        f"`lookalike serve --workers 2` (own process, following the index) with {args.clients} clients searching by "
+        f"id (k=10) for {args.concurrency} s with the index idle, then as long while a writer moved {args.moving} photos out "
+        f"of the folder and back every {args.write_every} s (the watcher committing each); every reply checked "
+        "against the table of the commit it names:", "",
+        markdown_table(["load", "requests", "errors", "replies mixing two states", "commits served", "p50 ms",
+                        "p99 ms"], conc),
+    ])  # fmt: skip
+    return body
+
+
 def main() -> None:  # noqa: PLR0915 - one run, step by step
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="300 photos, bursts of 60, 30 s windows: checks it works")
@@ -225,29 +254,8 @@ def main() -> None:  # noqa: PLR0915 - one run, step by step
         meta = Store.open(idx).meta
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    rows = [
-        ["plain `Index.build`", f"{n_base:,} photos", f"{index_rate:.1f} photos/s", ""],
-        [f"burst of {n_burst:,} copied in", f"searchable {searchable:.1f} s after the last file landed",
-         f"{watch_rate:.1f} photos/s ({watch_rate / index_rate:.0%} of plain)", f"{len(burst)} update(s)"],
-        [f"{n_move} moved to another subfolder", f"{sum(r.embedded for r in moved)} re-embedded",
-         f"{sum(r.moved for r in moved)} kept by content hash", f"{len(moved)} update(s)"],
-        [f"{n_move} deleted", f"{len(still)} still in the index", "", ""],
-        [f"idle {idle_s} s", f"watcher CPU {idle_cpu:.2f}% of one core", "", ""],
-    ]  # fmt: skip
-    conc = [[label, r["requests"], r["errors"], r["mixed"], r["commits"], f"{r['p50']:.0f}", f"{r['p99']:.0f}"]
-            for label, r in (("index idle", idle), ("during updates", busy))]  # fmt: skip
-    body = "\n".join([
-        f"## Watching a folder (`{NAME}`)", "",
-        f"A {n_base:,}-photo folder (rooms, products, flowers, mirrored rooms) followed by `lookalike.watch.Watcher` "
-        "(inotify, 2 s quiet time, 60 s longest burst):", "",
-        markdown_table(["step", "result", "rate", ""], rows), "",
-        f"`lookalike serve --workers 2` (own process, following the index) with {args.clients} clients searching by "
-        f"id (k=10) for {args.concurrency} s with the index idle, then as long while a writer moved {args.moving} photos out "
-        f"of the folder and back every {args.write_every} s (the watcher committing each); every reply checked "
-        "against the table of the commit it names:", "",
-        markdown_table(["load", "requests", "errors", "replies mixing two states", "commits served", "p50 ms",
-                        "p99 ms"], conc),
-    ])  # fmt: skip
+    body = describe(args, n_base, n_burst, n_move, idle_s,
+                    index_rate, searchable, watch_rate, burst, moved, still, idle_cpu, idle, busy)  # fmt: skip
     print(body)
     if not args.no_write:
         settings = {**index_settings(meta), "photos": n_base, "burst": n_burst, "clients": args.clients,
