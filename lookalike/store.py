@@ -255,7 +255,9 @@ def with_labels(table: pa.Table, rule: str) -> pa.Table:
     return table.set_column(table.schema.get_field_index("label"), "label", labels)
 
 
-OPEN_TRIES = 100
+MIXED_WAIT = 5.0
+"""Seconds a reader waits for a header to match its table: a writer writes the two a few milliseconds apart; a
+mismatch that lasts was left by a writer killed between them."""
 COMMIT_KEY = b"lookalike.commit"
 
 
@@ -325,15 +327,15 @@ class Store:
         if not meta_path.is_file():
             hint = f" (found {path / INDEX_DIRNAME})" if (path / INDEX_DIRNAME / META_FILE).is_file() else ""
             raise IndexMissingError(f"no lookalike index at {path}{hint}; build one with `lookalike index PHOTOS_DIR`")
-        for _ in range(OPEN_TRIES):
+        deadline = time.monotonic() + MIXED_WAIT
+        while True:
             meta = read_meta(path)
             table = _read_table(path, meta)
             stamp = table_commit(table)
-            if stamp is None or stamp == meta.get("commit"):
-                break
+            if stamp is None or stamp == meta.get("commit") or time.monotonic() > deadline:
+                break  # one commit (or, past the deadline, a writer killed between its table and its header:
+                # the next commit makes them one again; until then the table is read with the header there is)
             time.sleep(0.02)  # a writer is between its table and its header: read both again
-        else:
-            raise LookalikeError(f"{path} kept changing while it was opened; try again")
         table = upgrade(table)
         dim = int(meta["dim"])
         width = getattr(table.schema.field("vector").type, "list_size", dim)
