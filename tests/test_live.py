@@ -91,7 +91,7 @@ def _watcher(photos: Path, idx: Path, **kw: object):  # noqa: ANN202
     return w, reports, said
 
 
-def _wait(cond, timeout: float = 30) -> None:  # noqa: ANN001
+def _wait(cond, timeout: float = 120) -> None:  # noqa: ANN001
     import time
 
     end = time.monotonic() + timeout
@@ -295,9 +295,9 @@ def test_the_watch_command_indexes_a_new_photo_and_stops_on_ctrl_c(photos: Path)
             stderr=out, stdout=out, env={**os.environ, "COLUMNS": "200"},
         )  # fmt: skip
         try:
-            _wait(lambda: "indexed 24" in log.read_text(), timeout=120)
+            _wait(lambda: "indexed 24" in log.read_text(), timeout=300)
             shutil.copy(next(photos.rglob("*.jpg")), photos / "copy.jpg")
-            _wait(lambda: "indexed 25" in log.read_text(), timeout=60)
+            _wait(lambda: "indexed 25" in log.read_text(), timeout=120)
             time.sleep(0.2)
         finally:
             proc.send_signal(signal.SIGINT)
