@@ -247,7 +247,8 @@ def test_a_server_follows_commits_and_every_reply_is_from_one_commit(photos: Pat
                     shutil.move(str(src), dst)
                     build.main(photos, idx)
                     record()
-                    time.sleep(0.4)
+                    _wait(lambda: app.state.live.current.commit == max(names_at))  # served before the next
+                    time.sleep(0.3)
         finally:
             done.set()
 
