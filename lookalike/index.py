@@ -202,13 +202,10 @@ class Index:
         return self.store.created
 
     @property
-    def commit(self) -> int:
-        """The commit this index was opened at (the header's generation; one more on every update)."""
+    def commit(self) -> int:  # the header's generation when opened: one more on every update
         return self.store.commit_id
 
-    def share_model(self, other: Index) -> None:
-        """Use ``other``'s loaded describer when both are the same build of one recipe (a newer commit of the same
-        index): a server following an index does not load the model again for each commit."""
+    def share_model(self, other: Index) -> None:  # a newer commit of one build and recipe: its model, loaded once
         if other.created == self.created and other.recipe() == self.recipe() and other._describer is not None:
             self._describer = other._describer
 
@@ -478,8 +475,7 @@ class Index:
         return extract(image, cache.conf)
 
     def rerank(self, query: Features, matches: list[Match], verify: MatchConf | None = None) -> list[Match]:
-        """``matches`` re-ordered by geometric verification against ``query`` (see
-        :func:`lookalike.verify.rerank.rerank`)."""
+        """``matches`` re-ordered by geometric verification against ``query`` (:func:`lookalike.verify.rerank.rerank`)."""
         return reranking.rerank(query, matches, self.features, verify)
 
     def orientation_vectors(self, *, progress: bool = False, notes: list[str] | None = None) -> np.ndarray:

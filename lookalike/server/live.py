@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lookalike.index import Index
-from lookalike.store import META_FILE
+from lookalike.store import ANN_FILE, META_FILE
 
 log = logging.getLogger("lookalike.server")
 
@@ -36,13 +36,17 @@ S = TypeVar("S")
 _current: contextvars.ContextVar[Any] = contextvars.ContextVar("lookalike_snapshot", default=None)
 
 
-def header_stamp(folder: Path) -> tuple[int, int, int] | None:
-    """What changes when the header is replaced (inode, mtime, size): compared every check, cheaply."""
+def file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is replaced (inode, mtime, size): compared every check, cheaply."""
     try:
-        st = os.stat(folder / META_FILE)
+        st = os.stat(path)
     except OSError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def header_stamp(folder: Path) -> tuple[int, int, int] | None:
+    return file_stamp(folder / META_FILE)
 
 
 class Live(Generic[S]):
@@ -59,6 +63,7 @@ class Live(Generic[S]):
         self.swaps = 0
         self.changed_at: float | None = None
         self._stamp = header_stamp(self.folder)
+        self._key = (getattr(first, "commit", None), file_stamp(self.folder / ANN_FILE))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed: str | None = None
@@ -71,9 +76,9 @@ class Live(Generic[S]):
         old = self.current
         try:
             index = Index.open(self.folder, runtime=getattr(getattr(old, "index", None), "runtime", "auto"))
-            was = getattr(old, "index", None)
-            if was is not None and (index.commit, index.store.ann) == (was.commit, was.store.ann):
-                self._stamp = stamp  # the same commit, its header rewritten with nothing new for readers
+            key = (index.commit, file_stamp(self.folder / ANN_FILE))
+            if key == self._key:
+                self._stamp = stamp  # the same commit and ANN file, its header rewritten with nothing new for readers
                 return False
             new = self.make(index, old)
         except Exception as exc:  # noqa: BLE001 - a broken or half-rebuilt index: keep serving the last good one
@@ -84,7 +89,7 @@ class Live(Generic[S]):
                 log.warning(message)
                 self._failed = message
             return False
-        self._stamp, self._failed = stamp, None
+        self._stamp, self._key, self._failed = stamp, key, None
         self.current = new  # one assignment: requests that started before keep the old snapshot
         self.swaps += 1
         self.changed_at = time.time()
