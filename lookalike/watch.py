@@ -191,7 +191,7 @@ class Watcher:
         """Bursts of changed paths, until ``stop`` is set or the folder goes away."""
         import watchfiles
 
-        opts = self.options
+        opts, first = self.options, True
         for batch in watchfiles.watch(
             self.root,
             watch_filter=lambda _change, path: self.wanted(path),
@@ -206,12 +206,13 @@ class Watcher:
         ):
             if not self.root.is_dir():
                 return
-            if batch:
+            if batch or first:  # the first (maybe empty) batch: watching has begun, so update for what came before
+                first = False
                 yield {Path(p) for _, p in batch}
 
     def run(self) -> None:
-        """Update now, then after every burst of changes, until :attr:`stop` is set."""
-        self.safe_update()
+        """Update once watching has begun (nothing that lands meanwhile is missed), then after every burst of
+        changes, until :attr:`stop` is set."""
         while not self.stop.is_set():
             try:
                 for changed in self.changes():
@@ -231,7 +232,6 @@ class Watcher:
                 if self.stop.is_set():
                     break
                 self.say(f"{self.root} is back: updating")
-            self.safe_update()  # whatever changed while nothing watched
 
     def start(self) -> threading.Thread:
         """:meth:`run` in a daemon thread (``serve --watch``, tests); set :attr:`stop` to end it."""
