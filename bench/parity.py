@@ -33,10 +33,15 @@ def _photos(n: int) -> list[Path]:
     return files[::step][:n]
 
 
-def worker(out: Path, images: int, folder: Path) -> None:
-    """One checkout's figures (runs under its own PYTHONPATH)."""
+def worker(out: Path, images: int, folder: Path, code: Path) -> None:
+    """One checkout's figures, with ``code``'s lookalike first on the path (checked)."""
     import faiss
 
+    sys.path.insert(0, str(code))
+    import lookalike
+
+    if not Path(lookalike.__file__).resolve().is_relative_to(code.resolve()):
+        raise SystemExit(f"lookalike came from {lookalike.__file__}, not {code}")
     from lookalike import Index
     from lookalike.evaluate import cross_validate
 
@@ -121,9 +126,8 @@ def _run(code: Path, images: int, work: Path, tag: str) -> dict:
     out = work / f"{tag}.json"
     folder = work / tag
     folder.mkdir(exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": f"{code}{os.pathsep}{ROOT}"}
     cmd = [sys.executable, "-m", "bench.parity", "--worker", str(out), "--images", str(images), "--folder", str(folder)]
-    subprocess.run(cmd, check=True, env=env, cwd=ROOT)
+    subprocess.run([*cmd, "--code", str(code)], check=True, cwd=ROOT)
     data = json.loads(out.read_text())
     data["vectors"] = np.load(out.with_suffix(".npy"))
     for p in folder.glob("idx*"):
@@ -138,9 +142,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--code", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        worker(args.worker, args.images, args.folder)
+        worker(args.worker, args.images, args.folder, args.code)
         return
     old_rev = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=args.old, text=True).strip()
     runs: dict[str, list[dict]] = {"old": [], "new": []}

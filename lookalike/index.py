@@ -28,7 +28,7 @@ from lookalike.build import BuildReport, describer_of
 from lookalike.config import IndexConfig, RunOptions
 from lookalike.embed import Describer
 from lookalike.errors import ConfigError, ImageError, LookalikeError
-from lookalike.filters import FilterColumns, SearchFilter
+from lookalike.filters import SCORE_DECIMALS, FilterColumns, SearchFilter
 from lookalike.images import decode, read_file
 from lookalike.query import PreparedQuery, Query
 from lookalike.search import VectorSearch, open_searcher, vectors_fingerprint
@@ -400,7 +400,8 @@ class Index:
             scores, ids = self.searcher.search(vectors[qi : qi + 1], depth, allowed=allowed, exclude=[exclude[qi]])
             found = ids[0] >= 0
             if where is not None and where.min_score is not None:
-                keep = found & (scores[0] >= where.min_score)
+                reported = np.array([round(float(s), SCORE_DECIMALS) for s in scores[0]])  # as results show them
+                keep = found & (reported >= where.min_score)
                 if found.any() and not keep.any():
                     note = (
                         f"no match scores at least {where.min_score:g} (the best scores {scores[0][found].max():.3f})"

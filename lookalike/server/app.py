@@ -52,7 +52,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lookalike.errors import ConfigError, ImageError, LookalikeError
-from lookalike.filters import SearchFilter
+from lookalike.filters import SCORE_DECIMALS, SearchFilter
 from lookalike.images import IMAGE_EXTENSIONS, decode, load_image
 from lookalike.index import MODES, Index
 from lookalike.io import atomic_write, shown_json
@@ -491,7 +491,12 @@ class Service:
             "filter": result.filter,
             "note": result.note,
             "matches": [
-                {**self.describe_id(m.id), "rank": m.rank, "score": round(m.score, 6), "inliers": m.inliers}
+                {
+                    **self.describe_id(m.id),
+                    "rank": m.rank,
+                    "score": round(m.score, SCORE_DECIMALS),
+                    "inliers": m.inliers,
+                }
                 for m in result.matches
             ],
             "prediction": self.predict(vec, exclude, quiet=True),
