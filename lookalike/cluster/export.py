@@ -86,6 +86,20 @@ def _place(src: Path, dst: Path, mode: str) -> None:
         shutil.copy2(src, dst)
 
 
+def _wanted_files(data: dict[str, Any], root: Path) -> tuple[dict[str, Path], list[str]]:
+    """Where each clustered photo goes in the export (its source), and the ones no longer on disk."""
+    wanted: dict[str, Path] = {}
+    for c in data["clusters"]:
+        for name in c["paths"]:
+            wanted[f"cluster_{c['id']:04d}/{name}"] = root / name
+    for name in data["noise"]:
+        wanted[f"noise/{name}"] = root / name
+    missing = [rel for rel, src in wanted.items() if not src.is_file()]
+    for rel in missing:
+        del wanted[rel]
+    return wanted, missing
+
+
 def export_clusters(
     result: ClusterResult | dict[str, Any],
     root: str | os.PathLike[str],
@@ -121,15 +135,7 @@ def export_clusters(
         previous = set(json.loads(marker.read_text()).get("files", [])) if marker.is_file() else set()
     except (OSError, ValueError):
         previous = set()
-    wanted: dict[str, Path] = {}
-    for c in data["clusters"]:
-        for name in c["paths"]:
-            wanted[f"cluster_{c['id']:04d}/{name}"] = root / name
-    for name in data["noise"]:
-        wanted[f"noise/{name}"] = root / name
-    missing = [rel for rel, src in wanted.items() if not src.is_file()]
-    for rel in missing:
-        del wanted[rel]
+    wanted, missing = _wanted_files(data, root)
     # The marker goes first, naming every file this export may leave: killed half-way, the folder is still ours and
     # the same command resumes it (with the marker last, a kill made the folder "somebody else's" forever).
     out.mkdir(parents=True, exist_ok=True)
