@@ -271,6 +271,73 @@ def epoch_order(labels: np.ndarray, m: int, batch: int, seed: int) -> np.ndarray
         pml_common.NUMPY_RANDOM = saved
 
 
+def _train_epoch(
+    embedder: Any, loss_fn: Any, miner: Any, opt: Any, inputs: _Inputs, order: np.ndarray, batch: int, y: Any, rng: Any
+) -> list[float]:
+    """One epoch's steps over ``order`` (positions into the training rows, ``y`` their labels); the losses."""
+    embedder.eval()  # BatchNorm of the backbone stays frozen; only the head's layers train
+    embedder.head.train()
+    losses = []
+    for s in range(0, len(order) - batch + 1, batch):
+        pos = order[s : s + batch]
+        emb, yb = inputs.batch(pos, rng), y[pos]
+        loss = loss_fn(emb, yb, miner(emb, yb)) if miner is not None else loss_fn(emb, yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def _resume(
+    state: dict[str, Any] | None, embedder: Any, loss_fn: Any, opt: Any
+) -> tuple[list[dict[str, float]], dict[str, Any], int]:
+    """History, best epoch and first epoch to run: from a checkpoint's ``state`` (loaded into the model, loss and
+    optimiser), else a fresh start."""
+    if state is None:
+        return [], {"epoch": 0, "score": -1.0, "state": None}, 1
+    embedder.load_state_dict(state["model"])
+    loss_fn.load_state_dict(state["loss"])
+    opt.load_state_dict(state["opt"])
+    return state["history"], state["best"], state["epoch"] + 1
+
+
+def _epoch_row(
+    epoch: int, losses: list[float], lr: float, metrics: dict[str, float], started: float
+) -> dict[str, float]:
+    """One row of the run's history."""
+    loss = float(np.mean(losses)) if losses else 0.0
+    return {"epoch": epoch, "loss": loss, "lr": lr, **metrics, "seconds": time.perf_counter() - started}
+
+
+def _kept_best(best: dict[str, Any], epoch: int, metrics: dict[str, float], embedder: Any) -> dict[str, Any]:
+    """The best epoch so far (by validation mAP@R + precision@1), with a copy of its weights."""
+    score = metrics["map_at_r"] + metrics["precision_at_1"]
+    if score <= best["score"]:
+        return best
+    return {"epoch": epoch, "score": score, "state": {k: v.clone() for k, v in embedder.state_dict().items()}}
+
+
+def _save_checkpoint(
+    out: Path, o: TrainOptions, d: TrainingData, epoch: int, embedder: Any, loss_fn: Any, opt: Any,
+    history: list[dict[str, float]], best: dict[str, Any],
+) -> None:  # fmt: skip
+    """The run's state after ``epoch`` (what a resumed run starts from), written atomically."""
+    import torch
+
+    state = {
+        "epoch": epoch,
+        "model": embedder.state_dict(),
+        "loss": loss_fn.state_dict(),
+        "opt": opt.state_dict(),
+        "history": history,
+        "best": best,
+        "options": o.run_identity(),
+        "data": d.hash,
+    }
+    atomic_write(out / RUN_DIR / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+
+
 def fit(
     o: TrainOptions,
     d: TrainingData,
@@ -292,14 +359,8 @@ def fit(
     loss_fn, miner = make_loss(o, len(d.classes))
     start = len(embedder.net._blocks) - o.unfreeze
     opt = _trainable(embedder, loss_fn, o, start)
-    history: list[dict[str, float]] = []
-    best: dict[str, Any] = {"epoch": 0, "score": -1.0, "state": None}
-    first_epoch = 1
+    history, best, first_epoch = _resume(state, embedder, loss_fn, opt)
     if state is not None:
-        embedder.load_state_dict(state["model"])
-        loss_fn.load_state_dict(state["loss"])
-        opt.load_state_dict(state["opt"])
-        history, best, first_epoch = state["history"], state["best"], state["epoch"] + 1
         say(f"resuming {out} after epoch {state['epoch']}")
 
     tr, va, labels = d.train, d.val, d.labels
@@ -322,46 +383,14 @@ def fit(
             for g in opt.param_groups:
                 g["lr"] = o.lr * g["lr_mult"] * lr_factor(o.schedule, epoch, o.epochs)
             torch.manual_seed(o.seed * 1000 + epoch)
-            embedder.eval()  # BatchNorm of the backbone stays frozen; only the head's layers train
-            embedder.head.train()
             order = epoch_order(labels[tr], PER_CLASS, batch, o.seed * 1000 + epoch)
-            losses = []
-            for s in range(0, len(order) - batch + 1, batch):
-                pos = order[s : s + batch]
-                emb, yb = inputs.batch(pos, rng), y[tr[pos]]
-                loss = loss_fn(emb, yb, miner(emb, yb)) if miner is not None else loss_fn(emb, yb)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
+            losses = _train_epoch(embedder, loss_fn, miner, opt, inputs, order, batch, y[tr], rng)
             emb_all = inputs.embed_all()
             metrics = validation_metrics(emb_all[va], labels[va], emb_all[tr], labels[tr])
-            row = {
-                "epoch": epoch,
-                "loss": float(np.mean(losses)) if losses else 0.0,
-                "lr": opt.param_groups[0]["lr"],
-                **metrics,
-                "seconds": time.perf_counter() - t0,
-            }
+            row = _epoch_row(epoch, losses, opt.param_groups[0]["lr"], metrics, t0)
             history.append(row)
-            score = metrics["map_at_r"] + metrics["precision_at_1"]
-            if score > best["score"]:
-                best = {
-                    "epoch": epoch,
-                    "score": score,
-                    "state": {k: v.clone() for k, v in embedder.state_dict().items()},
-                }
-            checkpoint_state = {
-                "epoch": epoch,
-                "model": embedder.state_dict(),
-                "loss": loss_fn.state_dict(),
-                "opt": opt.state_dict(),
-                "history": history,
-                "best": best,
-                "options": o.run_identity(),
-                "data": d.hash,
-            }
-            atomic_write(out / RUN_DIR / CHECKPOINT, lambda tmp, st=checkpoint_state: torch.save(st, tmp))
+            best = _kept_best(best, epoch, metrics, embedder)
+            _save_checkpoint(out, o, d, epoch, embedder, loss_fn, opt, history, best)
             say(
                 f"epoch {epoch}/{o.epochs}: loss {row['loss']:.4f}, val precision@1 {metrics['precision_at_1']:.3f}, "
                 f"mAP@R {metrics['map_at_r']:.3f} ({row['seconds']:.1f}s)" + (" *" if best["epoch"] == epoch else "")
