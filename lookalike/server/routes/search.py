@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,9 +33,9 @@ RERANK_HELP = (
 RerankField = Annotated[int, Form(ge=0, le=MAX_RERANK, description=RERANK_HELP)]
 
 
-def filter_params(kind: type[Form] | type[Query]) -> Any:  # type: ignore[valid-type]
+def filter_params(kind: Callable[..., Any]) -> Callable[..., SearchFilter]:
     """A dependency taking the search filter's fields (:data:`lookalike.filters.FILTER_FIELDS`) as form fields or
-    query parameters, read by :meth:`SearchFilter.from_text` (their written forms, then the parser): one
+    query parameters (``kind``: ``fastapi.Form`` or ``fastapi.Query``), read by :meth:`SearchFilter.from_text` (their written forms, then the parser): one
     declaration for the CLI, the form and the query, and one grammar."""
 
     def where(**values: str | None) -> SearchFilter:
