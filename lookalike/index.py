@@ -33,7 +33,7 @@ from lookalike.images import decode, read_file
 from lookalike.query import PreparedQuery, Query
 from lookalike.search import VectorSearch, open_searcher, vectors_fingerprint
 from lookalike.store import INDEX_DIRNAME, Store
-from lookalike.verify import FeatureCache, FeatureConf, Features, MatchConf, VerifiedPair, extract
+from lookalike.verify import FeatureCache, FeatureConf, FeatureEngine, Features, MatchConf, VerifiedPair, extract
 from lookalike.verify import rerank as reranking
 from lookalike.verify.rerank import RERANK_KEYPOINTS
 from lookalike.view import IndexInfo
@@ -219,8 +219,11 @@ class Index:
     def metadata(self) -> pa.Table:
         return self.store.metadata()
 
-    def feature_cache(self, conf: FeatureConf | None = None) -> FeatureCache:
-        """The local features of the indexed images with ``conf`` (None: the stored or default settings)."""
+    def feature_cache(self, conf: FeatureConf | None = None, engine: FeatureEngine | None = None) -> FeatureCache:
+        """The local features of the indexed images with ``conf`` (None: the stored or default settings), computed
+        and verified on ``engine`` (None: this machine's threads; see ``lookalike.distributed.RayFeatureEngine``)."""
+        if engine is not None:
+            return FeatureCache(self.store, conf, engine=engine)
         return self.features if conf is None else FeatureCache(self.store, conf)
 
     # --- the writes the dedupe actions make (lookalike.view.IndexWriter) ----------------------------------------
@@ -433,8 +436,10 @@ class Index:
         resolution: int | None = None,
         workers: int | None = None,
         progress: bool = False,
+        engine: FeatureEngine | None = None,
     ) -> FeatureCache:
-        """Compute and cache the local features of every indexed image that has none yet.
+        """Compute and cache the local features of every indexed image that has none yet (on ``engine``, else on
+        this machine's threads: the same files either way).
 
         Settings left out follow the features already stored (else the defaults); changing one recomputes all."""
         stored = self.features.conf
@@ -445,7 +450,11 @@ class Index:
         cache = self.features if conf == stored else FeatureCache(self.store, conf)
         if cache is not self.features:
             self._views[("features", id(self.store.table))] = cache
-        cache.ensure(workers=workers, progress=progress)
+        cache.engine = engine
+        try:
+            cache.ensure(workers=workers, progress=progress)
+        finally:
+            cache.engine = None
         cache.prune()
         cache.pack(RERANK_KEYPOINTS)  # re-ranking's memory-mapped store, refreshed when much has changed
         return cache
@@ -497,12 +506,14 @@ class Index:
         workers: int | None = None,
         progress: bool = False,
         notes: list[str] | None = None,
+        engine: FeatureEngine | None = None,
     ) -> list[VerifiedPair]:
         """hloc-style retrieval pairs, one type either way (:class:`~lookalike.verify.VerifiedPair`, which unpacks as
         ``name_a, name_b, score``); with ``verify``, every candidate pair verified geometrically."""
         return reranking.pairs(
-            self.store, num_matched, min_score=min_score, verify=verify, workers=workers, progress=progress, notes=notes
-        )
+            self.store, num_matched, min_score=min_score, verify=verify, workers=workers, progress=progress, notes=notes,
+            engine=engine,
+        )  # fmt: skip
 
     def query_class(
         self, query: Query, vector: np.ndarray, given: str | None, self_ids: Sequence[int]

@@ -21,11 +21,11 @@ import os
 import threading
 import zipfile
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -88,12 +88,20 @@ class Features:
         return int(self.xy.nbytes + self.sift.nbytes)
 
     def to_bytes(self) -> bytes:
+        """An ``.npz`` (what :func:`numpy.savez` writes, readable by :func:`numpy.load`) with fixed time stamps, so
+        the same features give the same bytes wherever and whenever they are made (a Ray worker's equal a local
+        run's)."""
         buf = io.BytesIO()
-        np.savez(buf, xy=self.xy, sift=self.sift, size=np.asarray(self.size, np.int32))
+        arrays = {"xy": self.xy, "sift": self.sift, "size": np.asarray(self.size, np.int32)}
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+            for name, arr in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with z.open(info, "w") as fh:
+                    np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
         return buf.getvalue()
 
     @classmethod
-    def load(cls, path: Path) -> Features:
+    def load(cls, path: Path | io.BytesIO) -> Features:
         with np.load(path, allow_pickle=False) as z:
             xy, sift, size = z["xy"], z["sift"], z["size"]
         if (
@@ -140,6 +148,42 @@ def extract(image: Image.Image | np.ndarray, conf: FeatureConf | None = None) ->
     return Features(xy, sift_u8, (w, h))
 
 
+def features_of_file(path: Path, name: str, conf: FeatureConf) -> tuple[Features | None, str | None]:
+    """One photo's features, or why it could not be read: what every engine runs per photo."""
+    try:
+        img, _ = decode(read_file(path), name, target=conf.resolution)
+    except ImageError as exc:
+        return None, str(exc)
+    return extract(img, conf), None
+
+
+def extract_files(items: Sequence[tuple[int, str, str]], conf: dict[str, Any]) -> list[tuple[int, bytes | None, str]]:
+    """Features of ``(id, path, name)`` items as the bytes of their files (or None and the reason): the unit of work
+    a remote engine runs, on one core, with plain arguments and results."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    fc = FeatureConf(int(conf["max_keypoints"]), int(conf["resolution"]))
+    out = []
+    for i, path, name in items:
+        feats, error = features_of_file(Path(path), name, fc)
+        out.append((i, None if feats is None else feats.to_bytes(), error or ""))
+    return out
+
+
+class FeatureEngine(Protocol):
+    """Somewhere else to run extraction and verification (``lookalike.distributed.RayFeatureEngine``): the same
+    functions (:func:`extract_files`, :func:`lookalike.verify.pairs.verify_files`) on other cores or machines."""
+
+    def extract(
+        self, items: Sequence[tuple[int, str, str]], conf: FeatureConf
+    ) -> Iterator[list[tuple[int, bytes | None, str]]]: ...
+
+    def verify(
+        self, batches: Sequence[list[tuple[int, int, int]]], files: dict[int, str], conf: dict[str, Any]
+    ) -> Iterator[tuple[list[tuple[int, str, int, int]], dict[int, int]]]: ...
+
+
 class FeatureCache:
     """The local features of an index's images: computed on demand for the images a step needs, kept on disk.
 
@@ -147,8 +191,11 @@ class FeatureCache:
     than the stored one recomputes everything, since features of two recipes cannot be matched with each other.
     """
 
-    def __init__(self, store: Store, conf: FeatureConf | None = None, *, memory: int = 256) -> None:
+    def __init__(
+        self, store: Store, conf: FeatureConf | None = None, *, memory: int = 256, engine: FeatureEngine | None = None
+    ) -> None:
         self.store = store
+        self.engine = engine  # None: extract and verify on this machine's threads
         self.folder = store.path / FEATURES_DIR
         stored = self._stored_conf()
         self.conf = conf or stored or FeatureConf()
@@ -208,17 +255,15 @@ class FeatureCache:
             atomic_write_json(self.folder / CONF_FILE, self.conf.to_dict())
         if not todo:
             return 0
+        if self.engine is not None:
+            return self._ensure_on(self.engine, todo, progress)
         import cv2
 
         root, names, hashes = self.store.root, self.store.column("path"), self.hashes
         workers = max(1, workers or min(4, os.cpu_count() or 1))
 
         def one(i: int) -> tuple[int, Features | None, str | None]:
-            try:
-                img, _ = decode(read_file(root / names[i]), names[i], target=self.conf.resolution)
-                return i, extract(img, self.conf), None
-            except ImageError as exc:
-                return i, None, str(exc)
+            return i, *features_of_file(root / names[i], names[i], self.conf)
 
         previous = cv2.getNumThreads()
         cv2.setNumThreads(1)  # one image per thread; OpenCV's own threads would only compete with ours
@@ -238,6 +283,26 @@ class FeatureCache:
                     tick.advance()
         finally:
             cv2.setNumThreads(previous)
+        if self.failed:
+            self.notes.append(
+                f"{len(self.failed)} image(s) could not be read for local features; their pairs are unknown"
+            )
+        return done
+
+    def _ensure_on(self, engine: FeatureEngine, todo: list[int], progress: bool) -> int:
+        """:meth:`ensure` on another engine: it returns each file's bytes, written here as a local run writes them."""
+        root, names, hashes = self.store.root, self.store.column("path"), self.hashes
+        items = [(i, str(root / names[i]), names[i]) for i in todo]
+        done = 0
+        with bar("local features", len(todo), progress) as tick:
+            for chunk in engine.extract(items, self.conf):
+                for i, data, error in chunk:
+                    if data is None:
+                        self.failed[i] = error or "unreadable"
+                    else:
+                        atomic_write(self.file_of(hashes[i]), data)
+                        done += 1
+                    tick.advance()
         if self.failed:
             self.notes.append(
                 f"{len(self.failed)} image(s) could not be read for local features; their pairs are unknown"

@@ -1,0 +1,327 @@
+"""Phone-size collection: ``index → features → cluster --verify`` on 12 MP photos, as a new user would run it.
+
+Every other figure in BENCHMARKS.md was measured on 0.05–0.2 MP photos; people's photos are 12 MP JPEG or HEIC
+files of 2–5 MB. This benchmark makes such a collection from the real photos of ../shared/data (places, interiors):
+several views of each (crop, mild perspective, exposure), sensor-like noise so the files weigh what a phone's do,
+written as 4032×3024 JPEGs (a few as HEIC), plus single room photos as distractors (no other view of them exists).
+The truth is kept beside the photos (``truth.json``: each photo's group, or none for a distractor).
+
+It runs the command line, step by step in fresh processes (as a user would: cold start included), reports each
+step's time and peak memory, projects 11,300 and 100,000 photos from the per-photo rates (a projection, not a
+measurement), and scores the clusters: ARI (distractors as singletons), places grouped exactly (one cluster holding
+all of a group's photos and nothing else), distractors inside place clusters. Variants run on copies of the same
+index in the same run, so their ratios are comparable even on a busy machine: the Ray engine (2 workers) against
+local, and verification of undecided pairs only (``--skip-decided``).
+
+The collection is generated once and cached under /work/bench-data/library/ (outside the repository).
+
+Run from the project folder: ``flock /tmp/lookalike-bench.lock .venv/bin/python -m bench.library`` (1,500 photos),
+or ``--quick`` (60 photos, checks the pipeline end to end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import dataset
+from bench.report import markdown_table, write_section
+
+DATA = Path(os.environ.get("LOOKALIKE_BENCH_DATA", "/work/bench-data/library"))
+SIZE = (4032, 3024)
+NOISE = 5.0  # sensor-like noise (sigma, 8-bit levels): what makes a phone JPEG weigh 2–5 MB
+QUALITY = 92
+HEIC_EVERY = 40  # one photo in 40 written as HEIC
+PROJECT = (11_300, 100_000)
+
+
+# --- the collection --------------------------------------------------------------------------------------------
+
+
+def plan(quick: bool) -> list[dict[str, Any]]:
+    """What to make: (source file, group, view number) per photo; distractors have group None."""
+    rng = np.random.default_rng(37)
+    places = dataset("places")
+    interiors = sorted(dataset("interiors").glob("*.jpg"))
+    rooms = sorted(p for d in sorted(dataset("rooms").iterdir()) if d.is_dir() for p in sorted(d.glob("*.jpg")))
+    if quick:
+        groups = [(f"interior-{p.stem}", [p], 5) for p in interiors[:6]]
+        groups += [("berlin", sorted((places / "berlin").glob("*.jpg")), 2)]
+        groups += [("sceaux", sorted((places / "sceaux").glob("*.jpg"))[:6], 2)]
+        distractors = 12
+    else:
+        groups = [(f"interior-{p.stem}", [p], 12) for p in interiors]
+        groups += [(b, sorted((places / b).glob("*.jpg")), v) for b, v in (("berlin", 10), ("sceaux", 10), ("lund", 6))]
+        distractors = 1500 - sum(len(files) * v for _, files, v in groups)
+    out = []
+    for group, files, views in groups:
+        for f in files:
+            out += [{"source": str(f), "group": group, "view": v} for v in range(views)]
+    for k in sorted(rng.choice(len(rooms), distractors, replace=False)):
+        out.append({"source": str(rooms[k]), "group": None, "view": 0})
+    order = rng.permutation(len(out))  # names say nothing about groups
+    for n, k in enumerate(order):
+        ext = "heic" if n % HEIC_EVERY == HEIC_EVERY - 1 else "jpg"
+        out[k]["name"] = f"IMG_{n:05d}.{ext}"
+    return out
+
+
+_TILE: list[np.ndarray] = []
+
+
+def _noise_tile() -> np.ndarray:
+    """1024×1024 of Gaussian sensor noise (int16), made once per process and shifted per photo."""
+    if not _TILE:
+        rng = np.random.default_rng(0)
+        _TILE.append(np.rint(rng.standard_normal((1024, 1024, 3), dtype=np.float32) * NOISE).astype(np.int16))
+    return _TILE[0]
+
+
+def make_view(item: dict[str, Any], folder: Path) -> int:
+    """One phone-size view of a source photo: a crop with mild perspective and exposure change, sensor noise;
+    returns the file's size in bytes."""
+    import cv2
+    from PIL import Image
+
+    target = folder / item["name"]
+    if target.is_file():
+        return target.stat().st_size
+    seed = zlib.crc32(f"{Path(item['source']).name}/{item['view']}/{item['name']}".encode())
+    rng = np.random.default_rng(seed)
+    with Image.open(item["source"]) as src:
+        img = np.asarray(src.convert("RGB"))
+    h, w = img.shape[:2]
+    size = SIZE if w >= h else SIZE[::-1]
+    frac = rng.uniform(0.7, 0.92) if item["group"] else 1.0
+    cw, ch = w * frac, h * frac
+    x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
+    quad = np.float32([(x0, y0), (x0, y0 + ch), (x0 + cw, y0 + ch), (x0 + cw, y0)])
+    if item["group"]:  # mild perspective: each corner moved up to 4 % of the crop
+        quad += rng.uniform(-1, 1, (4, 2)).astype(np.float32) * 0.04 * min(cw, ch)
+    quad = np.clip(quad, 0, [w - 1, h - 1]).astype(np.float32)
+    out_w, out_h = size
+    square = np.float32([(0, 0), (0, out_h), (out_w, out_h), (out_w, 0)])
+    view = cv2.warpPerspective(img, cv2.getPerspectiveTransform(quad, square), size, flags=cv2.INTER_LINEAR)
+    gain = rng.uniform(0.8, 1.2)  # exposure
+    view = cv2.LUT(view, np.clip(np.arange(256) * gain, 0, 255).astype(np.uint8))
+    noise = np.roll(_noise_tile(), tuple(rng.integers(0, 1024, 2)), axis=(0, 1))
+    reps = (-(-out_h // 1024), -(-out_w // 1024), 1)
+    view = np.clip(view.astype(np.int16) + np.tile(noise, reps)[:out_h, :out_w], 0, 255).astype(np.uint8)
+    out = Image.fromarray(view)
+    tmp = target.with_name(f".{target.name}.tmp")
+    if item["name"].endswith(".heic"):
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        out.save(tmp, format="HEIF", quality=85)
+    else:
+        out.save(tmp, format="JPEG", quality=QUALITY)
+    os.replace(tmp, target)
+    return target.stat().st_size
+
+
+def collection(quick: bool) -> tuple[Path, dict[str, str | None]]:
+    """The photo folder (made once, then reused) and each photo's group."""
+    root = DATA / ("quick" if quick else "full")
+    photos = root / "photos"
+    truth_file = root / "truth.json"
+    if truth_file.is_file():
+        return photos, json.loads(truth_file.read_text())
+    photos.mkdir(parents=True, exist_ok=True)
+    items = plan(quick)
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as pool:
+        sizes = list(pool.map(make_view, items, [photos] * len(items), chunksize=4))
+    truth = {it["name"]: it["group"] for it in items}
+    mb = np.array(sizes) / 1e6
+    print(
+        f"made {len(items)} photos in {time.perf_counter() - started:.0f} s: {mb.sum():.0f} MB, "
+        f"median {np.median(mb):.1f} MB (p10 {np.quantile(mb, 0.1):.1f}, p90 {np.quantile(mb, 0.9):.1f})",
+        file=sys.stderr,
+    )
+    (root / "truth.json").write_text(json.dumps(truth, indent=1))
+    return photos, truth
+
+
+# --- running the steps -----------------------------------------------------------------------------------------
+
+
+def run(args: list[str], log: Path) -> dict[str, float]:
+    """One ``lookalike`` command in a fresh process: wall time and the process's peak memory (its own, from wait4)."""
+    cmd = [sys.executable, "-m", "lookalike.cli", *args]
+    started = time.perf_counter()
+    with open(log, "ab") as fh:
+        fh.write(("\n$ " + " ".join(args) + "\n").encode())
+        fh.flush()
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=fh, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+        _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        sys.exit(f"failed ({proc.returncode}): lookalike {' '.join(args)}; see {log}")
+    return {"seconds": seconds, "peak_mib": usage.ru_maxrss / 1024}
+
+
+def scores(clusters: dict[str, Any], truth: dict[str, str | None]) -> dict[str, Any]:
+    """ARI (distractors and noise as singletons), groups clustered exactly, distractors inside group clusters."""
+    from sklearn.metrics import adjusted_rand_score
+
+    names = sorted(truth)
+    pred = {p: c["id"] for c in clusters["clusters"] for p in c["paths"]}
+    y_pred = [pred.get(n, f"noise-{n}") for n in names]
+    y_true = [truth[n] or f"single-{n}" for n in names]
+    groups: dict[str, set[str]] = {}
+    for n, g in truth.items():
+        if g:
+            groups.setdefault(g, set()).add(n)
+    members = {c["id"]: set(c["paths"]) for c in clusters["clusters"]}
+    exact = sum(1 for g in groups.values() if any(m == g for m in members.values()))
+    grouped = {cid for cid, m in members.items() if any(truth.get(p) for p in m)}
+    inside = sum(1 for n in names if truth[n] is None and pred.get(n) in grouped)
+    return {
+        "ari": float(adjusted_rand_score([str(y) for y in y_true], [str(y) for y in y_pred])),
+        "exact": exact,
+        "groups": len(groups),
+        "distractors_inside": inside,
+        "distractors": sum(1 for g in truth.values() if g is None),
+    }
+
+
+def cluster_step(index: Path, log: Path, extra: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
+    out = index / "clusters.json"
+    step = run(["cluster", "--index", str(index), "--quiet", *extra], log)
+    return step, json.loads(out.read_text())
+
+
+def copy_index(index: Path, to: Path, features: bool) -> Path:
+    shutil.rmtree(to, ignore_errors=True)
+    shutil.copytree(index, to, ignore=None if features else shutil.ignore_patterns("features"))
+    return to
+
+
+def pipeline(photos: Path, work: Path, truth: dict[str, str | None], log: Path) -> dict[str, Any]:
+    """The user's path, cold: index (int8) → features → cluster --verify; plus global-only clusters for reference."""
+    index = work / "index"
+    shutil.rmtree(index, ignore_errors=True)
+    steps = {"index": run(["index", str(photos), "--index", str(index), "--labels", "none", "--quiet"], log)}
+    steps["features"] = run(["features", "--index", str(index), "--quiet"], log)
+    steps["cluster --verify"], verified = cluster_step(index, log, ["--verify"])
+    steps["cluster (global only)"], plain = cluster_step(copy_index(index, work / "plain", False), log, [])
+    return {"index": index, "steps": steps, "verified": verified, "plain": plain}
+
+
+def variants(index: Path, work: Path, log: Path, ray: bool) -> dict[str, Any]:
+    """The same index, other ways: verification of undecided pairs only (features only for the photos that need
+    them), and features + verification on a 2-worker local Ray; each checked against the local run's results."""
+    out: dict[str, Any] = {}
+    skip = copy_index(index, work / "skip", False)
+    out["skip"] = cluster_step(skip, log, ["--verify", "--skip-decided"])
+    if ray:
+        on_ray = copy_index(index, work / "ray", False)
+        feats = run(["features", "--index", str(on_ray), "--quiet", "--engine", "ray", "--num-workers", "2"], log)
+        same = sorted(p.name for p in (index / "features").glob("*.npz"))
+        equal = all((index / "features" / n).read_bytes() == (on_ray / "features" / n).read_bytes() for n in same)
+        equal = equal and same == sorted(p.name for p in (on_ray / "features").glob("*.npz"))
+        step, clusters = cluster_step(on_ray, log, ["--verify", "--engine", "ray", "--num-workers", "2"])
+        out["ray"] = {"features": feats, "cluster": step, "clusters": clusters, "features_equal": equal}
+    return out
+
+
+def verification_note(clusters: dict[str, Any]) -> str:
+    return next((n for n in clusters.get("notes", []) if n.startswith("geometric verification")), "")
+
+
+def per_photo(seconds: float, n: int) -> str:
+    return f"{1000 * seconds / n:.0f} ms"
+
+
+def projected(seconds: float, n: int, photos: int) -> str:
+    minutes = seconds / n * photos / 60
+    return f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
+def report(n: int, photos: Path, base: dict[str, Any], var: dict[str, Any], truth: dict[str, str | None]) -> str:
+    steps = base["steps"]
+    total = sum(steps[s]["seconds"] for s in ("index", "features", "cluster --verify"))
+    rows = [
+        [name, f"{s['seconds']:.1f} s", per_photo(s["seconds"], n), *(projected(s["seconds"], n, p) for p in PROJECT),
+         f"{s['peak_mib']:.0f} MiB"]
+        for name, s in steps.items()
+    ]  # fmt: skip
+    rows.append(["**verified clusters, end to end**", f"{total:.1f} s", per_photo(total, n),
+                 *(projected(total, n, p) for p in PROJECT), ""])  # fmt: skip
+    mb = np.array([f.stat().st_size for f in photos.iterdir()]) / 1e6
+    heic = sum(1 for f in photos.iterdir() if f.suffix == ".heic")
+    lines = [
+        f"{n} phone-size photos ({SIZE[0]}×{SIZE[1]}, median {np.median(mb):.1f} MB, {heic} HEIC) made from "
+        "../shared/data places and interiors (views: crop, mild perspective, exposure, sensor noise) among single "
+        "room photos as distractors. Each step is one `lookalike` command in a fresh process (cold start included). "
+        "Projections scale the per-photo rate linearly: they are not measurements.",
+        "",
+        markdown_table(
+            ["step", f"time for {n}", "per photo", "projected 11,300", "projected 100,000", "peak RSS"], rows
+        ),
+        "",
+    ]
+    header = ["clusters", "ARI", "groups exact", "distractors inside group clusters", "verification"]
+    table = []
+    for name, c in (
+        [("global only", base["plain"]), ("--verify", base["verified"])]
+        + ([("--verify --skip-decided", var["skip"][1])] if "skip" in var else [])
+        + ([("--verify on Ray (2 workers)", var["ray"]["clusters"])] if "ray" in var else [])
+    ):
+        s = scores(c, truth)
+        table.append([name, f"{s['ari']:.3f}", f"{s['exact']} of {s['groups']}",
+                      f"{s['distractors_inside']} of {s['distractors']}", verification_note(c)])  # fmt: skip
+    lines += [markdown_table(header, table), ""]
+    if "skip" in var:
+        t = var["skip"][0]["seconds"]
+        lines.append(
+            f"- `cluster --verify --skip-decided` (features computed) took {t:.1f} s against "
+            f"{steps['cluster --verify']['seconds']:.1f} s for `cluster --verify` after `features` "
+            f"({per_photo(t, n)} per photo); its notes: "
+            + "; ".join(x for x in var["skip"][1].get("notes", []) if "decided" in x or "features" in x)
+        )
+    if "ray" in var:
+        r = var["ray"]
+        lines.append(
+            f"- Ray, 2 local workers: features {r['features']['seconds']:.1f} s (local {steps['features']['seconds']:.1f} s), "
+            f"cluster --verify {r['cluster']['seconds']:.1f} s (local {steps['cluster --verify']['seconds']:.1f} s); "
+            f"feature files byte-equal to the local run: {'yes' if r['features_equal'] else '**no**'}; clusters equal: "
+            f"{'yes' if r['clusters']['clusters'] == base['verified']['clusters'] else '**no**'}."
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="60 photos: checks the pipeline end to end")
+    ap.add_argument("--no-ray", action="store_true", help="leave out the Ray variant")
+    ap.add_argument("--no-write", action="store_true", help="print the section instead of writing BENCHMARKS.md")
+    args = ap.parse_args()
+    photos, truth = collection(args.quick)
+    work = DATA / ("quick-run" if args.quick else "full-run")
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "commands.log"
+    log.write_text("")
+    base = pipeline(photos, work, truth, log)
+    var = variants(base["index"], work, log, not args.no_ray)
+    body = report(len(truth), photos, base, var, truth)
+    print(body)
+    if not args.no_write:
+        write_section("library", body, {"photos": len(truth), "data": str(photos), "quick": args.quick})
+
+
+if __name__ == "__main__":
+    main()
