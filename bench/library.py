@@ -42,27 +42,31 @@ DATA = Path(os.environ.get("LOOKALIKE_BENCH_DATA", "/work/bench-data/library"))
 SIZE = (4032, 3024)
 NOISE = 5.0  # sensor-like noise (sigma, 8-bit levels): what makes a phone JPEG weigh 2–5 MB
 QUALITY = 92
-HEIC_EVERY = 40  # one photo in 40 written as HEIC
+HEIC_EVERY = {True: 60, False: 250}  # a few photos written as HEIC (encoding 12 MP HEIC takes minutes)
 PROJECT = (11_300, 100_000)
 
 
 # --- the collection --------------------------------------------------------------------------------------------
 
 
+def _photos(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+
+
 def plan(quick: bool) -> list[dict[str, Any]]:
     """What to make: (source file, group, view number) per photo; distractors have group None."""
     rng = np.random.default_rng(37)
     places = dataset("places")
-    interiors = sorted(dataset("interiors").glob("*.jpg"))
+    interiors = _photos(dataset("interiors"))
     rooms = sorted(p for d in sorted(dataset("rooms").iterdir()) if d.is_dir() for p in sorted(d.glob("*.jpg")))
     if quick:
         groups = [(f"interior-{p.stem}", [p], 5) for p in interiors[:6]]
-        groups += [("berlin", sorted((places / "berlin").glob("*.jpg")), 2)]
-        groups += [("sceaux", sorted((places / "sceaux").glob("*.jpg"))[:6], 2)]
+        groups += [("berlin", _photos(places / "berlin"), 2)]
+        groups += [("sceaux", _photos(places / "sceaux")[:6], 2)]
         distractors = 12
     else:
         groups = [(f"interior-{p.stem}", [p], 12) for p in interiors]
-        groups += [(b, sorted((places / b).glob("*.jpg")), v) for b, v in (("berlin", 10), ("sceaux", 10), ("lund", 6))]
+        groups += [(b, _photos(places / b), v) for b, v in (("berlin", 10), ("sceaux", 10), ("lund", 6))]
         distractors = 1500 - sum(len(files) * v for _, files, v in groups)
     out = []
     for group, files, views in groups:
@@ -72,7 +76,7 @@ def plan(quick: bool) -> list[dict[str, Any]]:
         out.append({"source": str(rooms[k]), "group": None, "view": 0})
     order = rng.permutation(len(out))  # names say nothing about groups
     for n, k in enumerate(order):
-        ext = "heic" if n % HEIC_EVERY == HEIC_EVERY - 1 else "jpg"
+        ext = "heic" if n % HEIC_EVERY[quick] == HEIC_EVERY[quick] // 2 else "jpg"
         out[k]["name"] = f"IMG_{n:05d}.{ext}"
     return out
 
