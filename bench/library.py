@@ -44,6 +44,7 @@ NOISE = 5.0  # sensor-like noise (sigma, 8-bit levels): what makes a phone JPEG 
 QUALITY = 92
 HEIC_EVERY = {True: 60, False: 250}  # a few photos written as HEIC (encoding 12 MP HEIC takes minutes)
 PROJECT = (11_300, 100_000)
+SETTINGS = ((768, 2048), (1024, 1024))  # SIFT settings measured against the default (1,024 px, 2,048 keypoints)
 
 
 # --- the collection --------------------------------------------------------------------------------------------
@@ -225,12 +226,23 @@ def pipeline(photos: Path, work: Path, truth: dict[str, str | None], log: Path) 
     return {"index": index, "steps": steps, "verified": verified, "plain": plain}
 
 
-def variants(index: Path, work: Path, log: Path, ray: bool) -> dict[str, Any]:
+def variants(photos: Path, index: Path, work: Path, log: Path, ray: bool) -> dict[str, Any]:
     """The same index, other ways: verification of undecided pairs only (features only for the photos that need
     them), and features + verification on a 2-worker local Ray; each checked against the local run's results."""
     out: dict[str, Any] = {}
     skip = copy_index(index, work / "skip", False)
     out["skip"] = cluster_step(skip, log, ["--verify", "--skip-decided"])
+    out["decided"] = decided_check(index)
+    out["bad"] = bad_inputs(
+        index.parent.parent / ("quick" if "quick" in index.parent.name else "full") / "photos", work / "bad"
+    )
+    for res, kp in SETTINGS:  # SIFT's size and keypoints against the defaults, on the same photos in the same run
+        other = copy_index(index, work / f"sift-{res}-{kp}", False)
+        feats = run(
+            ["features", "--index", str(other), "--quiet", "--resolution", str(res), "--max-keypoints", str(kp)], log
+        )
+        step, clusters = cluster_step(other, log, ["--verify"])
+        out[f"sift {res} px, {kp} keypoints"] = {"features": feats, "cluster": step, "clusters": clusters}
     if ray:
         on_ray = copy_index(index, work / "ray", False)
         feats = run(["features", "--index", str(on_ray), "--quiet", "--engine", "ray", "--num-workers", "2"], log)
@@ -240,6 +252,71 @@ def variants(index: Path, work: Path, log: Path, ray: bool) -> dict[str, Any]:
         step, clusters = cluster_step(on_ray, log, ["--verify", "--engine", "ray", "--num-workers", "2"])
         out["ray"] = {"features": feats, "cluster": step, "clusters": clusters, "features_equal": equal}
     return out
+
+
+def decided_check(index: Path) -> dict[str, Any]:
+    """Every kNN pair verified (features cached) against what ``--skip-decided`` takes from the cosine: how many
+    matches lie below the far threshold at several margins, and how many near-copies verification refutes."""
+    from lookalike.cluster.graph import suggest_thresholds
+    from lookalike.cluster.run import COPY, FAR_BELOW, Decided, _verdicts
+    from lookalike.index import Index
+    from lookalike.search import knn_graph
+    from lookalike.verify import MatchConf
+
+    idx = Index.open(index)
+    ids, sims = knn_graph(idx.vectors, 10)
+    s = suggest_thresholds(sims, idx.vectors)
+    verdict, _ = _verdicts(idx, ids, sims, MatchConf(), None, None, False, [])
+    rows = np.repeat(np.arange(len(ids)), ids.shape[1])
+    ok = ids.ravel() >= 0
+    pairs, first = np.unique(np.sort(np.stack([rows[ok], ids.ravel()[ok]], axis=1), axis=1), axis=0, return_index=True)
+    cos, code = sims.ravel()[ok][first], verdict.ravel()[ok][first]
+    t = (cos - s.weak) / max(s.strong - s.weak, 1e-6)  # 0 at weak, 1 at strong
+    out: dict[str, Any] = {"pairs": len(pairs), "matches": int((code > 0).sum()), "strong": s.strong, "weak": s.weak}
+    out["far"] = {
+        m: {"decided": int((t < -m).sum()), "matches_lost": int(((t < -m) & (code > 0)).sum())} for m in (1, 2, 3)
+    }
+    copy = Decided.of(s.strong, s.weak).copy
+    out["copy"] = {"decided": int((cos >= copy).sum()), "refuted": int(((cos >= copy) & (code < 0)).sum())}
+    out["lowest_match_t"] = float(t[code > 0].min()) if (code > 0).any() else None
+    out["default"] = {"far_below": FAR_BELOW, "copy": COPY}
+    return out
+
+
+def bad_inputs(photos: Path, folder: Path) -> list[list[str]]:
+    """The awkward files of a real library, made from one of the photos: what local features make of each, and at
+    what cost (decode + SIFT, one core)."""
+    import cv2
+    from PIL import Image
+
+    from lookalike.verify import FeatureConf
+    from lookalike.verify.local_features import features_of_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    source = next(p for p in sorted(photos.iterdir()) if p.suffix == ".jpg")
+    with Image.open(source) as im:
+        img = im.convert("RGB")
+    cases = {
+        "12 MP progressive JPEG": ("progressive.jpg", lambda p: img.save(p, quality=QUALITY, progressive=True)),
+        "50 MP panorama (14,000×3,600)": (
+            "panorama.jpg",
+            lambda p: Image.fromarray(np.tile(np.asarray(img.resize((7000, 3600))), (1, 2, 1))).save(p, quality=90),
+        ),
+        "CMYK JPEG": ("cmyk.jpg", lambda p: img.convert("CMYK").save(p, quality=QUALITY)),
+        "truncated JPEG (first 40 %)": ("truncated.jpg", lambda p: p.write_bytes(source.read_bytes()[: source.stat().st_size * 2 // 5])),
+    }  # fmt: skip
+    rows = []
+    cv2.setNumThreads(1)
+    for what, (name, make) in cases.items():
+        path = folder / name
+        if not path.is_file():
+            make(path)
+        started = time.perf_counter()
+        feats, error = features_of_file(path, name, FeatureConf())
+        ms = 1000 * (time.perf_counter() - started)
+        got = f"{len(feats)} keypoints at {feats.size[0]}×{feats.size[1]}" if feats is not None else f"skipped: {error}"
+        rows.append([what, f"{path.stat().st_size / 1e6:.1f} MB", got, f"{ms:.0f} ms"])
+    return rows
 
 
 def verification_note(clusters: dict[str, Any]) -> str:
@@ -288,7 +365,19 @@ def report(n: int, photos: Path, base: dict[str, Any], var: dict[str, Any], trut
         s = scores(c, truth)
         table.append([name, f"{s['ari']:.3f}", f"{s['exact']} of {s['groups']}",
                       f"{s['distractors_inside']} of {s['distractors']}", verification_note(c)])  # fmt: skip
+    sift = [k for k in var if k.startswith("sift ")]
+    for k in sift:
+        s = scores(var[k]["clusters"], truth)
+        table.append([f"--verify, {k[5:]}", f"{s['ari']:.3f}", f"{s['exact']} of {s['groups']}",
+                      f"{s['distractors_inside']} of {s['distractors']}", verification_note(var[k]["clusters"])])  # fmt: skip
     lines += [markdown_table(header, table), ""]
+    for k in sift:
+        f, c = var[k]["features"]["seconds"], var[k]["cluster"]["seconds"]
+        lines.append(
+            f"- SIFT at {k[5:]}: features {f:.1f} s ({f / steps['features']['seconds']:.2f}× the default's "
+            f"{steps['features']['seconds']:.1f} s), cluster --verify {c:.1f} s "
+            f"({c / steps['cluster --verify']['seconds']:.2f}×)."
+        )
     if "skip" in var:
         t = var["skip"][0]["seconds"]
         lines.append(
@@ -296,6 +385,19 @@ def report(n: int, photos: Path, base: dict[str, Any], var: dict[str, Any], trut
             f"{steps['cluster --verify']['seconds']:.1f} s for `cluster --verify` after `features` "
             f"({per_photo(t, n)} per photo); its notes: "
             + "; ".join(x for x in var["skip"][1].get("notes", []) if "decided" in x or "features" in x)
+        )
+    if "decided" in var:
+        d = var["decided"]
+        far = "; ".join(
+            f"weak − {m}·(strong − weak): {v['decided']} decided, {v['matches_lost']} of them verified matches"
+            for m, v in d["far"].items()
+        )
+        lines.append(
+            f"- Pairs the cosine decides, against verifying all {d['pairs']} kNN pairs ({d['matches']} matches; "
+            f"strong {d['strong']:.4f}, weak {d['weak']:.4f}): far below {far}. Near-copies (≥ "
+            f"max({d['default']['copy']}, strong)): {d['copy']['decided']} decided, {d['copy']['refuted']} of them "
+            f"refuted by verification. Lowest verified match at (cos − weak)/(strong − weak) = "
+            f"{d['lowest_match_t'] if d['lowest_match_t'] is None else round(d['lowest_match_t'], 2)}."
         )
     if "ray" in var:
         r = var["ray"]
@@ -305,6 +407,9 @@ def report(n: int, photos: Path, base: dict[str, Any], var: dict[str, Any], trut
             f"feature files byte-equal to the local run: {'yes' if r['features_equal'] else '**no**'}; clusters equal: "
             f"{'yes' if r['clusters']['clusters'] == base['verified']['clusters'] else '**no**'}."
         )
+    if "bad" in var:
+        lines += ["", "Awkward files (local features, default settings, one core, in the benchmark's process):", ""]
+        lines += [markdown_table(["file", "size", "local features", "decode + SIFT"], var["bad"]), ""]
     return "\n".join(lines)
 
 
@@ -320,7 +425,7 @@ def main() -> None:
     log = work / "commands.log"
     log.write_text("")
     base = pipeline(photos, work, truth, log)
-    var = variants(base["index"], work, log, not args.no_ray)
+    var = variants(photos, base["index"], work, log, not args.no_ray)
     body = report(len(truth), photos, base, var, truth)
     print(body)
     if not args.no_write:
