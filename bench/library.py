@@ -332,8 +332,7 @@ def projected(seconds: float, n: int, photos: int) -> str:
     return f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
-def report(n: int, photos: Path, base: dict[str, Any], var: dict[str, Any], truth: dict[str, str | None]) -> str:
-    steps = base["steps"]
+def step_table(n: int, photos: Path, steps: dict[str, dict[str, float]]) -> list[str]:
     total = sum(steps[s]["seconds"] for s in ("index", "features", "cluster --verify"))
     rows = [
         [name, f"{s['seconds']:.1f} s", per_photo(s["seconds"], n), *(projected(s["seconds"], n, p) for p in PROJECT),
@@ -344,47 +343,44 @@ def report(n: int, photos: Path, base: dict[str, Any], var: dict[str, Any], trut
                  *(projected(total, n, p) for p in PROJECT), ""])  # fmt: skip
     mb = np.array([f.stat().st_size for f in photos.iterdir()]) / 1e6
     heic = sum(1 for f in photos.iterdir() if f.suffix == ".heic")
-    lines = [
+    return [
         f"{n} phone-size photos ({SIZE[0]}×{SIZE[1]}, median {np.median(mb):.1f} MB, {heic} HEIC) made from "
         "../shared/data places and interiors (views: crop, mild perspective, exposure, sensor noise) among single "
-        "room photos as distractors. Each step is one `lookalike` command in a fresh process (cold start included). "
-        "Projections scale the per-photo rate linearly: they are not measurements.",
+        "room photos as distractors. Each step is one `lookalike` command in a fresh process (cold start included; "
+        "peak RSS is that process's). Projections scale the per-photo rate linearly: they are not measurements.",
         "",
         markdown_table(
             ["step", f"time for {n}", "per photo", "projected 11,300", "projected 100,000", "peak RSS"], rows
         ),
         "",
     ]
-    header = ["clusters", "ARI", "groups exact", "distractors inside group clusters", "verification"]
+
+
+def cluster_table(base: dict[str, Any], var: dict[str, Any], truth: dict[str, str | None]) -> list[str]:
+    runs = [("global only", base["plain"]), ("--verify", base["verified"])]
+    if "skip" in var:
+        runs.append(("--verify --skip-decided", var["skip"][1]))
+    if "ray" in var:
+        runs.append(("--verify on Ray (2 workers)", var["ray"]["clusters"]))
+    runs += [(f"--verify, SIFT at {k[5:]}", var[k]["clusters"]) for k in var if k.startswith("sift ")]
     table = []
-    for name, c in (
-        [("global only", base["plain"]), ("--verify", base["verified"])]
-        + ([("--verify --skip-decided", var["skip"][1])] if "skip" in var else [])
-        + ([("--verify on Ray (2 workers)", var["ray"]["clusters"])] if "ray" in var else [])
-    ):
+    for name, c in runs:
         s = scores(c, truth)
         table.append([name, f"{s['ari']:.3f}", f"{s['exact']} of {s['groups']}",
                       f"{s['distractors_inside']} of {s['distractors']}", verification_note(c)])  # fmt: skip
-    sift = [k for k in var if k.startswith("sift ")]
-    for k in sift:
-        s = scores(var[k]["clusters"], truth)
-        table.append([f"--verify, {k[5:]}", f"{s['ari']:.3f}", f"{s['exact']} of {s['groups']}",
-                      f"{s['distractors_inside']} of {s['distractors']}", verification_note(var[k]["clusters"])])  # fmt: skip
-    lines += [markdown_table(header, table), ""]
-    for k in sift:
-        f, c = var[k]["features"]["seconds"], var[k]["cluster"]["seconds"]
-        lines.append(
-            f"- SIFT at {k[5:]}: features {f:.1f} s ({f / steps['features']['seconds']:.2f}× the default's "
-            f"{steps['features']['seconds']:.1f} s), cluster --verify {c:.1f} s "
-            f"({c / steps['cluster --verify']['seconds']:.2f}×)."
-        )
+    header = ["clusters", "ARI", "groups exact", "distractors inside group clusters", "verification"]
+    return [markdown_table(header, table), ""]
+
+
+def variant_notes(n: int, steps: dict[str, dict[str, float]], base: dict[str, Any], var: dict[str, Any]) -> list[str]:
+    lines = []
+    full = steps["features"]["seconds"] + steps["cluster --verify"]["seconds"]
     if "skip" in var:
         t = var["skip"][0]["seconds"]
+        notes = "; ".join(x for x in var["skip"][1].get("notes", []) if x.startswith("decided by cosine"))
         lines.append(
-            f"- `cluster --verify --skip-decided` (features computed) took {t:.1f} s against "
-            f"{steps['cluster --verify']['seconds']:.1f} s for `cluster --verify` after `features` "
-            f"({per_photo(t, n)} per photo); its notes: "
-            + "; ".join(x for x in var["skip"][1].get("notes", []) if "decided" in x or "features" in x)
+            f"- `cluster --verify --skip-decided` from no features: {t:.1f} s ({per_photo(t, n)} per photo) against "
+            f"{full:.1f} s for `features` + `cluster --verify` ({t / full:.2f}×); {notes}."
         )
     if "decided" in var:
         d = var["decided"]
@@ -392,21 +388,36 @@ def report(n: int, photos: Path, base: dict[str, Any], var: dict[str, Any], trut
             f"weak − {m}·(strong − weak): {v['decided']} decided, {v['matches_lost']} of them verified matches"
             for m, v in d["far"].items()
         )
+        lowest = d["lowest_match_t"]
         lines.append(
             f"- Pairs the cosine decides, against verifying all {d['pairs']} kNN pairs ({d['matches']} matches; "
-            f"strong {d['strong']:.4f}, weak {d['weak']:.4f}): far below {far}. Near-copies (≥ "
+            f"strong {d['strong']:.4f}, weak {d['weak']:.4f}). Far below {far}. Near-copies (≥ "
             f"max({d['default']['copy']}, strong)): {d['copy']['decided']} decided, {d['copy']['refuted']} of them "
             f"refuted by verification. Lowest verified match at (cos − weak)/(strong − weak) = "
-            f"{d['lowest_match_t'] if d['lowest_match_t'] is None else round(d['lowest_match_t'], 2)}."
+            f"{'–' if lowest is None else round(lowest, 2)}."
+        )
+    for k in (k for k in var if k.startswith("sift ")):
+        f, c = var[k]["features"]["seconds"], var[k]["cluster"]["seconds"]
+        lines.append(
+            f"- SIFT at {k[5:]}: features {f:.1f} s ({f / steps['features']['seconds']:.2f}× the default's "
+            f"{steps['features']['seconds']:.1f} s), cluster --verify {c:.1f} s "
+            f"({c / steps['cluster --verify']['seconds']:.2f}×)."
         )
     if "ray" in var:
         r = var["ray"]
+        same = r["clusters"]["clusters"] == base["verified"]["clusters"]
         lines.append(
-            f"- Ray, 2 local workers: features {r['features']['seconds']:.1f} s (local {steps['features']['seconds']:.1f} s), "
-            f"cluster --verify {r['cluster']['seconds']:.1f} s (local {steps['cluster --verify']['seconds']:.1f} s); "
-            f"feature files byte-equal to the local run: {'yes' if r['features_equal'] else '**no**'}; clusters equal: "
-            f"{'yes' if r['clusters']['clusters'] == base['verified']['clusters'] else '**no**'}."
+            f"- Ray, 2 local workers: features {r['features']['seconds']:.1f} s (local "
+            f"{steps['features']['seconds']:.1f} s), cluster --verify {r['cluster']['seconds']:.1f} s (local "
+            f"{steps['cluster --verify']['seconds']:.1f} s); feature files byte-equal to the local run: "
+            f"{'yes' if r['features_equal'] else '**no**'}; clusters equal: {'yes' if same else '**no**'}."
         )
+    return lines
+
+
+def report(n: int, photos: Path, base: dict[str, Any], var: dict[str, Any], truth: dict[str, str | None]) -> str:
+    steps = base["steps"]
+    lines = step_table(n, photos, steps) + cluster_table(base, var, truth) + variant_notes(n, steps, base, var)
     if "bad" in var:
         lines += ["", "Awkward files (local features, default settings, one core, in the benchmark's process):", ""]
         lines += [markdown_table(["file", "size", "local features", "decode + SIFT"], var["bad"]), ""]
