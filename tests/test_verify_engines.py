@@ -155,3 +155,18 @@ def test_feature_cache_keeps_its_engine_only_when_given(index_dir: Path, tmp_pat
     assert idx.feature_cache().engine is None
     marker = object()
     assert FeatureCache(idx.store, engine=marker).engine is marker  # type: ignore[arg-type]
+
+
+def test_cli_engine_and_skip_decided(index_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    runner = CliRunner()
+    ix = tmp_path / "ix"
+    copy_of(index_dir, ix)
+    bad = runner.invoke(app, ["features", "--index", str(ix), "--engine", "spark", "--quiet"])
+    assert bad.exit_code != 0 and "--engine must be one of local, ray" in str(bad.exception)
+    ok = runner.invoke(app, ["cluster", "--index", str(ix), "--verify", "--skip-decided", "-k", "5", "--quiet"])
+    assert ok.exit_code == 0, ok.output
+    assert "decided by cosine" in ok.output
