@@ -319,6 +319,34 @@ def bad_inputs(photos: Path, folder: Path) -> list[list[str]]:
     return rows
 
 
+def places_check(work: Path) -> list[list[str]]:
+    """The three places of ../shared/data/places among 559 distractors (bench.places' mix): cluster --verify with
+    each SIFT setting and with --skip-decided, scored as bench.places scores them; features timed per setting."""
+    from bench.places import PLACES, cluster_scores, make_mix, place_of
+    from lookalike.cluster import cluster_index
+    from lookalike.index import Index
+    from lookalike.verify import FeatureConf, MatchConf
+
+    base = Index.build(make_mix(), work / "places-index", labels="folders", progress=False)
+    place = place_of(base.labels)
+    rows = []
+    for (res, kp), skip in [((1024, 2048), False), ((1024, 2048), True), *((s, False) for s in SETTINGS)]:
+        index = Index.open(copy_index(base.folder, work / f"places-{res}-{kp}", False))
+        started = time.perf_counter()
+        if not skip:  # --skip-decided extracts what it needs inside cluster_index, timed there
+            index.local_features(resolution=res, max_keypoints=kp, workers=2)
+        feat_s = time.perf_counter() - started
+        started = time.perf_counter()
+        result = cluster_index(index, match=MatchConf(), features=FeatureConf(kp, res), skip_decided=skip, save=False)
+        s = cluster_scores(result.labels, place)
+        rows.append([
+            f"{res} px, {kp} keypoints" + (", --skip-decided" if skip else ""), f"{s['ari']:.3f}",
+            f"{s['ari_places']:.3f}", *(str(s[p]) for p in PLACES), str(s["distractors in place clusters"]),
+            f"{feat_s:.1f} s", f"{time.perf_counter() - started:.1f} s",
+        ])  # fmt: skip
+    return rows
+
+
 def verification_note(clusters: dict[str, Any]) -> str:
     return next((n for n in clusters.get("notes", []) if n.startswith("geometric verification")), "")
 
@@ -418,6 +446,14 @@ def variant_notes(n: int, steps: dict[str, dict[str, float]], base: dict[str, An
 def report(n: int, photos: Path, base: dict[str, Any], var: dict[str, Any], truth: dict[str, str | None]) -> str:
     steps = base["steps"]
     lines = step_table(n, photos, steps) + cluster_table(base, var, truth) + variant_notes(n, steps, base, var)
+    if "places" in var:
+        from bench.places import PLACES
+
+        header = ["places among 559 distractors", "ARI", "ARI (places only)", *PLACES, "distractors inside",
+                  "features", "cluster --verify"]  # fmt: skip
+        lines += ["", "The same choices on ../shared/data/places among distractors (bench.places' mix, 602 images, "
+                  "in the benchmark's process; --skip-decided includes its features):", ""]  # fmt: skip
+        lines += [markdown_table(header, var["places"]), ""]
     if "bad" in var:
         lines += ["", "Awkward files (local features, default settings, one core, in the benchmark's process):", ""]
         lines += [markdown_table(["file", "size", "local features", "decode + SIFT"], var["bad"]), ""]
@@ -428,6 +464,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="60 photos: checks the pipeline end to end")
     ap.add_argument("--no-ray", action="store_true", help="leave out the Ray variant")
+    ap.add_argument("--places", action="store_true", help="with --quick: also the places mix (full runs always)")
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing BENCHMARKS.md")
     args = ap.parse_args()
     photos, truth = collection(args.quick)
@@ -437,6 +474,8 @@ def main() -> None:
     log.write_text("")
     base = pipeline(photos, work, truth, log)
     var = variants(photos, base["index"], work, log, not args.no_ray)
+    if args.places or not args.quick:
+        var["places"] = places_check(work)
     body = report(len(truth), photos, base, var, truth)
     print(body)
     if not args.no_write:

@@ -434,6 +434,7 @@ class Index:
         *,
         max_keypoints: int | None = None,
         resolution: int | None = None,
+        decode: str | None = None,
         workers: int | None = None,
         progress: bool = False,
         engine: FeatureEngine | None = None,
@@ -446,6 +447,7 @@ class Index:
         conf = FeatureConf(
             stored.max_keypoints if max_keypoints is None else max_keypoints,
             stored.resolution if resolution is None else resolution,
+            stored.decode if decode is None else decode,
         )
         cache = self.features if conf == stored else FeatureCache(self.store, conf)
         if cache is not self.features:

@@ -170,3 +170,40 @@ def test_cli_engine_and_skip_decided(index_dir: Path, tmp_path: Path) -> None:
     ok = runner.invoke(app, ["cluster", "--index", str(ix), "--verify", "--skip-decided", "-k", "5", "--quiet"])
     assert ok.exit_code == 0, ok.output
     assert "decided by cosine" in ok.output
+
+
+def test_reduced_decoding_is_a_stored_setting_and_keeps_the_picture_upright(tmp_path: Path, photos: Path) -> None:
+    import io
+    import json
+
+    from lookalike.verify import FeatureConf
+    from lookalike.verify.local_features import features_of_file, reduced_grey
+
+    assert "decode" not in FeatureConf().to_dict()  # existing conf.json files and packs stay valid
+    assert FeatureConf(decode="reduced").to_dict()["decode"] == "reduced"
+    with pytest.raises(Exception, match="decode must be one of pillow, reduced"):
+        FeatureConf(decode="magic")
+    src = Image.open(next(photos.glob("temple/*"))).convert("RGB").resize((1600, 1200))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated by 90°: portrait
+    buf = io.BytesIO()
+    src.save(buf, "JPEG", quality=92, exif=exif.tobytes())
+    (tmp_path / "rot.jpg").write_bytes(buf.getvalue())
+    src.save(tmp_path / "same.png")
+    grey = reduced_grey(buf.getvalue(), 512)
+    assert grey is not None and grey.shape == (512, 384)  # upright, long side 512 (decoded at 1/2, then resized)
+    conf = FeatureConf(resolution=512, decode="reduced")
+    reduced, _ = features_of_file(tmp_path / "rot.jpg", "rot.jpg", conf)
+    pillow, _ = features_of_file(tmp_path / "rot.jpg", "rot.jpg", FeatureConf(resolution=512))
+    assert reduced is not None and pillow is not None
+    assert reduced.size == pillow.size == (384, 512) and len(reduced) > 100
+    png, _ = features_of_file(tmp_path / "same.png", "same.png", conf)  # not a JPEG: the Pillow path
+    assert png is not None and png.size == (512, 384)
+    assert reduced_grey(b"not a jpeg", 512) is None
+    # stored with the features, read back, and a change recomputes
+    ix = tmp_path / "ix"
+    Index.build(photos, ix)
+    idx = Index.open(ix)
+    idx.local_features(decode="reduced")
+    assert json.loads((ix / FEATURES_DIR / "conf.json").read_text())["decode"] == "reduced"
+    assert Index.open(ix).features.conf.decode == "reduced"

@@ -77,6 +77,10 @@ def features(
         int | None, typer.Option(help="Strongest keypoints kept per image [2048, or as stored].")
     ] = None,
     resolution: Annotated[int | None, typer.Option(help="Long side SIFT runs at, pixels [1024, or as stored].")] = None,
+    decode: Annotated[
+        str | None,
+        typer.Option(help="pillow, or reduced: JPEGs straight to grey at libjpeg-turbo's reduced scale [as stored]."),
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Threads extracting features [cores, at most 4].")] = None,
     engine: EngineOpt = "local",
     address: AddressOpt = None,
@@ -88,7 +92,7 @@ def features(
     before = len(idx.features.missing())
     with feature_engine(engine, address, num_workers) as on:
         cache = idx.local_features(
-            max_keypoints=max_keypoints, resolution=resolution, workers=workers, progress=not quiet,
+            max_keypoints=max_keypoints, resolution=resolution, decode=decode, workers=workers, progress=not quiet,
             engine=on,
         )  # fmt: skip
     print_notes(cache.notes)
@@ -97,7 +101,8 @@ def features(
     conf = cache.conf
     err.print(
         f"local features: {len(idx) - len(cache.failed)} of {len(idx)} images ({before - len(cache.failed)} computed now), "
-        f"{conf.max_keypoints} keypoints at {conf.resolution} px, {human_bytes(cache.disk_bytes())} on disk"
+        f"{conf.max_keypoints} keypoints at {conf.resolution} px ({conf.decode} decoding), "
+        f"{human_bytes(cache.disk_bytes())} on disk"
     )
 
 

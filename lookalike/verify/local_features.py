@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from lookalike.store import Store
 
 CONF_FILE = "conf.json"
+DECODERS = ("pillow", "reduced")
 MIN_KEYPOINTS = 50
 """An image with fewer keypoints (blank, flat, tiny) cannot be verified either way: its pairs are "unknown"."""
 
@@ -51,15 +52,24 @@ class FeatureConf:
 
     max_keypoints: int = 2048
     resolution: int = 1024  # long side, in pixels, SIFT runs on
+    # how photos become grey pixels: "pillow" (draft-mode RGB, to grey, bilinear resize: every index so far) or
+    # "reduced" (JPEGs decoded straight to grey at libjpeg-turbo's reduced scale by OpenCV, area resize; other
+    # formats as "pillow"). Different pixels, so a stored setting like the others.
+    decode: str = "pillow"
 
     def __post_init__(self) -> None:
+        if self.decode not in DECODERS:
+            raise ConfigError(f"decode must be one of {', '.join(DECODERS)}, got {self.decode!r}", setting="decode")
         if self.max_keypoints < 8:
             raise ConfigError(f"max_keypoints must be at least 8, got {self.max_keypoints}", setting="max_keypoints")
         if self.resolution < 64:
             raise ConfigError(f"resolution must be at least 64 px, got {self.resolution}", setting="resolution")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": "rootsift", **asdict(self)}
+        d = {"method": "rootsift", **asdict(self)}
+        if self.decode == "pillow":  # the settings every existing index stored: its conf.json and pack stay valid
+            del d["decode"]
+        return d
 
 
 @dataclass
@@ -151,10 +161,41 @@ def extract(image: Image.Image | np.ndarray, conf: FeatureConf | None = None) ->
 def features_of_file(path: Path, name: str, conf: FeatureConf) -> tuple[Features | None, str | None]:
     """One photo's features, or why it could not be read: what every engine runs per photo."""
     try:
-        img, _ = decode(read_file(path), name, target=conf.resolution)
+        data = read_file(path)
+        grey = reduced_grey(data, conf.resolution) if conf.decode == "reduced" else None
+        if grey is not None:
+            return extract(grey, conf), None
+        img, _ = decode(data, name, target=conf.resolution)
     except ImageError as exc:
         return None, str(exc)
     return extract(img, conf), None
+
+
+def reduced_grey(data: bytes, resolution: int) -> np.ndarray | None:
+    """A JPEG's upright grey pixels, long side at most ``resolution``: decoded by libjpeg-turbo (OpenCV) straight
+    to grey at the smallest DCT scale (1/2, 1/4, 1/8) still covering ``resolution``, then area-resized. None for
+    anything else (other formats, JPEGs OpenCV cannot read), which then takes the Pillow path."""
+    if not data.startswith(b"\xff\xd8\xff"):
+        return None
+    import cv2
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(io.BytesIO(data)) as probe:  # reads the header only
+            long_side = max(probe.size)
+    except (OSError, ValueError, PILImage.DecompressionBombError):
+        return None
+    flags = {8: cv2.IMREAD_REDUCED_GRAYSCALE_8, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2}
+    factor = next((f for f in (8, 4, 2) if long_side / f >= resolution), 1)
+    grey = cv2.imdecode(np.frombuffer(data, np.uint8), flags.get(factor, cv2.IMREAD_GRAYSCALE))
+    if grey is None or grey.size == 0:
+        return None
+    h, w = grey.shape[:2]
+    scale = resolution / max(w, h)
+    if scale < 1:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+    return grey
 
 
 def extract_files(items: Sequence[tuple[int, str, str]], conf: dict[str, Any]) -> list[tuple[int, bytes | None, str]]:
@@ -163,7 +204,7 @@ def extract_files(items: Sequence[tuple[int, str, str]], conf: dict[str, Any]) -
     import cv2
 
     cv2.setNumThreads(1)
-    fc = FeatureConf(int(conf["max_keypoints"]), int(conf["resolution"]))
+    fc = FeatureConf(int(conf["max_keypoints"]), int(conf["resolution"]), str(conf.get("decode", "pillow")))
     out = []
     for i, path, name in items:
         feats, error = features_of_file(Path(path), name, fc)
@@ -217,7 +258,7 @@ class FeatureCache:
             return None
         try:
             d = json.loads(path.read_text())
-            return FeatureConf(int(d["max_keypoints"]), int(d["resolution"]))
+            return FeatureConf(int(d["max_keypoints"]), int(d["resolution"]), str(d.get("decode", "pillow")))
         except (OSError, ValueError, KeyError, TypeError, ConfigError):
             return None  # unreadable: treated as absent, and rewritten
 
