@@ -44,7 +44,8 @@ NOISE = 5.0  # sensor-like noise (sigma, 8-bit levels): what makes a phone JPEG 
 QUALITY = 92
 HEIC_EVERY = {True: 60, False: 250}  # a few photos written as HEIC (encoding 12 MP HEIC takes minutes)
 PROJECT = (11_300, 100_000)
-SETTINGS = ((768, 2048), (1024, 1024))  # SIFT settings measured against the default (1,024 px, 2,048 keypoints)
+# SIFT settings measured against the default (1,024 px, 2,048 keypoints, Pillow decoding)
+SETTINGS = ((1024, 2048, "reduced"), (768, 2048, "pillow"), (1024, 1024, "pillow"))
 
 
 # --- the collection --------------------------------------------------------------------------------------------
@@ -236,13 +237,13 @@ def variants(photos: Path, index: Path, work: Path, log: Path, ray: bool) -> dic
     out["bad"] = bad_inputs(
         index.parent.parent / ("quick" if "quick" in index.parent.name else "full") / "photos", work / "bad"
     )
-    for res, kp in SETTINGS:  # SIFT's size and keypoints against the defaults, on the same photos in the same run
-        other = copy_index(index, work / f"sift-{res}-{kp}", False)
-        feats = run(
-            ["features", "--index", str(other), "--quiet", "--resolution", str(res), "--max-keypoints", str(kp)], log
-        )
+    for res, kp, dec in SETTINGS:  # SIFT's size and keypoints against the defaults, same photos, same run
+        other = copy_index(index, work / f"sift-{res}-{kp}-{dec}", False)
+        flags = ["--resolution", str(res), "--max-keypoints", str(kp), "--decode", dec]
+        feats = run(["features", "--index", str(other), "--quiet", *flags], log)
         step, clusters = cluster_step(other, log, ["--verify"])
-        out[f"sift {res} px, {kp} keypoints"] = {"features": feats, "cluster": step, "clusters": clusters}
+        key = f"sift {res} px, {kp} keypoints, {dec} decoding"
+        out[key] = {"features": feats, "cluster": step, "clusters": clusters}
     if ray:
         on_ray = copy_index(index, work / "ray", False)
         feats = run(["features", "--index", str(on_ray), "--quiet", "--engine", "ray", "--num-workers", "2"], log)
@@ -330,17 +331,19 @@ def places_check(work: Path) -> list[list[str]]:
     base = Index.build(make_mix(), work / "places-index", labels="folders", progress=False)
     place = place_of(base.labels)
     rows = []
-    for (res, kp), skip in [((1024, 2048), False), ((1024, 2048), True), *((s, False) for s in SETTINGS)]:
-        index = Index.open(copy_index(base.folder, work / f"places-{res}-{kp}", False))
+    default = (1024, 2048, "pillow")
+    for (res, kp, dec), skip in [(default, False), (default, True), *((s, False) for s in SETTINGS)]:
+        index = Index.open(copy_index(base.folder, work / f"places-{res}-{kp}-{dec}-{skip}", False))
         started = time.perf_counter()
         if not skip:  # --skip-decided extracts what it needs inside cluster_index, timed there
-            index.local_features(resolution=res, max_keypoints=kp, workers=2)
+            index.local_features(resolution=res, max_keypoints=kp, decode=dec, workers=2)
         feat_s = time.perf_counter() - started
         started = time.perf_counter()
-        result = cluster_index(index, match=MatchConf(), features=FeatureConf(kp, res), skip_decided=skip, save=False)
+        conf = FeatureConf(kp, res, dec)
+        result = cluster_index(index, match=MatchConf(), features=conf, skip_decided=skip, save=False)
         s = cluster_scores(result.labels, place)
         rows.append([
-            f"{res} px, {kp} keypoints" + (", --skip-decided" if skip else ""), f"{s['ari']:.3f}",
+            f"{res} px, {kp} keypoints, {dec}" + (", --skip-decided" if skip else ""), f"{s['ari']:.3f}",
             f"{s['ari_places']:.3f}", *(str(s[p]) for p in PLACES), str(s["distractors in place clusters"]),
             f"{feat_s:.1f} s", f"{time.perf_counter() - started:.1f} s",
         ])  # fmt: skip
