@@ -220,11 +220,8 @@ class Index:
         return self.store.metadata()
 
     def feature_cache(self, conf: FeatureConf | None = None, engine: FeatureEngine | None = None) -> FeatureCache:
-        """The local features of the indexed images with ``conf`` (None: the stored or default settings), computed
-        and verified on ``engine`` (None: this machine's threads; see ``lookalike.distributed.RayFeatureEngine``)."""
-        if engine is not None:
-            return FeatureCache(self.store, conf, engine=engine)
-        return self.features if conf is None else FeatureCache(self.store, conf)
+        """The local features of the indexed images with ``conf`` (None: as stored), made on ``engine`` if given."""
+        return self.features if conf is None and engine is None else FeatureCache(self.store, conf, engine=engine)
 
     # --- the writes the dedupe actions make (lookalike.view.IndexWriter) ----------------------------------------
 
@@ -439,8 +436,7 @@ class Index:
         progress: bool = False,
         engine: FeatureEngine | None = None,
     ) -> FeatureCache:
-        """Compute and cache the local features of every indexed image that has none yet (on ``engine``, else on
-        this machine's threads: the same files either way).
+        """Compute and cache the local features of every indexed image that has none yet (on ``engine`` if given).
 
         Settings left out follow the features already stored (else the defaults); changing one recomputes all."""
         stored = self.features.conf
@@ -452,11 +448,8 @@ class Index:
         cache = self.features if conf == stored else FeatureCache(self.store, conf)
         if cache is not self.features:
             self._views[("features", id(self.store.table))] = cache
-        cache.engine = engine
-        try:
+        with cache.using(engine):
             cache.ensure(workers=workers, progress=progress)
-        finally:
-            cache.engine = None
         cache.prune()
         cache.pack(RERANK_KEYPOINTS)  # re-ranking's memory-mapped store, refreshed when much has changed
         return cache

@@ -16,6 +16,7 @@ from lookalike.cli.common import (
     JsonOpt,
     NumWorkersOpt,
     QuietOpt,
+    SkipDecidedOpt,
     app,
     err,
     feature_engine,
@@ -146,14 +147,7 @@ def cluster(
     ] = False,
     min_inliers: Annotated[int, typer.Option(help="--verify: inliers a pair needs to be one place.")] = 15,
     workers: Annotated[int | None, typer.Option(help="--verify: threads matching pairs [cores, at most 4].")] = None,
-    skip_decided: Annotated[
-        bool,
-        typer.Option(
-            "--skip-decided",
-            help="--verify: take near-copies and pairs far below the weak threshold as decided by their cosine; "
-            "verify (and extract features for) the rest only.",
-        ),
-    ] = False,
+    skip_decided: SkipDecidedOpt = False,
     engine: EngineOpt = "local",
     address: AddressOpt = None,
     num_workers: NumWorkersOpt = None,
@@ -161,6 +155,7 @@ def cluster(
 ) -> None:
     """Group an index's photos (one cluster per object/place); the result is saved as clusters.json in the index."""
     from lookalike.cluster import GraphParams, cluster_index, export_clusters, suggest
+    from lookalike.verify import MatchConf
 
     if link and hardlink:
         raise LookalikeError("--link and --hardlink exclude each other")
@@ -172,11 +167,7 @@ def cluster(
         k=k, strong=strong, weak=weak, merge_links=merge_links, merge_ratio=merge_ratio, gps_count=gps_count,
         gps_distance=gps_distance, min_size=min_size, mutual=mutual, local_ratio=local_ratio,
     )  # fmt: skip
-    match_conf = None
-    if verify:
-        from lookalike.verify import MatchConf
-
-        match_conf = MatchConf(min_inliers=min_inliers)
+    match_conf = MatchConf(min_inliers=min_inliers) if verify else None
     with feature_engine(engine, address, num_workers) as on:
         result = cluster_index(
             idx, method, params=params, hdbscan_size=hdbscan_size, pca=pca, match=match_conf, workers=workers,

@@ -96,6 +96,14 @@ EngineOpt = Annotated[
 AddressOpt = Annotated[
     str | None, typer.Option(help="Ray cluster to join (auto, ray://host:10001); default: start a local Ray.")
 ]
+SkipDecidedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--skip-decided",
+        help="--verify: take near-copies and pairs far below the weak threshold as decided by their cosine; "
+        "verify (and extract features for) the rest only.",
+    ),
+]
 NumWorkersOpt = Annotated[int | None, typer.Option(help="Ray: CPUs to use (default: all the cluster has).")]
 
 

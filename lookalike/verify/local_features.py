@@ -350,6 +350,15 @@ class FeatureCache:
             )
         return done
 
+    @contextlib.contextmanager
+    def using(self, engine: FeatureEngine | None) -> Iterator[None]:
+        """Extract and verify on ``engine`` inside the block, then on this machine's threads again."""
+        self.engine = engine
+        try:
+            yield
+        finally:
+            self.engine = None
+
     def clear(self) -> None:
         if self.folder.is_dir():
             for p in [*self.folder.glob("*.npz"), *self.folder.glob("pack-*")]:
