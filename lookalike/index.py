@@ -33,7 +33,7 @@ from lookalike.images import decode, read_file
 from lookalike.query import PreparedQuery, Query
 from lookalike.search import VectorSearch, open_searcher, vectors_fingerprint
 from lookalike.store import INDEX_DIRNAME, Store
-from lookalike.verify import FeatureCache, FeatureConf, Features, MatchConf, VerifiedPair, extract
+from lookalike.verify import FeatureCache, FeatureConf, FeatureEngine, Features, MatchConf, VerifiedPair, extract
 from lookalike.verify import rerank as reranking
 from lookalike.verify.rerank import RERANK_KEYPOINTS
 from lookalike.view import IndexInfo
@@ -219,9 +219,9 @@ class Index:
     def metadata(self) -> pa.Table:
         return self.store.metadata()
 
-    def feature_cache(self, conf: FeatureConf | None = None) -> FeatureCache:
-        """The local features of the indexed images with ``conf`` (None: the stored or default settings)."""
-        return self.features if conf is None else FeatureCache(self.store, conf)
+    def feature_cache(self, conf: FeatureConf | None = None, engine: FeatureEngine | None = None) -> FeatureCache:
+        """The local features of the indexed images with ``conf`` (None: as stored), made on ``engine`` if given."""
+        return self.features if conf is None and engine is None else FeatureCache(self.store, conf, engine=engine)
 
     # --- the writes the dedupe actions make (lookalike.view.IndexWriter) ----------------------------------------
 
@@ -432,21 +432,25 @@ class Index:
         *,
         max_keypoints: int | None = None,
         resolution: int | None = None,
+        decode: str | None = None,
         workers: int | None = None,
         progress: bool = False,
+        engine: FeatureEngine | None = None,
     ) -> FeatureCache:
-        """Compute and cache the local features of every indexed image that has none yet.
+        """Compute and cache the local features of every indexed image that has none yet (on ``engine`` if given).
 
         Settings left out follow the features already stored (else the defaults); changing one recomputes all."""
         stored = self.features.conf
         conf = FeatureConf(
             stored.max_keypoints if max_keypoints is None else max_keypoints,
             stored.resolution if resolution is None else resolution,
+            stored.decode if decode is None else decode,
         )
         cache = self.features if conf == stored else FeatureCache(self.store, conf)
         if cache is not self.features:
             self._views[("features", id(self.store.table))] = cache
-        cache.ensure(workers=workers, progress=progress)
+        with cache.using(engine):
+            cache.ensure(workers=workers, progress=progress)
         cache.prune()
         cache.pack(RERANK_KEYPOINTS)  # re-ranking's memory-mapped store, refreshed when much has changed
         return cache
@@ -498,12 +502,14 @@ class Index:
         workers: int | None = None,
         progress: bool = False,
         notes: list[str] | None = None,
+        engine: FeatureEngine | None = None,
     ) -> list[VerifiedPair]:
         """hloc-style retrieval pairs, one type either way (:class:`~lookalike.verify.VerifiedPair`, which unpacks as
         ``name_a, name_b, score``); with ``verify``, every candidate pair verified geometrically."""
         return reranking.pairs(
-            self.store, num_matched, min_score=min_score, verify=verify, workers=workers, progress=progress, notes=notes
-        )
+            self.store, num_matched, min_score=min_score, verify=verify, workers=workers, progress=progress, notes=notes,
+            engine=engine,
+        )  # fmt: skip
 
     def query_class(
         self, query: Query, vector: np.ndarray, given: str | None, self_ids: Sequence[int]
