@@ -28,12 +28,12 @@ from lookalike.build import BuildReport, describer_of
 from lookalike.config import IndexConfig, RunOptions
 from lookalike.embed import Describer
 from lookalike.errors import ConfigError, ImageError, LookalikeError
-from lookalike.filters import FilterColumns, SearchFilter
+from lookalike.filters import SCORE_DECIMALS, FilterColumns, SearchFilter
 from lookalike.images import decode, read_file
 from lookalike.query import PreparedQuery, Query
 from lookalike.search import VectorSearch, open_searcher, vectors_fingerprint
 from lookalike.store import INDEX_DIRNAME, Store
-from lookalike.verify import FeatureCache, FeatureConf, Features, MatchConf, VerifiedPair, extract
+from lookalike.verify import FeatureCache, FeatureConf, FeatureEngine, Features, MatchConf, VerifiedPair, extract
 from lookalike.verify import rerank as reranking
 from lookalike.verify.rerank import RERANK_KEYPOINTS
 from lookalike.view import IndexInfo
@@ -227,9 +227,9 @@ class Index:
     def metadata(self) -> pa.Table:
         return self.store.metadata()
 
-    def feature_cache(self, conf: FeatureConf | None = None) -> FeatureCache:
-        """The local features of the indexed images with ``conf`` (None: the stored or default settings)."""
-        return self.features if conf is None else FeatureCache(self.store, conf)
+    def feature_cache(self, conf: FeatureConf | None = None, engine: FeatureEngine | None = None) -> FeatureCache:
+        """The local features of the indexed images with ``conf`` (None: as stored), made on ``engine`` if given."""
+        return self.features if conf is None and engine is None else FeatureCache(self.store, conf, engine=engine)
 
     # --- the writes the dedupe actions make (lookalike.view.IndexWriter) ----------------------------------------
 
@@ -408,7 +408,8 @@ class Index:
             scores, ids = self.searcher.search(vectors[qi : qi + 1], depth, allowed=allowed, exclude=[exclude[qi]])
             found = ids[0] >= 0
             if where is not None and where.min_score is not None:
-                keep = found & (scores[0] >= where.min_score)
+                reported = np.array([round(float(s), SCORE_DECIMALS) for s in scores[0]])  # as results show them
+                keep = found & (reported >= where.min_score)
                 if found.any() and not keep.any():
                     note = (
                         f"no match scores at least {where.min_score:g} (the best scores {scores[0][found].max():.3f})"
@@ -439,21 +440,25 @@ class Index:
         *,
         max_keypoints: int | None = None,
         resolution: int | None = None,
+        decode: str | None = None,
         workers: int | None = None,
         progress: bool = False,
+        engine: FeatureEngine | None = None,
     ) -> FeatureCache:
-        """Compute and cache the local features of every indexed image that has none yet.
+        """Compute and cache the local features of every indexed image that has none yet (on ``engine`` if given).
 
         Settings left out follow the features already stored (else the defaults); changing one recomputes all."""
         stored = self.features.conf
         conf = FeatureConf(
             stored.max_keypoints if max_keypoints is None else max_keypoints,
             stored.resolution if resolution is None else resolution,
+            stored.decode if decode is None else decode,
         )
         cache = self.features if conf == stored else FeatureCache(self.store, conf)
         if cache is not self.features:
             self._views[("features", id(self.store.table))] = cache
-        cache.ensure(workers=workers, progress=progress)
+        with cache.using(engine):
+            cache.ensure(workers=workers, progress=progress)
         cache.prune()
         cache.pack(RERANK_KEYPOINTS)  # re-ranking's memory-mapped store, refreshed when much has changed
         return cache
@@ -504,12 +509,14 @@ class Index:
         workers: int | None = None,
         progress: bool = False,
         notes: list[str] | None = None,
+        engine: FeatureEngine | None = None,
     ) -> list[VerifiedPair]:
         """hloc-style retrieval pairs, one type either way (:class:`~lookalike.verify.VerifiedPair`, which unpacks as
         ``name_a, name_b, score``); with ``verify``, every candidate pair verified geometrically."""
         return reranking.pairs(
-            self.store, num_matched, min_score=min_score, verify=verify, workers=workers, progress=progress, notes=notes
-        )
+            self.store, num_matched, min_score=min_score, verify=verify, workers=workers, progress=progress, notes=notes,
+            engine=engine,
+        )  # fmt: skip
 
     def query_class(
         self, query: Query, vector: np.ndarray, given: str | None, self_ids: Sequence[int]
@@ -559,6 +566,8 @@ class Index:
 
     def summary(self) -> IndexInfo:
         """What the index holds and how it was made (:class:`~lookalike.view.IndexInfo`)."""
+        from lookalike.classify import head_summary
+
         store = self.store
         recipe = store.recipe(("pooling", "resolution", "dim", "post", "vocab", "created", "updated"))
         counts = Counter(lab for lab in self.labels if lab is not None)
@@ -580,21 +589,8 @@ class Index:
             precision=store.precision,
             calibration=store.calibration,  # int8: "samples" or "photos"; older int8 indexes: photos
             search=store.ann or {"kind": "auto", "index": "flat", "exact": True},
-            classifier=self._head_summary(),
+            classifier=head_summary(self),
             disk_bytes=store.disk_bytes(),
             created=recipe["created"],
             updated=recipe["updated"],
         )
-
-    def _head_summary(self) -> dict[str, Any] | None:
-        """The head `lookalike fit` stored (method, held-out accuracy, stale or not), for `info`."""
-        from lookalike.classify import head_info
-
-        try:
-            head = head_info(self)
-        except LookalikeError as exc:
-            return {"error": str(exc)}
-        if head is None:
-            return None
-        keep = ("method", "classes", "n_train", "fitted", "stale", "metrics")
-        return {k: head[k] for k in keep if k in head}

@@ -1,6 +1,6 @@
 """Serving an index while it changes: one committed snapshot per request, the next commit picked up without a restart.
 
-The server's :class:`~lookalike.server.app.Service` holds one opened index (one commit: the header and the table of
+The server's :class:`~lookalike.server.service.Service` holds one opened index (one commit: the header and the table of
 the same commit, see :meth:`lookalike.store.Store.open`) and everything derived from it. :class:`Live` keeps the
 current one and checks the index header every ``interval`` seconds (a ``stat``, nothing read while it is
 unchanged); when it changed, it opens the new commit, builds its Service (the model is shared, not loaded again) and
