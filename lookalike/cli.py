@@ -521,6 +521,14 @@ def train_cmd(
             f"{a['map_at_r']:.3f}",
             highlight=False,
         )
+    leaks = result.leaks or (result.members[0].leaks if result.members else [])
+    if leaks:
+        err.print(
+            f"[yellow]warning: {len(leaks)} validation images are copies of training images[/] (first: "
+            f"{_shown(leaks[0]['held_out'])} ~ {_shown(leaks[0]['train'])}); validation figures are optimistic "
+            "(all pairs in model.json, held_out_leaks)",
+            highlight=False,
+        )
     err.print(f"in {result.seconds:.0f}s" + (f", {len(result.members)} members used as one" if result.members else ""))
     err.print(f"model: {result.out} (use: lookalike index PHOTOS --model {result.out})")
 
@@ -985,13 +993,18 @@ def evaluate(
     k: KOpt = None,
     as_json: JsonOpt = False,
     report: Annotated[Path | None, typer.Option(help="Write PNGs and an HTML page into this folder.")] = None,
+    leak_check: LeakCheckOpt = True,
+    orientations: OrientationsOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Classification and retrieval metrics of a labelled test folder against the index."""
     from lookalike.evaluate import run_evaluation, write_report
 
     idx = _open_index(index)
-    ev = run_evaluation(idx, test, method, k=k)
+    ev = run_evaluation(idx, test, method, k=k, leak_check=leak_check, orientations=orientations, progress=not quiet)
     m = ev.metrics
+    if ev.leaks is not None:
+        _print_leaks(ev.leaks, rows=10)
     if m["unknown_classes"]:
         err.print(
             "[yellow]left out[/] test classes the index does not know: "
@@ -1017,6 +1030,8 @@ def evaluate(
         for kk in m["recall_at"]:
             r.add_row(kk, f"{m['recall_at'][kk]:.3f}", f"{m['precision_at'][kk]:.3f}", f"{m['top_k_accuracy'][kk]:.3f}")
         out.print(r)
+        if "leak_free" in m:
+            _print_leak_free(m)
     if report:
         err.print(f"report: {write_report(idx, ev, report)}")
 
@@ -1085,6 +1100,105 @@ def map_cmd(
             f"map: {len(result.xy):,} images by {result.method} in {result.info.get('seconds')}s, "
             f"{len(result.suspects)} suspect labels; open it with `lookalike serve --index {idx.store.path}` (Map tab)"
         )
+
+
+# --- leaks and uniqueness -------------------------------------------------------------------------------------------
+
+LeakCheckOpt = Annotated[
+    bool,
+    typer.Option(
+        "--leak-check/--no-leak-check",
+        help="Find test images that are copies of indexed ones; figures given again without them [on].",
+    ),
+]
+OrientationsOpt = Annotated[
+    bool, typer.Option("--orientations", help="Leak check: also rotated copies (3 more model passes per test image).")
+]
+
+
+def _print_leaks(report: Any, rows: int = 50) -> None:
+    counts = ", ".join(f"{n} {k}" for k, n in report.counts().items() if n)
+    colour = "yellow" if report.leaks else "green"
+    err.print(
+        f"[{colour}]leak check: {len(report.leaks)} of {report.checked} test images have a copy in the index[/]"
+        + (f" ({counts})" if counts else "")
+        + (f"; {len(report.within_test)} copy pairs inside the test set" if report.within_test else ""),
+        highlight=False,
+    )
+    for x in report.leaks[:rows]:
+        t = x["twins"][0]
+        how = t["kind"] + (f" {t['turn']}" if "turn" in t else "")
+        pix = f" pixel {t['pixel']:.3f}" if t.get("pixel") is not None else ""
+        err.print(f"  {_shown(x['path'])} ~ {_shown(t['name'])}  {how}, cosine {t['cosine']:.3f}{pix}", highlight=False)
+    if len(report.leaks) > rows:
+        err.print(f"  … and {len(report.leaks) - rows} more (--json lists them all)")
+    for w in report.within_test[:rows]:
+        err.print(f"  inside the test set: {_shown(w['a'])} ~ {_shown(w['b'])}  {w['kind']}", highlight=False)
+    for n in report.notes:
+        err.print(f"  [dim]{escape(n)}[/]", highlight=False)
+
+
+def _print_leak_free(m: dict[str, Any]) -> None:
+    t = Table("test images", "n", "accuracy", "macro-F1", "R@1", "MAP@R")
+    for name, x in (("all", m), ("leak-free", m["leak_free"])):
+        if "accuracy" in x:
+            t.add_row(name, str(x["n"]), f"{x['accuracy']:.3f}", f"{x['macro_f1']:.3f}",
+                      f"{x['recall_at']['1']:.3f}", f"{x['map_at_r']:.3f}")  # fmt: skip
+        else:
+            t.add_row(name, str(x["n"]), "–", "–", "–", "–")
+    out.print(t)
+
+
+@app.command()
+def leaks(
+    index: IndexOpt = Path(".lookalike"),
+    test: Annotated[Path, typer.Option("--test", "-t", help="Test folder (labelled or not).")] = Path("test"),
+    orientations: OrientationsOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Test images that are copies of indexed images (and copies inside the test set): the leak check alone."""
+    from lookalike.leaks import check_leaks
+
+    report = check_leaks(_open_index(index), test, orientations=orientations, progress=not quiet)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        _print_leaks(report)
+
+
+@app.command()
+def unique(
+    index: IndexOpt = Path(".lookalike"),
+    top: Annotated[int, typer.Option(help="How many of the most redundant and most isolated to list.")] = 20,
+    sheets: Annotated[
+        Path | None, typer.Option(help="Write most-redundant.png and most-isolated.png into this folder.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Recompute even if the stored scores are current.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Uniqueness of every image from its nearest neighbours' distances: the most redundant and the most isolated."""
+    from lookalike.uniqueness import uniqueness, uniqueness_sheets
+
+    result = uniqueness(_open_index(index), force=force)
+    if sheets is not None:
+        for p in uniqueness_sheets(result, sheets, top=top):
+            err.print(f"sheet: {_shown(p)}", highlight=False)
+    if as_json:
+        _print_json(result.to_dict(top))
+        return
+    d = result.to_dict(top)
+    for title, key in (("most redundant", "most_redundant"), ("most isolated", "most_isolated")):
+        t = Table("uniqueness", "raw", "path", title=title)
+        for r in d[key]:
+            t.add_row(f"{r['uniqueness']:.3f}", f"{r['raw']:.3f}", _shown(r["path"]))
+        out.print(t)
+    q = d["quantiles"]
+    err.print(
+        f"{d['images']:,} images; uniqueness median {q['0.5']:.3f}, 10% below {q['0.1']:.3f}, 90% below "
+        f"{q['0.9']:.3f}; stored in the index folder",
+        highlight=False,
+    )
 
 
 def _stand_in(info: Any) -> Any:

@@ -8,6 +8,10 @@ index's describer, classifies it with the index's head and ranks the index for e
 index does not know cannot be classified: they are left out, named in ``unknown_classes``, and the rest evaluated
 (if nothing is left, it is an error). Test images whose content is also in the index are excluded from their own
 rankings (counted in ``overlap``), so a test set that leaked into the index does not score a perfect R@1.
+
+The leak check (:mod:`lookalike.leaks`, on by default) also finds test images that are edited copies of indexed
+ones (resized, recompressed, cropped, mirrored; near-copies): they are listed in ``leaks`` and every figure is given
+again on the leak-free test images only (``leak_free``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from lookalike.metrics import KS, classification_metrics, expected_calibration_e
 
 if TYPE_CHECKING:
     from lookalike.index import Index
+    from lookalike.leaks import LeakReport
 
 
 @dataclass
@@ -40,6 +45,19 @@ class Evaluation:
     y_true: list[str] = field(default_factory=list)
     y_pred: list[str] = field(default_factory=list)
     confidence: list[float] = field(default_factory=list)
+    leaks: LeakReport | None = None
+
+
+class EvaluationMetrics(dict):
+    """The dict `lookalike evaluate --json` prints, with the leak check's report as ``.leaks`` (None when skipped)
+    and a notebook display."""
+
+    leaks: LeakReport | None = None
+
+    def _repr_html_(self) -> str:
+        from lookalike.display import metrics_html
+
+        return metrics_html(self)
 
 
 def embed_files(index: Index, paths: Sequence[Path]) -> tuple[np.ndarray, list[int], list[str], list[tuple[str, str]]]:
@@ -59,11 +77,22 @@ def embed_files(index: Index, paths: Sequence[Path]) -> tuple[np.ndarray, list[i
 
 
 def run_evaluation(
-    index: Index, test_dir: str | os.PathLike[str], method: str | None = None, *, k: int | None = None
+    index: Index,
+    test_dir: str | os.PathLike[str],
+    method: str | None = None,
+    *,
+    k: int | None = None,
+    leak_check: bool = True,
+    orientations: bool = False,
+    progress: bool = False,
 ) -> Evaluation:
     """Classify and rank a labelled test folder against the index; see the module docstring."""
     from lookalike.classify import head_for, to_predictions
 
+    if leak_check:
+        from lookalike.leaks import refuse_nested
+
+        refuse_nested(test_dir, index.root)
     head = head_for(index, method, k=k)
     classes = [str(c) for c in head.classes_]
     items = labelled_files(test_dir, what="test images")
@@ -91,27 +120,74 @@ def run_evaluation(
     proba = predict_proba(head, vectors, exclude)
     preds = to_predictions(head, proba)
     y_pred = [p.label for p in preds]
-    lookup = {c: i for i, c in enumerate(classes)}
-    y_idx = np.array([lookup[c] for c in y_true])
 
     metrics: dict[str, Any] = {"n": len(y_true), "method": head.method, "classes": classes}
-    cls = classification_metrics(y_true, y_pred, classes)
-    metrics.update({k2: cls[k2] for k2 in ("accuracy", "macro_f1", "per_class")})
-    metrics.update(retrieval_metrics(vectors, y_true, index.vectors, index.labels, KS, exclude))
-    metrics["top_k_accuracy"] = {str(kk): top_k_accuracy(proba, y_idx, kk) for kk in KS}
-    metrics["ece"] = expected_calibration_error(proba, y_idx)
-    metrics["confusion"] = cls["confusion"]
+    metrics.update(_figures(index, classes, vectors, y_true, y_pred, proba, exclude))
     metrics["unknown_classes"] = dict(sorted(unknown.items()))
     metrics["unreadable"] = [{"path": p, "reason": r} for p, r in errors]
     metrics["overlap"] = sum(1 for e in exclude if e)
-    return Evaluation(metrics, paths, vectors, y_true, y_pred, [float(p.probability) for p in preds])
+    report = None
+    if leak_check:
+        from lookalike.leaks import find_leaks
+
+        report = find_leaks(
+            index, vectors, paths, hashes, test_root=test_dir, orientations=orientations, progress=progress
+        )
+        leaked = {Path(test_dir) / p for p in report.leaked}
+        keep = np.array([p not in leaked for p in paths], bool)
+        metrics["leaks"] = {k2: v for k2, v in report.to_dict().items() if k2 not in ("test", "index")}
+        clean: dict[str, Any] = {"n": int(keep.sum()), "excluded": int((~keep).sum())}
+        if keep.any():
+            rows = np.flatnonzero(keep)
+            clean.update(
+                _figures(
+                    index, classes, vectors[rows], [y_true[i] for i in rows], [y_pred[i] for i in rows],
+                    proba[rows], [exclude[i] for i in rows],
+                )
+            )  # fmt: skip
+        metrics["leak_free"] = clean
+    ev = Evaluation(metrics, paths, vectors, y_true, y_pred, [float(p.probability) for p in preds])
+    ev.leaks = report
+    return ev
+
+
+def _figures(
+    index: Index,
+    classes: list[str],
+    vectors: np.ndarray,
+    y_true: list[str],
+    y_pred: list[str],
+    proba: np.ndarray,
+    exclude: list[list[int]],
+) -> dict[str, Any]:
+    """Accuracy, macro-F1, per class, retrieval (R@K, P@K, MAP@R), top-k accuracy, ECE, confusion of these rows."""
+    lookup = {c: i for i, c in enumerate(classes)}
+    y_idx = np.array([lookup[c] for c in y_true])
+    cls = classification_metrics(y_true, y_pred, classes)
+    out: dict[str, Any] = {k2: cls[k2] for k2 in ("accuracy", "macro_f1", "per_class")}
+    out.update(retrieval_metrics(vectors, y_true, index.vectors, index.labels, KS, exclude))
+    out["top_k_accuracy"] = {str(kk): top_k_accuracy(proba, y_idx, kk) for kk in KS}
+    out["ece"] = expected_calibration_error(proba, y_idx)
+    out["confusion"] = cls["confusion"]
+    return out
 
 
 def evaluate(
-    index: Index, test_dir: str | os.PathLike[str], method: str | None = None, *, k: int | None = None
-) -> dict[str, Any]:
-    """One dict: accuracy, macro_f1, per_class, recall_at, precision_at, map_at_r, top_k_accuracy, ece, confusion, n…"""
-    return run_evaluation(index, test_dir, method, k=k).metrics
+    index: Index,
+    test_dir: str | os.PathLike[str],
+    method: str | None = None,
+    *,
+    k: int | None = None,
+    leak_check: bool = True,
+    orientations: bool = False,
+) -> EvaluationMetrics:
+    """One dict: accuracy, macro_f1, per_class, recall_at, precision_at, map_at_r, top_k_accuracy, ece, confusion,
+    n…, with ``leaks`` and ``leak_free`` (the figures on the leak-free test images) unless ``leak_check`` is False;
+    the leak report itself is ``.leaks``."""
+    ev = run_evaluation(index, test_dir, method, k=k, leak_check=leak_check, orientations=orientations)
+    out = EvaluationMetrics(ev.metrics)
+    out.leaks = ev.leaks
+    return out
 
 
 # --- cross-validation (the benchmark) ---------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import pyarrow as pa
 from PIL import Image
 
 from lookalike.config import IndexConfig, RunOptions, split_settings
+from lookalike.display import Matches, Predictions
 from lookalike.distributed import ray_describe_files, require_ray
 from lookalike.embed import Batch, Describer
 from lookalike.errors import ConfigError, ImageError, IndexMismatchError, LookalikeError
@@ -84,6 +85,11 @@ class SearchResult:
         d = asdict(self)
         d["matches"] = [m.to_dict() for m in self.matches]
         return d
+
+    def _repr_html_(self) -> str:
+        from lookalike.display import matches_html
+
+        return matches_html(self.matches, self.note or "")
 
 
 @dataclass
@@ -505,13 +511,14 @@ class Index:
         label: str | None = None,
         where: SearchFilter | None = None,
         rerank: int = 0,
-    ) -> list[Match]:
-        """The k images most similar to ``query``, best first (the query itself is never its own match).
+    ) -> Matches:
+        """The k images most similar to ``query``, best first (the query itself is never its own match): a list of
+        :class:`Match` that a notebook shows as thumbnails.
 
         ``where`` restricts the images searched (capture time, place, path, label) and the lowest score returned;
         ``rerank`` > 0 re-orders that many of the top by geometric verification (see :meth:`search_many`).
         """
-        return self.search_many([query], k, mode=mode, label=label, where=where, rerank=rerank)[0].matches
+        return Matches(self.search_many([query], k, mode=mode, label=label, where=where, rerank=rerank)[0].matches)
 
     @property
     def filter_columns(self) -> FilterColumns:
@@ -772,7 +779,10 @@ class Index:
 
         require_classes(self)
         vectors, exclude = self.prepare(queries)
-        return classify_vectors(self, vectors, method=method, k=k, exclude=exclude)
+        preds = classify_vectors(self, vectors, method=method, k=k, exclude=exclude)
+        for q, p in zip(queries, preds, strict=True):
+            p.path = str(q) if isinstance(q, (str, os.PathLike)) else None
+        return Predictions(preds)
 
     # --- summary -------------------------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ import pyarrow as pa
 from lookalike.cluster.decisions import Decisions
 from lookalike.cluster.dedupe import DEDUPE_FLOOR, DEDUPE_PIXEL, near_duplicates
 from lookalike.cluster.keep import KEEP_RULES, choose_keeper, facts_of
+from lookalike.display import DuplicatePlan
 from lookalike.errors import ConfigError, LookalikeError
 from lookalike.images import content_hash
 from lookalike.io import atomic_write_json, fsync_dir, now_iso
@@ -139,7 +140,7 @@ def make_plan(
             f"{len(changed)} file(s) changed since they were indexed (first: {changed[0]}); update the index first"
         )
     removed = [f for g in out_groups for f in g["files"] if f["role"] == "remove"]
-    return {
+    return DuplicatePlan({
         "lookalike_plan": PLAN_FORMAT,
         "id": uuid.uuid4().hex,
         "created": now_iso(),
@@ -156,7 +157,7 @@ def make_plan(
             "bytes": int(sum(f["size"] for f in removed)),
         },
         "notes": notes,
-    }
+    })  # fmt: skip
 
 
 def save_plan(plan: dict[str, Any], path: str | os.PathLike[str]) -> Path:
