@@ -25,6 +25,7 @@ import json  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from PIL import Image, ImageOps  # noqa: E402
@@ -32,6 +33,7 @@ from PIL import Image, ImageOps  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import CACHE, dataset  # noqa: E402
+from bench.report import ROOT, markdown_table, write_section  # noqa: E402
 
 WORK = CACHE / "leaks"
 RESULTS = Path(__file__).parent / "results" / "leaks.json"
@@ -89,6 +91,111 @@ def prepare(seed: int = 0):  # noqa: ANN201
     return index, test_dir, truth
 
 
+def leak_bench(index, test_dir: Path, truth: dict) -> dict:  # noqa: ANN001
+    import numpy as np
+
+    from lookalike.evaluate import run_evaluation
+
+    times = {"plain": [], "check": []}
+    evs = {}
+    for what in ("plain", "check", "plain"):
+        t0 = time.perf_counter()
+        evs[what] = run_evaluation(index, test_dir, leak_check=what == "check")
+        times[what].append(time.perf_counter() - t0)
+        print(what, f"{times[what][-1]:.1f}s", flush=True)
+    ev = evs["check"]
+    rep = ev.leaks
+    reported = {x["path"]: x for x in rep.leaks}
+    planted = set(truth)
+    found = {p for p in planted if p in reported and truth[p]["source"] in {t["name"] for t in reported[p]["twins"]}}
+    wrong_twin = {p for p in planted if p in reported and p not in found}
+    natural = {p: reported[p] for p in reported if p not in planted}
+    by_kind = {k: {"planted": 0, "found": 0} for k in KINDS}
+    for p, t in truth.items():
+        by_kind[t["kind"]]["planted"] += 1
+        by_kind[t["kind"]]["found"] += p in found
+    missed = sorted(planted - found)
+    # accuracy on: all test photos (with planted), leak-free ones, the original fifth (no planted copies)
+    m = ev.metrics
+    rel = [p.relative_to(test_dir).as_posix() for p in ev.paths]
+    orig = np.array([r not in planted for r in rel])
+    acc_orig = float(np.mean([a == b for a, b, o in zip(ev.y_true, ev.y_pred, orig, strict=True) if o]))
+    acc_planted = float(np.mean([a == b for a, b, o in zip(ev.y_true, ev.y_pred, orig, strict=True) if not o]))
+    # how close the other test photos come to the index: why NEAR_COPY is where it is
+    scores, _ = index.searcher.search(ev.vectors, 1)
+    clean = np.array([r not in reported for r in rel])
+    best = scores[clean, 0]
+    return {
+        "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "indexed": len(index),
+        "test": len(ev.paths),
+        "planted": len(planted),
+        "reported": len(reported),
+        "found": len(found),
+        "wrong_twin": sorted(wrong_twin),
+        "missed": [{"path": p, **truth[p]} for p in missed],
+        "recall": len(found) / max(1, len(planted)),
+        "precision_strict": len(found) / max(1, len(reported)),
+        "precision_planted_only": len(found) / max(1, len(reported) - len(natural)),
+        "by_kind": by_kind,
+        "reported_by_kind": rep.counts(),
+        "natural": [{"path": p, "twins": x["twins"][:3]} for p, x in sorted(natural.items())],
+        "natural_count": len(natural),
+        "original_test": int(orig.sum()),
+        "within_test": len(rep.within_test),
+        "within_test_pairs": rep.within_test[:200],
+        "accuracy_all": m["accuracy"],
+        "accuracy_leak_free": m["leak_free"].get("accuracy"),
+        "n_leak_free": m["leak_free"]["n"],
+        "accuracy_original_fifth": acc_orig,
+        "accuracy_planted": acc_planted,
+        "r1_all": m["recall_at"]["1"],
+        "r1_leak_free": m["leak_free"].get("recall_at", {}).get("1"),
+        "map_all": m["map_at_r"],
+        "map_leak_free": m["leak_free"].get("map_at_r"),
+        "method": m["method"],
+        "seconds_plain": min(times["plain"]),
+        "seconds_plain_runs": times["plain"],
+        "seconds_check": times["check"][0],
+        "check_seconds": rep.seconds,
+        "checked_pairs": rep.settings.get("checked_pairs"),
+        "best_cosine_others": {f"{q:g}": round(float(np.quantile(best, q)), 4) for q in (0.5, 0.9, 0.99, 1.0)},
+        "others_at_or_above_near": int((best >= 0.95).sum()),
+        "others": int(clean.sum()),
+    }
+
+
+def uniqueness_bench() -> dict:
+    import numpy as np
+
+    from bench.common import shared_index
+    from lookalike.uniqueness import uniqueness, uniqueness_scores, uniqueness_sheets
+
+    rooms = shared_index("rooms")
+    t0 = time.perf_counter()
+    u = uniqueness(rooms, force=True)
+    rooms_seconds = time.perf_counter() - t0
+    sheets = uniqueness_sheets(u, ROOT / "docs" / "images", top=20)
+    for p in sheets:
+        p.rename(p.with_name("uniqueness-rooms-" + p.name))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10_000, rooms.vectors.shape[1])).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    t0 = time.perf_counter()
+    uniqueness_scores(x)
+    ten_k = time.perf_counter() - t0
+    top = u.to_dict(20)
+    return {
+        "rooms": len(rooms),
+        "rooms_seconds": rooms_seconds,
+        "ten_k_seconds": ten_k,
+        "dim": int(rooms.vectors.shape[1]),
+        "quantiles": top["quantiles"],
+        "most_redundant": top["most_redundant"],
+        "most_isolated": top["most_isolated"][:10],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prepare", action="store_true", help="only make the folders and the index")
@@ -97,6 +204,12 @@ def main() -> None:
     print(f"index: {len(index)} images; test: {test_dir}; planted: {len(truth)}", flush=True)
     if args.prepare:
         return
+    r = {"leaks": leak_bench(index, test_dir, truth)}
+    print({k: v for k, v in r["leaks"].items() if k not in ("natural", "within_test_pairs", "missed")}, flush=True)
+    RESULTS.write_text(json.dumps(r, indent=1))
+    r["uniqueness"] = uniqueness_bench()
+    RESULTS.write_text(json.dumps(r, indent=1))
+    print(r["uniqueness"]["rooms_seconds"], r["uniqueness"]["ten_k_seconds"], flush=True)
 
 
 if __name__ == "__main__":
