@@ -4,7 +4,7 @@ on them says how well the index remembers, not how well it generalises.
 A test image leaks when an indexed image is
 
 - **identical**: the same bytes (content hash);
-- a **copy**: among its ``k`` nearest indexed images with cosine ≥ ``threshold`` (0.8, as ``dedupe``), and the two
+- a **copy**: among its ``k`` nearest indexed images with cosine ≥ ``threshold`` (:data:`LEAK_FLOOR`, 0.84), and the two
   line up pixel for pixel (aligned NCC ≥ ``pixel``, 0.9; ``lookalike.cluster.pixels``: rescaled, recompressed and
   cropped copies down to ~65 % of a side);
 - **mirrored**: such a candidate whose pixels line up once the test image is mirrored (the descriptor is nearly
@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lookalike.cluster.dedupe import DEDUPE_FLOOR, DEDUPE_PIXEL, check_ranges
-from lookalike.cluster.orientations import ORIENTATIONS, turn_image, turned_pixel_scores
+from lookalike.cluster.dedupe import DEDUPE_PIXEL, check_ranges
+from lookalike.cluster.orientations import INVERSE, ORIENTATIONS, turn_image, turned_pixel_scores
 from lookalike.cluster.pixels import pixel_scores, thumbnails
 from lookalike.errors import ImageError, LookalikeError
 from lookalike.images import decode, discover, read_file
@@ -46,6 +46,12 @@ from lookalike.progress import bar
 if TYPE_CHECKING:
     from lookalike.index import Index
 
+LEAK_FLOOR = 0.84
+"""Cosine at or above which an indexed image is a candidate twin of a test image (pixel-checked). Higher than
+``dedupe``'s 0.8: a test set is checked against a whole index of its own domain, and on the rooms photos different
+shots with the same white letterbox borders lined up at pixel 0.90–0.95 with cosines of 0.81–0.83, while planted
+copies cropped to 75–90 % of a side scored cosine ≥ 0.845 (BENCHMARKS.md, "Leak check"). Heavier crops can score
+lower (an 80 % crop of a flower: 0.82–0.89): pass ``threshold=0.8`` to catch them at the risk of such pairs."""
 NEAR_COPY = 0.95
 """Cosine at or above which a candidate that fails the pixel check is still a near-copy (verified by local features
 when the index has them). On the rooms photos (GeM, EfficientNet-Lite0) different photos of one room type rarely
@@ -61,7 +67,7 @@ class LeakReport:
     """The leak check of a test set against an index.
 
     ``leaks``: one entry per leaking test image, ``{"path", "twins": [{"name", "id", "kind", "cosine", "pixel",
-    "turn"?, "inliers"?}, ...]}`` (best twin first; ``path`` relative to the test folder, ``name`` to the photo
+    "turn"?, "inliers"?}, ...]}`` (best twin first; ``turn``: the test image is its twin turned by it; ``path`` relative to the test folder, ``name`` to the photo
     folder); ``within_test``: pairs of test images that are copies of each other ``{"a", "b", "kind", "cosine",
     "pixel"}``; ``checked``: test images checked."""
 
@@ -131,7 +137,7 @@ def find_leaks(
     hashes: Sequence[str],
     *,
     test_root: str | os.PathLike[str],
-    threshold: float = DEDUPE_FLOOR,
+    threshold: float = LEAK_FLOOR,
     pixel: float = DEDUPE_PIXEL,
     near: float = NEAR_COPY,
     k: int = LEAK_K,
@@ -181,10 +187,12 @@ def find_leaks(
     if len(cand):  # identical twins are known already
         cand = cand[np.array([int(i) not in {t["id"] for t in found.get(int(r), [])} for r, i in cand[:, :2]], bool)]
     checked_pairs = 0
+    thumbs = None
     if len(cand):
         tr, ix, turn, cos = cand[:, 0].astype(np.int64), cand[:, 1].astype(np.int64), cand[:, 2].astype(int), cand[:, 3]
         used = np.unique(ix)
         coarse, fine, bad = thumbnails([*paths, *(index.root / names[j] for j in used)])
+        thumbs = (coarse[:n_test], fine[:n_test], [b for b in bad if b < n_test])  # the test images' own, reused
         col = np.full(len(index), -1)
         col[used] = n_test + np.arange(len(used))
         pairs = np.stack([tr, col[ix]], axis=1)
@@ -228,7 +236,7 @@ def find_leaks(
                 "pixel": round(float(ncc[p]), 4) if ncc[p] > -2 else None,
             }
             if kind[p] == "turned":
-                twin["turn"] = ORIENTATIONS[turn[p]]
+                twin["turn"] = ORIENTATIONS[INVERSE[int(turn[p])]]  # the test image is its twin turned by this
             if inliers[p] >= 0:
                 twin["inliers"] = int(inliers[p])
             add(int(tr[p]), twin)
@@ -237,7 +245,7 @@ def find_leaks(
     for r in sorted(found, key=lambda r: _rel(paths[r], root)):
         twins = sorted(found[r], key=lambda t: (order[t["kind"]], -(t["pixel"] or 0), -t["cosine"]))
         leaks.append({"path": _rel(paths[r], root), "twins": twins})
-    pairs_inside = _within(vectors, paths, hashes, root, threshold, pixel, near, k, notes) if within else []
+    pairs_inside = _within(vectors, paths, hashes, root, threshold, pixel, near, k, thumbs) if within else []
     report = LeakReport(
         test_root=str(root),
         index_root=str(index.root),
@@ -325,7 +333,7 @@ def _within(
     pixel: float,
     near: float,
     k: int,
-    notes: list[str],
+    thumbs: tuple[np.ndarray, np.ndarray, list[int]] | None,
 ) -> list[dict[str, Any]]:
     """Pairs of test images that are copies of each other: identical bytes, pixel-checked candidates (upright or
     mirrored), or cosine ≥ ``near``."""
@@ -343,12 +351,17 @@ def _within(
         cand = candidate_pairs(vectors, min(threshold, near), k, paths=None)
         pairs, cos = cand.pairs, cand.cosine
         if len(pairs):
-            used = np.unique(pairs)
-            coarse, fine, bad_local = thumbnails([paths[u] for u in used])
-            bad = used[bad_local] if bad_local else np.zeros(0, np.int64)
-            row = np.full(len(paths), -1)
-            row[used] = np.arange(len(used))
-            local = row[pairs]
+            if thumbs is not None:  # computed for the check against the index: rows are the test images
+                coarse, fine, bad_rows = thumbs
+                bad = np.asarray(bad_rows, np.int64)
+                local = pairs
+            else:
+                used = np.unique(pairs)
+                coarse, fine, bad_local = thumbnails([paths[u] for u in used])
+                bad = used[bad_local] if bad_local else np.zeros(0, np.int64)
+                row = np.full(len(paths), -1)
+                row[used] = np.arange(len(used))
+                local = row[pairs]
             ok = ~np.isin(pairs, bad).any(axis=1) & (cos >= threshold)
             ncc = np.full(len(pairs), -2.0, np.float32)
             if ok.any():
@@ -406,7 +419,7 @@ def check_leaks(
     index: Index,
     test_dir: str | os.PathLike[str],
     *,
-    threshold: float = DEDUPE_FLOOR,
+    threshold: float = LEAK_FLOOR,
     pixel: float = DEDUPE_PIXEL,
     near: float = NEAR_COPY,
     k: int = LEAK_K,
@@ -435,7 +448,7 @@ def split_leaks(
     train: np.ndarray,
     held_out: np.ndarray,
     *,
-    threshold: float = DEDUPE_FLOOR,
+    threshold: float = LEAK_FLOOR,
     pixel: float = DEDUPE_PIXEL,
     k: int = LEAK_K,
 ) -> list[dict[str, Any]]:
