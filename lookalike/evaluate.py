@@ -355,6 +355,18 @@ def write_report(index: Index, evaluation: Evaluation, out_dir: str | os.PathLik
         notes.append(f"{m['overlap']} test images are also in the index; they were excluded from their own rankings.")
     if m["unreadable"]:
         notes.append(f"{len(m['unreadable'])} test files could not be read.")
+    if "leaks" in m:
+        clean, lk = m["leak_free"], m["leaks"]
+        kinds = ", ".join(f"{n} {k}" for k, n in lk["by_kind"].items() if n)
+        text = f"Leak check: {lk['leaking']} test images are copies of indexed images" + (
+            f" ({kinds})" if kinds else ""
+        )
+        if "accuracy" in clean:
+            text += (
+                f"; on the {clean['n']} leak-free test images: accuracy <b>{pct(clean['accuracy'])}</b>, "
+                f"MAP@R {pct(clean['map_at_r'])}"
+            )
+        notes.append(text + f"; {len(lk['within_test'])} copy pairs inside the test set (metrics.json lists them all).")
     mistakes = "".join(
         f"<h3>{html.escape(c)}: {n} misclassified</h3><img src='{name}' alt='mistakes of {html.escape(c)}'>"
         for c, name, n in grids

@@ -245,3 +245,25 @@ def test_a_missing_image_shows_as_a_box_and_nothing_imports_jupyter(tmp_path: Pa
         "assert not {'IPython', 'ipykernel', 'nbformat'} & set(sys.modules), sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_train_warns_when_its_held_out_split_leaks(sample_dir: Path, tmp_path: Path) -> None:
+    from lookalike.cli import app
+    from lookalike.training import TrainOptions, train
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir, data)
+    for p in sorted(data.rglob("*.jpg")):  # every photo twice: whatever the split, copies straddle it
+        ImageOps.mirror(Image.open(p)).save(p.with_name("mirror_" + p.name), quality=90)
+    said: list[str] = []
+    opts = TrainOptions(resolution=64, epochs=1, dim=16, batch_size=16)
+    result = train(data, tmp_path / "model", opts, log=said.append)
+    assert result.leaks and all(Path(x["held_out"]).name.removeprefix("mirror_") ==
+                                Path(x["train"]).name.removeprefix("mirror_") for x in result.leaks)  # fmt: skip
+    assert any("validation images are copies of training images" in line for line in said)
+    card = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert card["held_out_leaks"]["count"] == len(result.leaks)
+    res = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "m2"), "--resolution", "64",
+                                   "--epochs", "1", "--dim", "16", "-q"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "validation images are copies of training images" in res.output
