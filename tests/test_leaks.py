@@ -267,3 +267,28 @@ def test_train_warns_when_its_held_out_split_leaks(sample_dir: Path, tmp_path: P
                                    "--epochs", "1", "--dim", "16", "-q"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "validation images are copies of training images" in res.output
+
+
+def test_near_copies_are_verified_by_local_features_when_the_index_has_them(planted) -> None:  # noqa: ANN001
+    """(Last: it computes the index's local features.) A test image whose vector equals an indexed one but whose
+    pixels do not line up is a near-copy by the cosine alone; once the index has local features, only a pair that
+    matches geometrically stays one."""
+    from lookalike.leaks import find_leaks
+
+    index, _, test, _ = planted
+    names = index.names
+    src = next(i for i, n in enumerate(names) if n.startswith("temple/"))
+    other = next(i for i, n in enumerate(names) if n.startswith("portrait/"))
+    turned = test / "temple" / "turned_copy.jpg"
+    Image.open(index.paths[src]).convert("RGB").transpose(Image.Transpose.ROTATE_90).save(turned, quality=95)
+    stranger = index.paths[other]  # shown as the temple's vector: same descriptor, other pixels
+    vectors = index.vectors[[src, src]]
+
+    def kinds() -> list[tuple[str, str, bool]]:
+        r = find_leaks(index, vectors, [turned, stranger], ["", ""], test_root=test, within=False)
+        return [(x["path"].split("/")[-1], x["twins"][0]["kind"], "inliers" in x["twins"][0]) for x in r.leaks]
+
+    assert kinds() == [(stranger.name, "near-copy", False), ("turned_copy.jpg", "near-copy", False)]
+    index.local_features()
+    assert kinds() == [("turned_copy.jpg", "near-copy", True)]
+    turned.unlink()
