@@ -292,3 +292,14 @@ def test_near_copies_are_verified_by_local_features_when_the_index_has_them(plan
     index.local_features()
     assert kinds() == [("turned_copy.jpg", "near-copy", True)]
     turned.unlink()
+
+
+def test_map_colour_codes_by_uniqueness(planted) -> None:  # noqa: ANN001
+    from lookalike.explore import TIME_STEPS, UNIQUENESS_COLOR, color_codes
+    from lookalike.uniqueness import uniqueness
+
+    index, *_ = planted
+    u = uniqueness(index)
+    codes, legend = color_codes(index, UNIQUENESS_COLOR)
+    assert len(legend) == 2 and codes.min() >= 1 and codes.max() == TIME_STEPS
+    assert codes[int(np.argmax(u.scores))] == TIME_STEPS
