@@ -11,9 +11,10 @@ its name; an empty result says so in a line.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,20 @@ def thumb_uri(path: str | Path, size: int = THUMB) -> str | None:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=QUALITY)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def safe(draw: Callable[..., str]) -> Callable[..., str]:
+    """A display never ends a cell with a traceback: whatever goes wrong drawing it becomes one line of HTML (the
+    value itself is unchanged, and its plain ``repr`` is one ``print`` away)."""
+
+    @functools.wraps(draw)
+    def wrapper(*args: Any, **kwargs: Any) -> str:
+        try:
+            return draw(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a picture is not worth a traceback
+            return page(note(f"(lookalike could not draw this: {_e(type(exc).__name__)}: {_e(exc)})"))
+
+    return wrapper
 
 
 def _e(x: Any) -> str:
@@ -105,6 +120,7 @@ class Matches(list):
         return matches_html(list(self))
 
 
+@safe
 def matches_html(matches: Sequence[Any], title: str = "") -> str:
     if not matches:
         return page(note("No matches." + (f" {_e(title)}" if title else "")))
@@ -149,6 +165,7 @@ def _bars(probabilities: dict[str, float], top: int = 5) -> str:
     )
 
 
+@safe
 def predictions_html(preds: Sequence[Any]) -> str:
     if not preds:
         return page(note("No predictions."))
@@ -171,6 +188,7 @@ def prediction_html(pred: Any) -> str:
 # --- clusters and duplicates ------------------------------------------------------------------------------------
 
 
+@safe
 def cluster_html(result: Any, *, per_cluster: int = 8, clusters: int = 5) -> str:
     """The largest clusters, a few thumbnails each, and the counts."""
     root = getattr(result, "root", None)
@@ -197,6 +215,7 @@ class DuplicatePlan(dict):
         return plan_html(self)
 
 
+@safe
 def plan_html(plan: dict[str, Any], *, groups: int = 6) -> str:
     root = Path(plan.get("root", "."))
     found = plan.get("groups", [])
@@ -223,6 +242,7 @@ def plan_html(plan: dict[str, Any], *, groups: int = 6) -> str:
 # --- leaks, evaluation, uniqueness ------------------------------------------------------------------------------
 
 
+@safe
 def leaks_html(report: Any, *, rows: int = 12) -> str:
     counts = ", ".join(f"{n} {k}" for k, n in report.counts().items() if n)
     head = note(
@@ -252,6 +272,7 @@ def leaks_html(report: Any, *, rows: int = 12) -> str:
     return page("".join(body))
 
 
+@safe
 def metrics_html(m: dict[str, Any]) -> str:
     """Evaluation figures: all test images and, after the leak check, the leak-free ones side by side."""
 
@@ -279,6 +300,7 @@ def metrics_html(m: dict[str, Any]) -> str:
     return page(table + extra)
 
 
+@safe
 def uniqueness_html(result: Any, *, top: int = 12) -> str:
     if not len(result.scores):
         return page(note("No images."))

@@ -303,3 +303,10 @@ def test_map_colour_codes_by_uniqueness(planted) -> None:  # noqa: ANN001
     codes, legend = color_codes(index, UNIQUENESS_COLOR)
     assert len(legend) == 2 and codes.min() >= 1 and codes.max() == TIME_STEPS
     assert codes[int(np.argmax(u.scores))] == TIME_STEPS
+
+
+def test_a_display_that_fails_says_so_in_a_line() -> None:
+    from lookalike.display import matches_html
+
+    out = matches_html([object()])  # not a Match
+    assert "could not draw this" in out and "Traceback" not in out
