@@ -1124,18 +1124,25 @@ def _print_leaks(report: Any, rows: int = 50) -> None:
         + (f" ({counts})" if counts else "")
         + (f"; {len(report.within_test)} copy pairs inside the test set" if report.within_test else ""),
         highlight=False,
+        soft_wrap=True,
     )
     for x in report.leaks[:rows]:
         t = x["twins"][0]
         how = t["kind"] + (f" {t['turn']}" if "turn" in t else "")
         pix = f" pixel {t['pixel']:.3f}" if t.get("pixel") is not None else ""
-        err.print(f"  {_shown(x['path'])} ~ {_shown(t['name'])}  {how}, cosine {t['cosine']:.3f}{pix}", highlight=False)
+        err.print(
+            f"  {_shown(x['path'])} ~ {_shown(t['name'])}  {how}, cosine {t['cosine']:.3f}{pix}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if len(report.leaks) > rows:
         err.print(f"  … and {len(report.leaks) - rows} more (--json lists them all)")
     for w in report.within_test[:rows]:
-        err.print(f"  inside the test set: {_shown(w['a'])} ~ {_shown(w['b'])}  {w['kind']}", highlight=False)
+        err.print(
+            f"  inside the test set: {_shown(w['a'])} ~ {_shown(w['b'])}  {w['kind']}", highlight=False, soft_wrap=True
+        )
     for n in report.notes:
-        err.print(f"  [dim]{escape(n)}[/]", highlight=False)
+        err.print(f"  [dim]{escape(n)}[/]", highlight=False, soft_wrap=True)
 
 
 def _print_leak_free(m: dict[str, Any]) -> None:
