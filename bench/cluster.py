@@ -290,7 +290,7 @@ def _pair_scores(groups: list[dict], truth_of: dict[str, int], true_pairs: int) 
 
 
 def dedupe_quality() -> str:
-    from lookalike.cluster import near_duplicates
+    from lookalike.dedupe import near_duplicates
 
     idx = dups_index()
     x, names, labels = idx.vectors, idx.names, idx.labels
@@ -327,7 +327,7 @@ def dedupe_quality() -> str:
         "Cosine between each flowers12 photo (224 px) and its altered copy (5th percentile, median):\n\n"
         + markdown_table(["copy", "q05", "median"], var_rows)
         + "\n\n`dedupe` settings (pairs inside reported groups; a pair is right when both come from the same source "
-        'photo). "pixel" = the aligned-NCC check of `lookalike.cluster.pixels` on the kNN candidate pairs; '
+        'photo). "pixel" = the aligned-NCC check of `lookalike.dedupe.pixels` on the kNN candidate pairs; '
         "0 = cosine alone, as before this check existed. Seconds include reading the thumbnails.\n\n"
         + markdown_table(
             ["set", "setting", "groups", "pair precision", "pair recall", "candidate pairs checked", "seconds"], rows

@@ -81,7 +81,7 @@ def make_photos(folder: Path, per_class: int) -> None:
 
 
 def commands(photos_per_class: int) -> list[Command]:
-    """index (checkpointing every 3 images), then fit, vocab fit, cluster --export, map, features, dedupe --apply
+    """index (checkpointing every 3 images), then fit, vocab fit, cluster --export, map, features, dedupe apply
     (its journal), a duplicate decision (decisions.json) over a built index, and an int8 index (its calibrated model
     file)."""
 
@@ -104,7 +104,7 @@ def commands(photos_per_class: int) -> list[Command]:
     def make_plan(work: Path) -> None:
         """A plan for this copy (it names the copy's index); its id fixed so every run keeps the same journal name."""
         plan = work / "plan.json"
-        check(run_cli(["dedupe", "--index", str(work / "idx"), "--plan", str(plan), "--quiet"]), "dedupe --plan")
+        check(run_cli(["dedupe", "plan", str(plan), "--index", str(work / "idx")]), "dedupe plan")
         data = json.loads(plan.read_text())
         data["id"] = "crashpoints"
         plan.write_text(json.dumps(data))
@@ -135,13 +135,13 @@ def commands(photos_per_class: int) -> list[Command]:
         Command("map", lambda w: ["map", "--index", str(w / "idx"), "--method", "pca", "--json"], built, idx),
         Command("features", lambda w: ["features", "--index", str(w / "idx"), "--workers", "1", "--quiet"], built, idx),
         Command(
-            "dedupe --apply",
+            "dedupe apply",
             lambda w: [
                 "dedupe",
+                "apply",
+                str(w / "plan.json"),
                 "--index",
                 str(w / "idx"),
-                "--apply",
-                str(w / "plan.json"),
                 "--move-to",
                 str(w / "moved"),
                 "--json",
@@ -152,8 +152,8 @@ def commands(photos_per_class: int) -> list[Command]:
             setup=make_plan,
         ),
         Command(
-            "dedupe --not-duplicates",
-            lambda w: ["dedupe", *copies(w), "--index", str(w / "idx"), "--not-duplicates", "--json"],
+            "dedupe decide not-duplicates",
+            lambda w: ["dedupe", "decide", "not-duplicates", *copies(w), "--index", str(w / "idx"), "--json"],
             with_copies,
             idx,
         ),

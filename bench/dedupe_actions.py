@@ -58,7 +58,7 @@ KINDS = ("down", "recompress", "crop", "blur")
 
 
 def keeper_bench(n_rooms: int, n_flowers: int, seed: int = 0) -> dict:
-    from lookalike.cluster import choose_keeper, facts_of
+    from lookalike.dedupe import choose_keeper, facts_of
 
     rng = random.Random(seed)
     rooms = sorted(dataset("rooms").rglob("*.jpg"))
@@ -162,9 +162,9 @@ def new_bench(n_copies: int, n_new: int, target: int, sample_pairs: int, seed: i
     indexed photos plus the new ones) would cost instead, in the same run."""
     import numpy as np
 
-    from lookalike.cluster import check_new
-    from lookalike.cluster.dedupe import candidate_pairs
-    from lookalike.cluster.pixels import pixel_scores, thumbnails
+    from lookalike.dedupe import check_new
+    from lookalike.dedupe.copies import candidate_pairs
+    from lookalike.dedupe.pixels import pixel_scores, thumbnails
 
     rng = random.Random(seed)
     rooms = shared_index("rooms")
@@ -263,7 +263,7 @@ def new_bench(n_copies: int, n_new: int, target: int, sample_pairs: int, seed: i
 KILLER = """
 import sys, time
 from lookalike import Index
-from lookalike.cluster import actions
+from lookalike.dedupe import actions
 real = actions.fsync_dir
 def slow(folder):
     time.sleep(0.01)  # widen every window between journal writes and file operations (as the test does)
@@ -287,7 +287,7 @@ def checksums(*folders: Path) -> dict[str, int]:
 
 
 def kill_bench(kills: int, n_groups: int, seed: int = 0) -> dict:
-    from lookalike.cluster import load_plan, make_plan, save_plan, undo_plan
+    from lookalike.dedupe import load_plan, make_plan, save_plan, undo_plan
     from lookalike.index import Index
 
     rng = random.Random(seed)
@@ -307,7 +307,7 @@ def kill_bench(kills: int, n_groups: int, seed: int = 0) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     plan_file = base / "plan.json"
     save_plan(make_plan(Index.open(root)), plan_file)
-    steps = load_plan(plan_file)["summary"]["remove"]
+    steps = load_plan(plan_file).summary.remove
 
     def start_apply() -> subprocess.Popen:
         """``--apply`` in a child that says when it is ready (its imports done), so kills land in the work."""
@@ -336,14 +336,14 @@ def kill_bench(kills: int, n_groups: int, seed: int = 0) -> dict:
         time.sleep(delay)
         p.send_signal(signal.SIGKILL)
         p.wait()
-        jpath = root / ".lookalike" / "journals" / f"{plan['id']}.json"
+        jpath = root / ".lookalike" / "journals" / f"{plan.id}.json"
         journal = json.loads(jpath.read_text()) if jpath.exists() else None
         done_at_kill = sum(s["state"] == "done" for s in journal["steps"]) if journal else 0
         started_at_kill = sum(s["state"] == "started" for s in journal["steps"]) if journal else 0
         how = "resume" if r % 2 == 0 else "undo"
         index = Index.open(root)
         if how == "resume":
-            from lookalike.cluster import apply_plan
+            from lookalike.dedupe import apply_plan
 
             apply_plan(index, plan_file, "move", target=trash)
         elif journal is not None:

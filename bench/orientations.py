@@ -101,8 +101,8 @@ def main() -> None:
     ap.add_argument("--rooms", type=int, default=4, help="source photos per room type (5 types)")
     args = ap.parse_args()
 
-    from lookalike.cluster import near_duplicates
-    from lookalike.cluster.orientations import ORIENTATIONS, turn_image
+    from lookalike.dedupe import near_duplicates
+    from lookalike.dedupe.orientations import ORIENTATIONS, turn_image
     from lookalike.images import decode, read_file
     from lookalike.index import Index
     from lookalike.store import ORIENTATIONS_FILE

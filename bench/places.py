@@ -126,7 +126,7 @@ def main() -> None:
     verified_time = None
     for label, verify in (("cosine (default)", None), ("--verify", MatchConf())):
         started = time.perf_counter()
-        result = cluster_index(index, verify=verify, workers=args.workers, save=False)
+        result = cluster_index(index, match=verify, workers=args.workers, save=False)
         seconds = time.perf_counter() - started
         if verify is not None:
             verified_time = seconds

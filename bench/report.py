@@ -126,11 +126,139 @@ def index_settings(meta: dict[str, object]) -> dict[str, object]:
     }
 
 
+# Every section of BENCHMARKS.md, in the order a reader meets them: (part, [(section name, title), ...]). The name is
+# the bench that writes it (``python -m bench.<name>``, or the name it passes to ``write_section``); the title names
+# the measurement. ``write_section`` puts each section at its place, titles it from here and rewrites the contents.
+PARTS: list[tuple[str, list[tuple[str, str]]]] = [
+    (
+        "Describing and indexing",
+        [
+            ("descriptors", "Descriptors: pooling × resolution × PCA-whitening"),
+            ("quantize", "int8 against fp32: speed and quality of the backbone"),
+            ("indexing", "Indexing throughput: 3,633 room photos"),
+            ("indexing-400", "Indexing throughput: 400 photos"),
+            ("formats", "Phone and camera formats: HEIC, AVIF, RAW"),
+            ("startup", "Start-up: a command from the shell"),
+        ],
+    ),
+    (
+        "Search",
+        [
+            ("scale", "Large indexes: exact and approximate search"),
+            ("scale_mix", "Approximate search on 1,000,000 tightly clustered vectors"),
+            ("explore", "Search filters and the map"),
+        ],
+    ),
+    (
+        "Classification and learned embeddings",
+        [
+            ("classify", "Room classification: kNN, linear probe, MLP"),
+            ("suspects", "Label suspects"),
+            ("leaks", "Leak check: copies across train and test"),
+            ("train", "Learned embeddings (lookalike train)"),
+            ("train_step", "Fine-tuning step time: glibc defaults vs kept heap memory"),
+        ],
+    ),
+    (
+        "Clusters, places and duplicates",
+        [
+            ("cluster", "Clustering and near-duplicate groups"),
+            ("places", "Places: geometric verification with local features"),
+            ("library", "Phone-size collection: index, local features, verified clusters"),
+            ("uniqueness", "Uniqueness: redundant and isolated images"),
+            ("orientations", "Rotated and mirrored copies"),
+            ("dedupe_actions", "Acting on duplicates: plan, apply, undo, new"),
+            ("dedupe_formats", "Keepers by format: camera originals, RAW+JPEG, reference folders"),
+        ],
+    ),
+    (
+        "Shelf scenes",
+        [
+            ("scenes", "Packed shelf scenes"),
+        ],
+    ),
+    (
+        "Scaling out and live collections",
+        [
+            ("ray_engine", "Ray engine vs local engine"),
+            ("watch", "Watching a folder: new, moved and deleted photos"),
+        ],
+    ),
+    (
+        "Server and robustness",
+        [
+            ("server_load", "Web API under load"),
+            ("soak", "Soak: search clients for 30 minutes"),
+            ("api_fuzz", "API schema fuzzing (schemathesis)"),
+            ("fuzz", "Fuzzing the decoders (atheris)"),
+            ("crashpoints", "Crash points: a kill at every write"),
+        ],
+    ),
+    (
+        "Code changes",
+        [
+            ("parity", "Before and after a restructuring: vectors, accuracy, search overhead, indexing"),
+        ],
+    ),
+]
+TITLES = {name: title for _, sections in PARTS for name, title in sections}
+_INTRO = """# Benchmarks
+
+Each section is written by the bench it names (`python -m bench.<name>`) and ends with the date, machine, load and
+commit it was measured at, the command line and its settings. Speed is compared as ratios measured side by side in
+one run, since this machine's CPU speed changes between sessions. Sections come in a fixed order, set in
+`bench/report.py` (`PARTS`), which also writes this table of contents. The default input resolution became 320 px
+after the descriptors table (GeM at 320 px: +4.7 points of room kNN accuracy over mean at 224 px); rows that say
+224 px were measured on 224 px indexes.
+"""
+_BLOCK = re.compile(r"<!-- BEGIN (?P<name>[\w.-]+) -->\n(?P<body>.*?)\n?<!-- END (?P=name) -->", re.S)
+_ISSUE_REF = re.compile(r"\s*\((?:issues?|issue) [\d, ]+\)|[;,] issues? [\d, ]+(?=\))")
+
+
+def slug(title: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+
+def _normalise(name: str, body: str) -> str:
+    """The section's own title as its one ``##`` heading; headings inside it at ``###``, without issue numbers (a
+    reader cannot follow them)."""
+    lines = body.strip("\n").splitlines()
+    if lines and lines[0].startswith("#"):
+        lines = lines[1:]
+    out, fenced = [], False
+    for line in lines:
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#{1,6} ", line):
+            line = "### " + _ISSUE_REF.sub("", line.lstrip("#").strip())
+        out.append(line)
+    title = TITLES.get(name, name)
+    return f"## {title}\n\n" + "\n".join(out).strip("\n")
+
+
+def layout(text: str) -> str:
+    """BENCHMARKS.md with every section titled and placed by ``PARTS`` and the table of contents made anew; sections
+    no part names (a new bench not yet placed) come last, under their own name."""
+    blocks = {m["name"]: m["body"] for m in _BLOCK.finditer(text) if m["name"] != "toc"}
+    order = [name for _, sections in PARTS for name, _ in sections if name in blocks]
+    order += sorted(set(blocks) - set(order))
+    toc = []
+    for part, sections in PARTS:
+        present = [(n, t) for n, t in sections if n in blocks]
+        if present:
+            toc.append(f"- **{part}**: " + " · ".join(f"[{t}](#{slug(t)})" for n, t in present))
+    toc += [f"- [{n}](#{slug(n)})" for n in order if n not in TITLES]
+    parts = [_INTRO, "<!-- BEGIN toc -->\n" + "\n".join(toc) + "\n<!-- END toc -->"]
+    parts += [f"<!-- BEGIN {n} -->\n{_normalise(n, blocks[n])}\n<!-- END {n} -->" for n in order]
+    return "\n\n".join(p.strip("\n") for p in parts) + "\n"
+
+
 def write_section(name: str, body: str, settings: Settings = None, *, measured: bool = True) -> None:
     """Replace section ``name`` of BENCHMARKS.md with ``body`` and a footer: date, machine, commit, command, settings.
 
     ``measured=False`` when the run only rewrote the text from stored results: the footer then says so (the body must
-    date what it shows)."""
+    date what it shows). The section's heading comes from ``PARTS``, whatever heading ``body`` starts with."""
     command = " ".join(["python -m", f"bench.{name}", *sys.argv[1:]])
     footer = (
         f"_Measured {now_stamp()} on {machine()} ({load_note()}), {commit_stamp()}; `{command}`._"
@@ -141,15 +269,11 @@ def write_section(name: str, body: str, settings: Settings = None, *, measured: 
     if settings:
         footer += f"\n_Settings: {format_settings(settings)}._"
     block = f"<!-- BEGIN {name} -->\n{body.rstrip()}\n\n{footer}\n<!-- END {name} -->"
-    text = (
-        BENCH_FILE.read_text()
-        if BENCH_FILE.exists()
-        else "# Benchmarks\n\nEach section is written by the script it names.\n"
-    )
+    text = BENCH_FILE.read_text() if BENCH_FILE.exists() else _INTRO
     pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     tmp = BENCH_FILE.with_suffix(".md.tmp")
-    tmp.write_text(text)
+    tmp.write_text(layout(text))
     tmp.replace(BENCH_FILE)
 
 
@@ -157,3 +281,7 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m bench.report: lay BENCHMARKS.md out again (order, titles, contents), no re-run
+    BENCH_FILE.write_text(layout(BENCH_FILE.read_text()))

@@ -14,6 +14,7 @@ import base64
 import functools
 import html
 import io
+import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,14 @@ def matches_html(matches: Sequence[Any], title: str = "") -> str:
 class Predictions(list):
     """Predictions of several images: a plain list that a notebook shows as thumbnails with class probabilities."""
 
+    @classmethod
+    def of(cls, preds: Iterable[Any], sources: Iterable[Any]) -> Predictions:
+        """The predictions, each with ``path`` set to its query's file (None for an image or a vector)."""
+        out = cls(preds)
+        for p, src in zip(out, sources, strict=True):
+            p.path = str(src) if isinstance(src, str | os.PathLike) else None
+        return out
+
     def _repr_html_(self) -> str:
         return predictions_html(list(self))
 
@@ -208,15 +217,9 @@ def cluster_html(result: Any, *, per_cluster: int = 8, clusters: int = 5) -> str
     return page("".join(body))
 
 
-class DuplicatePlan(dict):
-    """A dedupe plan (``make_plan``): a plain dict, saved as JSON, that a notebook shows group by group."""
-
-    def _repr_html_(self) -> str:
-        return plan_html(self)
-
-
 @safe
 def plan_html(plan: dict[str, Any], *, groups: int = 6) -> str:
+    """A dedupe plan (``Plan.to_dict()``, the JSON ``make_plan`` gives) group by group, keeper first."""
     root = Path(plan.get("root", "."))
     found = plan.get("groups", [])
     s = plan.get("summary", {})

@@ -31,8 +31,8 @@ from lookalike.io import REPORT_MARKER, atomic_write, atomic_write_json, now_iso
 from lookalike.metrics import KS, classification_metrics, expected_calibration_error, retrieval_metrics, top_k_accuracy
 
 if TYPE_CHECKING:
-    from lookalike.index import Index
     from lookalike.leaks import LeakReport
+    from lookalike.view import IndexView
 
 
 @dataclass
@@ -60,7 +60,9 @@ class EvaluationMetrics(dict):
         return metrics_html(self)
 
 
-def embed_files(index: Index, paths: Sequence[Path]) -> tuple[np.ndarray, list[int], list[str], list[tuple[str, str]]]:
+def embed_files(
+    index: IndexView, paths: Sequence[Path]
+) -> tuple[np.ndarray, list[int], list[str], list[tuple[str, str]]]:
     """Vectors of files described as the index was: (vectors, positions of the described files, hashes, errors)."""
     vecs, pos, hashes, errors = [], [], [], []
     where = {p: i for i, p in enumerate(paths)}
@@ -72,12 +74,12 @@ def embed_files(index: Index, paths: Sequence[Path]) -> tuple[np.ndarray, list[i
             vecs.append(batch.vectors)
             pos.extend(where[item.path] for item in batch.described)
             hashes.extend(item.hash or "" for item in batch.described)
-    vectors = np.concatenate(vecs) if vecs else np.zeros((0, index.store.dim), np.float32)
+    vectors = np.concatenate(vecs) if vecs else np.zeros((0, index.dim), np.float32)
     return vectors, pos, hashes, errors
 
 
 def run_evaluation(
-    index: Index,
+    index: IndexView,
     test_dir: str | os.PathLike[str],
     method: str | None = None,
     *,
@@ -111,7 +113,7 @@ def run_evaluation(
     y_true = [items[i][1] for i in pos]
 
     by_hash: dict[str, list[int]] = {}
-    for i, h in enumerate(index.store.column("hash")):
+    for i, h in enumerate(index.hashes):
         by_hash.setdefault(h, []).append(i)
     exclude = [by_hash.get(h, []) for h in hashes]
 
@@ -152,7 +154,7 @@ def run_evaluation(
 
 
 def _figures(
-    index: Index,
+    index: IndexView,
     classes: list[str],
     vectors: np.ndarray,
     y_true: list[str],
@@ -173,7 +175,7 @@ def _figures(
 
 
 def evaluate(
-    index: Index,
+    index: IndexView,
     test_dir: str | os.PathLike[str],
     method: str | None = None,
     *,
@@ -280,7 +282,7 @@ def label_suspects(
     return sorted(out, key=lambda r: r["p_label"])
 
 
-def index_suspects(index: Index, *, below: float = 0.1) -> list[dict[str, Any]]:
+def index_suspects(index: IndexView, *, below: float = 0.1) -> list[dict[str, Any]]:
     """:func:`label_suspects` of the index's labelled images, each with its file path (most confident first)."""
     from lookalike.classify import require_classes
 
@@ -294,17 +296,27 @@ def index_suspects(index: Index, *, below: float = 0.1) -> list[dict[str, Any]]:
 # --- the report folder ----------------------------------------------------------------------------------------------
 
 
-def write_report(index: Index, evaluation: Evaluation, out_dir: str | os.PathLike[str], *, per_class: int = 12) -> Path:
+def write_report(
+    index: IndexView, evaluation: Evaluation, out_dir: str | os.PathLike[str], *, per_class: int = 12
+) -> Path:
     """``out_dir/index.html`` with the metrics, a confusion matrix, a t-SNE of index and test vectors, and a grid of
     each class's mistakes (the most confident first, as they are the most telling); returns the HTML path."""
-    import html
-
-    from lookalike.plots import confusion_png, mistakes_png, tsne_png
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # the marker first: a report written next to the photos is never indexed as photos, even if this run stops
     atomic_write_json(out / REPORT_MARKER, {"format": 1, "written_by": "lookalike evaluate --report", "at": now_iso()})
+    grids = _report_pictures(index, evaluation, out, per_class)
+    atomic_write_json(out / "metrics.json", evaluation.metrics)
+    path = out / "index.html"
+    atomic_write(path, _report_page(index, evaluation.metrics, grids))
+    return path
+
+
+def _report_pictures(index: IndexView, evaluation: Evaluation, out: Path, per_class: int) -> list[tuple[str, str, int]]:
+    """The report's PNGs: confusion matrix, t-SNE and each class's mistakes; returns (class, file, mistakes) of the
+    grids written."""
+    from lookalike.plots import confusion_png, mistakes_png, tsne_png
+
     m = evaluation.metrics
     confusion_png(m["confusion"]["labels"], m["confusion"]["matrix"], out / "confusion.png")
     tsne_png(
@@ -315,7 +327,6 @@ def write_report(index: Index, evaluation: Evaluation, out_dir: str | os.PathLik
         extra_labels=evaluation.y_true,
         title="t-SNE: index (dots) and test images (crosses)",
     )
-    atomic_write_json(out / "metrics.json", m)
     grids: list[tuple[str, str, int]] = []
     for c in m["classes"]:
         wrong = [
@@ -330,21 +341,17 @@ def write_report(index: Index, evaluation: Evaluation, out_dir: str | os.PathLik
             name = f"mistakes-{''.join(ch if ch.isalnum() else '_' for ch in c)}.png"
             mistakes_png(c, wrong[:per_class], out / name)
             grids.append((c, name, len(wrong)))
+    return grids
 
-    def pct(x: float) -> str:
-        return f"{100 * x:.1f} %"
 
-    rows = "".join(
-        f"<tr><td>{html.escape(c)}</td><td>{pct(v['precision'])}</td><td>{pct(v['recall'])}</td>"
-        f"<td>{pct(v['f1'])}</td><td>{v['support']}</td></tr>"
-        for c, v in m["per_class"].items()
-    )
-    ks = list(m["recall_at"])
-    retrieval = "".join(
-        f"<tr><td>{k}</td><td>{pct(m['recall_at'][k])}</td><td>{pct(m['precision_at'][k])}</td>"
-        f"<td>{pct(m['top_k_accuracy'][k])}</td></tr>"
-        for k in ks
-    )
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def _report_notes(m: dict[str, Any]) -> list[str]:
+    """The report's notes (HTML): classes left out, overlap, unreadable files, the leak check."""
+    import html
+
     notes = []
     if m["unknown_classes"]:
         notes.append(
@@ -363,22 +370,41 @@ def write_report(index: Index, evaluation: Evaluation, out_dir: str | os.PathLik
         )
         if "accuracy" in clean:
             text += (
-                f"; on the {clean['n']} leak-free test images: accuracy <b>{pct(clean['accuracy'])}</b>, "
-                f"MAP@R {pct(clean['map_at_r'])}"
+                f"; on the {clean['n']} leak-free test images: accuracy <b>{_pct(clean['accuracy'])}</b>, "
+                f"MAP@R {_pct(clean['map_at_r'])}"
             )
         notes.append(text + f"; {len(lk['within_test'])} copy pairs inside the test set (metrics.json lists them all).")
+    return notes
+
+
+def _report_page(index: IndexView, m: dict[str, Any], grids: list[tuple[str, str, int]]) -> str:
+    """The report's ``index.html``: figures, notes, per-class and retrieval tables, the pictures."""
+    import html
+
+    rows = "".join(
+        f"<tr><td>{html.escape(c)}</td><td>{_pct(v['precision'])}</td><td>{_pct(v['recall'])}</td>"
+        f"<td>{_pct(v['f1'])}</td><td>{v['support']}</td></tr>"
+        for c, v in m["per_class"].items()
+    )
+    ks = list(m["recall_at"])
+    retrieval = "".join(
+        f"<tr><td>{k}</td><td>{_pct(m['recall_at'][k])}</td><td>{_pct(m['precision_at'][k])}</td>"
+        f"<td>{_pct(m['top_k_accuracy'][k])}</td></tr>"
+        for k in ks
+    )
+    notes = _report_notes(m)
     mistakes = "".join(
         f"<h3>{html.escape(c)}: {n} misclassified</h3><img src='{name}' alt='mistakes of {html.escape(c)}'>"
         for c, name, n in grids
     )
-    page = f"""<!doctype html>
+    return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>lookalike evaluation</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse;margin:0.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:3px 10px;text-align:right}}
 td:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>
-<h1>Evaluation of {html.escape(str(index.store.path))}</h1>
-<p>{m["n"]} test images, method <b>{html.escape(m["method"])}</b>: accuracy <b>{pct(m["accuracy"])}</b>,
-macro-F1 <b>{pct(m["macro_f1"])}</b>, MAP@R <b>{pct(m["map_at_r"])}</b>, ECE {m["ece"]:.3f}.</p>
+<h1>Evaluation of {html.escape(str(index.folder))}</h1>
+<p>{m["n"]} test images, method <b>{html.escape(m["method"])}</b>: accuracy <b>{_pct(m["accuracy"])}</b>,
+macro-F1 <b>{_pct(m["macro_f1"])}</b>, MAP@R <b>{_pct(m["map_at_r"])}</b>, ECE {m["ece"]:.3f}.</p>
 {"".join(f"<p>{n}</p>" for n in notes)}
 <h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>test images</th></tr>
 {rows}</table>
@@ -391,17 +417,18 @@ macro-F1 <b>{pct(m["macro_f1"])}</b>, MAP@R <b>{pct(m["map_at_r"])}</b>, ECE {m[
 <p><a href="metrics.json">metrics.json</a></p>
 </body></html>
 """
-    path = out / "index.html"
-    atomic_write(path, page)
-    return path
 
 
 def tsne_of_index(
-    index: Index, out: str | os.PathLike[str], *, test_dir: str | os.PathLike[str] | None = None, max_points: int = 3000
+    index: IndexView,
+    out: str | os.PathLike[str],
+    *,
+    test_dir: str | os.PathLike[str] | None = None,
+    max_points: int = 3000,
 ) -> Path:
     """`lookalike plot tsne`: the index's vectors (and a labelled test folder's, if given) coloured by class."""
     if len(index) == 0:
-        raise LookalikeError(f"the index at {index.store.path} is empty")
+        raise LookalikeError(f"the index at {index.folder} is empty")
     extra_v = extra_l = None
     if test_dir is not None:
         items = labelled_files(test_dir, what="test images")

@@ -25,11 +25,10 @@ import numpy as np
 
 from lookalike.errors import ConfigError, LookalikeError
 from lookalike.io import atomic_write, now_iso
-from lookalike.search import vectors_fingerprint
 from lookalike.store import MAP_FILE
 
 if TYPE_CHECKING:
-    from lookalike.index import Index
+    from lookalike.view import IndexView
 
 METHODS = ("umap", "tsne", "pca")
 COLORS = ("label", "cluster", "folder", "time")
@@ -125,19 +124,19 @@ class CollectionMap:
         return cls(xy, header["method"], header["fingerprint"], header.get("color", "label"), suspects, info)
 
 
-def load_map(index: Index) -> tuple[CollectionMap | None, str | None]:
+def load_map(index: IndexView) -> tuple[CollectionMap | None, str | None]:
     """The stored map and None, or None and why there is none to show (missing, or made from other vectors)."""
-    path = index.store.file(MAP_FILE)
+    path = index.folder / MAP_FILE
     if not path.is_file():
         return None, "this index has no map yet: run `lookalike map`"
     found = CollectionMap.load(path)
-    if found.fingerprint != vectors_fingerprint(index.store) or len(found.xy) != len(index):
+    if found.fingerprint != index.vectors_fingerprint() or len(found.xy) != len(index):
         return None, "the map is out of date (the index changed since it was made): run `lookalike map` again"
     return found, None
 
 
 def compute_map(
-    index: Index,
+    index: IndexView,
     method: str = "umap",
     *,
     color: str = "label",
@@ -155,11 +154,11 @@ def compute_map(
         raise ConfigError(f"color must be one of {', '.join(COLORS)}, got {color!r}", setting="color")
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}", setting="method")
-    current, _ = load_map(index) if index.store.file(MAP_FILE).is_file() else (None, None)
+    current, _ = load_map(index) if (index.folder / MAP_FILE).is_file() else (None, None)
     if current is not None and not force and current.method == method and current.info.get("seed") == seed:
         if current.color != color:
             current.color = color
-            current.save(index.store.file(MAP_FILE))
+            current.save(index.folder / MAP_FILE)
         return current
     started = time.perf_counter()
     xy = layout_2d(index.vectors, method, seed=seed, pca_dims=pca_dims)
@@ -175,12 +174,12 @@ def compute_map(
         flagged = sorted(by_path[s["path"]] for s in index_suspects(index))
     info = {"seed": seed, "pca_dims": pca_dims, "seconds": round(seconds, 2), "created": now_iso(), "count": len(xy)}
     info["suspects_checked"] = bool(suspects)
-    result = CollectionMap(xy, method, vectors_fingerprint(index.store), color, flagged, info)
-    result.save(index.store.file(MAP_FILE))
+    result = CollectionMap(xy, method, index.vectors_fingerprint(), color, flagged, info)
+    result.save(index.folder / MAP_FILE)
     return result
 
 
-def color_codes(index: Index, color: str, clusters: dict[str, Any] | None = None) -> tuple[np.ndarray, list[str]]:
+def color_codes(index: IndexView, color: str, clusters: dict[str, Any] | None = None) -> tuple[np.ndarray, list[str]]:
     """Per-image colour codes (uint16, 0 = none) and the legend (code i is ``legend[i - 1]``).
 
     label: the class; folder: the folder the file is in; cluster: the last ``lookalike cluster`` (``clusters`` as

@@ -115,6 +115,10 @@ class FilterColumns:
         return len(self.names)
 
 
+#: Decimals of a match's score as the API reports it, and at which ``min_score`` is compared.
+SCORE_DECIMALS = 6
+
+
 @dataclass(frozen=True)
 class SearchFilter:
     """What a search may return. Every field is optional; the empty filter allows everything.
@@ -122,7 +126,9 @@ class SearchFilter:
     ``after`` / ``before``: capture time (EXIF) range, both ends inclusive; a bare date as ``before`` includes that
     whole day. ``near``: (latitude, longitude, radius km), haversine. ``path``: a glob over paths relative to the
     photo folder. ``label``: one class. Images that lack the field a clause reads (no EXIF time, no GPS, no label)
-    do not pass it. ``min_score``: the lowest cosine a match may score.
+    do not pass it. ``min_score``: the lowest cosine a match may score, compared at the ``SCORE_DECIMALS`` that
+    results report scores with, so a score read off a result and passed back keeps that match (compared unrounded,
+    a float32 cosine of 0.8123456 shown as 0.812346 fell below its own shown score and was dropped).
     """
 
     after: datetime | None = None

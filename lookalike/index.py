@@ -1,8 +1,10 @@
-"""The :class:`Index`: build or update an index of a photo folder, and search it.
+"""The :class:`Index`: the read side of an index of a photo folder — open, search, classify, info — and the view
+tasks read (:class:`lookalike.view.IndexView`).
 
-This is the library API the CLI and the server call. Building is incremental (only new or changed files are
-embedded, deleted ones dropped) and resumable (checkpoints every few hundred images; a killed run's work is picked
-up by the next run).
+This is the library API the CLI and the server call. ``Index.build`` and ``Index.update`` run the write pipeline in
+:mod:`lookalike.build` (incremental: only new or changed files are embedded, deleted ones dropped; resumable:
+checkpoints every few hundred images, a killed run's work is picked up by the next run). Queries come through
+:mod:`lookalike.query`; re-ranking and pairs live in :mod:`lookalike.verify.rerank`.
 """
 
 from __future__ import annotations
@@ -10,10 +12,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,38 +22,26 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from lookalike.config import IndexConfig, RunOptions, split_settings
-from lookalike.display import Matches, Predictions
-from lookalike.distributed import ray_describe_files, require_ray
-from lookalike.embed import Batch, Describer
-from lookalike.errors import ConfigError, ImageError, IndexMismatchError, LookalikeError
-from lookalike.filters import FilterColumns, SearchFilter
-from lookalike.images import IMAGE_EXTENSIONS, content_hash, decode, discover, read_file
-from lookalike.models.quantize import INT8_FILE
-from lookalike.progress import bar
-from lookalike.search import VectorSearch, open_searcher, refresh_ann
-from lookalike.store import FEATURES_DIR, INDEX_DIRNAME, Store, make_table, names_of, plan_update, with_labels
-from lookalike.verify import (
-    UNKNOWN,
-    FeatureCache,
-    FeatureConf,
-    Features,
-    MatchConf,
-    VerifiedPair,
-    extract,
-    judge,
-    match_points,
-    verified_pairs,
-    verify_against,
-)
-from lookalike.vocab import check_same_vocabulary, ensure_vocabulary, fit_pending_post
+from lookalike import build
+from lookalike import query as query_path
+from lookalike.build import BuildReport, describer_of
+from lookalike.config import IndexConfig, RunOptions
+from lookalike.display import Matches, Predictions, matches_html
+from lookalike.embed import Describer
+from lookalike.errors import ConfigError, ImageError, LookalikeError
+from lookalike.filters import SCORE_DECIMALS, FilterColumns, SearchFilter
+from lookalike.images import decode, read_file
+from lookalike.query import PreparedQuery, Query
+from lookalike.search import VectorSearch, open_searcher, vectors_fingerprint
+from lookalike.store import INDEX_DIRNAME, Store
+from lookalike.verify import FeatureCache, FeatureConf, Features, MatchConf, VerifiedPair, extract
+from lookalike.verify import rerank as reranking
+from lookalike.verify.rerank import RERANK_KEYPOINTS
+from lookalike.view import IndexInfo
+
+__all__ = ["MODES", "RERANK_KEYPOINTS", "BuildReport", "Index", "Match", "SearchResult", "describer_of"]
 
 MODES = ("all", "same-class", "other-classes")
-RERANK_KEYPOINTS = 512
-"""Re-ranking matches each image's strongest 512 keypoints (of 2,048 stored): a sixteenth of the matching work of
-all of them, so depth 100 fits a query's time budget (BENCHMARKS.md, places, compares 512 and 1,024)."""
-
-Query = str | os.PathLike[str] | Image.Image | np.ndarray
 
 
 @dataclass
@@ -87,43 +76,15 @@ class SearchResult:
         return d
 
     def _repr_html_(self) -> str:
-        from lookalike.display import matches_html
-
         return matches_html(self.matches, self.note or "")
-
-
-@dataclass
-class BuildReport:
-    """What an index run did, accounting for every image-named entry it saw:
-    ``total == added + updated + unchanged + resumed + len(skipped)`` (``removed`` rows were gone from disk).
-
-    ``skipped`` lists (relative path, reason) for entries that could not be used (exact names: pass them through
-    :func:`lookalike.io.shown` to print); ``ignored`` counts the other files by extension; ``left_out`` lists
-    (relative folder, why) for folders lookalike wrote itself, which are never indexed.
-    """
-
-    total: int = 0
-    added: int = 0
-    updated: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    resumed: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    ignored: dict[str, int] = field(default_factory=dict)
-    left_out: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    calibration: str | None = None  # what an int8 backbone was calibrated on, when this run calibrated one
-
-    @property
-    def embedded(self) -> int:
-        return self.added + self.updated
 
 
 class Index:
     """An opened index: the facade the CLI, the server and users call (open, build/update, search, classify, info).
 
     It holds the store and the describer that made its vectors, and caches views derived from the stored table
-    (names, labels, the searcher); tasks read these through its public attributes and never write into it.
+    (names, labels, hashes, the searcher). Tasks take it as an :class:`~lookalike.view.IndexView`: they read what the
+    view names and never the store or its header.
     """
 
     def __init__(self, store: Store, *, runtime: str = "auto") -> None:
@@ -152,7 +113,7 @@ class Index:
         options: RunOptions | None = None,
         **settings: Any,
     ) -> Index:
-        """Index (or bring up to date) every image below ``photos``.
+        """Index (or bring up to date) every image below ``photos`` (the steps: :mod:`lookalike.build`).
 
         ``settings`` are fields of :class:`~lookalike.config.IndexConfig` (model, pooling, resolution, pca, vocab,
         weights, vectors, labels) and of :class:`~lookalike.config.RunOptions` (batch_size, workers, progress,
@@ -160,202 +121,19 @@ class Index:
         the index was built with; one that would change its vectors is refused, naming the setting and both values
         (``rebuild=True`` re-embeds everything instead).
         """
-        asked, run = split_settings(settings)
-        options = dataclasses.replace(options or RunOptions(), **run)
-        if options.engine == "ray":
-            require_ray()
-        if isinstance(asked.get("model"), (str, os.PathLike)) and Path(asked["model"]).is_dir():
-            asked["model"] = str(Path(asked["model"]).resolve())  # a model folder is named by its absolute path
-        for key in ("vocab", "weights"):
-            if asked.get(key) is not None:
-                asked[key] = str(asked[key])
-        root = Path(photos).resolve()
-        if not root.is_dir():
-            raise LookalikeError(f"not a folder: {photos}")
-        index_path = Path(index_dir) if index_dir else root / INDEX_DIRNAME
-        started = time.perf_counter()
-
-        if Store.exists(index_path) and not options.rebuild:
-            index = cls._reopen(index_path, root, config, asked, options)
-        else:
-            wanted = (
-                dataclasses.replace(config, **{k: v for k, v in asked.items() if v is not None}) if config else None
-            )
-            wanted = wanted or IndexConfig(**{k: v for k, v in asked.items() if v is not None})
-            describer = Describer.from_config(wanted, runtime=options.runtime)
-            wanted = dataclasses.replace(wanted, precision=describer.precision)  # stored resolved, like pooling
-            meta = {"root": os.path.relpath(root, index_path.resolve()), "dim": describer.dim}
-            store = Store.create(index_path, {**meta, **wanted.to_meta(), **describer.config()})
-            index = cls(store, runtime=options.runtime)
-            index._describer = describer
-            if options.rebuild:
-                store.clear_parts()
-                store.discard_table()
-
-        with index.store.lock():
-            report = index.update(options)
-            refresh_ann(index.store, options.ann)
-        report.seconds = time.perf_counter() - started
-        index.report = report
-        return index
-
-    @classmethod
-    def _reopen(
-        cls, path: Path, root: Path, config: IndexConfig | None, asked: dict[str, Any], options: RunOptions
-    ) -> Index:
-        """An existing index, checked against what was asked: the same vectors or a refusal that names why."""
-        store = Store.open(path)
-        if store.root != root:
-            raise IndexMismatchError(f"{path} indexes {store.root}, not {root}; pass another index folder or rebuild")
-        stored = IndexConfig.from_meta(store.meta)
-        wanted = stored.merged(**{k: v for k, v in dataclasses.asdict(config).items()}) if config else stored
-        wanted = wanted.merged(**asked)
-        diffs = stored.differences(wanted)
-        if diffs:
-            raise IndexMismatchError(
-                f"{path} was built with other settings ({IndexConfig.describe_differences(diffs)}); re-embed "
-                "everything with --rebuild (rebuild=True in Python), or use another index folder"
-            )
-        index = cls(store, runtime=options.runtime)
-        check_same_vocabulary(index.describer.pooling, wanted.vocab, path)
-        store.meta["labels"] = wanted.labels
-        store.meta["vectors"] = wanted.vectors  # a change of storage type is a cast on commit, not a re-embed
+        built = build.main(photos, index_dir, config=config, options=options, **settings)
+        index = cls(built.store, runtime=built.options.runtime)
+        index._describer = built.describer
+        index.report = built.report
         return index
 
     def update(self, options: RunOptions | None = None) -> BuildReport:
-        """Bring the index up to date with its photo folder: embed new and changed files, drop deleted ones.
-
-        Checkpoints every ``options.checkpoint_every`` images; a killed run's checkpoints are picked up here. The
-        caller holds the store's lock.
-        """
-        options = options or RunOptions()
-        store, describer, root = self.store, self.describer, self.root
-        found = discover(root, exclude=[store.path])
-        files = found.files
-        if not files and len(store) == 0:
-            exts = ", ".join(sorted(IMAGE_EXTENSIONS))
-            raise LookalikeError(f"no images found in {root} (looked for {exts}, in any case)")
-        calibration = None
-        if describer.needs_calibration:  # before the vocabulary: its descriptors come from the int8 model too
-            calibration = describer.calibrate(files, store.path / INT8_FILE, source=options.calibration)
-            store.meta["calibration"] = options.calibration  # saved with the table when this run commits
-        ensure_vocabulary(store, describer, files, progress=options.progress)
-
-        on_disk = {p.relative_to(root).as_posix(): found.stats[p] for p in files}
-        old = store.table
-        old_rows = {n: i for i, n in enumerate(store.names())}
-        sizes, mtimes, hashes = (old.column(c).to_pylist() for c in ("size", "mtime_ns", "hash"))
-        recovered = store.read_parts()
-        rec_rows = {} if recovered is None else {n: i for i, n in enumerate(names_of(recovered))}
-        rec_stat = (
-            {}
-            if recovered is None
-            else dict(
-                zip(
-                    rec_rows,
-                    zip(*(recovered.column(c).to_pylist() for c in ("size", "mtime_ns")), strict=True),
-                    strict=True,
-                )
-            )
-        )
-        skipped_before = {s["path"]: s for s in store.skipped}
-        plan = plan_update(
-            on_disk,
-            {n: (sizes[i], mtimes[i], hashes[i]) for n, i in old_rows.items()},
-            rec_stat,
-            {n: (s.get("size"), s.get("mtime_ns")) for n, s in skipped_before.items()},
-        )
-        report = BuildReport(
-            total=found.seen,
-            unchanged=len(plan.keep),
-            resumed=len(plan.resume),
-            removed=len(plan.removed),
-            ignored=dict(sorted(found.ignored.items(), key=lambda kv: (-kv[1], kv[0]))),
-            left_out=[(rel_name(p, root), why) for p, why in found.left_out],
-            calibration=calibration,
-        )
-        # entries that are no regular files are found again (and not opened) on every run: no size or mtime to keep
-        skipped = [skipped_before[n] for n in plan.skip_again]
-        skipped += [{"path": rel_name(p, root), "reason": why} for p, why in found.skipped]
-        new_tables: list[pa.Table] = []
-        rows: list[dict[str, Any]] = []
-        vecs: list[np.ndarray] = []
-        reused: list[str] = []
-
-        def flush() -> None:
-            if rows:
-                table = store.conform(make_table(rows, np.concatenate(vecs), store.dim))
-                store.write_part(table)
-                new_tables.append(table)
-                rows.clear()
-                vecs.clear()
-
-        to_embed = [root / n for n in plan.embed]
-        known = {root / n: h for n, h in plan.known_hashes.items()}
-        try:
-            with bar("embedding", len(to_embed), options.progress and bool(to_embed)) as tick:
-                for batch in self._describe(to_embed, known, options):
-                    v = 0
-                    for item in batch.items:
-                        name = item.path.relative_to(root).as_posix()
-                        size, mtime = on_disk[name]
-                        if item.error:
-                            skipped.append({"path": name, "reason": item.error, "size": size, "mtime_ns": mtime})
-                        elif item.unchanged:
-                            reused.append(name)
-                        else:
-                            m = item.meta
-                            rows.append(
-                                {
-                                    "path": name, "size": size, "mtime_ns": mtime, "hash": item.hash,
-                                    "width": m.width, "height": m.height, "exif_time": m.exif_time,
-                                    "gps_lat": m.gps_lat, "gps_lon": m.gps_lon,
-                                }
-                            )  # fmt: skip
-                            vecs.append(batch.vectors[v : v + 1])
-                            v += 1
-                            if name in old_rows:
-                                report.updated += 1
-                            else:
-                                report.added += 1
-                    tick.advance(len(batch.items))
-                    if len(rows) >= options.checkpoint_every:
-                        flush()
-        finally:
-            flush()  # on Ctrl-C too: what was embedded is on disk for the next run
-
-        parts = [old.take(sorted(old_rows[n] for n in plan.keep))] if plan.keep else []
-        if reused:  # content unchanged but touched: keep the vector, refresh size and mtime
-            t = old.take(sorted(old_rows[n] for n in reused))
-            names = names_of(t)
-            for col, pos in (("size", 0), ("mtime_ns", 1)):
-                values = pa.array([on_disk[n][pos] for n in names], pa.int64())
-                t = t.set_column(t.schema.get_field_index(col), col, values)
-            parts.append(t)
-            report.unchanged += len(reused)
-        if plan.resume:
-            parts.append(recovered.take(sorted(rec_rows[n] for n in plan.resume)))
-        parts.extend(new_tables)
-        parts = [store.conform(t) for t in parts]  # old rows may be float32 when float16 storage was asked
-        table = pa.concat_tables(parts) if parts else make_table([], np.zeros((0, store.dim), np.float32), store.dim)
-        store.meta["discovery"] = {"ignored": report.ignored, "left_out": [list(x) for x in report.left_out]}
-        store.commit(with_labels(table, store.meta.get("labels", "folders")), skipped)
-        report.skipped = [(s["path"], s["reason"]) for s in skipped]
-        fit_pending_post(store, describer)
-        if (store.path / FEATURES_DIR).is_dir():  # local features of files changed or gone are stale
-            FeatureCache(store).prune()
+        """Bring the index up to date with its photo folder: embed new and changed files, drop deleted ones, refresh
+        the ANN index (see :func:`lookalike.build.update`). The caller holds the index's :meth:`lock`."""
+        options = options or RunOptions(runtime=self.runtime)
+        report = build.update(self.store, self.describer, options)
         self._views.clear()
         return report
-
-    def _describe(self, paths: list[Path], known: dict[Path, str], options: RunOptions) -> Iterator[Batch]:
-        if options.engine == "ray":
-            return ray_describe_files(
-                self.store.meta, self.store.path, paths, known_hashes=known.get, batch_size=options.batch_size,
-                runtime=self.runtime, address=options.address, num_workers=options.num_workers,
-            )  # fmt: skip
-        return self.describer.describe_files(
-            paths, known_hashes=known.get, batch_size=options.batch_size, workers=options.workers
-        )
 
     def refit_vocabulary(
         self,
@@ -370,7 +148,7 @@ class Index:
         The index keeps its model, resolution, labels and PCA setting; its PCA-whitening (if any) is refitted
         too, since it was fitted on vectors of the old vocabulary.
         """
-        stored = IndexConfig.from_meta(self.store.meta)
+        stored = self.store.config
         wanted = dataclasses.replace(stored, pooling={"name": "vlad", "clusters": clusters, "soft": soft})
         new = Index.build(
             self.root,
@@ -387,7 +165,7 @@ class Index:
     @property
     def config(self) -> IndexConfig:
         """The recipe of this index's vectors, as its ``meta.json`` records it."""
-        return IndexConfig.from_meta(self.store.meta)
+        return self.store.config
 
     @property
     def describer(self) -> Describer:
@@ -406,6 +184,60 @@ class Index:
 
     def __len__(self) -> int:
         return len(self.store)
+
+    # --- the read-only view tasks take (lookalike.view.IndexView) ---------------------------------------------------
+
+    @property
+    def folder(self) -> Path:
+        """The index folder, where tasks keep their own files (head, clusters, map, journals)."""
+        return self.store.path
+
+    @property
+    def hashes(self) -> list[str]:
+        """Content hashes, one per image."""
+        return self._view("hashes", lambda: self.store.column("hash"))
+
+    @property
+    def dim(self) -> int:
+        return self.store.dim
+
+    @property
+    def created(self) -> str | None:
+        return self.store.created
+
+    @property
+    def version(self) -> int:
+        """Changes whenever the index commits (a commit replaces the table object): the key of derived caches."""
+        return id(self.store.table)
+
+    def recipe(self) -> dict[str, Any]:
+        """How the vectors were made: model, pooling, resolution and post-transform, as the header records them."""
+        return self.store.recipe(("model", "pooling", "resolution", "post"))
+
+    def vectors_fingerprint(self) -> str:
+        return vectors_fingerprint(self.store)
+
+    def column(self, name: str) -> list[Any]:
+        return self.store.column(name)
+
+    def metadata(self) -> pa.Table:
+        return self.store.metadata()
+
+    def feature_cache(self, conf: FeatureConf | None = None) -> FeatureCache:
+        """The local features of the indexed images with ``conf`` (None: the stored or default settings)."""
+        return self.features if conf is None else FeatureCache(self.store, conf)
+
+    # --- the writes the dedupe actions make (lookalike.view.IndexWriter) ----------------------------------------
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """The index folder's writer lock (one writer at a time)."""
+        return self.store.lock()
+
+    def follow_files(self, gone: set[str], linked: Sequence[tuple[str, str]] | None = None) -> bool:
+        """Rows follow files the dedupe actions moved or linked (see :func:`lookalike.build.follow_files`)."""
+        changed = build.follow_files(self.store, gone, linked)
+        self._views.clear()
+        return changed
 
     @property
     def root(self) -> Path:
@@ -453,39 +285,18 @@ class Index:
 
         return self._view("by_hash", make).get(digest, [])
 
-    def _self_ids(self, path: Path, data: bytes) -> list[int]:
-        by_name = self._view("by_name", lambda: {n: i for i, n in enumerate(self.names)})
-        ids = set(self.hash_ids(content_hash(data)))
-        with contextlib.suppress(ValueError):
-            rel = path.resolve().relative_to(self.root).as_posix()
-            if rel in by_name:
-                ids.add(by_name[rel])
-        return sorted(ids)
+    def id_of(self, name: str) -> int | None:
+        """The id of the image with this name (path relative to the photo folder), if it is indexed."""
+        return self._view("by_name", lambda: {n: i for i, n in enumerate(self.names)}).get(name)
+
+    def prepare_queries(self, queries: Sequence[Query]) -> list[PreparedQuery]:
+        """Each query read, decoded and embedded once, with its self ids (:func:`lookalike.query.prepare`)."""
+        return query_path.prepare(self, queries)
 
     def prepare(self, queries: Sequence[Query]) -> tuple[np.ndarray, list[list[int]]]:
         """Query vectors, described as the index was, and for each query the ids of index entries that *are* it
         (same file, or byte-identical content). Each file is read once: the bytes decoded are the bytes hashed."""
-        loaded: list[Image.Image | np.ndarray] = []
-        selves: list[list[int]] = []
-        for q in queries:
-            if isinstance(q, np.ndarray):
-                v = np.asarray(q, dtype=np.float32).reshape(1, -1)
-                if v.shape[1] != self.store.dim:
-                    raise LookalikeError(f"query vector has {v.shape[1]} dims, the index has {self.store.dim}")
-                loaded.append(v)
-                selves.append([])
-            elif isinstance(q, Image.Image):
-                loaded.append(q.convert("RGB"))
-                selves.append([])
-            else:
-                data = read_file(q)
-                loaded.append(decode(data, str(q), target=self.describer.resolution)[0])
-                selves.append(self._self_ids(Path(q), data))
-        images = [x for x in loaded if isinstance(x, Image.Image)]
-        described = iter(self.describer.describe_images(images)) if images else iter(())
-        rows = [x if isinstance(x, np.ndarray) else next(described)[None] for x in loaded]
-        vectors = np.concatenate(rows) if rows else np.zeros((0, self.store.dim), np.float32)
-        return vectors, selves
+        return query_path.stacked(self.prepare_queries(queries), self.dim)
 
     def embed(self, queries: Sequence[Query]) -> np.ndarray:
         """Vectors for query images (paths, PIL images) or pass-through vectors, described as the index was."""
@@ -496,7 +307,7 @@ class Index:
         if isinstance(query, (Image.Image, np.ndarray)):
             return []
         try:
-            return self._self_ids(Path(query), read_file(query))
+            return query_path.self_ids(self, Path(query), read_file(query))
         except ImageError:
             return []
 
@@ -512,8 +323,7 @@ class Index:
         where: SearchFilter | None = None,
         rerank: int = 0,
     ) -> Matches:
-        """The k images most similar to ``query``, best first (the query itself is never its own match): a list of
-        :class:`Match` that a notebook shows as thumbnails.
+        """The k images most similar to ``query``, best first (the query itself is never its own match), as thumbnails.
 
         ``where`` restricts the images searched (capture time, place, path, label) and the lowest score returned;
         ``rerank`` > 0 re-orders that many of the top by geometric verification (see :meth:`search_many`).
@@ -575,7 +385,7 @@ class Index:
         filtered, why = self.allowed_by(where)
         shown = where.to_dict() if where else None
         results = []
-        for qi, q in enumerate(queries):
+        for qi, q in enumerate(map(query_path.source, queries)):
             allowed = filtered
             qclass = source = None
             note = why
@@ -594,7 +404,8 @@ class Index:
             scores, ids = self.searcher.search(vectors[qi : qi + 1], depth, allowed=allowed, exclude=[exclude[qi]])
             found = ids[0] >= 0
             if where is not None and where.min_score is not None:
-                keep = found & (scores[0] >= where.min_score)
+                reported = np.array([round(float(s), SCORE_DECIMALS) for s in scores[0]])  # as results show them
+                keep = found & (reported >= where.min_score)
                 if found.any() and not keep.any():
                     note = (
                         f"no match scores at least {where.min_score:g} (the best scores {scores[0][found].max():.3f})"
@@ -661,23 +472,15 @@ class Index:
         return extract(image, cache.conf)
 
     def rerank(self, query: Features, matches: list[Match], verify: MatchConf | None = None) -> list[Match]:
-        """``matches`` re-ordered by geometric verification against ``query``: verified (inliers ≥ min_inliers)
-        first by inliers, ties and the rest by cosine; ranks renumbered, inliers filled in."""
-        conf = verify or MatchConf(keypoints=RERANK_KEYPOINTS)
-        verdicts = verify_against(query, self.features, [m.id for m in matches], conf)
-        for m, v in zip(matches, verdicts, strict=True):
-            m.inliers = None if v.status == UNKNOWN else v.inliers
-        good = {m.id for m, v in zip(matches, verdicts, strict=True) if v.verified}
-        ordered = sorted(matches, key=lambda m: (m.id not in good, -(m.inliers or 0) if m.id in good else 0, -m.score))
-        for r, m in enumerate(ordered, start=1):
-            m.rank = r
-        return ordered
+        """``matches`` re-ordered by geometric verification against ``query`` (see
+        :func:`lookalike.verify.rerank.rerank`)."""
+        return reranking.rerank(query, matches, self.features, verify)
 
     def orientation_vectors(self, *, progress: bool = False, notes: list[str] | None = None) -> np.ndarray:
         """(N, 4, dim) vectors of every image turned 90°, 180°, 270° and mirrored, for finding turned copies
         (``near_duplicates(..., turned=...)``): four more model passes per image than indexing, done once and
-        cached in the index folder by content hash (see ``lookalike.cluster.orientations``)."""
-        from lookalike.cluster.orientations import orientation_vectors
+        cached in the index folder by content hash (see ``lookalike.dedupe.orientations``)."""
+        from lookalike.dedupe.orientations import orientation_vectors
 
         describer = self.describer
         return orientation_vectors(
@@ -687,36 +490,8 @@ class Index:
     def match_pair(self, a: int, b: int, verify: MatchConf | None = None) -> dict[str, Any]:
         """The verdict on two indexed images and their tentative matches in each image's own pixels (for drawing):
         ``matches`` rows are (xa, ya, xb, yb, inlier)."""
-        n = len(self)
-        for i in (a, b):
-            if not 0 <= i < n:
-                raise LookalikeError(f"no image with id {i}; ids run from 0 to {n - 1}")
-        conf = verify or MatchConf()
-        cache = self.features
-        cache.ensure([a, b])
-        fa, fb = cache.get(a), cache.get(b)
-        widths, heights = self._view("sizes", lambda: (self.store.column("width"), self.store.column("height")))
-        out: dict[str, Any] = {
-            "a": a,
-            "b": b,
-            "size_a": [widths[a], heights[a]],
-            "size_b": [widths[b], heights[b]],
-            "matches": [],
-        }
-        if fa is None or fb is None or not fa.usable or not fb.usable:
-            return {**out, "status": UNKNOWN, "inliers": 0, "tentative": 0}
-        pa, pb, mask = match_points(fa, fb, conf)
-        sa = np.array([widths[a] / fa.size[0], heights[a] / fa.size[1]], np.float32)
-        sb = np.array([widths[b] / fb.size[0], heights[b] / fb.size[1]], np.float32)
-        rows = np.concatenate([pa * sa, pb * sb, mask[:, None]], axis=1) if len(pa) else np.zeros((0, 5))
-        verdict = judge(int(mask.sum()), len(pa), conf)
-        return {
-            **out,
-            "status": verdict.status,
-            "inliers": verdict.inliers,
-            "tentative": verdict.matches,
-            "matches": [[round(float(v), 1) for v in r[:4]] + [bool(r[4])] for r in rows],
-        }
+        sizes = self._view("sizes", lambda: (self.store.column("width"), self.store.column("height")))
+        return reranking.match_pair(self.features, sizes, a, b, verify)
 
     def pairs(
         self,
@@ -727,18 +502,11 @@ class Index:
         workers: int | None = None,
         progress: bool = False,
         notes: list[str] | None = None,
-    ) -> list[VerifiedPair] | list[tuple[str, str, float]]:
-        """hloc-style retrieval pairs (name, name, cosine); with ``verify``, every candidate pair verified
-        geometrically (features computed first where missing), as :class:`~lookalike.verify.VerifiedPair`."""
-        if not verify:
-            from lookalike.cluster import similar_pairs
-
-            return similar_pairs(self.vectors, self.names, num_matched, min_score)
-        if num_matched < 1:
-            raise ConfigError(f"num_matched must be at least 1, got {num_matched}", setting="num_matched")
-        conf = MatchConf() if verify is True else verify
-        return verified_pairs(
-            self.store, num_matched, min_score=min_score, conf=conf, workers=workers, progress=progress, notes=notes
+    ) -> list[VerifiedPair]:
+        """hloc-style retrieval pairs, one type either way (:class:`~lookalike.verify.VerifiedPair`, which unpacks as
+        ``name_a, name_b, score``); with ``verify``, every candidate pair verified geometrically."""
+        return reranking.pairs(
+            self.store, num_matched, min_score=min_score, verify=verify, workers=workers, progress=progress, notes=notes
         )
 
     def query_class(
@@ -780,41 +548,42 @@ class Index:
         require_classes(self)
         vectors, exclude = self.prepare(queries)
         preds = classify_vectors(self, vectors, method=method, k=k, exclude=exclude)
-        for q, p in zip(queries, preds, strict=True):
-            p.path = str(q) if isinstance(q, (str, os.PathLike)) else None
-        return Predictions(preds)
+        return Predictions.of(preds, [query_path.source(q) for q in queries])
 
     # --- summary -------------------------------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        meta = self.store.meta
+        """What ``lookalike info`` shows, as a dict (typed: :meth:`summary`)."""
+        return self.summary().to_dict()
+
+    def summary(self) -> IndexInfo:
+        """What the index holds and how it was made (:class:`~lookalike.view.IndexInfo`)."""
+        store = self.store
+        recipe = store.recipe(("pooling", "resolution", "dim", "post", "vocab", "created", "updated"))
         counts = Counter(lab for lab in self.labels if lab is not None)
-        return {
-            "index": str(self.store.path),
-            "root": str(self.root),
-            "images": len(self),
-            "model": meta["model"]["name"],
-            "pooling": meta["pooling"],
-            "resolution": meta["resolution"],
-            "dim": meta["dim"],
-            "post": meta.get("post"),
-            "vocab": meta.get("vocab"),
-            "labels": dict(sorted(counts.items())),
-            "unlabelled": sum(1 for lab in self.labels if lab is None),
-            "gps_tagged": int(sum(1 for v in self.store.column("gps_lat") if v is not None)),
-            "skipped": [{"path": s["path"], "reason": s["reason"]} for s in self.store.skipped],
-            "ignored": meta.get("discovery", {}).get("ignored", {}),
-            "left_out": [{"path": p, "reason": r} for p, r in meta.get("discovery", {}).get("left_out", [])],
-            "interrupted_parts": self.store.pending_parts(),
-            "vectors": self.store.vector_type,
-            "precision": meta.get("precision", "fp32"),
-            "calibration": meta.get("calibration"),  # int8: "samples" or "photos"; older int8 indexes: photos
-            "search": meta.get("ann") or {"kind": "auto", "index": "flat", "exact": True},
-            "classifier": self._head_summary(),
-            "disk_bytes": self.store.disk_bytes(),
-            "created": meta.get("created"),
-            "updated": meta.get("updated"),
-        }
+        discovery = store.discovery
+        return IndexInfo(
+            index=str(store.path),
+            root=str(self.root),
+            images=len(self),
+            model=store.model_name,
+            **{k: recipe[k] for k in ("pooling", "resolution", "dim", "post", "vocab")},
+            labels=dict(sorted(counts.items())),
+            unlabelled=sum(1 for lab in self.labels if lab is None),
+            gps_tagged=int(sum(1 for v in store.column("gps_lat") if v is not None)),
+            skipped=[{"path": s["path"], "reason": s["reason"]} for s in store.skipped],
+            ignored=discovery.get("ignored", {}),
+            left_out=[{"path": p, "reason": r} for p, r in discovery.get("left_out", [])],
+            interrupted_parts=store.pending_parts(),
+            vectors=store.vector_type,
+            precision=store.precision,
+            calibration=store.calibration,  # int8: "samples" or "photos"; older int8 indexes: photos
+            search=store.ann or {"kind": "auto", "index": "flat", "exact": True},
+            classifier=self._head_summary(),
+            disk_bytes=store.disk_bytes(),
+            created=recipe["created"],
+            updated=recipe["updated"],
+        )
 
     def _head_summary(self) -> dict[str, Any] | None:
         """The head `lookalike fit` stored (method, held-out accuracy, stale or not), for `info`."""
@@ -828,25 +597,3 @@ class Index:
             return None
         keep = ("method", "classes", "n_train", "fitted", "stale", "metrics")
         return {k: head[k] for k in keep if k in head}
-
-
-def rel_name(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` with forward slashes: the name an index keeps for it."""
-    return path.relative_to(root).as_posix()
-
-
-def describer_of(store: Store, *, runtime: str = "auto") -> Describer:
-    """The exact describer an index was made with; refused if this machine's weights for its model differ."""
-    describer = Describer.from_config(IndexConfig.from_meta(store.meta), folder=store.path, runtime=runtime)
-    stored, found = store.meta["model"], describer.model.config()
-    if found != stored:
-        raise IndexMismatchError(
-            f"{store.path} was built with {stored['name']} weights {stored.get('weights', '?')[:12]}, but this "
-            f"machine has {found.get('weights', '?')[:12]}; rebuild the index to use them"
-        )
-    if stored.get("post") and describer.post is None:
-        raise LookalikeError(f"{store.path}: PCA-whitening file missing; rebuild the index")
-    if describer.needs_calibration and (len(store) or store.pending_parts()):
-        # these vectors came from the int8 model that was in the folder: another calibration would not match them
-        raise LookalikeError(f"{store.path}: the int8 model {INT8_FILE} is missing; rebuild the index")
-    return describer

@@ -5,7 +5,7 @@ A test image leaks when an indexed image is
 
 - **identical**: the same bytes (content hash);
 - a **copy**: among its ``k`` nearest indexed images with cosine ≥ ``threshold`` (:data:`LEAK_FLOOR`, 0.84), and the two
-  line up pixel for pixel (aligned NCC ≥ ``pixel``, 0.9; ``lookalike.cluster.pixels``: rescaled, recompressed and
+  line up pixel for pixel (aligned NCC ≥ ``pixel``, 0.9; ``lookalike.dedupe.pixels``: rescaled, recompressed and
   cropped copies down to ~65 % of a side);
 - **mirrored**: such a candidate whose pixels line up once the test image is mirrored (the descriptor is nearly
   mirror invariant, so a mirrored copy is a candidate already; checking its mirror costs one more pixel check);
@@ -36,15 +36,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lookalike.cluster.dedupe import DEDUPE_PIXEL, check_ranges
-from lookalike.cluster.orientations import INVERSE, ORIENTATIONS, turn_image, turned_pixel_scores
-from lookalike.cluster.pixels import pixel_scores, thumbnails
+from lookalike.dedupe.copies import DEDUPE_PIXEL, check_ranges
+from lookalike.dedupe.orientations import INVERSE, ORIENTATIONS, turn_image, turned_pixel_scores
+from lookalike.dedupe.pixels import pixel_scores, thumbnails
 from lookalike.errors import ImageError, LookalikeError
 from lookalike.images import decode, discover, read_file
 from lookalike.progress import bar
 
 if TYPE_CHECKING:
-    from lookalike.index import Index
+    from lookalike.view import IndexView
 
 LEAK_FLOOR = 0.84
 """Cosine at or above which an indexed image is a candidate twin of a test image (pixel-checked). Higher than
@@ -57,7 +57,7 @@ NEAR_COPY = 0.95
 when the index has them). On the rooms photos (GeM, EfficientNet-Lite0) different photos of one room type rarely
 reach it (BENCHMARKS.md, "Leak check")."""
 LEAK_K = 5
-"""Indexed candidates per test image (as ``dedupe --new``)."""
+"""Indexed candidates per test image (as ``dedupe new``)."""
 MIRROR = ORIENTATIONS.index("mirror")
 KINDS = ("identical", "copy", "mirrored", "turned", "near-copy")
 
@@ -131,7 +131,7 @@ def refuse_nested(test_dir: str | os.PathLike[str], root: Path) -> None:
 
 
 def find_leaks(
-    index: Index,
+    index: IndexView,
     vectors: np.ndarray,
     paths: Sequence[Path],
     hashes: Sequence[str],
@@ -154,22 +154,67 @@ def find_leaks(
     refuse_nested(test_root, index.root)
     root = Path(test_root)
     names = index.names
-    n_test = len(paths)
     notes: list[str] = []
     found: dict[int, list[dict[str, Any]]] = {}
-
-    def add(r: int, twin: dict[str, Any]) -> None:
-        have = found.setdefault(r, [])
-        if all(t["id"] != twin["id"] for t in have):
-            have.append(twin)
-
     for r, h in enumerate(hashes):
         for i in index.hash_ids(h) if h else []:
-            add(r, {"name": names[i], "id": int(i), "kind": "identical", "cosine": 1.0, "pixel": 1.0})
+            _add(found, r, {"name": names[i], "id": int(i), "kind": "identical", "cosine": 1.0, "pixel": 1.0})
 
-    vectors = np.asarray(vectors, np.float32).reshape(n_test, -1)
-    rows: list[np.ndarray] = []  # candidate (test row, index id, turn or -1, cosine)
-    if n_test and len(index):
+    vectors = np.asarray(vectors, np.float32).reshape(len(paths), -1)
+    cand = _candidates(
+        index, vectors, paths, threshold, near, k, orientations=orientations, progress=progress, notes=notes
+    )
+    if len(cand):  # identical twins are known already
+        cand = cand[np.array([int(i) not in {t["id"] for t in found.get(int(r), [])} for r, i in cand[:, :2]], bool)]
+    checked_pairs = 0
+    thumbs = None
+    if len(cand):
+        twins, checked_pairs, thumbs = _check_candidates(index, paths, cand, threshold, pixel, near, notes)
+        for r, twin in twins:
+            _add(found, r, twin)
+    order = {kd: n for n, kd in enumerate(KINDS)}
+    leaks = []
+    for r in sorted(found, key=lambda r: _rel(paths[r], root)):
+        twins = sorted(found[r], key=lambda t: (order[t["kind"]], -(t["pixel"] or 0), -t["cosine"]))
+        leaks.append({"path": _rel(paths[r], root), "twins": twins})
+    pairs_inside = _within(vectors, paths, hashes, root, threshold, pixel, near, k, thumbs) if within else []
+    report = LeakReport(
+        test_root=str(root),
+        index_root=str(index.root),
+        checked=len(paths),
+        leaks=leaks,
+        within_test=pairs_inside,
+        settings={"threshold": threshold, "pixel": pixel, "near": near, "k": k, "orientations": orientations},
+        notes=notes,
+    )
+    report.settings["checked_pairs"] = checked_pairs
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _add(found: dict[int, list[dict[str, Any]]], r: int, twin: dict[str, Any]) -> None:
+    """Test row ``r`` has this twin (once per indexed image: the first kind found stays)."""
+    have = found.setdefault(r, [])
+    if all(t["id"] != twin["id"] for t in have):
+        have.append(twin)
+
+
+def _candidates(
+    index: IndexView,
+    vectors: np.ndarray,
+    paths: Sequence[Path],
+    threshold: float,
+    near: float,
+    k: int,
+    *,
+    orientations: bool,
+    progress: bool,
+    notes: list[str],
+) -> np.ndarray:
+    """Candidate twins, one row each: (test row, index id, turn or -1, cosine). Upright from cosine ≥ min(threshold,
+    near) (near-copies need no pixel check), turned (``orientations``) from cosine ≥ ``threshold``."""
+    rows: list[np.ndarray] = []
+    if len(vectors) and len(index):
         depth = min(k, len(index))
         scores, ids = index.searcher.search(vectors, depth)
         q, c = np.nonzero((ids >= 0) & (scores >= min(threshold, near)))
@@ -183,81 +228,77 @@ def find_leaks(
                 s2, i2 = index.searcher.search(np.ascontiguousarray(turned[live, t]), depth)
                 q2, c2 = np.nonzero((i2 >= 0) & (s2 >= threshold))
                 rows.append(np.stack([live[q2], i2[q2, c2], np.full(len(q2), t), s2[q2, c2]], axis=1))
-    cand = np.concatenate(rows) if rows else np.zeros((0, 4))
-    if len(cand):  # identical twins are known already
-        cand = cand[np.array([int(i) not in {t["id"] for t in found.get(int(r), [])} for r, i in cand[:, :2]], bool)]
-    checked_pairs = 0
-    thumbs = None
-    if len(cand):
-        tr, ix, turn, cos = cand[:, 0].astype(np.int64), cand[:, 1].astype(np.int64), cand[:, 2].astype(int), cand[:, 3]
-        used = np.unique(ix)
-        coarse, fine, bad = thumbnails([*paths, *(index.root / names[j] for j in used)])
-        thumbs = (coarse[:n_test], fine[:n_test], [b for b in bad if b < n_test])  # the test images' own, reused
-        col = np.full(len(index), -1)
-        col[used] = n_test + np.arange(len(used))
-        pairs = np.stack([tr, col[ix]], axis=1)
-        readable = ~np.isin(pairs, bad).any(axis=1)
-        if not readable.all():
-            notes.append(f"{len(bad)} image(s) could not be read for the pixel check; their candidates are left out")
-        ncc = np.full(len(cand), -2.0, np.float32)
-        kind = np.array([""] * len(cand), dtype=object)
-        upright = readable & (turn < 0) & (cos >= threshold)
-        if upright.any():
-            ncc[upright] = pixel_scores(coarse, fine, pairs[upright])
-            checked_pairs += int(upright.sum())
-        kind[upright & (ncc >= pixel)] = "copy"
-        for t in sorted({int(x) for x in turn[turn >= 0]}):
-            sel = readable & (turn == t)
-            ncc[sel] = turned_pixel_scores(coarse, fine, pairs[sel], np.full(int(sel.sum()), t))
-            checked_pairs += int(sel.sum())
-            kind[sel & (ncc >= pixel)] = "turned"
-        mirror = upright & (kind == "")
-        if mirror.any():
-            m = turned_pixel_scores(coarse, fine, pairs[mirror], np.full(int(mirror.sum()), MIRROR))
-            checked_pairs += int(mirror.sum())
-            better = m >= pixel
-            sel = np.flatnonzero(mirror)[better]
-            ncc[sel], kind[sel] = m[better], "mirrored"
-        close = (kind == "") & (turn < 0) & (cos >= near)
-        inliers = np.full(len(cand), -1)
-        if close.any():
-            verdicts = _verify_near(index, paths, tr[close], ix[close], notes)
-            sel = np.flatnonzero(close)
-            for s, v in zip(sel, verdicts, strict=True):
-                if v is None or v >= 0:
-                    kind[s] = "near-copy"
-                    inliers[s] = -1 if v is None else v
-        for p in np.flatnonzero(kind != ""):
-            twin: dict[str, Any] = {
-                "name": names[ix[p]],
-                "id": int(ix[p]),
-                "kind": str(kind[p]),
-                "cosine": round(float(cos[p]), 4),
-                "pixel": round(float(ncc[p]), 4) if ncc[p] > -2 else None,
-            }
-            if kind[p] == "turned":
-                twin["turn"] = ORIENTATIONS[INVERSE[int(turn[p])]]  # the test image is its twin turned by this
-            if inliers[p] >= 0:
-                twin["inliers"] = int(inliers[p])
-            add(int(tr[p]), twin)
-    order = {kd: n for n, kd in enumerate(KINDS)}
-    leaks = []
-    for r in sorted(found, key=lambda r: _rel(paths[r], root)):
-        twins = sorted(found[r], key=lambda t: (order[t["kind"]], -(t["pixel"] or 0), -t["cosine"]))
-        leaks.append({"path": _rel(paths[r], root), "twins": twins})
-    pairs_inside = _within(vectors, paths, hashes, root, threshold, pixel, near, k, thumbs) if within else []
-    report = LeakReport(
-        test_root=str(root),
-        index_root=str(index.root),
-        checked=n_test,
-        leaks=leaks,
-        within_test=pairs_inside,
-        settings={"threshold": threshold, "pixel": pixel, "near": near, "k": k, "orientations": orientations},
-        notes=notes,
-    )
-    report.settings["checked_pairs"] = checked_pairs
-    report.seconds = time.perf_counter() - started
-    return report
+    return np.concatenate(rows) if rows else np.zeros((0, 4))
+
+
+def _check_candidates(
+    index: IndexView,
+    paths: Sequence[Path],
+    cand: np.ndarray,
+    threshold: float,
+    pixel: float,
+    near: float,
+    notes: list[str],
+) -> tuple[list[tuple[int, dict[str, Any]]], int, tuple[np.ndarray, np.ndarray, list[int]]]:
+    """The candidates that are twins — pixel-checked upright, turned or mirrored, else near-copies by cosine (and
+    local features when the index has them) — as (test row, twin); the pairs pixel-checked; the test images'
+    thumbnails (coarse, fine, unreadable rows), reused for the check inside the test set."""
+    names = index.names
+    n_test = len(paths)
+    checked = 0
+    out: list[tuple[int, dict[str, Any]]] = []
+    tr, ix, turn, cos = cand[:, 0].astype(np.int64), cand[:, 1].astype(np.int64), cand[:, 2].astype(int), cand[:, 3]
+    used = np.unique(ix)
+    coarse, fine, bad = thumbnails([*paths, *(index.root / names[j] for j in used)])
+    thumbs = (coarse[:n_test], fine[:n_test], [b for b in bad if b < n_test])  # the test images' own, reused
+    col = np.full(len(index), -1)
+    col[used] = n_test + np.arange(len(used))
+    pairs = np.stack([tr, col[ix]], axis=1)
+    readable = ~np.isin(pairs, bad).any(axis=1)
+    if not readable.all():
+        notes.append(f"{len(bad)} image(s) could not be read for the pixel check; their candidates are left out")
+    ncc = np.full(len(cand), -2.0, np.float32)
+    kind = np.array([""] * len(cand), dtype=object)
+    upright = readable & (turn < 0) & (cos >= threshold)
+    if upright.any():
+        ncc[upright] = pixel_scores(coarse, fine, pairs[upright])
+        checked += int(upright.sum())
+    kind[upright & (ncc >= pixel)] = "copy"
+    for t in sorted({int(x) for x in turn[turn >= 0]}):
+        sel = readable & (turn == t)
+        ncc[sel] = turned_pixel_scores(coarse, fine, pairs[sel], np.full(int(sel.sum()), t))
+        checked += int(sel.sum())
+        kind[sel & (ncc >= pixel)] = "turned"
+    mirror = upright & (kind == "")
+    if mirror.any():
+        m = turned_pixel_scores(coarse, fine, pairs[mirror], np.full(int(mirror.sum()), MIRROR))
+        checked += int(mirror.sum())
+        better = m >= pixel
+        sel = np.flatnonzero(mirror)[better]
+        ncc[sel], kind[sel] = m[better], "mirrored"
+    close = (kind == "") & (turn < 0) & (cos >= near)
+    inliers = np.full(len(cand), -1)
+    if close.any():
+        verdicts = _verify_near(index, paths, tr[close], ix[close], notes)
+        sel = np.flatnonzero(close)
+        for s, v in zip(sel, verdicts, strict=True):
+            if v is None or v >= 0:
+                kind[s] = "near-copy"
+                inliers[s] = -1 if v is None else v
+    for p in np.flatnonzero(kind != ""):
+        twin: dict[str, Any] = {
+            "name": names[ix[p]],
+            "id": int(ix[p]),
+            "kind": str(kind[p]),
+            "cosine": round(float(cos[p]), 4),
+            "pixel": round(float(ncc[p]), 4) if ncc[p] > -2 else None,
+        }
+        if kind[p] == "turned":
+            twin["turn"] = ORIENTATIONS[INVERSE[int(turn[p])]]  # the test image is its twin turned by this
+        if inliers[p] >= 0:
+            twin["inliers"] = int(inliers[p])
+        out.append((int(tr[p]), twin))
+    return out, checked, thumbs
 
 
 def _rel(p: Path, root: Path) -> str:
@@ -267,10 +308,10 @@ def _rel(p: Path, root: Path) -> str:
         return str(p)
 
 
-def _turned_vectors(index: Index, paths: Sequence[Path], *, progress: bool, notes: list[str]) -> np.ndarray:
+def _turned_vectors(index: IndexView, paths: Sequence[Path], *, progress: bool, notes: list[str]) -> np.ndarray:
     """(N, 3, dim): each test image turned 90°, 180° and 270°, described as the index was (zeros if unreadable)."""
     describer = index.describer
-    out = np.zeros((len(paths), 3, index.vectors.shape[1]), np.float32)
+    out = np.zeros((len(paths), 3, index.dim), np.float32)
     bad = 0
     with bar("test images turned", len(paths), progress and len(paths) > 0) as tick:
         for s in range(0, len(paths), 8):
@@ -292,7 +333,7 @@ def _turned_vectors(index: Index, paths: Sequence[Path], *, progress: bool, note
 
 
 def _verify_near(
-    index: Index, paths: Sequence[Path], rows: np.ndarray, ids: np.ndarray, notes: list[str]
+    index: IndexView, paths: Sequence[Path], rows: np.ndarray, ids: np.ndarray, notes: list[str]
 ) -> list[int | None]:
     """Per near-copy candidate: None when the twin has no cached local features (the cosine decides), else the
     inliers of a verified geometric match, or -1 when the features say the two are not the same scene."""
@@ -337,7 +378,7 @@ def _within(
 ) -> list[dict[str, Any]]:
     """Pairs of test images that are copies of each other: identical bytes, pixel-checked candidates (upright or
     mirrored), or cosine ≥ ``near``."""
-    from lookalike.cluster.dedupe import candidate_pairs
+    from lookalike.dedupe.copies import candidate_pairs
 
     out: dict[tuple[int, int], dict[str, Any]] = {}
     by_hash: dict[str, list[int]] = {}
@@ -389,13 +430,13 @@ def _within(
 
 
 def describe_folder(
-    index: Index, folder: str | os.PathLike[str], *, progress: bool = False
+    index: IndexView, folder: str | os.PathLike[str], *, progress: bool = False
 ) -> tuple[np.ndarray, list[Path], list[str], list[tuple[str, str]]]:
     """Every image of ``folder`` described as the index was: (vectors, paths, content hashes, (path, why) skipped)."""
     src = Path(folder)
     if not src.is_dir():
         raise LookalikeError(f"not a folder: {folder}")
-    found = discover(src, exclude=[index.store.path])
+    found = discover(src, exclude=[index.folder])
     if not found.files:
         raise LookalikeError(f"no images found in {folder}")
     skipped = [(str(p), why) for p, why in found.skipped]
@@ -416,7 +457,7 @@ def describe_folder(
 
 
 def check_leaks(
-    index: Index,
+    index: IndexView,
     test_dir: str | os.PathLike[str],
     *,
     threshold: float = LEAK_FLOOR,
@@ -429,7 +470,7 @@ def check_leaks(
     """`lookalike leaks`: every image of ``test_dir`` (labelled or not) checked against the index."""
     refuse_nested(test_dir, index.root)
     if len(index) == 0:
-        raise LookalikeError(f"the index at {index.store.path} is empty")
+        raise LookalikeError(f"the index at {index.folder} is empty")
     vectors, paths, hashes, skipped = describe_folder(index, test_dir, progress=progress)
     report = find_leaks(
         index, vectors, paths, hashes, test_root=test_dir, threshold=threshold, pixel=pixel, near=near, k=k,

@@ -169,6 +169,129 @@ def photo_exif(
 _XYZ_TO_SRGB = (3.2406, -1.5372, -0.4986, -0.9689, 1.8758, 0.0415, 0.0557, -0.2040, 1.0570)
 
 
+_SHORT, _LONG, _BYTE, _ASCII, _RATIONAL, _SRATIONAL = 3, 4, 1, 2, 5, 10
+
+
+class _Tiff:
+    """A little-endian TIFF assembled by hand: blobs and IFDs placed one after another, word-aligned. Pillow's writer
+    truncates the DNG tags it knows with another count, so DNG tags cannot go through it."""
+
+    def __init__(self) -> None:
+        self.out = bytearray(b"II*\x00\x00\x00\x00\x00")
+
+    def place(self, blob: bytes) -> int:
+        if len(self.out) % 2:
+            self.out.append(0)
+        at = len(self.out)
+        self.out.extend(blob)
+        return at
+
+    @staticmethod
+    def _value(kind: int, value: Any) -> tuple[bytes, int]:
+        import struct
+        from fractions import Fraction
+
+        if kind == _ASCII:
+            return str(value).encode("ascii") + b"\x00", len(str(value)) + 1
+        fmt = {1: "B", 3: "H", 4: "I", 5: "I", 10: "i"}
+        values = list(value) if isinstance(value, tuple | list) else [value]
+        count = len(values)
+        if kind in (_RATIONAL, _SRATIONAL):
+            flat = []
+            for v in values:
+                f = Fraction(float(v)).limit_denominator(100000) if not isinstance(v, tuple) else None
+                flat += list(v) if f is None else [f.numerator, f.denominator]
+            values = flat
+        return struct.pack(f"<{len(values)}{fmt[kind]}", *values), count
+
+    def place_ifd(self, tags: dict[int, tuple[int, Any]]) -> int:
+        """One IFD: entries sorted by tag, values over four bytes after it."""
+        import struct
+
+        if len(self.out) % 2:
+            self.out.append(0)
+        at = len(self.out)
+        entries, extra = [], bytearray()
+        data_at = at + 2 + 12 * len(tags) + 4
+        for tag, (kind, value) in sorted(tags.items()):
+            raw, count = self._value(kind, value)
+            if len(raw) <= 4:
+                entries.append(struct.pack("<HHI", tag, kind, count) + raw.ljust(4, b"\x00"))
+            else:
+                entries.append(struct.pack("<HHII", tag, kind, count, data_at + len(extra)))
+                extra += raw + (b"\x00" if len(raw) % 2 else b"")
+        self.out.extend(struct.pack("<H", len(entries)) + b"".join(entries) + b"\x00\x00\x00\x00" + extra)
+        return at
+
+
+def _bayer(image: Image.Image) -> np.ndarray:
+    """The picture as a sensor records it: linear light, 12 bit, one colour per pixel in an RGGB mosaic."""
+    v = np.arange(256) / 255.0
+    to_linear = np.round(np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4) * 4095).astype(np.uint16)
+    srgb = np.asarray(image.convert("RGB"))
+    h, w = (srgb.shape[0] // 2) * 2, (srgb.shape[1] // 2) * 2
+    rgb = to_linear[srgb[:h, :w]]
+    cfa = np.empty((h, w), "<u2")
+    cfa[0::2, 0::2], cfa[0::2, 1::2] = rgb[0::2, 0::2, 0], rgb[0::2, 1::2, 1]
+    cfa[1::2, 0::2], cfa[1::2, 1::2] = rgb[1::2, 0::2, 1], rgb[1::2, 1::2, 2]
+    return cfa
+
+
+def _raw_ifd(tiff: _Tiff, cfa: np.ndarray) -> int:
+    h, w = cfa.shape
+    raw_at = tiff.place(cfa.tobytes())
+    return tiff.place_ifd(
+        {
+            254: (_LONG, 0),
+            256: (_LONG, w),
+            257: (_LONG, h),
+            258: (_SHORT, 16),
+            259: (_SHORT, 1),
+            262: (_SHORT, 32803),  # CFA
+            273: (_LONG, raw_at),
+            277: (_SHORT, 1),
+            278: (_LONG, h),
+            279: (_LONG, len(cfa.tobytes())),
+            284: (_SHORT, 1),
+            33421: (_SHORT, (2, 2)),  # CFARepeatPatternDim
+            33422: (_BYTE, (0, 1, 1, 2)),  # CFAPattern: RGGB
+            50717: (_LONG, 4095),  # WhiteLevel
+        }
+    )
+
+
+def _preview_tags(
+    tiff: _Tiff, image: Image.Image, preview: int, jpeg_preview: bool, exif: Image.Exif, metadata_in: str
+) -> dict[int, tuple[int, Any]]:
+    thumb = image.convert("RGB")
+    thumb.thumbnail((preview, preview))
+    if jpeg_preview:
+        buf = io.BytesIO()
+        own = Image.Exif()
+        if metadata_in == "preview":  # time and GPS, not the orientation: that is the RAW's (IFD0) alone
+            own.get_ifd(0x8769).update(exif.get_ifd(0x8769))
+            own.get_ifd(0x8825).update(exif.get_ifd(0x8825))
+        thumb.save(buf, "JPEG", quality=92, **({"exif": own.tobytes()} if metadata_in == "preview" else {}))
+        strip, photometric, compression = buf.getvalue(), 6, 7
+        if metadata_in == "preview" and strip[2:4] == b"\xff\xe0":  # EXIF first, as a camera writes its JPEGs
+            strip = strip[:2] + strip[4 + int.from_bytes(strip[4:6], "big") :]
+    else:
+        strip, photometric, compression = thumb.tobytes(), 2, 1
+    strip_at = tiff.place(strip)
+    return {
+        256: (_LONG, thumb.width),
+        257: (_LONG, thumb.height),
+        258: (_SHORT, (8, 8, 8)),
+        259: (_SHORT, compression),
+        262: (_SHORT, photometric),
+        273: (_LONG, strip_at),
+        277: (_SHORT, 3),
+        278: (_LONG, thumb.height),
+        279: (_LONG, len(strip)),
+        284: (_SHORT, 1),
+    }
+
+
 def write_dng(
     path: str | os.PathLike[str],
     image: Image.Image,
@@ -186,126 +309,28 @@ def write_dng(
     as any DNG (demosaic, embedded preview, orientation), the path every camera's RAW takes in lookalike.
     """
     import struct
-    from fractions import Fraction
 
-    v = np.arange(256) / 255.0
-    to_linear = np.round(np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4) * 4095).astype(np.uint16)
-    srgb = np.asarray(image.convert("RGB"))
-    h, w = (srgb.shape[0] // 2) * 2, (srgb.shape[1] // 2) * 2
-    rgb = to_linear[srgb[:h, :w]]  # a sensor counts light: linear, 12 bit
-    cfa = np.empty((h, w), "<u2")
-    cfa[0::2, 0::2], cfa[0::2, 1::2] = rgb[0::2, 0::2, 0], rgb[0::2, 1::2, 1]
-    cfa[1::2, 0::2], cfa[1::2, 1::2] = rgb[1::2, 0::2, 1], rgb[1::2, 1::2, 2]
     exif = exif if exif is not None else Image.Exif()
-
-    out = bytearray(b"II*\x00\x00\x00\x00\x00")
-
-    def place(blob: bytes) -> int:
-        if len(out) % 2:
-            out.append(0)
-        at = len(out)
-        out.extend(blob)
-        return at
-
-    def place_ifd(tags: dict[int, tuple[int, Any]]) -> int:
-        """One IFD (entries sorted, out-of-line values after it), written by hand: Pillow's writer truncates the
-        DNG tags it knows with another count."""
-        fmt = {1: "B", 2: "s", 3: "H", 4: "I", 5: "I", 10: "i"}
-        if len(out) % 2:
-            out.append(0)
-        at = len(out)
-        entries, extra = [], bytearray()
-        data_at = at + 2 + 12 * len(tags) + 4
-        for tag, (kind, value) in sorted(tags.items()):
-            if kind == 2:
-                raw, count = str(value).encode("ascii") + b"\x00", len(str(value)) + 1
-            else:
-                values = list(value) if isinstance(value, tuple | list) else [value]
-                if kind in (5, 10):
-                    count = len(values)
-                    flat = []
-                    for v in values:
-                        f = Fraction(float(v)).limit_denominator(100000) if not isinstance(v, tuple) else None
-                        flat += list(v) if f is None else [f.numerator, f.denominator]
-                    values = flat
-                else:
-                    count = len(values)
-                raw = struct.pack(f"<{len(values)}{fmt[kind]}", *values)
-            if len(raw) <= 4:
-                entries.append(struct.pack("<HHI", tag, kind, count) + raw.ljust(4, b"\x00"))
-            else:
-                entries.append(struct.pack("<HHII", tag, kind, count, data_at + len(extra)))
-                extra += raw + (b"\x00" if len(raw) % 2 else b"")
-        out.extend(struct.pack("<H", len(entries)) + b"".join(entries) + b"\x00\x00\x00\x00" + extra)
-        return at
-
-    short, long_, byte, ascii_, rational, srational = 3, 4, 1, 2, 5, 10
-    raw_at = place(cfa.tobytes())
-    raw_ifd_at = place_ifd(
-        {
-            254: (long_, 0),
-            256: (long_, w),
-            257: (long_, h),
-            258: (short, 16),
-            259: (short, 1),
-            262: (short, 32803),  # CFA
-            273: (long_, raw_at),
-            277: (short, 1),
-            278: (long_, h),
-            279: (long_, len(cfa.tobytes())),
-            284: (short, 1),
-            33421: (short, (2, 2)),  # CFARepeatPatternDim
-            33422: (byte, (0, 1, 1, 2)),  # CFAPattern: RGGB
-            50717: (long_, 4095),  # WhiteLevel
-        }
-    )
-
+    tiff = _Tiff()
+    raw_ifd_at = _raw_ifd(tiff, _bayer(image))
     tags: dict[int, tuple[int, Any]] = {
-        254: (long_, 1),
-        271: (ascii_, "lookalike"),
-        272: (ascii_, "lookalike test DNG"),
-        274: (short, int(exif.get(0x0112, 1))),
-        330: (long_, raw_ifd_at),  # SubIFDs
-        50706: (byte, (1, 4, 0, 0)),  # DNGVersion
-        50708: (ascii_, "lookalike test DNG"),  # UniqueCameraModel
-        50721: (srational, _XYZ_TO_SRGB),  # ColorMatrix1: the "sensor" sees linear sRGB
-        50778: (short, 21),  # CalibrationIlluminant1: D65
-        50728: (rational, (1, 1, 1)),  # AsShotNeutral
+        254: (_LONG, 1),
+        271: (_ASCII, "lookalike"),
+        272: (_ASCII, "lookalike test DNG"),
+        274: (_SHORT, int(exif.get(0x0112, 1))),
+        330: (_LONG, raw_ifd_at),  # SubIFDs
+        50706: (_BYTE, (1, 4, 0, 0)),  # DNGVersion
+        50708: (_ASCII, "lookalike test DNG"),  # UniqueCameraModel
+        50721: (_SRATIONAL, _XYZ_TO_SRGB),  # ColorMatrix1: the "sensor" sees linear sRGB
+        50778: (_SHORT, 21),  # CalibrationIlluminant1: D65
+        50728: (_RATIONAL, (1, 1, 1)),  # AsShotNeutral
     }
     if preview:
-        thumb = image.convert("RGB")
-        thumb.thumbnail((preview, preview))
-        if jpeg_preview:
-            buf = io.BytesIO()
-            own = Image.Exif()
-            if metadata_in == "preview":  # time and GPS, not the orientation: that is the RAW's (IFD0) alone
-                own.get_ifd(0x8769).update(exif.get_ifd(0x8769))
-                own.get_ifd(0x8825).update(exif.get_ifd(0x8825))
-            thumb.save(buf, "JPEG", quality=92, **({"exif": own.tobytes()} if metadata_in == "preview" else {}))
-            strip, photometric, compression = buf.getvalue(), 6, 7
-            if metadata_in == "preview" and strip[2:4] == b"\xff\xe0":  # EXIF first, as a camera writes its JPEGs
-                strip = strip[:2] + strip[4 + int.from_bytes(strip[4:6], "big") :]
-        else:
-            strip, photometric, compression = thumb.tobytes(), 2, 1
-        strip_at = place(strip)
-        tags.update(
-            {
-                256: (long_, thumb.width),
-                257: (long_, thumb.height),
-                258: (short, (8, 8, 8)),
-                259: (short, compression),
-                262: (short, photometric),
-                273: (long_, strip_at),
-                277: (short, 3),
-                278: (long_, thumb.height),
-                279: (long_, len(strip)),
-                284: (short, 1),
-            }
-        )
+        tags.update(_preview_tags(tiff, image, preview, jpeg_preview, exif, metadata_in))
     else:
-        tags.update({256: (long_, 8), 257: (long_, 8), 258: (short, 8), 262: (short, 1), 277: (short, 1)})
-        tags.update({273: (long_, place(bytes(64))), 278: (long_, 8), 279: (long_, 64), 259: (short, 1)})
-    for pointer, kept in ((0x8769, {0x9003: ascii_}), (0x8825, {1: ascii_, 2: rational, 3: ascii_, 4: rational})):
+        tags.update({256: (_LONG, 8), 257: (_LONG, 8), 258: (_SHORT, 8), 262: (_SHORT, 1), 277: (_SHORT, 1)})
+        tags.update({273: (_LONG, tiff.place(bytes(64))), 278: (_LONG, 8), 279: (_LONG, 64), 259: (_SHORT, 1)})
+    for pointer, kept in ((0x8769, {0x9003: _ASCII}), (0x8825, {1: _ASCII, 2: _RATIONAL, 3: _ASCII, 4: _RATIONAL})):
         sub = exif.get_ifd(pointer) if metadata_in == "raw" else {}
         sub_tags = {
             tag: (kind, sub[tag].decode("ascii", "ignore").strip("\x00") if isinstance(sub[tag], bytes) else sub[tag])
@@ -313,11 +338,11 @@ def write_dng(
             if tag in sub
         }
         if sub_tags:
-            tags[pointer] = (long_, place_ifd(sub_tags))
-    ifd0_at = place_ifd(tags)
-    struct.pack_into("<I", out, 4, ifd0_at)
+            tags[pointer] = (_LONG, tiff.place_ifd(sub_tags))
+    ifd0_at = tiff.place_ifd(tags)
+    struct.pack_into("<I", tiff.out, 4, ifd0_at)
     path = Path(path)
-    path.write_bytes(bytes(out))
+    path.write_bytes(bytes(tiff.out))
     return path
 
 

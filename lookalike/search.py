@@ -464,9 +464,8 @@ def vectors_fingerprint(store: Any) -> str:
     was created (``--rebuild`` re-creates it)."""
     import hashlib
 
-    meta = store.meta
     h = hashlib.sha1()
-    config = {k: meta.get(k) for k in ("created", "model", "pooling", "resolution", "post", "dim", "vectors")}
+    config = store.recipe(("created", "model", "pooling", "resolution", "post", "dim", "vectors"))
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, digest in zip(store.column("path"), store.column("hash"), strict=True):
         h.update(f"{name}\0{digest}\n".encode())
@@ -479,7 +478,7 @@ def refresh_ann(store: Any, kind: str | None = None) -> dict[str, Any]:
     Exact search needs no file (any old one is removed). An ANN index is rebuilt only when the vectors changed
     (fingerprint) or another kind is asked for; the header records kind, parameters and measured recall.
     """
-    kind = kind or (store.meta.get("ann") or {}).get("kind", "auto")
+    kind = kind or (store.ann or {}).get("kind", "auto")
     actual = choose_ann(kind, len(store))
     path = store.file(ANN_FILE)
     if actual == "flat":
@@ -487,16 +486,14 @@ def refresh_ann(store: Any, kind: str | None = None) -> dict[str, Any]:
         info: dict[str, Any] = {"kind": kind, "index": "flat", "exact": True}
     else:
         fingerprint = vectors_fingerprint(store)
-        old = store.meta.get("ann") or {}
+        old = store.ann or {}
         if old.get("index") == actual and old.get("fingerprint") == fingerprint and path.is_file():
             info = {**old, "kind": kind}
         else:
             index, info = build_ann(store.stored_vectors(), actual, vector_type=store.vector_type)
             save_ann(index, path)
             info = {"kind": kind, **info, "fingerprint": fingerprint}
-    if store.meta.get("ann") != info:
-        store.meta["ann"] = info
-        store.write_meta()
+    store.record_ann(info)
     return info
 
 
@@ -506,7 +503,7 @@ def open_searcher(store: Any) -> VectorSearch:
     A stale ANN file (vectors changed by something that did not refresh it) is never used: exact search is slower
     but right, and the next ``lookalike index`` rebuilds the ANN index.
     """
-    info = store.meta.get("ann") or {}
+    info = store.ann or {}
     path = store.file(ANN_FILE)
     if (
         info.get("index") in ("ivf", "hnsw")

@@ -24,7 +24,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from lookalike.aggregate import PCA_FILE, VOCAB_FILE
 from lookalike.config import VECTOR_TYPES as _VECTOR_TYPE_NAMES
-from lookalike.config import folder_label
+from lookalike.config import IndexConfig, folder_label
 from lookalike.errors import IndexMissingError, LookalikeError
 from lookalike.io import (
     INDEX_SIGNATURE,
@@ -450,6 +450,93 @@ class Store:
 
     def write_meta(self) -> None:
         atomic_write_json(self.path / META_FILE, self.meta)
+
+    # --- what the header holds, by name (only the store and the write pipeline write the header) ----------------
+
+    @property
+    def config(self) -> IndexConfig:
+        """The recipe of the vectors, as the header records it."""
+        return IndexConfig.from_meta(self.meta)
+
+    @property
+    def created(self) -> str | None:
+        """When the index was created (``--rebuild`` re-creates it): identifies one build of an index folder."""
+        return self.meta.get("created")
+
+    @property
+    def model_name(self) -> str:
+        return str(self.meta["model"]["name"])
+
+    @property
+    def precision(self) -> str:
+        """The backbone's arithmetic: "fp32", or "int8" (indexes from before precision existed are fp32)."""
+        return str(self.meta.get("precision", "fp32"))
+
+    @property
+    def calibration(self) -> str | None:
+        """What an int8 backbone was calibrated on ("samples" or "photos"), if this index recorded it."""
+        return self.meta.get("calibration")
+
+    @property
+    def vocabulary(self) -> dict[str, Any] | None:
+        """The VLAD vocabulary's file, hash and source, when the index has one."""
+        return self.meta.get("vocab")
+
+    @property
+    def pca(self) -> int | None:
+        """The PCA-whitening size asked for (None: no PCA)."""
+        return self.meta.get("pca")
+
+    @property
+    def post(self) -> dict[str, Any] | None:
+        """The fitted PCA-whitening's settings, once fitted."""
+        return self.meta.get("post")
+
+    @property
+    def ann(self) -> dict[str, Any] | None:
+        """Which ANN index the folder holds (kind, parameters, recall, fingerprint); None: never refreshed."""
+        return self.meta.get("ann")
+
+    @property
+    def discovery(self) -> dict[str, Any]:
+        """What the last run's discovery ignored (by extension) and left out (folders lookalike wrote)."""
+        return self.meta.get("discovery", {})
+
+    @property
+    def label_rule(self) -> str:
+        return str(self.meta.get("labels", "folders"))
+
+    def recipe(self, keys: Sequence[str]) -> dict[str, Any]:
+        """The header's values of ``keys`` (None when absent): what fingerprints of the vectors are made of."""
+        return {k: self.meta.get(k) for k in keys}
+
+    def set_rules(self, *, labels: str, vectors: str) -> None:
+        """Label rule and storage type of the next commit (neither changes a vector)."""
+        self.meta["labels"] = labels
+        self.meta["vectors"] = vectors
+
+    def set_calibration(self, source: str) -> None:
+        """Saved with the table when this run commits."""
+        self.meta["calibration"] = source
+
+    def set_discovery(self, ignored: dict[str, int], left_out: list[list[str]]) -> None:
+        """Saved with the table when this run commits."""
+        self.meta["discovery"] = {"ignored": ignored, "left_out": left_out}
+
+    def record_vocabulary(self, info: dict[str, Any]) -> None:
+        self.meta["vocab"] = info
+        self.write_meta()
+
+    def record_ann(self, info: dict[str, Any]) -> None:
+        if self.meta.get("ann") != info:
+            self.meta["ann"] = info
+            self.write_meta()
+
+    def commit_post(self, table: pa.Table, post: dict[str, Any]) -> None:
+        """Commit vectors transformed by a newly fitted PCA-whitening (``post``), and their new size."""
+        self.meta["dim"] = int(table.schema.field("vector").type.list_size)
+        self.meta["post"] = post
+        self.commit(table)
 
     # --- side files other parts of lookalike keep in the index folder -------------------------------------------
 

@@ -31,11 +31,11 @@ import numpy as np
 
 from lookalike.errors import ConfigError, LookalikeError
 from lookalike.io import atomic_write, now_iso
-from lookalike.search import knn_graph, vectors_fingerprint
+from lookalike.search import knn_graph
 from lookalike.store import UNIQUENESS_FILE
 
 if TYPE_CHECKING:
-    from lookalike.index import Index
+    from lookalike.view import IndexView
 
 K = 3
 WEIGHTS = (0.6, 0.3, 0.1)
@@ -115,9 +115,9 @@ class Uniqueness:
         return uniqueness_html(self)
 
 
-def load_uniqueness(index: Index) -> tuple[Uniqueness | None, str | None]:
+def load_uniqueness(index: IndexView) -> tuple[Uniqueness | None, str | None]:
     """The stored scores and None, or None and why there are none to use (missing, unreadable or stale)."""
-    path = index.store.file(UNIQUENESS_FILE)
+    path = index.folder / UNIQUENESS_FILE
     if not path.is_file():
         return None, "this index has no uniqueness scores yet: run `lookalike unique`"
     try:
@@ -126,16 +126,16 @@ def load_uniqueness(index: Index) -> tuple[Uniqueness | None, str | None]:
             scores, raw = z["scores"], z["raw"]
     except (OSError, ValueError, KeyError) as exc:
         return None, f"{path} is unreadable ({exc}); run `lookalike unique` again"
-    if header.get("fingerprint") != vectors_fingerprint(index.store) or len(scores) != len(index):
+    if header.get("fingerprint") != index.vectors_fingerprint() or len(scores) != len(index):
         return None, "the uniqueness scores are out of date (the index changed): run `lookalike unique` again"
     info = {k: v for k, v in header.items() if k not in ("fingerprint", "k")}
     return Uniqueness(scores, raw, index.names, str(index.root), header["fingerprint"], int(header["k"]), info), None
 
 
-def uniqueness(index: Index, *, k: int = K, force: bool = False, save: bool = True) -> Uniqueness:
+def uniqueness(index: IndexView, *, k: int = K, force: bool = False, save: bool = True) -> Uniqueness:
     """Uniqueness of every indexed image (stored scores when current, else computed and stored)."""
     if len(index) < 2:
-        raise LookalikeError(f"uniqueness needs at least 2 images; the index at {index.store.path} has {len(index)}")
+        raise LookalikeError(f"uniqueness needs at least 2 images; the index at {index.folder} has {len(index)}")
     if not force:
         found, _ = load_uniqueness(index)
         if found is not None and found.k == k:
@@ -143,9 +143,9 @@ def uniqueness(index: Index, *, k: int = K, force: bool = False, save: bool = Tr
     started = time.perf_counter()
     scores, raw = uniqueness_scores(index.vectors, k)
     info = {"seconds": round(time.perf_counter() - started, 3), "created": now_iso()}
-    result = Uniqueness(scores, raw, index.names, str(index.root), vectors_fingerprint(index.store), k, info)
+    result = Uniqueness(scores, raw, index.names, str(index.root), index.vectors_fingerprint(), k, info)
     if save:
-        result.save(index.store.file(UNIQUENESS_FILE))
+        result.save(index.folder / UNIQUENESS_FILE)
     return result
 
 

@@ -14,21 +14,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from lookalike.aggregate import (
-    VOCAB_FILE,
-    PCAWhitening,
     Pooling,
     VLADPooling,
-    l2_normalize,
     local_descriptors,
     read_vocabulary,
 )
 from lookalike.embed import Describer
 from lookalike.errors import IndexMismatchError, LookalikeError
 from lookalike.progress import bar
-from lookalike.store import Store, vectors_to_arrow
 
 MAX_IMAGES = 500
 MAX_DESCRIPTORS = 100_000
@@ -87,7 +82,7 @@ def fit_vocabulary(
     return pooling.fit(x, seed=seed)
 
 
-# --- the vocabulary and PCA-whitening of an index folder (called by lookalike.index while it updates) -------------
+# --- the vocabulary and PCA-whitening of an index folder (lookalike.build fits and keeps them) -------------
 
 
 def check_same_vocabulary(pooling: Pooling, vocab: str | os.PathLike[str] | None, index_path: Path) -> None:
@@ -102,47 +97,3 @@ def check_same_vocabulary(pooling: Pooling, vocab: str | os.PathLike[str] | None
             f"{index_path} was built with another VLAD vocabulary than {vocab}; rebuild to re-describe everything "
             "with it"
         )
-
-
-def ensure_vocabulary(store: Store, describer: Describer, files: Sequence[Path], *, progress: bool = False) -> None:
-    """Before embedding: fit the VLAD vocabulary if there is none, and keep it in the index folder."""
-    pooling = describer.pooling
-    if not isinstance(pooling, VLADPooling):
-        return
-    if pooling.needs_fit:
-        if len(store):
-            raise LookalikeError(
-                f"{store.path} lost its VLAD vocabulary ({VOCAB_FILE}); run `lookalike vocab fit --index "
-                f"{store.path}` to fit a new one and re-describe the images"
-            )
-        fit_vocabulary(describer, files, progress=progress)
-        source = "fitted"
-    elif store.meta.get("vocab", {}).get("hash") == pooling.vocab_hash() and (store.path / VOCAB_FILE).is_file():
-        return
-    else:
-        source = "given"
-    pooling.save(store.path)
-    store.meta["vocab"] = {"file": VOCAB_FILE, "hash": pooling.vocab_hash(), "source": source}
-    store.write_meta()
-
-
-def fit_pending_post(store: Store, describer: Describer) -> bool:
-    """After embedding: fit PCA-whitening on the stored vectors if the index asks for it and has none yet.
-
-    Stored vectors are transformed in place and the transform saved, so from here on images and queries are
-    described with it (``describer.post`` is set). It stays fixed on incremental updates (refitting would change
-    every stored vector); a rebuild or ``vocab fit`` fits it afresh. Returns whether it fitted one.
-    """
-    want = store.meta.get("pca")
-    if not want or store.meta.get("post") or len(store) < 2:
-        return False
-    pca = PCAWhitening(int(want)).fit(store.vectors)
-    vectors = l2_normalize(pca.transform(store.vectors)).astype(np.float32)
-    pca.save(store.path)
-    table = store.table.drop_columns(["vector"])
-    table = table.append_column(pa.field("vector", pa.list_(pa.float32(), vectors.shape[1])), vectors_to_arrow(vectors))
-    store.meta["dim"] = int(vectors.shape[1])
-    store.meta["post"] = pca.config()
-    store.commit(table)
-    describer.post = pca
-    return True

@@ -14,24 +14,16 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
+from bench.api_fuzz import STATES, IndexState, build_state, schema_config  # noqa: E402
 from lookalike import Index  # noqa: E402
 from lookalike.server.app import create_app  # noqa: E402
 
 TOKEN = "schemathesis-token-0123456789"
-CONFIG = schemathesis.Config.from_dict(
-    {
-        "operations": [
-            {
-                # What no schema can say is a 400 with its own message: upload bytes that are no decodable photo,
-                # a filter date that is no calendar day or an `after` later than `before`, a decision about two
-                # files with the same content, two keepers chosen in one group. Everything else a schema-valid
-                # request can be is accepted (2xx, or 404 for an id that is not in this index).
-                "include-path-regex": "^/api/(search|classify|duplicates/decisions|duplicates/plan)$",
-                "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "401", "404"]}},
-            }
-        ]
-    }
-)
+CONFIG = schema_config()
+"""schemathesis.toml: what no schema can say is a 400 with its own message (upload bytes that are no decodable photo,
+a filter date that is no calendar day or an `after` later than `before`, a decision about two files with the same
+content, two keepers chosen in one group). Everything else a schema-valid request can be is accepted (2xx), refused
+for the index's state (409, saying what to run), or a 404 for an id that is not in this index."""
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +151,7 @@ def test_reply_names_match_the_library() -> None:
     """The fixed names the replies spell out themselves (importing lookalike.cluster would load scipy)."""
     from typing import get_args
 
-    from lookalike.cluster import DECISION_KINDS, KEEP_RULES
+    from lookalike.dedupe import DECISION_KINDS, KEEP_RULES
     from lookalike.index import MODES
     from lookalike.server import replies
 
@@ -224,3 +216,22 @@ def test_every_reply_variant_matches_its_schema(apps: dict[str, object], sample_
     assert any(s["query_class"] and s["class_source"] for s in searches)
     assert {m["available"] for m in seen["GET /api/map"]} == {True, False}
     assert {c["available"] for c in seen["GET /api/clusters"]} == {True, False}
+
+
+@pytest.fixture(scope="module")
+def state_photos(tmp_path_factory: pytest.TempPathFactory) -> object:
+    from lookalike.samples import make_samples
+
+    return make_samples(tmp_path_factory.mktemp("states") / "photos", per_class=4, size=128)
+
+
+@pytest.mark.parametrize("state", STATES, ids=[s.name for s in STATES])
+def test_every_index_state_passes_every_schema_check(state: IndexState, state_photos: object, tmp_path: object) -> None:
+    """The schema holds in each state an index can be in, not only the suite's: empty, unlabelled, labelled, with and
+    without clusters, map, local features and decisions, int8 and fp32, a token on (sent and not sent) and off. A
+    few cases per operation here; ``python -m bench.api_fuzz`` runs 30 per operation and state."""
+    index = build_state(state, state_photos, tmp_path)
+    app = create_app(index, token=TOKEN if state.token else None)
+    runs = [{"Authorization": f"Bearer {TOKEN}"}, None] if state.token else [None]
+    for headers in runs:
+        assert run_schema_checks(app, headers, max_examples=4) == [], (state.name, headers)

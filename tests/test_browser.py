@@ -7,6 +7,8 @@ then it fails, so CI cannot pass without having run it.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import os
 import socket
@@ -52,13 +54,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """uvicorn in a thread on a free loopback port, over an index with labels and saved clusters."""
+@contextlib.contextmanager
+def serving(index: object, token: str | None = None) -> Iterator[str]:
+    """uvicorn in a thread on a free loopback port over ``index``; yields its base URL."""
     import uvicorn
 
-    from lookalike import Index
     from lookalike.server.app import create_app
+
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(index, token=token), host="127.0.0.1", port=port,
+                                        log_level="warning"))  # fmt: skip
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """uvicorn in a thread on a free loopback port, over an index with labels, saved clusters and a map (and the
+    copies the sample photos hold)."""
+    from lookalike import Index
 
     index = Index.build(sample_dir, tmp_path_factory.mktemp("browser") / "idx", labels="folders")
     names, labels = index.names, index.labels
@@ -70,18 +94,8 @@ def server(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     from lookalike.explore import compute_map
 
     compute_map(index, "pca", suspects=True)  # the Map tab's layout (PCA: instant, and the page does not care)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(index), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with serving(index) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -101,14 +115,7 @@ def browser() -> Iterator[object]:
 
 
 def test_upload_a_photo_and_browse(server: str, browser, sample_queries: Path, tmp_path: Path) -> None:  # noqa: ANN001
-    page = browser.new_page(viewport={"width": 1180, "height": 880})
-    outside: list[str] = []
-    page.on(
-        "request",
-        lambda r: None if r.url.startswith(server) or r.url.startswith(("blob:", "data:")) else outside.append(r.url),
-    )
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    page, watch = new_page(browser, server, DESKTOP, expected=(400,))  # the non-photo below
 
     page.goto(server + "/")
     page.wait_for_selector("text=24 images")
@@ -174,15 +181,12 @@ def test_upload_a_photo_and_browse(server: str, browser, sample_queries: Path, t
     page.wait_for_function("() => document.querySelectorAll('#grid .match').length === 6")
     assert page.locator("#view-search").is_visible()
 
-    assert not errors, errors
-    assert not outside, f"the page reached outside the server: {outside}"
+    assert not watch.problems, watch.problems
     page.close()
 
 
 def test_search_filters_on_the_page(server: str, browser) -> None:  # noqa: ANN001
-    page = browser.new_page(viewport={"width": 1180, "height": 880})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    page, watch = new_page(browser, server, DESKTOP, expected=(400,))  # the latitude of 95
     page.goto(server + "/")
     page.wait_for_selector("text=24 images")
     page.fill("#f-path", "flower/**")
@@ -205,15 +209,13 @@ def test_search_filters_on_the_page(server: str, browser) -> None:  # noqa: ANN0
     assert "latitude must be between -90 and 90" in page.locator("#error").inner_text()
     page.click("#filters-clear")
     page.wait_for_function("() => document.querySelectorAll('#grid .match').length === 5")
-    assert not errors, errors
+    assert not watch.problems, watch.problems
     page.close()
 
 
 def test_map_tab(server: str, browser, tmp_path: Path) -> None:  # noqa: ANN001
     """Points drawn, a thumbnail on hover, click to search, a box selection exported as the right paths."""
-    page = browser.new_page(viewport={"width": 1180, "height": 880}, accept_downloads=True)
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    page, watch = new_page(browser, server, DESKTOP)
     page.goto(server + "/#map")
     page.wait_for_function("() => document.getElementById('map-canvas').dataset.drawn === '24'")
     lit = page.evaluate(
@@ -276,7 +278,7 @@ def test_map_tab(server: str, browser, tmp_path: Path) -> None:  # noqa: ANN001
     page.select_option("#map-color", "folder")
     page.wait_for_timeout(100)
     assert page.get_attribute("#map-canvas", "data-drawn") == "24"
-    assert not errors, errors
+    assert not watch.problems, watch.problems
     page.close()
 
 
@@ -285,3 +287,264 @@ def _name(server: str, image_id: int) -> str:
 
     with urllib.request.urlopen(f"{server}/api/search?id={image_id}&k=1") as r:
         return json.loads(r.read())["query"]["name"]
+
+
+# --- every view, every state: no console error, no CSP report, accessible, never blank (issue 32) -------------------
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1180, "height": 880}
+VIEWPORTS = {"desktop": DESKTOP, "phone": PHONE}
+CSP_REPORTER = """document.addEventListener("securitypolicyviolation",
+  (e) => console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI || "inline"} at ${e.sourceFile}:${e.lineNumber}`));"""
+
+
+class Watch:
+    """Everything on one page that a user would not want: console errors (a CSP refusal is one, and is reported by
+    the page's own listener too), uncaught exceptions, requests to anywhere but the server. A response status the
+    test provokes on purpose (a 400 for a non-photo) is named in ``expected``."""
+
+    def __init__(self, page: object, server: str, expected: tuple[int, ...] = ()) -> None:
+        self.problems: list[str] = []
+        self.expected = expected
+        page.add_init_script(CSP_REPORTER)
+        page.on("console", self._console)
+        page.on("pageerror", lambda e: self.problems.append(f"uncaught: {e}"))
+        page.on("request", lambda r: None if r.url.startswith((server, "blob:", "data:")) else self.problems.append(
+            f"outside request: {r.url}"))  # fmt: skip
+
+    def _console(self, msg: object) -> None:
+        if msg.type != "error":
+            return
+        if "Failed to load resource" in msg.text and any(f"status of {c}" in msg.text for c in self.expected):
+            return
+        self.problems.append(f"console error: {msg.text}")
+
+
+def axe_violations(page: object) -> list[str]:
+    """axe-core (the copy inside the axe-playwright-python package, no CDN) on the page as it is now."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page, options={"resultTypes": ["violations"]})
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes'][:3]]}"
+        for v in results.response["violations"]
+    ]
+
+
+def check_view(page: object, view: str) -> str:
+    """The view is shown, has something to read, fits a phone's width and passes axe; returns its text."""
+    assert page.locator(f"#view-{view}").is_visible(), f"{view} is not shown"
+    box = page.locator(f"#view-{view}").bounding_box()
+    text = page.locator(f"#view-{view}").inner_text().strip()
+    assert box and box["height"] > 40 and len(text) > 20, f"{view} is blank: {text!r}"
+    width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], f"{view}: the page is wider than the screen ({width[0]} > {width[1]} px)"
+    assert page.locator(f"#tab-{view}").get_attribute("aria-selected") == "true"
+    assert axe_violations(page) == [], view
+    return text
+
+
+def new_page(browser: object, server: str, viewport: dict, expected: tuple[int, ...] = ()) -> tuple[object, Watch]:
+    page = browser.new_page(viewport=viewport, accept_downloads=True)
+    return page, Watch(page, server, expected)
+
+
+@pytest.mark.parametrize("size", VIEWPORTS)
+def test_every_view_in_a_full_index(server: str, browser, sample_queries: Path, size: str, tmp_path: Path) -> None:  # noqa: ANN001
+    """Search (a result shown), Clusters, Map and Duplicates, each opened from its tab as a user would. The query
+    has a long file name, as exports have (it once made the search view wider than a phone)."""
+    page, watch = new_page(browser, server, VIEWPORTS[size])
+    page.goto(server + "/")
+    page.wait_for_selector("text=24 images")
+    query = tmp_path / "kitchen_1041_jpg.rf.eb15fc914d08a6d3bf8d63b2d23ab0c1f0e2d3c4b5a69788.jpg"
+    query.write_bytes((sample_queries / "flower.jpg").read_bytes())
+    page.set_input_files("#file", str(query))
+    page.wait_for_function("() => document.querySelectorAll('#grid .match').length === 5")
+    page.wait_for_selector("#loading", state="hidden")
+    check_view(page, "search")
+    page.click("#tab-clusters")
+    page.wait_for_selector(".cluster")
+    check_view(page, "clusters")
+    page.click("#tab-map")
+    page.wait_for_function("() => document.getElementById('map-canvas').dataset.drawn === '24'")
+    check_view(page, "map")
+    page.click("#tab-duplicates")
+    page.wait_for_selector(".dup-group")
+    check_view(page, "duplicates")
+    assert page.locator("#view-map").is_hidden()
+    page.keyboard.press("Shift+Tab")  # the tabs are reachable from the keyboard
+    page.focus("#tab-search")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#view-search:not([hidden])")
+    assert not watch.problems, watch.problems
+    page.close()
+
+
+def test_no_csp_report_on_any_view(server: str, browser, sample_queries: Path) -> None:  # noqa: ANN001
+    """The loading boxes were built with a ``style`` attribute, which the page's own CSP refuses (a console error on
+    the Clusters and Duplicates views); the prediction bars and score bars too."""
+    page, watch = new_page(browser, server, DESKTOP)
+    page.goto(server + "/#clusters")
+    page.wait_for_selector(".cluster")
+    page.goto(server + "/#duplicates")
+    page.wait_for_selector("#dups .dup-group", state="attached")
+    page.goto(server + "/")
+    page.set_input_files("#file", str(sample_queries / "temple.jpg"))
+    page.wait_for_selector("#prediction:not([hidden])")
+    page.wait_for_timeout(200)
+    assert page.locator("#pred-bars .fill").first.evaluate("e => e.style.width").endswith("%")
+    assert not watch.problems, watch.problems
+    page.close()
+
+
+def test_search_drop_id_link_and_rerank(server: str, browser, sample_queries: Path) -> None:  # noqa: ANN001
+    page, watch = new_page(browser, server, DESKTOP)
+    page.goto(server + "/")
+    page.wait_for_selector("text=24 images")
+    data = base64.b64encode((sample_queries / "portrait.jpg").read_bytes()).decode()
+    dropped = page.evaluate_handle(
+        """(b64) => { const dt = new DataTransfer();
+             const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+             dt.items.add(new File([bytes], "portrait.jpg", { type: "image/jpeg" })); return dt; }""",
+        data,
+    )
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+    page.wait_for_function("() => document.querySelectorAll('#grid .match').length === 5")
+    assert page.locator("#query-name").inner_text().startswith("portrait.jpg")
+    assert page.locator("#grid .match .chip").first.inner_text() == "portrait"
+    page.goto(server + "/#id=3")  # a link to an image
+    page.wait_for_function("() => location.hash === '#id=3' && document.querySelectorAll('#grid .match').length === 5")
+    page.wait_for_selector("#loading", state="hidden")
+    assert "3" not in [c.get_attribute("data-id") for c in page.locator("#grid .match").all()]
+    page.check("#rerank")
+    page.wait_for_selector("#grid .chip.inliers", timeout=60_000)
+    assert page.locator("#grid .chip.inliers").count() >= 1
+    check_view(page, "search")
+    assert not watch.problems, watch.problems
+    page.close()
+
+
+def test_docs_render_every_operation(server: str, browser) -> None:  # noqa: ANN001
+    """Swagger UI (5.x, from the fastapi-offline package) renders the OpenAPI 3.1 schema: one block per operation,
+    and no "Unable to render this definition"."""
+    import urllib.request
+
+    with urllib.request.urlopen(server + "/openapi.json") as r:
+        schema = json.loads(r.read())
+    operations = sorted(f"{m.upper()} {p}" for p, ops in schema["paths"].items() for m in ops)
+    page, watch = new_page(browser, server, DESKTOP)
+    page.goto(server + "/docs")
+    page.wait_for_selector(".opblock", timeout=30_000)
+    shown = sorted(
+        f"{b.locator('.opblock-summary-method').inner_text()} {b.locator('.opblock-summary-path').get_attribute('data-path')}"
+        for b in page.locator(".opblock").all()
+    )
+    assert shown == operations
+    assert "Unable to render" not in page.inner_text("body")
+    assert not watch.problems, watch.problems
+    page.close()
+
+
+def test_duplicates_flip_keep_all_not_duplicates_and_plan(server: str, browser, tmp_path: Path) -> None:  # noqa: ANN001
+    """The tab lists the copy groups; a click flips the keeper and the downloaded plan keeps it; "Keep all" and "Not
+    duplicates" are remembered (the server's index folder records them), so this test runs last on its server."""
+    page, watch = new_page(browser, server, DESKTOP)
+    page.goto(server + "/#duplicates")
+    page.wait_for_selector(".dup-group")
+    groups = page.locator(".dup-group")
+    n = groups.count()
+    assert n >= 2, "the sample photos hold copies"
+    first = groups.first
+    assert first.locator("figure.keeper").count() == 1
+    other = first.locator("figure:not(.keeper)").first
+    flipped = other.get_attribute("data-id")
+    other.locator("button").click()
+    assert first.locator("figure.keeper").get_attribute("data-id") == flipped
+    with page.expect_download() as dl:
+        page.click("#dups-download")
+    saved = tmp_path / "plan.json"
+    dl.value.save_as(saved)
+    plan = json.loads(saved.read_text())
+    path = first.locator("figure.keeper .dup-name").inner_text()
+    assert plan["groups"][0]["keeper"] == path and plan["groups"][0]["why"] == "chosen by hand"
+    group = first.get_attribute("data-group")
+    first.locator("button.keep-all").click()
+    kept = f'.dup-group[data-group="{group}"]'
+    page.wait_for_function(f"() => (document.querySelector('{kept}') || {{}}).textContent?.includes('all kept')")
+    assert page.locator(kept).locator("figure.keeper").count() >= 2
+    page.locator(f'.dup-group:not([data-group="{group}"])').first.locator("button.not-dups").click()
+    page.wait_for_function(f"() => document.querySelectorAll('.dup-group').length === {n - 1}")
+    assert not watch.problems, watch.problems
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def bare_index(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """Four different photos, no labels: no clusters, no map, no copies, no labels."""
+    from lookalike import Index
+    from lookalike.samples import make_samples
+
+    photos = make_samples(tmp_path_factory.mktemp("bare") / "photos", per_class=1, size=160)
+    return Index.build(photos, labels="none", resolution=96)
+
+
+@pytest.fixture(scope="module")
+def empty_index(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """An index whose every photo was removed: 0 images."""
+    from lookalike import Index
+    from lookalike.samples import make_samples
+
+    photos = make_samples(tmp_path_factory.mktemp("empty") / "photos", per_class=1, size=96)
+    Index.build(photos, labels="folders", resolution=64)
+    for f in photos.rglob("*.jpg"):
+        f.unlink()
+    return Index.build(photos)
+
+
+@pytest.mark.parametrize("size", VIEWPORTS)
+@pytest.mark.parametrize("state", ["bare", "empty"])
+def test_empty_states_say_what_to_run(browser, bare_index, empty_index, state: str, size: str) -> None:  # noqa: ANN001
+    """No clusters, no map, no copies, no labels (and no images at all): each view says so and what to run."""
+    index = bare_index if state == "bare" else empty_index
+    with serving(index) as url:
+        page, watch = new_page(browser, url, VIEWPORTS[size])
+        page.goto(url + "/")
+        page.wait_for_function("() => !document.getElementById('index-meta').textContent.includes('loading')")
+        meta = page.locator("#index-meta").inner_text()
+        assert ("no images yet" in meta and "lookalike index" in meta) if state == "empty" else "no labels" in meta
+        search = check_view(page, "search")
+        if state == "empty":
+            assert "has no images" in search and "lookalike index" in search
+        assert page.locator("input[value=same-class]").is_disabled()
+        page.click("#tab-clusters")
+        page.wait_for_selector("#clusters .empty")
+        assert "lookalike cluster" in check_view(page, "clusters")
+        page.click("#tab-map")
+        page.wait_for_selector("#map-error:not([hidden])")
+        assert "lookalike map" in check_view(page, "map")
+        page.click("#tab-duplicates")
+        page.wait_for_selector("#dups .empty")
+        dups = check_view(page, "duplicates")
+        assert ("has no images" if state == "empty" else "No copies found") in dups
+        assert not watch.problems, watch.problems
+        page.close()
+
+
+def test_login_view_with_a_token(browser, bare_index) -> None:  # noqa: ANN001
+    token = "browser-test-token-0123456789"
+    with serving(bare_index, token=token) as url:
+        page, watch = new_page(browser, url, PHONE, expected=(401,))
+        page.goto(url + "/")
+        page.wait_for_selector("#view-login:not([hidden])")
+        assert page.locator("#view-search").is_hidden()
+        assert axe_violations(page) == []
+        page.fill("#token", "not-the-token-at-all")
+        page.click("#login-form button[type=submit]")
+        page.wait_for_selector("#login-error:not([hidden])")
+        assert page.locator("#login-error").inner_text() == "wrong token"
+        page.fill("#token", token)
+        page.click("#login-form button[type=submit]")
+        page.wait_for_selector("text=4 images")
+        check_view(page, "search")
+        assert not watch.problems, watch.problems
+        page.close()

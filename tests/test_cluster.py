@@ -28,12 +28,12 @@ from lookalike.cluster import (
     hdbscan_labels,
     label_metrics,
     load_clusters,
-    near_duplicates,
     similar_pairs,
     suggest_thresholds,
     valid_gps,
 )
 from lookalike.cluster.graph import local_prune
+from lookalike.dedupe import near_duplicates
 from lookalike.errors import LookalikeError
 from lookalike.index import Index
 from lookalike.search import knn_graph
@@ -337,7 +337,7 @@ def _crop_frac(img: Image.Image, fx: float, fy: float, x0: float, y0: float) -> 
 
 def test_pixel_check_tells_copies_from_other_views_of_the_same_scene(sample_dir: Path, tmp_path: Path) -> None:
     """Copies (rescaled, recompressed, cropped, aspect changed) line up; another part of the same photo does not."""
-    from lookalike.cluster.pixels import pixel_scores, thumbnails
+    from lookalike.dedupe.pixels import pixel_scores, thumbnails
 
     src = Image.open(next(sample_dir.rglob("*.jpg"))).convert("RGB").resize((400, 300))
     variants = {
@@ -490,9 +490,9 @@ def test_cli_pairs_and_dedupe(sample_index: Index) -> None:
     for ln in lines:
         a, b, s = ln.split(" ")
         assert a in sample_index.names and b in sample_index.names and 0.2 <= float(s) <= 1.0
-    r = runner.invoke(app, ["dedupe", "--index", index_dir, "--json", "--threshold", "0.999"])
+    r = runner.invoke(app, ["dedupe", "find", "--index", index_dir, "--json", "--threshold", "0.999"])
     assert r.exit_code == 0 and json.loads(r.stdout)["groups"] == []
-    r = runner.invoke(app, ["dedupe", "--index", index_dir, "--json", "--threshold", "0.5"])
+    r = runner.invoke(app, ["dedupe", "find", "--index", index_dir, "--json", "--threshold", "0.5"])
     data = json.loads(r.stdout)
     assert r.exit_code == 0 and data["pixel"] == 0.9
     # the sample photos are crops of 4 source photos: some are crops of each other (copies), most pairs are not

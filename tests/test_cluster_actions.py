@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from lookalike import Index
 from lookalike.cli import app
-from lookalike.cluster import (
+from lookalike.dedupe import (
     Decisions,
     apply_plan,
     burst_series,
@@ -37,7 +37,7 @@ from lookalike.cluster import (
     save_plan,
     undo_plan,
 )
-from lookalike.cluster import actions as actions_mod
+from lookalike.dedupe import actions as actions_mod
 from lookalike.errors import LookalikeError
 
 runner = CliRunner()
@@ -276,7 +276,7 @@ def kill_and_recover(root: Path, plan_file: Path, trash: Path, delay: float, und
         proc.join()
     ran = time.perf_counter() - started
     plan = load_plan(plan_file)
-    jpath = root / ".lookalike" / "journals" / f"{plan['id']}.json"
+    jpath = root / ".lookalike" / "journals" / f"{plan.id}.json"
     done = sum(s["state"] == "done" for s in json.loads(jpath.read_text())["steps"]) if jpath.exists() else 0
     index = Index.open(root)
     if undo:
@@ -291,7 +291,7 @@ def kill_and_recover(root: Path, plan_file: Path, trash: Path, delay: float, und
 
 def journal_accounts(root: Path, plan_file: Path, trash: Path) -> None:
     plan = load_plan(plan_file)
-    journal = json.loads((root / ".lookalike" / "journals" / f"{plan['id']}.json").read_text())
+    journal = json.loads((root / ".lookalike" / "journals" / f"{plan.id}.json").read_text())
     for s in journal["steps"]:
         here, there = (root / s["path"]).exists(), (trash / s["path"]).exists()
         assert here != there, s  # exactly one place
@@ -309,7 +309,7 @@ def test_sigkill_during_apply_then_resume_or_undo(dups: Path, tmp_path: Path) ->
     before = checksums(dups)
     trash = tmp_path / "trash"
     plan_file = save_plan(make_plan(Index.open(dups)), tmp_path / "plan.json")
-    steps = load_plan(plan_file)["summary"]["remove"]
+    steps = load_plan(plan_file).summary.remove
     assert steps >= 4
     index_dir, snapshot = dups / ".lookalike", tmp_path / "index-before"
     shutil.copytree(index_dir, snapshot)
@@ -446,32 +446,77 @@ def test_burst_series_best_frame_first(built: Path) -> None:
 def test_cli_plan_apply_undo_and_errors(dups: Path, tmp_path: Path) -> None:
     idx = str(dups / ".lookalike")
     plan = tmp_path / "plan.json"
-    r = runner.invoke(app, ["dedupe", "--index", idx, "--plan", str(plan), "--keep", "best"])
+    r = runner.invoke(app, ["dedupe", "plan", str(plan), "--index", idx, "--keep", "best"])
     assert r.exit_code == 0, r.output
     assert "keep" in r.output and json.loads(plan.read_text())["summary"]["groups"] == 4
-    r = runner.invoke(app, ["dedupe", "--index", idx, "--apply", str(plan), "--move-to", str(tmp_path / "t"), "--json"])
+    r = runner.invoke(app, ["dedupe", "apply", str(plan), "--index", idx, "--move-to", str(tmp_path / "t"), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["done"] == json.loads(plan.read_text())["summary"]["remove"]
-    r = runner.invoke(app, ["dedupe", "--index", idx, "--undo", str(plan), "--json"])
+    r = runner.invoke(app, ["dedupe", "undo", str(plan), "--index", idx, "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["state"] == "undone"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    for args, message in [
-        (["--apply", str(plan), "--delete"], "error: --yes is needed"),
-        (["--apply", str(plan)], "error: --apply needs one of"),
-        (["--keep", "prettiest", "--plan", str(plan)], "error: --keep must be one of"),
-        (["--not-duplicates", "nope.jpg", "temple.jpg"], "error: nope.jpg: no such photo"),
-    ]:
-        p = subprocess.run(
-            [sys.executable, "-m", "lookalike.cli", "dedupe", "--index", idx, *args],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        assert p.returncode == 1 and message in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
-        assert len(p.stderr.strip().splitlines()) == 1
-    r = runner.invoke(app, ["dedupe", "--index", idx, "--not-duplicates", "temple.jpg", "copies/temple_q40.jpg"])
+    r = runner.invoke(
+        app, ["dedupe", "decide", "not-duplicates", "temple.jpg", "copies/temple_q40.jpg", "--index", idx]
+    )
     assert r.exit_code == 0 and "remembered" in r.output
     assert len(Decisions.load(dups / ".lookalike")) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["apply", "PLAN", "--delete"], "error: --yes is needed"),
+        (["apply", "PLAN"], "error: --move-to is needed"),
+        (["apply", "PLAN", "--link", "--delete", "--yes"], "error: --link and delete exclude each other"),
+        (["apply", "PLAN", "--delete", "--yes", "--move-to", "T"], "error: --move-to does not go with deleting"),
+        (["plan", "PLAN", "--keep", "prettiest"], "error: --keep must be one of"),
+        (["decide", "not-duplicates", "nope.jpg", "temple.jpg"], "error: nope.jpg: no such photo"),
+        (["decide", "maybe", "temple.jpg", "copies/temple_q40.jpg"], "error: "),
+        (["undo", "MISSING"], "error: "),
+        (["find", "--threshold", "2"], "error: --threshold"),
+        (["new", "MISSING"], "error: "),
+    ],
+)
+def test_cli_dedupe_subcommands_refuse_in_one_line(dups: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    """Each subcommand's bad input ends in one line naming the flag, no traceback (checked in a real process)."""
+    idx = str(dups / ".lookalike")
+    plan = tmp_path / "plan.json"
+    if not plan.exists():
+        assert runner.invoke(app, ["dedupe", "plan", str(plan), "--index", idx]).exit_code == 0
+    stand_ins = {"PLAN": str(plan), "T": str(tmp_path / "t"), "MISSING": str(tmp_path / "missing")}
+    args = [stand_ins.get(a, a) for a in args]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    p = subprocess.run(
+        [sys.executable, "-m", "lookalike.cli", "dedupe", *args, "--index", idx],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert p.returncode == 1 and message in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_cli_dedupe_options_belong_to_their_subcommand(dups: Path) -> None:
+    """Options of one mode are not accepted by another (click refuses them): no "only one of these" checks needed."""
+    idx = str(dups / ".lookalike")
+    for args in (["series", "--orientations"], ["find", "--move-to", "x"], ["undo", "p.json", "--keep", "best"]):
+        r = runner.invoke(app, ["dedupe", *args, "--index", idx])
+        assert r.exit_code == 2 and "No such option" in r.output, (args, r.output)
+
+
+def test_cli_dedupe_new_and_series(built: Path, tmp_path: Path) -> None:
+    inc = tmp_path / "incoming"
+    inc.mkdir()
+    shutil.copy(built / "portrait.jpg", inc / "portrait_same.jpg")
+    r = runner.invoke(app, ["dedupe", "new", str(inc), "--index", str(built), "--json"])
+    assert r.exit_code == 0, r.output
+    (photo,) = json.loads(r.stdout)["photos"]
+    assert photo["status"] == "copy" and photo["copy_of"][0]["identical"]
+    r = runner.invoke(app, ["dedupe", "new", str(inc), "--index", str(built)])
+    assert r.exit_code == 0 and "copy" in r.stdout and "1 already in the index" in r.output
+    r = runner.invoke(app, ["dedupe", "series", "--index", str(built), "--json", "--seconds", "5"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["seconds"] == 5 and isinstance(data["series"], list) and "notes" in data
 
 
 def test_a_repeated_decision_is_remembered_once(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Crash-point tests (bench/crashpoints.py): each writing command killed with SIGKILL at write steps spread over its
 run; the index must open with ``info`` consistent, and re-running the command must leave exactly what a never-killed
 run leaves. Three points per command here (first, middle, last write), two for the newer writers (map, features,
-dedupe --apply, a decision); ``python -m bench.crashpoints`` tries every step, and the fp32 and photo-calibrated indexes."""
+dedupe apply, a decision); ``python -m bench.crashpoints`` tries every step, and the fp32 and photo-calibrated indexes."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_killed_at_any_write_resumes_to_the_same_result(warm: None, tmp_path: Pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["map", "features", "dedupe --apply", "dedupe --not-duplicates"])
+@pytest.mark.parametrize("name", ["map", "features", "dedupe apply", "dedupe decide not-duplicates"])
 def test_newer_writers_killed_at_their_first_and_last_write(warm: None, tmp_path: Path, name: str) -> None:
     """The writers that came later, at two points each (the bench tries every step, and the fp32 and photo-calibrated indexes)."""
     cmd = next(c for c in commands(photos_per_class=2) if c.name == name)
@@ -48,7 +48,7 @@ def test_dedupe_apply_killed_while_updating_the_index_finishes_it(warm: None, tm
     or a stale count."""
     from bench.crashpoints import prepare_command, trial
 
-    cmd = next(c for c in commands(photos_per_class=2) if c.name == "dedupe --apply")
+    cmd = next(c for c in commands(photos_per_class=2) if c.name == "dedupe apply")
     base, steps, reference, volatile = prepare_command(cmd, tmp_path)
     for step in (steps - 5, steps - 2):  # the table in place; the header written
         assert trial(cmd, base, tmp_path / "trial", step, reference, volatile) is None

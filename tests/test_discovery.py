@@ -192,7 +192,7 @@ def test_export_next_to_the_photos_is_not_reindexed(sample_dir: Path, tmp_path: 
 def test_file_vanishing_between_discovery_and_reading_is_skipped_with_a_reason(
     sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lookalike.index as index_module
+    import lookalike.build as index_module
     from lookalike import Index
 
     root = tmp_path / "photos"

@@ -161,7 +161,7 @@ def _jpeg_claiming(width: int, height: int) -> bytes:
 def test_size_policy_jpeg_over_pillow_limit_allowed_and_drafted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Scaled-down limits: a JPEG over the full-decode limit decodes at a DCT scale that fits it; a PNG of the same
     size is refused; a JPEG over the JPEG limit is refused too, with the same message form."""
-    import lookalike.images as images
+    import lookalike.images.pillow as images  # where the size policy reads its limits
 
     monkeypatch.setattr(images, "MAX_PIXELS", 300 * 200 - 1)
     monkeypatch.setattr(images, "MAX_JPEG_PIXELS", 1000 * 1000)

@@ -226,14 +226,16 @@ def test_search_results_are_lists_that_show_thumbnails(planted) -> None:  # noqa
 
 
 def test_cluster_and_plan_displays(planted) -> None:  # noqa: ANN001
-    from lookalike.cluster import cluster_index, make_plan
+    from lookalike.cluster import cluster_index
+    from lookalike.dedupe import Plan, build_plan, make_plan
 
     index, *_ = planted
     result = cluster_index(index, save=False) if "save" in cluster_index.__code__.co_varnames else cluster_index(index)
     assert "clusters of" in result._repr_html_()
-    plan = make_plan(index)
-    assert isinstance(plan, dict) and "Nothing has moved" in plan._repr_html_()
-    json.dumps(plan)
+    plan = build_plan(index)
+    assert isinstance(plan, Plan) and "Nothing has moved" in plan._repr_html_()
+    assert isinstance(make_plan(index), dict)  # the JSON object, as before
+    json.dumps(plan.to_dict())
 
 
 def test_a_missing_image_shows_as_a_box_and_nothing_imports_jupyter(tmp_path: Path) -> None:

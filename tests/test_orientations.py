@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from lookalike import Index
 from lookalike.cli import app
-from lookalike.cluster import near_duplicates
-from lookalike.cluster.orientations import ORIENTATIONS, orientation_vectors, turn_array, turn_image
+from lookalike.dedupe import near_duplicates
+from lookalike.dedupe.orientations import ORIENTATIONS, orientation_vectors, turn_array, turn_image
 from lookalike.store import INDEX_FILES, ORIENTATIONS_FILE
 
 # name suffix -> which turn of the copy gives back the original (the copy is the original turned the other way)
@@ -146,16 +146,16 @@ def test_orientation_vectors_are_cached_by_content(turned_index: Index, tmp_path
 def test_cli_dedupe_orientations(turned_index: Index, tmp_path: Path) -> None:
     runner = CliRunner()
     index_dir = str(turned_index.store.path)
-    r = runner.invoke(app, ["dedupe", "--index", index_dir, "--orientations", "--json"])
+    r = runner.invoke(app, ["dedupe", "find", "--index", index_dir, "--orientations", "--json"])
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
     assert data["orientations"] is True and len(data["groups"]) >= 4
     assert all("turns" in g for g in data["groups"])
-    r = runner.invoke(app, ["dedupe", "--index", index_dir, "--orientations"])
+    r = runner.invoke(app, ["dedupe", "find", "--index", index_dir, "--orientations"])
     assert r.exit_code == 0 and "turned rot" in r.stdout, r.output
     plan = tmp_path / "plan.json"
-    r = runner.invoke(app, ["dedupe", "--index", index_dir, "--orientations", "--plan", str(plan), "--json"])
+    r = runner.invoke(app, ["dedupe", "plan", str(plan), "--index", index_dir, "--orientations", "--json"])
     assert r.exit_code == 0, r.output
     assert len(json.loads(plan.read_text())["groups"]) == len(data["groups"])
-    r = runner.invoke(app, ["dedupe", "--index", index_dir, "--orientations", "--series"])
-    assert r.exit_code != 0 and "--orientations" in str(r.exception)
+    r = runner.invoke(app, ["dedupe", "series", "--index", index_dir, "--orientations"])
+    assert r.exit_code == 2 and "No such option" in r.output  # series has no --orientations

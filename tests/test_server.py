@@ -181,7 +181,9 @@ def test_class_modes_restrict_the_matches(client: TestClient, sample_queries: Pa
     assert len(other["matches"]) == 8 and "temple" not in {m["label"] for m in other["matches"]}
     given = _search(client, data, k=3, mode="same-class", **{"class": "flower"}).json()
     assert given["class_source"] == "given" and {m["label"] for m in given["matches"]} == {"flower"}
-    _assert_error(_search(client, data, mode="same-class", **{"class": "kitchen"}), 400, "unknown class")
+    _assert_error(
+        _search(client, data, mode="same-class", **{"class": "kitchen"}), 422, "unknown class"
+    )  # the schema enumerates the classes
 
 
 def test_an_uploaded_copy_of_an_indexed_image_is_not_its_own_match(client: TestClient, server_index: Index) -> None:
@@ -497,8 +499,11 @@ def test_an_index_without_labels_or_clusters(unlabelled_client: TestClient, samp
     data = _jpeg(sample_queries / "temple.jpg")
     ok = _search(unlabelled_client, data, k=3).json()
     assert len(ok["matches"]) == 3 and ok["prediction"] is None
-    _assert_error(_search(unlabelled_client, data, mode="same-class"), 400, "no labels")
-    _assert_error(unlabelled_client.post("/api/classify", files={"file": ("q.jpg", data)}), 400, "no labels")
+    # the request is well formed; the index's state refuses it (a 409 its schema lists, saying what to run)
+    _assert_error(_search(unlabelled_client, data, mode="same-class"), 409, "no labels", "--labels folders")
+    _assert_error(unlabelled_client.get("/api/search?id=0&mode=other-classes"), 409, "no labels", "--labels folders")
+    _assert_error(unlabelled_client.post("/api/classify", files={"file": ("q.jpg", data)}), 409, "no labels")
+    _assert_error(unlabelled_client.post("/api/classify", data={"id": "0"}), 409, "cannot classify", "--labels")
 
 
 # --- bad input ------------------------------------------------------------------------------------------------------
@@ -507,7 +512,7 @@ def test_an_index_without_labels_or_clusters(unlabelled_client: TestClient, samp
 def test_bad_images_get_a_clear_400(client: TestClient, sample_queries: Path) -> None:
     good = _jpeg(sample_queries / "temple.jpg")
     _assert_error(_search(client, b"hello, I am text", "notes.txt"), 400, "notes.txt", "not an image")
-    _assert_error(_search(client, b"", "empty.jpg"), 400, "empty")
+    _assert_error(_search(client, b"", "empty.jpg"), 422, "empty")  # the schema says a file is at least a byte
     _assert_error(_search(client, good[: len(good) // 2], "half.jpg"), 400, "half.jpg")
     _assert_error(_search(client, _png((1, 1)), "dot.png"), 400, "too small", "1×1")
     _assert_error(_search(client, _png_header_only(40000, 40000), "bomb.png"), 400, "too many pixels")
@@ -591,7 +596,7 @@ def test_path_traversal_is_refused(client: TestClient) -> None:
 
 def test_the_server_keeps_serving_after_bad_input(client: TestClient, sample_queries: Path) -> None:
     for bad in [b"junk", _png((1, 1)), _png_header_only(30000, 30000), b""]:
-        assert _search(client, bad).status_code == 400
+        assert _search(client, bad).status_code == (422 if bad == b"" else 400)
     r = _search(client, _jpeg(sample_queries / "package.jpg"), k=2)
     assert r.status_code == 200 and r.json()["matches"][0]["label"] == "package"
 
@@ -702,6 +707,11 @@ def test_docs_served_offline_from_the_package(client: TestClient) -> None:
         assert src in page
         r = client.get(src)
         assert r.status_code == 200 and len(r.content) > 100, src
+    # Swagger UI 5 or later: 4.x and earlier cannot render OpenAPI 3.1, which FastAPI writes (tests/test_browser.py
+    # checks that every operation is shown)
+    bundle = client.get("/docs-assets/swagger-ui-bundle.js").text
+    assert client.get("/openapi.json").json()["openapi"].startswith("3.1")
+    assert "OpenAPI 3.1" in bundle or "isOAS31" in bundle, "a Swagger UI that does not know OpenAPI 3.1"
 
 
 def test_options_allow_header_lists_every_method(client: TestClient) -> None:
@@ -746,9 +756,15 @@ def test_search_filters_act_inside_the_search(client: TestClient, server_index: 
     body = client.get("/api/search", params={"id": 0, "k": 5, "label": "temple", "min_score": "-1"}).json()
     assert len(body["matches"]) == 5 and {m["label"] for m in body["matches"]} == {"temple"}
     best = client.get("/api/search", params={"id": 0, "k": 5}).json()["matches"]
-    cut = best[2]["score"]
-    body = client.get("/api/search", params={"id": 0, "k": 5, "min_score": cut}).json()
+    cut = best[2]["score"] - 1e-6  # replies round scores to 6 places: the third's own score may be just below it
+    body = client.get("/api/search", params={"id": 0, "k": 5, "min_score": f"{cut:.7f}"}).json()
     assert [m["id"] for m in body["matches"]] == [m["id"] for m in best if m["score"] >= cut]
+    # a score as shown (6 decimals) passed back as min_score keeps its match, whichever way the rounding went
+    from lookalike.filters import SearchFilter
+
+    for m in server_index.search(server_index.vectors[0], k=5):
+        kept = server_index.search(server_index.vectors[0], k=5, where=SearchFilter(min_score=round(m.score, 6)))
+        assert m.id in [k.id for k in kept]
 
 
 def test_a_filter_that_leaves_nothing_says_why(client: TestClient) -> None:
@@ -850,6 +866,9 @@ def test_map_endpoints(client: TestClient, server_index: Index) -> None:
         assert client.post("/api/map/selection", json={"ids": [n]}).status_code == 404
         assert client.post("/api/map/selection", json={"ids": []}).status_code == 422
         assert client.post("/api/map/selection", json={"ids": "all"}).status_code == 422
+        for path in ("/api/map/selection", "/api/map/sheet.png"):  # JSON true is no id 1, "3" no id 3
+            for bad in ([False], [True, 2], ["3"], [1.0]):
+                _assert_error(client.post(path, json={"ids": bad}), 422, "ids")
     finally:
         (server_index.store.path / MAP_FILE).unlink()
     assert client.get("/api/map").json()["available"] is False
@@ -983,3 +1002,41 @@ def test_match_coordinates_and_picture(client: TestClient, server_index: Index) 
     assert Image.open(io.BytesIO(png.content)).width > 100
     bad = client.get("/api/matches", params={"a": temples[0], "b": 10_000})
     assert bad.status_code == 404 and "no image with id" in bad.json()["error"]
+
+
+# --- what the schema promises holds: statuses listed, strict types, unparsable bodies (issue 32) -------------------
+
+
+def test_an_unparsable_body_is_a_422_as_the_schema_says(client: TestClient) -> None:
+    """FastAPI answers a body its parser cannot read (JSON that is not UTF-8, multipart without a boundary) with a
+    400 "There was an error parsing the body", which no operation listed; it is the 422 of any malformed request."""
+    schema = client.get("/openapi.json").json()
+    for body, kind, path in [
+        (b"\xa9K\xfd\x1d", "application/json", "/api/map/sheet.png"),
+        (b"\xff\xfe{", "application/json", "/api/map/selection"),
+        (b"--x\r\nbroken", "multipart/form-data", "/api/duplicates/plan"),  # no boundary
+        (b"--x\r\nbroken", "multipart/form-data", "/api/search"),
+    ]:
+        r = client.post(path, content=body, headers={"content-type": kind})
+        assert "422" in schema["paths"][path]["post"]["responses"], path
+        _assert_error(r, 422, "cannot be parsed", kind)
+
+
+def test_every_state_dependent_refusal_is_listed_with_its_reason(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()["paths"]
+    for method, path in [("get", "/api/search"), ("post", "/api/search"), ("post", "/api/classify")]:
+        why = schema[path][method]["responses"]["409"]["description"]
+        assert "without labels" in why or "two labelled" in why, (method, path)
+        assert "400" in schema[path][method]["responses"]
+    for path in ("/api/duplicates/plan", "/api/duplicates/decisions"):
+        content = schema[path]["post"]["requestBody"]["content"]
+        assert list(content) == ["multipart/form-data"], "a urlencoded string is also a form: documented multipart"
+
+
+def test_a_class_is_one_of_the_index_classes(client: TestClient, server_index: Index) -> None:
+    schema = client.get("/openapi.json").json()
+    param = next(p for p in schema["paths"]["/api/search"]["get"]["parameters"] if p["name"] == "class")
+    assert param["schema"]["enum"] == server_index.classes
+    _assert_error(client.get("/api/search?id=0&class=kitchen"), 422, "unknown class")
+    _assert_error(client.get("/api/search?id=0&mode=same-class&class=kitchen"), 422, "unknown class")
+    assert client.get(f"/api/search?id=0&mode=same-class&class={server_index.classes[1]}").status_code == 200

@@ -80,8 +80,11 @@ def test_index_with_trained_model(trained: Path, sample_dir: Path, sample_querie
 
 
 def test_trained_model_runs_cached_without_building_torch_and_quantizes(
-    trained: Path, sample_dir: Path, sample_queries: Path, tmp_path: Path
+    trained: Path, sample_dir: Path, sample_queries: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from lookalike.models import registry
+
+    monkeypatch.setattr(registry, "int8_pays", lambda: True)  # int8 is the default on CPUs with VNNI
     from lookalike import Index
 
     create_model(str(trained))  # the export is cached from here on
@@ -367,7 +370,7 @@ def test_frozen_feature_cache_is_reused_and_keyed_by_file_weights_and_resolution
     """README: backbone features are computed once and cached, keyed by file, size, mtime, weights and
     resolution: the same inputs decode nothing, a changed file or setting is described again."""
     import lookalike.models.base as base
-    import lookalike.training.features as train_mod
+    import lookalike.training.cache as train_mod
     from lookalike.embed import Describer
     from lookalike.models.efficientnet import weights_file
     from lookalike.training import pooled_features

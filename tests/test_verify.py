@@ -216,7 +216,7 @@ def test_verdicts_decide_edges_in_the_graph() -> None:
 
 
 def test_cluster_verify_groups_views_and_reports_unverifiable(views_index: Index) -> None:
-    result = cluster_index(views_index, verify=True, save=False, params=GraphParams(k=5))
+    result = cluster_index(views_index, match=True, save=False, params=GraphParams(k=5))
     names = views_index.names
     for src in ("temple", "portrait", "flower", "package"):
         labs = {result.labels[i] for i, n in enumerate(names) if n.startswith(src + "/")}
@@ -228,7 +228,7 @@ def test_cluster_verify_groups_views_and_reports_unverifiable(views_index: Index
     assert any("geometric verification" in n for n in result.notes)
     assert result.params["verify"]["min_inliers"] == 15
     with pytest.raises(Exception, match="graph method"):
-        cluster_index(views_index, "hdbscan", verify=True, save=False)
+        cluster_index(views_index, "hdbscan", match=True, save=False)
 
 
 def test_rerank_puts_verified_matches_first_and_reports_inliers(views_index: Index) -> None:
@@ -300,7 +300,7 @@ def test_cluster_verify_cuts_what_the_cosine_joins(views_index: Index) -> None:
     params = GraphParams(k=5, strong=0.0, weak=0.0, local_ratio=0)
     plain = cluster_index(views_index, save=False, params=params)
     assert plain.labels.max() == 0  # one cluster
-    verified = cluster_index(views_index, verify=True, save=False, params=params)
+    verified = cluster_index(views_index, match=True, save=False, params=params)
     names = views_index.names
     sources = ("temple", "portrait", "flower", "package")
     label_of = {src: {verified.labels[i] for i, n in enumerate(names) if n.startswith(src + "/")} for src in sources}

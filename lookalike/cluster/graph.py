@@ -13,7 +13,7 @@ HDBSCAN runs with Euclidean trees instead of a brute-force cosine matrix.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -221,9 +221,11 @@ def suggest_thresholds(scores: np.ndarray, vectors: np.ndarray) -> Suggestion:
 # --- graph clustering ------------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class GraphParams:
-    """Knobs of the graph method; None thresholds are read off the similarity distribution."""
+    """Knobs of the graph method; None thresholds are read off the similarity distribution. Keyword construction
+    only; the values are checked here, so a bad one is refused (``ConfigError``, naming the setting) before any work.
+    """
 
     k: int = 10
     strong: float | None = None
@@ -235,6 +237,28 @@ class GraphParams:
     min_size: int = 2
     mutual: bool = True
     local_ratio: float = LOCAL_RATIO
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ConfigError(f"k (neighbours per image) must be at least 1, got {self.k}", setting="k")
+        if self.min_size < 1:
+            raise ConfigError(
+                f"min_size (smallest cluster) must be at least 1, got {self.min_size}", setting="min_size"
+            )
+        if self.gps_distance < 0 or self.gps_count < 0:
+            raise ConfigError(
+                f"GPS distance and GPS count must not be negative, got {self.gps_distance:g} m and {self.gps_count}",
+                setting="gps_distance" if self.gps_distance < 0 else "gps_count",
+            )
+        if self.strong is not None and self.weak is not None and self.weak > self.strong:
+            raise ConfigError(
+                f"weak threshold ({self.weak}) must not be above strong threshold ({self.strong})", setting="weak"
+            )
+        if not 0 <= self.local_ratio <= 1:
+            raise ConfigError(f"local_ratio must be between 0 and 1, got {self.local_ratio}", setting="local_ratio")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def graph_labels(
@@ -263,11 +287,9 @@ def graph_labels(
     """
     notes = notes if notes is not None else []
     n = len(ids)
-    strong, weak = float(params.strong), float(params.weak)  # type: ignore[arg-type]
-    if weak > strong:
-        raise ConfigError(f"weak threshold ({weak}) must not be above strong threshold ({strong})")
-    if not 0 <= params.local_ratio <= 1:
-        raise ConfigError(f"local ratio must be between 0 and 1, got {params.local_ratio}")
+    if params.strong is None or params.weak is None:
+        raise ConfigError("graph_labels needs both thresholds (see suggest_thresholds)", setting="strong")
+    strong, weak = float(params.strong), float(params.weak)
     scores = local_prune(ids, scores, params.local_ratio, separate)
     if verdict is not None and separate is not None:
         verdict = np.where(separate, 0, verdict)
@@ -285,46 +307,9 @@ def graph_labels(
     core = _threshold(core, strong)
     if verdict is not None:  # verified pairs are strong edges in both directions, neighbours mutually or not
         core = core.maximum(_threshold(similarity_graph(ids, np.where(verdict > 0, 1.0, 0.0)), 0.5))
-    labels = components(core)
+    labels = _grow(components(core), graph, weak_g)
+    labels = _merge_weak(labels, weak_g, params, notes)
     sizes = np.bincount(labels, minlength=n)
-
-    # 2. grow: a photo alone in its component joins the cluster of its most similar weak neighbour; repeated so a
-    # chain of weak links can reach a cluster, but never through a photo that is itself not yet attached.
-    for _ in range(10):
-        single = sizes[labels] == 1
-        if not single.any():
-            break
-        w = graph.multiply(weak_g).tocsr()  # weights of weak-or-better edges
-        w = sparse.diags(single.astype(np.float32)) @ w @ sparse.diags((~single).astype(np.float32))
-        w = w.tocsr()
-        w.eliminate_zeros()
-        rows = np.flatnonzero(np.diff(w.indptr) > 0)
-        if not len(rows):
-            break
-        best = np.asarray(w[rows].argmax(axis=1)).ravel()
-        labels[rows] = labels[best]
-        sizes = np.bincount(labels, minlength=n)
-
-    # 3. merge clusters linked by enough weak edges (relative to the smaller cluster)
-    big = sizes[labels] >= 2
-    cl = np.unique(labels[big])
-    if len(cl) > 1:
-        index_of = np.full(n, -1)
-        index_of[cl] = np.arange(len(cl))
-        members = np.flatnonzero(big)
-        m = sparse.csr_matrix(
-            (np.ones(len(members), np.float32), (members, index_of[labels[members]])), shape=(n, len(cl))
-        )
-        links = (m.T @ weak_g.astype(np.float32) @ m).tocoo()
-        csize = sizes[cl]
-        a, b, cnt = links.row, links.col, links.data  # entry (A, B) counts each A–B edge once
-        ok = (a != b) & (cnt >= params.merge_links) & (cnt >= params.merge_ratio * np.minimum(csize[a], csize[b]))
-        if ok.any():
-            g = sparse.csr_matrix((np.ones(ok.sum(), np.int8), (a[ok], b[ok])), shape=(len(cl), len(cl)))
-            comp = components(g)
-            notes.append(f"{len(cl) - comp.max() - 1} cluster merge(s) along weak edges")
-            labels[members] = cl[comp[index_of[labels[members]]]]
-            sizes = np.bincount(labels, minlength=n)
 
     # 4. GPS
     if lat is not None and lon is not None and np.isfinite(lat).any():
@@ -348,6 +333,52 @@ def graph_labels(
         sub = components(weak_g[idx][:, idx])
         labels[idx] = labels.max() + 1 + sub
     return relabel(labels, params.min_size)
+
+
+def _grow(labels: np.ndarray, graph: sparse.csr_matrix, weak_g: sparse.csr_matrix) -> np.ndarray:
+    """Step 2: a photo alone in its component joins the cluster of its most similar weak neighbour; repeated so a
+    chain of weak links can reach a cluster, but never through a photo that is itself not yet attached."""
+    n = len(labels)
+    sizes = np.bincount(labels, minlength=n)
+    for _ in range(10):
+        single = sizes[labels] == 1
+        if not single.any():
+            break
+        w = graph.multiply(weak_g).tocsr()  # weights of weak-or-better edges
+        w = sparse.diags(single.astype(np.float32)) @ w @ sparse.diags((~single).astype(np.float32))
+        w = w.tocsr()
+        w.eliminate_zeros()
+        rows = np.flatnonzero(np.diff(w.indptr) > 0)
+        if not len(rows):
+            break
+        best = np.asarray(w[rows].argmax(axis=1)).ravel()
+        labels[rows] = labels[best]
+        sizes = np.bincount(labels, minlength=n)
+    return labels
+
+
+def _merge_weak(labels: np.ndarray, weak_g: sparse.csr_matrix, params: GraphParams, notes: list[str]) -> np.ndarray:
+    """Step 3: merge clusters linked by enough weak edges (relative to the smaller cluster)."""
+    n = len(labels)
+    sizes = np.bincount(labels, minlength=n)
+    big = sizes[labels] >= 2
+    cl = np.unique(labels[big])
+    if len(cl) <= 1:
+        return labels
+    index_of = np.full(n, -1)
+    index_of[cl] = np.arange(len(cl))
+    members = np.flatnonzero(big)
+    m = sparse.csr_matrix((np.ones(len(members), np.float32), (members, index_of[labels[members]])), shape=(n, len(cl)))
+    links = (m.T @ weak_g.astype(np.float32) @ m).tocoo()
+    csize = sizes[cl]
+    a, b, cnt = links.row, links.col, links.data  # entry (A, B) counts each A–B edge once
+    ok = (a != b) & (cnt >= params.merge_links) & (cnt >= params.merge_ratio * np.minimum(csize[a], csize[b]))
+    if ok.any():
+        g = sparse.csr_matrix((np.ones(ok.sum(), np.int8), (a[ok], b[ok])), shape=(len(cl), len(cl)))
+        comp = components(g)
+        notes.append(f"{len(cl) - comp.max() - 1} cluster merge(s) along weak edges")
+        labels[members] = cl[comp[index_of[labels[members]]]]
+    return labels
 
 
 # --- retrieval pairs -------------------------------------------------------------------------------------------------

@@ -6,24 +6,24 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lookalike.cluster.decisions import Decisions
 from lookalike.cluster.gps import gps_centre, valid_gps
 from lookalike.cluster.graph import GraphParams, Suggestion, graph_labels, hdbscan_labels, suggest_thresholds
 from lookalike.cluster.labels import label_metrics, members, relabel
+from lookalike.dedupe.decisions import Decisions
 from lookalike.errors import ConfigError, LookalikeError
 from lookalike.io import atomic_write_json
 from lookalike.search import knn_graph
 from lookalike.store import CLUSTERS_FILE
-from lookalike.verify import MATCH, NO_MATCH, FeatureCache, FeatureConf, MatchConf, verify_pairs
+from lookalike.verify import MATCH, NO_MATCH, FeatureConf, MatchConf, verify_pairs
 
 if TYPE_CHECKING:
-    from lookalike.index import Index
+    from lookalike.view import IndexView
 
 
 @dataclass
@@ -82,25 +82,25 @@ def _basic_metrics(labels: np.ndarray, seconds: float) -> dict[str, Any]:
     }
 
 
-def _index_gps(index: Index, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    cols = index.store.metadata().column_names
+def _index_gps(index: IndexView, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    cols = index.metadata().column_names
     if "gps_lat" not in cols or "gps_lon" not in cols:
         n = len(index)
         return np.full(n, np.nan), np.full(n, np.nan)
-    lat, lon, rejected = valid_gps(index.store.column("gps_lat"), index.store.column("gps_lon"))
+    lat, lon, rejected = valid_gps(index.column("gps_lat"), index.column("gps_lon"))
     if rejected:
         notes.append(f"{rejected} photo(s) with malformed or out-of-range GPS ignored")
     return lat, lon
 
 
-def _check_size(index: Index) -> None:
+def _check_size(index: IndexView) -> None:
     if len(index) < 2:
         raise LookalikeError(
             f"the index has {len(index)} image(s); clustering needs at least 2 — add photos and run `lookalike index`"
         )
 
 
-def suggest(index: Index, k: int = 10) -> Suggestion:
+def suggest(index: IndexView, k: int = 10) -> Suggestion:
     """The similarity distribution of the index's kNN graph and the thresholds the graph method would use."""
     _check_size(index)
     vectors = index.vectors
@@ -108,39 +108,31 @@ def suggest(index: Index, k: int = 10) -> Suggestion:
 
 
 def cluster_index(
-    index: Index,
+    index: IndexView,
     method: str = "graph",
     *,
     params: GraphParams | None = None,
     hdbscan_size: int = 5,
     pca: int | None = None,
     save: bool = True,
-    verify: MatchConf | bool | None = None,
+    match: MatchConf | bool | None = None,
     features: FeatureConf | None = None,
     workers: int | None = None,
     progress: bool = False,
 ) -> ClusterResult:
     """Cluster an index's images; saves the result as ``clusters.json`` in the index folder (see load_clusters).
 
-    ``verify`` (True, or a :class:`~lookalike.verify.MatchConf`): the graph method's kNN pairs are verified
+    ``match`` (True, or a :class:`~lookalike.verify.MatchConf`): the graph method's kNN pairs are verified
     geometrically (local features computed and cached first where missing) and the verdicts decide the edges; the
     cosine only proposes candidates. Images too flat to verify keep the cosine rules and are listed in
     ``unverifiable``."""
     if method not in ("graph", "hdbscan"):
         raise ConfigError(f"clustering method must be 'graph' or 'hdbscan', got {method!r}")
-    if verify and method != "graph":
-        raise ConfigError("geometric verification works with the graph method, not hdbscan", setting="verify")
-    match_conf = MatchConf() if verify is True else verify or None
+    if match and method != "graph":
+        raise ConfigError("geometric verification works with the graph method, not hdbscan", setting="match")
+    match_conf = MatchConf() if match is True else match or None
     _check_size(index)
     params = params or GraphParams()
-    if params.k < 1:
-        raise ConfigError(f"k (neighbours per image) must be at least 1, got {params.k}")
-    if params.min_size < 1:
-        raise ConfigError(f"minimum cluster size must be at least 1, got {params.min_size}")
-    if params.gps_distance < 0 or params.gps_count < 0:
-        raise ConfigError(
-            f"GPS distance and GPS count must not be negative, got {params.gps_distance:g} m and {params.gps_count}"
-        )
     started = time.perf_counter()
     notes: list[str] = []
     lat, lon = _index_gps(index, notes)
@@ -153,17 +145,17 @@ def cluster_index(
         weak = min(s.weak, strong) if params.weak is None else params.weak
         if params.strong is None or params.weak is None:
             notes.append(f"thresholds from the similarity distribution: strong {strong:.4f}, weak {weak:.4f}")
-        p = GraphParams(**{**params.__dict__, "strong": strong, "weak": weak})
+        p = replace(params, strong=strong, weak=weak)
         verdict, unverifiable = None, []
         if match_conf is not None:
             verdict, unverifiable = _verdicts(index, ids, match_conf, features, workers, progress, notes)
         separate = separated_pairs(index, ids, notes)
         labels = graph_labels(ids, scores, p, lat=lat, lon=lon, notes=notes, verdict=verdict, separate=separate)
-        used = {"method": "graph", **p.__dict__}
+        used = {"method": "graph", **p.to_dict()}
         if match_conf is not None:
             used["verify"] = match_conf.to_dict()
     else:
-        if len(Decisions.load(index.store.path)):
+        if len(Decisions.load(index.folder)):
             notes.append('hdbscan has no pairwise edges: "not duplicates" decisions are used by the graph method only')
         labels = relabel(
             hdbscan_labels(vectors, hdbscan_size, second_min_size=max(2, params.min_size), pca=pca), params.min_size
@@ -176,17 +168,17 @@ def cluster_index(
     if match_conf is not None:
         result.unverifiable = unverifiable
     if save:
-        atomic_write_json(index.store.path / CLUSTERS_FILE, result.to_dict())
+        atomic_write_json(index.folder / CLUSTERS_FILE, result.to_dict())
     return result
 
 
-def separated_pairs(index: Index, ids: np.ndarray, notes: list[str] | None = None) -> np.ndarray | None:
+def separated_pairs(index: IndexView, ids: np.ndarray, notes: list[str] | None = None) -> np.ndarray | None:
     """The kNN entries (same shape as ``ids``) that pair two photos a person marked "not duplicates" (by content
-    hash, see :mod:`lookalike.cluster.decisions`), or None when there are none."""
-    decisions = Decisions.load(index.store.path)
+    hash, see :mod:`lookalike.dedupe.decisions`), or None when there are none."""
+    decisions = Decisions.load(index.folder)
     if not len(decisions):
         return None
-    hashes = index.store.column("hash")
+    hashes = index.hashes
     marked = {h for d in decisions.items if d["kind"] == "not-duplicates" for h in d["hashes"]}
     rows = [i for i, h in enumerate(hashes) if h in marked]
     if not rows:
@@ -203,7 +195,7 @@ def separated_pairs(index: Index, ids: np.ndarray, notes: list[str] | None = Non
 
 
 def _verdicts(
-    index: Index,
+    index: IndexView,
     ids: np.ndarray,
     conf: MatchConf,
     features: FeatureConf | None,
@@ -219,7 +211,7 @@ def _verdicts(
     ok = j >= 0
     lo, hi = np.minimum(i, j)[ok], np.maximum(i, j)[ok]
     pairs, back = np.unique(np.stack([lo, hi], axis=1), axis=0, return_inverse=True)
-    cache = FeatureCache(index.store, features)
+    cache = index.feature_cache(features)
     found = verify_pairs(cache, pairs[:, 0], pairs[:, 1], conf, workers=workers, progress=progress)
     code = np.array([1 if v.status == MATCH else -1 if v.status == NO_MATCH else 0 for v in found], np.int8)
     verdict = np.zeros(n * k, np.int8)
@@ -235,9 +227,9 @@ def _verdicts(
     return verdict.reshape(n, k), [names[x] for x in flat]
 
 
-def load_clusters(index: Index | str | os.PathLike[str]) -> dict[str, Any] | None:
+def load_clusters(index: IndexView | str | os.PathLike[str]) -> dict[str, Any] | None:
     """The last saved ``lookalike cluster`` result of an index (an Index or its folder), or None if there is none."""
-    folder = Path(index.store.path) if hasattr(index, "store") else Path(index)  # type: ignore[union-attr]
+    folder = Path(index) if isinstance(index, (str, os.PathLike)) else index.folder
     path = folder / CLUSTERS_FILE
     if not path.is_file():
         return None

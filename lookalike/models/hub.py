@@ -13,7 +13,6 @@ which a fixed-shape ONNX export would not follow.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -36,103 +35,18 @@ _URL = "https://dl.fbaipublicfiles.com/dinov2/{stem}/{file}"
 
 
 def build_vit(dim: int, depth: int, heads: int, *, layer: int | None = None, facet: str = "token") -> Any:
-    """A DINOv2-compatible ViT returning dense (N, C, h, w) patch features (random weights until loaded)."""
-    import torch
-    from torch import nn
+    """A DINOv2-compatible ViT class returning dense (N, C, h, w) patch features (random weights until loaded); torch
+    is imported only here, when a hub model is asked for."""
+    import functools
+
+    from lookalike.models.vit import DinoViT
 
     if facet not in FACETS:
         raise LookalikeError(f"unknown facet {facet!r}; use one of {', '.join(FACETS)}")
     layer = depth - 1 if layer is None else int(layer)
     if not 0 <= layer < depth:
         raise LookalikeError(f"layer must be between 0 and {depth - 1}, got {layer}")
-
-    class PatchEmbed(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.proj = nn.Conv2d(3, dim, PATCH, PATCH)
-
-    class LayerScale(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.gamma = nn.Parameter(torch.full((dim,), 1e-5))
-
-    class Attention(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.qkv = nn.Linear(dim, 3 * dim)
-            self.proj = nn.Linear(dim, dim)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            b, n, c = x.shape
-            q, k, v = self.qkv(x).reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
-            y = nn.functional.scaled_dot_product_attention(q, k, v)
-            return self.proj(y.transpose(1, 2).reshape(b, n, c))
-
-    class Mlp(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc1 = nn.Linear(dim, 4 * dim)
-            self.fc2 = nn.Linear(4 * dim, dim)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc2(nn.functional.gelu(self.fc1(x)))
-
-    class Block(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-            self.attn = Attention()
-            self.ls1 = LayerScale()
-            self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-            self.mlp = Mlp()
-            self.ls2 = LayerScale()
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = x + self.ls1.gamma * self.attn(self.norm1(x))
-            return x + self.ls2.gamma * self.mlp(self.norm2(x))
-
-    class DinoViT(nn.Module):
-        def __init__(self, num_patches: int = 37 * 37) -> None:
-            super().__init__()
-            self.patch_embed = PatchEmbed()
-            self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-            self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, dim))
-            self.mask_token = nn.Parameter(torch.zeros(1, dim))
-            self.blocks = nn.ModuleList(Block() for _ in range(depth))
-            self.norm = nn.LayerNorm(dim, eps=1e-6)
-            for p in (self.cls_token, self.pos_embed):
-                nn.init.trunc_normal_(p, std=0.02)
-
-        def _pos(self, h: int, w: int) -> torch.Tensor:
-            cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
-            side = math.isqrt(patch_pos.shape[1])
-            if (h, w) == (side, side):
-                return self.pos_embed
-            grid = patch_pos.reshape(1, side, side, dim).permute(0, 3, 1, 2)
-            # as DINOv2 does: bicubic with a 0.1 offset on the scale factor (the output is still h × w)
-            scale = ((h + 0.1) / side, (w + 0.1) / side)
-            grid = nn.functional.interpolate(grid, scale_factor=scale, mode="bicubic", align_corners=False)
-            return torch.cat([cls_pos, grid.permute(0, 2, 3, 1).reshape(1, h * w, dim)], dim=1)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            n, _, hh, ww = x.shape
-            h, w = hh // PATCH, ww // PATCH
-            t = self.patch_embed.proj(x).flatten(2).transpose(1, 2)
-            t = torch.cat([self.cls_token.expand(n, -1, -1), t], dim=1) + self._pos(h, w)
-            for i, blk in enumerate(self.blocks):
-                if i == layer and facet != "token":
-                    b, m, c = t.shape
-                    qkv = blk.attn.qkv(blk.norm1(t)).reshape(b, m, 3, c)
-                    t = qkv[:, :, ("query", "key", "value").index(facet)]
-                    break
-                t = blk(t)
-                if i == layer:
-                    if layer == depth - 1:
-                        t = self.norm(t)
-                    break
-            return t[:, 1:].transpose(1, 2).reshape(n, -1, h, w)
-
-    return DinoViT
+    return functools.partial(DinoViT, dim, depth, heads, layer, facet)
 
 
 def hub_checkpoint(file: str) -> Path:

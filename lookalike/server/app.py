@@ -11,7 +11,7 @@ counted while they arrive and cut off at the upload limit, and every failure a c
 address but loopback) every API call, the schema and the docs need it, as ``Authorization: Bearer`` or the cookie
 the page sets once the token is typed in; only the page shell and its static files are open, and they hold no data.
 Every response carries a Content-Security-Policy that allows this origin only, and the docs load Swagger UI from
-the installed ``swagger-ui-bundle`` package, so nothing is fetched from elsewhere.
+the installed ``fastapi-offline`` package, so nothing is fetched from elsewhere.
 
 The schema (``/openapi.json``) says exactly what the API accepts (:func:`complete_schema`) and returns: every JSON
 reply is checked against its strict model in :mod:`lookalike.server.replies` before it is sent.
@@ -46,16 +46,17 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, StrictInt, ValidationError
 from pydantic import Field as PydanticField
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lookalike.errors import ConfigError, ImageError, LookalikeError
-from lookalike.filters import SearchFilter
-from lookalike.images import IMAGE_EXTENSIONS, content_hash, decode, load_image
+from lookalike.filters import SCORE_DECIMALS, SearchFilter
+from lookalike.images import IMAGE_EXTENSIONS, decode, load_image
 from lookalike.index import MODES, Index
 from lookalike.io import atomic_write, shown_json
+from lookalike.query import from_bytes, from_id
 from lookalike.server.replies import (
     ClassifyReply,
     ClusterMetrics,
@@ -178,10 +179,15 @@ the Content-Security-Policy forbids); here the initialiser is a static file."""
 
 
 def swagger_assets() -> Path:
-    """The Swagger UI files shipped inside the ``swagger-ui-bundle`` package (served under /docs-assets)."""
-    import swagger_ui_bundle
+    """The Swagger UI files (5.x, which renders OpenAPI 3.1 as FastAPI writes it) shipped inside the
+    ``fastapi-offline`` package, served under /docs-assets. Found without importing the package (it would patch
+    nothing here, but it need not run at all)."""
+    import importlib.util
 
-    return Path(swagger_ui_bundle.swagger_ui_path)
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or spec.origin is None:
+        raise LookalikeError("the API docs need the fastapi-offline package: pip install fastapi-offline")
+    return Path(spec.origin).parent / "static"
 
 
 def is_loopback(host: str) -> bool:
@@ -264,9 +270,11 @@ class Guard:
 
 
 class Selection(BaseModel):
-    """Image ids chosen on the map."""
+    """Image ids chosen on the map: JSON integers only (``true`` is no id 1, ``"3"`` no id 3)."""
 
-    ids: list[int] = PydanticField(min_length=1, max_length=1_000_000)
+    model_config = {"extra": "forbid"}
+
+    ids: list[StrictInt] = PydanticField(min_length=1, max_length=1_000_000)
 
 
 class BodyLimit:
@@ -315,7 +323,7 @@ class ThumbnailCache:
         self.hashes = hashes
         self.size = size
         self.capacity = capacity
-        self.folder: Path | None = index.store.path / THUMBNAILS_DIR / str(size)
+        self.folder: Path | None = index.folder / THUMBNAILS_DIR / str(size)
         self._lru: OrderedDict[int, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -367,13 +375,12 @@ class Service:
         self.paths: list[Path] = index.paths
         self.labels: list[str | None] = index.labels
         self.classes: list[str] = index.classes
-        self.hashes: list[str] = index.store.column("hash")
+        self.hashes: list[str] = index.hashes
         self.by_name = {n: i for i, n in enumerate(self.names)}
         self.vectors = index.vectors
-        self.model_name = index.store.meta["model"]["name"]
-        if len(index) == 0:
-            raise LookalikeError(f"the index at {index.store.path} is empty; run `lookalike index` first")
-        index.searcher  # noqa: B018 - builds the FAISS index now, not inside the first request
+        self.model_name = index.config.model
+        if len(index):  # an empty index (every photo removed) is served too: its page says what to run
+            index.searcher  # noqa: B018 - builds the FAISS index now, not inside the first request
         self.resolution = index.describer.resolution  # loads the model now
         index.embed([Image.new("RGB", (64, 64), (127, 127, 127))])  # first inference allocates; do it at start-up
         self.can_classify = len(self.classes) >= 2 and callable(getattr(index, "classify", None))
@@ -395,11 +402,26 @@ class Service:
 
     # --- ids -----------------------------------------------------------------------------------------------------
 
+    def why_no_classifier(self) -> str:
+        n = len(self.classes)
+        have = "no labels" if n == 0 else f"only one class ({self.classes[0]})"
+        return (
+            f"this index cannot classify: it has {have}, and a classifier needs two or more; build it with "
+            "`lookalike index PHOTOS --labels folders` from one folder per class"
+        )
+
     def check_id(self, image_id: int) -> int:
         n = len(self.names)
         if not 0 <= image_id < n:
-            raise HTTPException(404, f"no image with id {image_id}; ids run from 0 to {n - 1}")
+            known = f"ids run from 0 to {n - 1}" if n else "the index is empty"
+            raise HTTPException(404, f"no image with id {image_id}; {known}")
         return image_id
+
+    def why_empty(self) -> str:
+        return (
+            f"the index at {self.index.folder} has no images: add photos to {self.index.root} and run "
+            "`lookalike index` on it"
+        )
 
     def describe_id(self, image_id: int) -> dict[str, Any]:
         return {
@@ -414,9 +436,9 @@ class Service:
 
     def upload_query(self, data: bytes, filename: str) -> tuple[np.ndarray, list[int], dict[str, Any]]:
         """Decode and embed an uploaded image; a byte-identical copy of an indexed image is excluded from its matches."""
-        img, meta = decode(data, filename, target=self.resolution)
-        vec = self.index.embed([img])
-        same = self.index.hash_ids(content_hash(data))
+        q = from_bytes(self.index, data, filename)
+        img, meta, same = q.image, q.meta, q.self_ids
+        assert img is not None and meta is not None
         info = {
             "id": None,
             "name": filename,
@@ -427,12 +449,12 @@ class Service:
         }
         if same:
             info["same_as"] = same
-        return vec, same, info
+        return q.vector, same, info
 
     def id_query(self, image_id: int) -> tuple[np.ndarray, list[int], dict[str, Any]]:
         """An indexed image as a query: its stored vector (no decode, no model) and itself excluded from the matches."""
-        same = self.index.hash_ids(self.hashes[image_id]) or [image_id]
-        return self.vectors[image_id : image_id + 1], same, self.describe_id(image_id)
+        q = from_id(self.index, image_id)
+        return q.vector, q.self_ids, self.describe_id(image_id)
 
     def search(
         self,
@@ -469,7 +491,12 @@ class Service:
             "filter": result.filter,
             "note": result.note,
             "matches": [
-                {**self.describe_id(m.id), "rank": m.rank, "score": round(m.score, 6), "inliers": m.inliers}
+                {
+                    **self.describe_id(m.id),
+                    "rank": m.rank,
+                    "score": round(m.score, SCORE_DECIMALS),
+                    "inliers": m.inliers,
+                }
                 for m in result.matches
             ],
             "prediction": self.predict(vec, exclude, quiet=True),
@@ -528,7 +555,7 @@ class Service:
         return self._clusters_state()[2]
 
     def _clusters_state(self) -> tuple[tuple[int, ...], dict[str, Any], bytes]:
-        path = self.index.store.path / CLUSTERS_FILE
+        path = self.index.folder / CLUSTERS_FILE
         try:
             st = path.stat()
             # every atomic rewrite is a new inode: a re-clustering within one mtime tick is still seen
@@ -573,7 +600,7 @@ class Service:
 
     def _decisions_mtime(self) -> float:
         try:
-            return (self.index.store.path / DECISIONS_FILE).stat().st_mtime
+            return (self.index.folder / DECISIONS_FILE).stat().st_mtime
         except OSError:
             return -1.0
 
@@ -587,7 +614,7 @@ class Service:
         return self._dups_state()[2]
 
     def _dups_state(self) -> tuple[float, dict[str, Any], bytes]:
-        from lookalike.cluster import make_plan
+        from lookalike.dedupe import make_plan
 
         with self._dups_lock:
             stamp = self._decisions_mtime()
@@ -602,14 +629,14 @@ class Service:
             return self._dups
 
     def decide(self, kind: str, ids: list[int]) -> dict[str, Any]:
-        from lookalike.cluster import decide
+        from lookalike.dedupe import decide
 
         item = decide(self.index, kind, [self.paths[self.check_id(i)] for i in ids])
         return {"kind": item["kind"], "names": item["names"]}
 
     def plan_with(self, keepers: list[int]) -> dict[str, Any]:
         """The current plan with the keepers a person chose (ids), as a file to hand to ``dedupe --apply``."""
-        from lookalike.cluster import make_plan
+        from lookalike.dedupe import make_plan
 
         plan = self.duplicates()
         groups = [
@@ -692,7 +719,7 @@ class Service:
             except OSError:
                 return -1.0
 
-        key = (mtime(self.index.store.path / MAP_FILE), mtime(self.index.store.path / CLUSTERS_FILE))
+        key = (mtime(self.index.folder / MAP_FILE), mtime(self.index.folder / CLUSTERS_FILE))
         with self._map_lock:
             if self._map is not None and self._map[0] == key:
                 return self._map[1], self._map[2]
@@ -821,14 +848,38 @@ ERROR_WHY = {
     401: "This server needs its token (`Authorization: Bearer TOKEN`, or the cookie from `POST /api/login`).",
     404: "No such image id or cluster, or the image is no longer on disk.",
     405: "Method not allowed on this path (the `Allow` header lists the ones that are).",
+    409: "What this index holds does not allow it (the message says what to run).",
     413: "The upload is over the server's limit.",
-    422: "A field is missing, of the wrong type or out of range.",
+    422: "A field is missing, of the wrong type or out of range, or the body cannot be parsed.",
 }
+BODY_UNPARSABLE = "There was an error parsing the body"
+"""FastAPI's 400 for a body its parser cannot read (JSON that is not UTF-8); Starlette's multipart parser raises its
+own 400s (a body without its boundary). Both are answered as the 422 of any other malformed request, which every
+operation with a body lists."""
+WHY_SEARCH_409 = (
+    "The index has no images (run `lookalike index`), or a class mode (`same-class`, `other-classes`) was asked of "
+    "an index without labels (build it with `lookalike index PHOTOS --labels folders`)."
+)
+WHY_CLASSIFY_409 = (
+    "The index cannot classify: it needs at least two labelled classes (`lookalike index PHOTOS --labels folders`)."
+)
+WHY_SEARCH_400 = (
+    "The upload is no usable photo (not an image, truncated, too small, too many pixels), or a filter date is no "
+    "calendar day, or `after` is later than `before`."
+)
+WHY_PLAN_400 = "Two keepers chosen in one group."
+WHY_DECISION_400 = "The images have the same content (a byte copy is a copy whatever is decided)."
 
 
-def errors(*codes: int, body: dict[str, Any] | None = None) -> dict[int | str, dict[str, Any]]:
-    """The documented answers of a route: its errors as ``ErrorBody`` and, for binary routes, its 200 media type."""
-    out: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody, "description": ERROR_WHY[c]} for c in codes}
+def errors(
+    *codes: int, body: dict[str, Any] | None = None, why: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The documented answers of a route: its errors as ``ErrorBody`` (``why`` says what a status means on this
+    route) and, for binary routes, its 200 media type."""
+    why = why or {}
+    out: dict[int | str, dict[str, Any]] = {
+        c: {"model": ErrorBody, "description": why.get(c, ERROR_WHY[c])} for c in codes
+    }
     if body:
         out[200] = body
     return out
@@ -857,7 +908,7 @@ def _form_fields(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def complete_schema(schema: dict[str, Any]) -> None:
+def complete_schema(schema: dict[str, Any], classes: Sequence[str] = ()) -> None:
     """Make the generated schema say exactly what the API accepts (checked by schemathesis in the test suite).
 
     - A form field cannot be null (a form has no null; an absent field is the default), and a field of one type is
@@ -866,6 +917,11 @@ def complete_schema(schema: dict[str, Any]) -> None:
     - Search and classify name their query in exactly one way: the ``file`` or an ``id``.
     - The filter fields carry the pattern the server checks (:data:`FILTER_FORMS`), in the query and in the form.
     - A decision is about two or more different images.
+    - An upload is at least one byte (an empty file is a 422, as any schema-invalid request).
+    - A ``class`` is one of this index's classes (an enum of them, when it has labels).
+    - Decisions and plans are documented as multipart forms (what the page sends; the server also reads a
+      urlencoded form): a urlencoded body has no form a non-object could take that is not also a valid form, so a
+      client (or a fuzzer) could not tell a malformed one from a good one.
     """
     for body in _form_fields(schema).values():
         for prop in body["properties"].values():
@@ -896,6 +952,24 @@ def complete_schema(schema: dict[str, Any]) -> None:
     decisions = schema["paths"]["/api/duplicates/decisions"]["post"]["requestBody"]["content"]
     ref = decisions["application/x-www-form-urlencoded"]["schema"]["$ref"].rsplit("/", 1)[-1]
     schema["components"]["schemas"][ref]["properties"]["ids"]["uniqueItems"] = True
+    for path in ("/api/duplicates/decisions", "/api/duplicates/plan"):
+        content = schema["paths"][path]["post"]["requestBody"]["content"]
+        content["multipart/form-data"] = content.pop("application/x-www-form-urlencoded")
+    plan = schema["paths"]["/api/duplicates/plan"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    keepers = schema["components"]["schemas"][plan["schema"]["$ref"].rsplit("/", 1)[-1]]["properties"]["keepers"]
+    # in a form one id and a list of one are the same bytes: say both, so neither reads as the wrong type
+    keepers["anyOf"] = [{"type": "integer"}, {"type": "array", "items": keepers.pop("items")}]
+    keepers.pop("type")
+    for path in ("/api/search", "/api/classify"):
+        form = schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        props = schema["components"]["schemas"][form["$ref"].rsplit("/", 1)[-1]]["properties"]
+        props["file"]["minLength"] = 1
+        if "class" in props and classes:
+            props["class"]["enum"] = list(classes)
+    if classes:
+        for param in schema["paths"]["/api/search"]["get"]["parameters"]:
+            if param["name"] == "class":
+                param["schema"] = {"type": "string", "enum": list(classes), "title": "Class"}
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -939,7 +1013,7 @@ def create_app(
         summary="Find look-alikes of a photo in an index, its room type, and the index's clusters.",
         version="0.1.0",
         default_response_class=ShownJSONResponse,
-        docs_url=None,  # served below from the installed swagger-ui-bundle, not a CDN
+        docs_url=None,  # served below from the installed fastapi-offline's Swagger UI, not a CDN
         redoc_url=None,
     )
     app.state.service = svc
@@ -957,6 +1031,10 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 400:  # only the body parsers raise a 400 HTTPException (ours are LookalikeErrors)
+            kind = request.headers.get("content-type", "").partition(";")[0] or "no content type"
+            detail = "" if exc.detail == BODY_UNPARSABLE else f": {str(exc.detail).rstrip('.')}"
+            return _error(422, f"the request body cannot be parsed as {kind}{detail}")
         if exc.status_code == 405:  # Starlette names the methods of the first route on the path; say all of them
             headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
         return _error(exc.status_code, str(exc.detail), headers or None)
@@ -980,6 +1058,8 @@ def create_app(
         data = await file.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise HTTPException(413, too_large)
+        if not data:  # the schema says a file is at least one byte
+            raise HTTPException(422, "file: empty file (0 bytes)")
         return data
 
     async def make_query(
@@ -1006,6 +1086,16 @@ def create_app(
         rerank: int = 0,
     ) -> dict:
         started = time.perf_counter()
+        if not svc.names:
+            raise HTTPException(409, svc.why_empty())
+        if mode != "all" and not svc.classes:
+            raise HTTPException(
+                409,
+                f"this index has no labels, so mode {mode} cannot be used; build it with "
+                "`lookalike index PHOTOS --labels folders` to search by class",
+            )
+        if label is not None and svc.classes and label not in svc.classes:
+            raise HTTPException(422, f"class: unknown class {label!r}; the index has: {', '.join(svc.classes)}")
         vec, exclude, query, data = await make_query(file, image_id)
         out = await svc.run(svc.search, vec, exclude, query, k, mode, label, where, rerank, data)
         out["seconds"] = round(time.perf_counter() - started, 4)  # decode, model, search, re-rank and classify
@@ -1016,7 +1106,7 @@ def create_app(
         summary="Look-alikes of an uploaded image (or of an indexed image by id)",
         response_model=SearchReply,
         response_model_exclude_unset=True,
-        responses=errors(*guarded, 400, 404, 413, 422),
+        responses=errors(*guarded, 400, 404, 409, 413, 422, why={400: WHY_SEARCH_400, 409: WHY_SEARCH_409}),
     )
     async def search_post(
         file: FileField = None,
@@ -1043,7 +1133,7 @@ def create_app(
         summary="Look-alikes of an indexed image, by id",
         response_model=SearchReply,
         response_model_exclude_unset=True,
-        responses=errors(*guarded, 400, 404, 422),
+        responses=errors(*guarded, 400, 404, 409, 422, why={400: WHY_SEARCH_400, 409: WHY_SEARCH_409}),
     )
     async def search_get(
         image_id: Annotated[int, Query(alias="id")],
@@ -1093,9 +1183,11 @@ def create_app(
         summary="Room type of an uploaded image (or an indexed one by id), with probabilities",
         response_model=ClassifyReply,
         response_model_exclude_unset=True,
-        responses=errors(*guarded, 400, 404, 413, 422),
+        responses=errors(*guarded, 400, 404, 409, 413, 422, why={400: WHY_SEARCH_400, 409: WHY_CLASSIFY_409}),
     )
     async def classify(file: FileField = None, image_id: IdField = None) -> dict[str, Any]:
+        if not svc.can_classify:
+            raise HTTPException(409, svc.why_no_classifier())
         vec, exclude, query, _ = await make_query(file, image_id)
         prediction = await svc.run(svc.predict, vec, exclude)
         return {"query": query, **(prediction or {})}
@@ -1168,7 +1260,7 @@ def create_app(
         summary="Remember that images (ids) are not duplicates, or to keep them all",
         response_model=DecisionReply,
         response_model_exclude_unset=True,
-        responses=errors(*guarded, 400, 404, 422),
+        responses=errors(*guarded, 400, 404, 422, why={400: WHY_DECISION_400}),
     )
     async def decision(
         kind: Annotated[DecisionKind, Form()],
@@ -1187,7 +1279,7 @@ def create_app(
         response_model=Plan,
         response_model_exclude_unset=True,
         responses={
-            **errors(*guarded, 400, 404, 422),
+            **errors(*guarded, 400, 404, 422, why={400: WHY_PLAN_400}),
             200: {
                 "description": "The plan, as a file to save (dedupe-plan.json).",
                 "headers": {
@@ -1293,7 +1385,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/docs-assets", StaticFiles(directory=swagger_assets()), name="docs-assets")
     schema = app.openapi()  # generated once here and completed with what FastAPI cannot infer
-    complete_schema(schema)
+    complete_schema(schema, svc.classes)
     if token:
         schema.setdefault("components", {})["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "description": "The server's token (serve --token)."},

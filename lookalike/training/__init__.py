@@ -23,9 +23,9 @@ from pathlib import Path
 
 from lookalike.errors import ConfigError
 from lookalike.images import labelled_files
+from lookalike.training.cache import pooled_features
 from lookalike.training.card import model_card, write_model
 from lookalike.training.data import TrainingData, check_classes, prepare_data
-from lookalike.training.features import pooled_features
 from lookalike.training.loop import fit, prepare_out, train_members, validation_metrics
 from lookalike.training.options import (
     DEFAULT_EPOCHS,

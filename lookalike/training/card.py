@@ -27,7 +27,7 @@ from lookalike.models.trained import (
     RUN_DIR,
     WEIGHTS_FILE,
 )
-from lookalike.training.features import GEM_P
+from lookalike.training.cache import GEM_P
 from lookalike.training.options import TrainOptions, TrainResult
 
 if TYPE_CHECKING:

@@ -23,6 +23,7 @@ import numpy as np
 from lookalike.errors import LookalikeError
 from lookalike.io import atomic_write
 from lookalike.models.trained import COMPLETE_FILE, MEMBERS_DIR, RUN_DIR, build_embedder
+from lookalike.training.cache import stem_features
 from lookalike.training.card import (
     MODEL_FILES,
     members_card,
@@ -32,7 +33,6 @@ from lookalike.training.card import (
     write_card,
 )
 from lookalike.training.data import AUG_VIEWS, TrainingData, random_crop
-from lookalike.training.features import stem_features
 from lookalike.training.options import TrainOptions, TrainResult
 
 CHECKPOINT = "checkpoint.pt"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.errors import ConfigError
-from lookalike.verify.features import Features
+from lookalike.verify.local_features import Features
 
 GEOMETRIES = ("fundamental", "homography")
 MATCH, NO_MATCH, UNKNOWN = "match", "no-match", "unknown"

@@ -10,7 +10,7 @@ threads do not fight over the cores.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ import numpy as np
 from lookalike.errors import ConfigError, LookalikeError
 from lookalike.progress import bar
 from lookalike.search import knn_pairs
-from lookalike.verify.features import MIN_KEYPOINTS, FeatureCache, FeatureConf, Features
+from lookalike.verify.local_features import MIN_KEYPOINTS, FeatureCache, FeatureConf, Features
 from lookalike.verify.match import (
     MATCH,
     NO_MATCH,
@@ -168,17 +168,22 @@ def verify_against(
 
 @dataclass
 class VerifiedPair:
-    """A candidate pair (ids and names in index order), its cosine, and the verdict of geometric verification."""
+    """A candidate pair (ids and names in index order), its cosine, and the verdict of geometric verification
+    (``None`` for a retrieval pair nobody verified). Unpacks as hloc's ``(name_a, name_b, score)``."""
 
     a: int
     b: int
     name_a: str
     name_b: str
     score: float
-    verdict: Verdict
+    verdict: Verdict | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.name_a, self.name_b, self.score))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"a": self.name_a, "b": self.name_b, "score": round(self.score, 4), **self.verdict.to_dict()}
+        out = {"a": self.name_a, "b": self.name_b, "score": round(self.score, 4)}
+        return {**out, **self.verdict.to_dict()} if self.verdict is not None else out
 
 
 def candidate_pairs(

@@ -10,6 +10,7 @@ function el(tag, attrs = {}, ...children) {
   for (const [k, v] of Object.entries(attrs)) {
     if (k === "class") node.className = v;
     else if (k === "text") node.textContent = v;
+    else if (k === "style") Object.assign(node.style, v);  // CSSOM, which the CSP allows (a style attribute it does not)
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v);
   }
@@ -131,7 +132,7 @@ function drawPrediction(prediction) {
   const entries = Object.entries(prediction.probabilities).sort((a, b) => b[1] - a[1]).slice(0, 6);
   $("pred-bars").replaceChildren(...entries.map(([name, p], i) => el("li", { class: i === 0 ? "best" : "" },
     el("span", { class: "name", text: name, title: name }),
-    el("span", { class: "track" }, el("span", { class: "fill", style: `width:${(100 * p).toFixed(1)}%;display:block` })),
+    el("span", { class: "track" }, el("span", { class: "fill", style: { width: `${(100 * p).toFixed(1)}%`, display: "block" } })),
     el("span", { class: "pct", text: `${(100 * p).toFixed(1)}%` }),
   )));
 }
@@ -164,7 +165,7 @@ function matchCard(m) {
         el("span", { class: "score", text: m.score.toFixed(3) }),
         verified,
         m.label ? el("span", { class: "chip", text: m.label, title: m.label }) : null),
-      el("div", { class: "scorebar" }, el("div", { style: `width:${pct.toFixed(1)}%` })),
+      el("div", { class: "scorebar" }, el("div", { style: { width: `${pct.toFixed(1)}%` } })),
       el("div", { class: "name", text: m.name })),
   );
 }
@@ -233,12 +234,12 @@ function clusterCard(c) {
 async function loadClusters() {
   if (state.clustersLoaded) return;
   const box = $("clusters");
-  box.replaceChildren(el("div", { class: "loading", style: "position:static" }, el("div", { class: "spinner" })));
+  box.replaceChildren(el("div", { class: "loading inline" }, el("div", { class: "spinner" }), el("span", { text: "Loading clusters…" })));
   try {
     const data = await api("/api/clusters");
     state.clustersLoaded = true;
     if (!data.available || !data.clusters.length) {
-      box.replaceChildren(el("div", { class: "empty", text: "This index has no clusters yet: run `lookalike cluster` on it." }));
+      box.replaceChildren(el("div", { class: "empty note", text: "This index has no clusters yet: run `lookalike cluster --index INDEX_DIR` on it, then reload this page." }));
       return;
     }
     $("clusters-meta").textContent = `${data.clusters.length} clusters · ${data.noise.length} images in none`;
@@ -293,7 +294,7 @@ async function loadDuplicates() {
   if (state.dupsLoaded) return;
   const box = $("dups");
   showError($("dups-error"), "");
-  box.replaceChildren(el("div", { class: "loading", style: "position:static" }, el("div", { class: "spinner" }), el("span", { text: "Checking copies pixel for pixel…" })));
+  box.replaceChildren(el("div", { class: "loading inline" }, el("div", { class: "spinner" }), el("span", { text: "Checking copies pixel for pixel…" })));
   try {
     const plan = await api("/api/duplicates");
     state.dupsLoaded = true;
@@ -301,7 +302,11 @@ async function loadDuplicates() {
     const s = plan.summary;
     $("dups-meta").textContent = `${s.groups} groups · ${s.remove} copies to remove (${(s.bytes / 1048576).toFixed(1)} MB)`;
     $("dups-download").hidden = !s.groups;
-    box.replaceChildren(...(plan.groups.length ? plan.groups.map(dupCard) : [el("div", { class: "empty", text: "No copies found." })]));
+    const none = state.health && state.health.images === 0
+      ? "This index has no images: add photos to its folder and run `lookalike index` on it."
+      : "No copies found: no two images here are the same photo (checked pixel for pixel). New photos are checked " +
+        "once `lookalike index` has added them.";
+    box.replaceChildren(...(plan.groups.length ? plan.groups.map(dupCard) : [el("div", { class: "empty note", text: none })]));
   } catch (e) {
     box.replaceChildren();
     showError($("dups-error"), e.message);
@@ -328,6 +333,7 @@ function showView(name) {
   for (const v of ["search", "clusters", "map", "duplicates"]) {
     $(`view-${v}`).hidden = name !== v;
     $(`tab-${v}`).classList.toggle("active", name === v);
+    $(`tab-${v}`).setAttribute("aria-selected", String(name === v));
   }
   if (name === "clusters") loadClusters();
   if (name === "map") LookalikeMap.load().catch((e) => showError($("map-error"), e.message));
@@ -342,8 +348,8 @@ function route() {
     if (state.id !== Number(m[1])) { state.id = Number(m[1]); state.file = null; runSearch(); }
     showView("search");
   } else {
-    const clusters = hash === "#clusters" && state.health && state.health.clusters;
-    showView(clusters ? "clusters" : hash === "#map" ? "map" : hash === "#duplicates" ? "duplicates" : "search");
+    const views = { "#clusters": "clusters", "#map": "map", "#duplicates": "duplicates" };
+    showView(views[hash] || "search");
   }
 }
 
@@ -378,9 +384,15 @@ async function start() {
       (h.classes.length ? ` · ${h.classes.length} classes` : " · no labels");
     $("k").max = Math.min(h.max_k, 50);
     if (h.formats) $("file").accept = ["image/*", ...h.formats].join(",");  // HEIC and RAW are not image/* everywhere
-    $("tab-clusters").hidden = !h.clusters;
+    $("tab-clusters").title = h.clusters ? "" : "no clusters yet: run `lookalike cluster`";
     $("tab-map").title = h.map ? "" : "no current map: run `lookalike map`";
     $("f-label").append(...h.classes.map((c) => el("option", { value: c, text: c })));
+    if (!h.images) {
+      $("index-meta").textContent = `no images yet · ${h.model}: add photos and run \`lookalike index\``;
+      $("empty").replaceChildren(
+        el("p", { text: "This index has no images: add photos to its folder and run `lookalike index` on it, then reload this page." }));
+      $("empty").classList.add("note");
+    }
     if (!h.classes.length) {
       for (const r of document.querySelectorAll("input[name=mode]")) {
         if (r.value !== "all") { r.disabled = true; r.parentElement.classList.add("disabled"); r.parentElement.title = "this index has no labels"; }

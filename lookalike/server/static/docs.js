@@ -1,4 +1,4 @@
-// Swagger UI for /docs, from the swagger-ui-bundle package this server ships (no CDN, no inline script).
+// Swagger UI 5 for /docs (renders OpenAPI 3.1), from the fastapi-offline package this server depends on (no CDN, no inline script).
 "use strict";
 window.ui = SwaggerUIBundle({
   url: "/openapi.json",

@@ -21,12 +21,15 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lookalike.errors import LookalikeError
 from lookalike.images import content_hash
 from lookalike.io import atomic_write_json, now_iso
 from lookalike.store import DECISIONS_FILE
+
+if TYPE_CHECKING:
+    from lookalike.view import IndexView
 
 DECISION_KINDS = ("not-duplicates", "keep-all")
 
@@ -87,7 +90,7 @@ class Decisions:
         return len(self.items)
 
 
-def decide(index: Any, kind: str, files: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
+def decide(index: IndexView, kind: str, files: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
     """Remember a decision about these photos (paths on disk, or names relative to the photo folder); each is
     identified by its content hash, so the decision survives renames and moves."""
     hashes, names = [], []
@@ -105,5 +108,5 @@ def decide(index: Any, kind: str, files: Sequence[str | os.PathLike[str]]) -> di
             names.append(found.resolve().relative_to(index.root).as_posix())
         except ValueError:
             names.append(str(found))
-    decisions = Decisions.load(index.store.path)
+    decisions = Decisions.load(index.folder)
     return decisions.add(kind, hashes, names)

@@ -9,7 +9,7 @@ four extra descriptions are why it is opt-in: they cost four times the model wor
 per image instead of one), cached in ``INDEX_DIR/orientations.npz`` by content hash so a second run costs nothing.
 
 A candidate (a, b, T) is then checked as an upright one is, with ``a``'s thumbnails turned by T first
-(``lookalike.cluster.pixels``: squashed square thumbnails turn exactly as the image does), and, when the pixels do
+(``lookalike.dedupe.pixels``: squashed square thumbnails turn exactly as the image does), and, when the pixels do
 not line up (a crop beyond the pixel check's range, heavy recompression), by a homography between their local
 features (``lookalike.verify``) that must hold many inliers. SIFT is rotation invariant, so turned pairs match
 their cached features as they are; it is not mirror invariant, so a mirrored candidate's features are extracted
@@ -167,7 +167,7 @@ def turned_candidates(vectors: np.ndarray, turned: np.ndarray, threshold: float,
 
 def turned_pixel_scores(coarse: np.ndarray, fine: np.ndarray, pairs: np.ndarray, turn: np.ndarray) -> np.ndarray:
     """Aligned NCC of each pair (rows of the thumbnails) with the first image turned by ``turn`` first."""
-    from lookalike.cluster.pixels import pixel_scores
+    from lookalike.dedupe.pixels import pixel_scores
 
     out = np.empty(len(pairs), np.float32)
     for t in np.unique(turn):

@@ -1,5 +1,5 @@
 """Near-duplicates: groups of rescaled, recompressed or cropped copies of one photo. Retrieval proposes candidate
-pairs (a FAISS kNN graph, cosine ≥ a floor), the pixel check (``lookalike.cluster.pixels``) decides.
+pairs (a FAISS kNN graph, cosine ≥ a floor), the pixel check (``lookalike.dedupe.pixels``) decides.
 
 Burst series come from the same candidates: pairs that do *not* line up pixel for pixel (different frames) but were
 captured within a few seconds of each other and look alike are one moment shot several times, not copies.
@@ -15,25 +15,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import sparse
+from scipy.sparse.csgraph import connected_components
 
 from lookalike.aggregate import l2_normalize
-from lookalike.cluster.decisions import Decisions
-from lookalike.cluster.labels import components, members
-from lookalike.cluster.orientations import (
+from lookalike.dedupe.decisions import Decisions
+from lookalike.dedupe.orientations import (
     ORIENTATIONS,
     homography_confirms,
     turned_candidates,
     turned_pixel_scores,
 )
-from lookalike.cluster.pixels import pixel_scores, thumbnails
+from lookalike.dedupe.pixels import pixel_scores, thumbnails
 from lookalike.errors import ConfigError
 from lookalike.search import knn_graph
 
 if TYPE_CHECKING:
     from lookalike.verify import FeatureCache
+    from lookalike.view import IndexView
 
 DEDUPE_FLOOR = 0.8  # cosine above which a kNN pair is a candidate copy (crops of flowers score from ~0.8)
-DEDUPE_PIXEL = 0.9  # aligned pixel NCC at or above which a candidate is a copy (see lookalike.cluster.pixels)
+DEDUPE_PIXEL = 0.9  # aligned pixel NCC at or above which a candidate is a copy (see lookalike.dedupe.pixels)
 SERIES_SECONDS = 5.0  # frames captured this close together (EXIF time) can be one burst
 SERIES_FLOOR = 0.85  # ... when their cosine is at least this
 
@@ -94,11 +95,20 @@ def candidate_pairs(
     return CheckedPairs(pairs[readable], cosine[readable], ncc)
 
 
+def _shared(labels: np.ndarray) -> list[np.ndarray]:
+    """The images of each label that at least two images share, in label order (one sort; a mask per label would
+    cost labels × images)."""
+    labels = np.where(np.bincount(labels, minlength=len(labels))[labels] >= 2, labels, -1)
+    order = np.argsort(labels, kind="stable")
+    sl = labels[order]
+    starts = np.flatnonzero(np.r_[True, sl[1:] != sl[:-1]]) if len(sl) else np.array([], dtype=np.int64)
+    ends = np.r_[starts[1:], len(sl)]
+    return [order[s:e] for s, e in zip(starts, ends, strict=True) if sl[s] >= 0]
+
+
 def _groups(n: int, pairs: np.ndarray) -> list[np.ndarray]:
     g = sparse.csr_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    comp = components(g)
-    sizes = np.bincount(comp)
-    return list(members(np.where(sizes[comp] >= 2, comp, -1)).values())
+    return _shared(connected_components(g, directed=False)[1].astype(np.int64))
 
 
 def _score_range(vectors: np.ndarray, group: np.ndarray) -> tuple[float, float]:
@@ -132,9 +142,7 @@ def _constrained_groups(
         parent[b] = a
         inside[a] = ha | hb
         inside.pop(b, None)
-    roots = np.array([find(i) for i in range(n)])
-    sizes = np.bincount(roots, minlength=n)
-    return list(members(np.where(sizes[roots] >= 2, roots, -1)).values())
+    return _shared(np.array([find(i) for i in range(n)], dtype=np.int64))
 
 
 def near_duplicates(
@@ -153,7 +161,7 @@ def near_duplicates(
 ) -> list[dict[str, Any]]:
     """Groups of near-identical images (rescaled, recompressed, cropped copies): connected components over kNN pairs
     with cosine ≥ ``threshold`` that, given ``paths`` and ``pixel`` > 0, also line up pixel for pixel (aligned NCC ≥
-    ``pixel``; see lookalike.cluster.pixels). Without ``paths`` or with ``pixel`` 0 the cosine alone decides, which
+    ``pixel``; see lookalike.dedupe.pixels). Without ``paths`` or with ``pixel`` 0 the cosine alone decides, which
     then needs a high threshold (~0.95) and still misses most crops.
 
     With ``hashes`` (content hash per image) and ``decisions``, photos a person marked "not duplicates" never end up
@@ -161,9 +169,9 @@ def near_duplicates(
     skipped), and a group wholly covered by a "keep all" decision says so (``"decision": "keep-all"``).
 
     ``turned`` (N, 4, dim): the vectors of each image turned 90°, 180°, 270° and mirrored
-    (:func:`~lookalike.cluster.orientations.orientation_vectors`) also find rotated and mirrored copies: T(a) near
+    (:func:`~lookalike.dedupe.orientations.orientation_vectors`) also find rotated and mirrored copies: T(a) near
     b is a candidate, confirmed when a turned by T lines up with b pixel for pixel or, given ``features`` (the
-    index's local features), when a homography links them with many inliers (see ``lookalike.cluster.orientations``).
+    index's local features), when a homography links them with many inliers (see ``lookalike.dedupe.orientations``).
 
     Largest group first; each group lists its ``ids`` (rows of ``vectors``), paths and the lowest and highest
     cosine inside it, and ``turns``: its pairs confirmed turned ({"a", "b", "turn"}: b is a turned by ``turn``)."""
@@ -213,6 +221,28 @@ def near_duplicates(
         groups.append(item)
     groups.sort(key=lambda g: (-g["size"], g["paths"][0]))
     return groups
+
+
+def index_duplicates(
+    index: IndexView,
+    threshold: float = DEDUPE_FLOOR,
+    k: int = 10,
+    *,
+    pixel: float = DEDUPE_PIXEL,
+    orientations: bool = False,
+    notes: list[str] | None = None,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """:func:`near_duplicates` over an index: its vectors, names, paths, content hashes and decisions, and with
+    ``orientations`` its turned vectors (computed and cached where missing) and local features. The one place that
+    argument block is written (the ``dedupe find`` command and plans both come here)."""
+    notes = notes if notes is not None else []
+    return near_duplicates(
+        index.vectors, index.names, threshold, k, paths=index.paths, pixel=pixel, notes=notes,
+        hashes=index.hashes, decisions=Decisions.load(index.folder),
+        turned=index.orientation_vectors(progress=progress, notes=notes) if orientations else None,
+        features=index.features if orientations else None,
+    )  # fmt: skip
 
 
 def _turned_copies(
@@ -317,9 +347,9 @@ def burst_series(
     """Burst series: groups of photos taken within ``seconds`` of each other (EXIF capture time) that look alike
     (cosine ≥ ``threshold``) but are *not* copies (aligned NCC < ``pixel``): the same moment, different frames.
 
-    Each series lists its frames best first (sharpness, then exposure; ``lookalike.cluster.keep``) with their facts;
+    Each series lists its frames best first (sharpness, then exposure; ``lookalike.dedupe.keep``) with their facts;
     ``best`` is the suggested frame. Photos without a capture time are never in a series."""
-    from lookalike.cluster.keep import SHARP_TOLERANCE, facts_of
+    from lookalike.dedupe.keep import SHARP_TOLERANCE, facts_of
 
     notes = notes if notes is not None else []
     if seconds <= 0:

@@ -11,18 +11,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lookalike.cluster.dedupe import DEDUPE_FLOOR, DEDUPE_PIXEL, check_ranges
-from lookalike.cluster.pixels import pixel_scores, thumbnails
+from lookalike.dedupe.copies import DEDUPE_FLOOR, DEDUPE_PIXEL, check_ranges
+from lookalike.dedupe.pixels import pixel_scores, thumbnails
 from lookalike.errors import ImageError, LookalikeError
 from lookalike.images import content_hash, discover, read_file
 from lookalike.progress import bar
 
 if TYPE_CHECKING:
-    from lookalike.index import Index
+    from lookalike.view import IndexView
 
 
 def check_new(
-    index: Index,
+    index: IndexView,
     folder: str | os.PathLike[str],
     *,
     threshold: float = DEDUPE_FLOOR,
@@ -40,7 +40,7 @@ def check_new(
     if not src.is_dir():
         raise LookalikeError(f"not a folder: {folder}")
     # the same walk as indexing: pipes, devices and dangling links are reported, never opened; exports left out
-    found = discover(src, exclude=[index.store.path])
+    found = discover(src, exclude=[index.folder])
     files = found.files + [p for p, _ in found.skipped]
     if not files:
         raise LookalikeError(f"no images found in {folder}")

@@ -1,4 +1,5 @@
-"""Features of the frozen backbone, computed once per run (or once per machine) rather than once per epoch.
+"""The training cache: pooled and stem activations of the frozen backbone, computed once per run (or once per
+machine) rather than once per epoch.
 
 * :func:`pooled_features`: GeM-pooled features of the whole untrained backbone. They are the head's input when the
   backbone stays frozen (``unfreeze=0``, so an epoch is a few milliseconds), the "before" metrics and the check that
