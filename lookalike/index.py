@@ -26,6 +26,7 @@ from lookalike import build
 from lookalike import query as query_path
 from lookalike.build import BuildReport, describer_of
 from lookalike.config import IndexConfig, RunOptions
+from lookalike.display import Matches, Predictions, matches_html
 from lookalike.embed import Describer
 from lookalike.errors import ConfigError, ImageError, LookalikeError
 from lookalike.filters import SCORE_DECIMALS, FilterColumns, SearchFilter
@@ -73,6 +74,9 @@ class SearchResult:
         d = asdict(self)
         d["matches"] = [m.to_dict() for m in self.matches]
         return d
+
+    def _repr_html_(self) -> str:
+        return matches_html(self.matches, self.note or "")
 
 
 class Index:
@@ -326,13 +330,13 @@ class Index:
         label: str | None = None,
         where: SearchFilter | None = None,
         rerank: int = 0,
-    ) -> list[Match]:
-        """The k images most similar to ``query``, best first (the query itself is never its own match).
+    ) -> Matches:
+        """The k images most similar to ``query``, best first (the query itself is never its own match), as thumbnails.
 
         ``where`` restricts the images searched (capture time, place, path, label) and the lowest score returned;
         ``rerank`` > 0 re-orders that many of the top by geometric verification (see :meth:`search_many`).
         """
-        return self.search_many([query], k, mode=mode, label=label, where=where, rerank=rerank)[0].matches
+        return Matches(self.search_many([query], k, mode=mode, label=label, where=where, rerank=rerank)[0].matches)
 
     @property
     def filter_columns(self) -> FilterColumns:
@@ -489,10 +493,8 @@ class Index:
         cached in the index folder by content hash (see ``lookalike.dedupe.orientations``)."""
         from lookalike.dedupe.orientations import orientation_vectors
 
-        describer = self.describer
-        return orientation_vectors(
-            self.store, describer.describe_images, describer.resolution, progress=progress, notes=notes
-        )
+        d = self.describer
+        return orientation_vectors(self.store, d.describe_images, d.resolution, progress=progress, notes=notes)
 
     def match_pair(self, a: int, b: int, verify: MatchConf | None = None) -> dict[str, Any]:
         """The verdict on two indexed images and their tentative matches in each image's own pixels (for drawing):
@@ -556,7 +558,8 @@ class Index:
 
         require_classes(self)
         vectors, exclude = self.prepare(queries)
-        return classify_vectors(self, vectors, method=method, k=k, exclude=exclude)
+        preds = classify_vectors(self, vectors, method=method, k=k, exclude=exclude)
+        return Predictions.of(preds, [query_path.source(q) for q in queries])
 
     # --- summary -------------------------------------------------------------------------------------------------
 

@@ -113,6 +113,12 @@ class Plan:
             "summary": self.summary.to_dict(), "notes": list(self.notes),
         }  # fmt: skip
 
+    def _repr_html_(self) -> str:
+        """A notebook shows the plan group by group, keeper first (``lookalike.display``)."""
+        from lookalike.display import plan_html
+
+        return plan_html(self.to_dict())
+
     @classmethod
     def from_dict(cls, d: Any, source: object = "plan") -> Plan:
         """A plan from its JSON object; anything that is not one is refused in one line naming ``source``."""
