@@ -1,0 +1,164 @@
+"""Duplicates as photographers have them: camera originals over their exports, RAW+JPEG siblings, edited copies,
+reference folders, --path, and the refusals (one line each, nothing moves)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from lookalike import Index
+from lookalike.cli import app
+from lookalike.dedupe import DedupeSettings, apply_plan, are_siblings, format_of, index_duplicates, make_plan
+from lookalike.errors import ConfigError, LookalikeError
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="session")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """HEIC + JPEG export, AVIF + JPEG export, DNG + JPEG siblings (and a half-size copy of the JPEG), a JPEG and
+    its Lightroom edit, indexed in place; read-only (tests copy it)."""
+    from lookalike.samples import source_photos, write_format_group
+
+    root = tmp_path_factory.mktemp("shots") / "photos"
+    rng = np.random.default_rng(3)
+    photos = {k: Image.open(p).convert("RGB") for k, p in source_photos().items()}
+    for n, (kind, src) in enumerate(zip(("heic", "avif", "dng", "edited"), photos.values(), strict=True), start=1):
+        write_format_group(src, root, f"IMG_{n:04d}", kind, rng=rng, when=f"2024:05:0{n} 10:00:00")
+    small = Image.open(root / "camera/IMG_0003.jpg")
+    small.resize((small.width // 2, small.height // 2)).save(root / "exports/IMG_0003-small.jpg", quality=90)
+    Index.build(root, labels="none")
+    return root
+
+
+@pytest.fixture
+def tree(shots: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "photos"
+    shutil.copytree(shots, root, copy_function=shutil.copy2)
+    return root
+
+
+def _group_of(plan: dict, name: str) -> dict:
+    return next(g for g in plan["groups"] if any(f["path"] == name for f in g["files"]))
+
+
+def _roles(plan: dict) -> dict[str, str]:
+    return {f["path"]: f["role"] for g in plan["groups"] for f in g["files"] if g["action"] == "remove-others"}
+
+
+def test_formats_and_siblings_from_names() -> None:
+    assert [format_of(n) for n in ("a.CR2", "b.HEIC", "c.avif", "d.JPG", "e.png", "f.webp", "g.gif")] == [
+        "raw", "heic", "avif", "jpeg", "png", "webp", "other"]  # fmt: skip
+    assert are_siblings("x/IMG_0001.CR2", "x/IMG_0001.JPG")
+    assert not are_siblings("x/IMG_0001.JPG", "x/IMG_0001.jpeg")  # no RAW: not a sibling pair
+    assert not are_siblings("x/IMG_0001.CR2", "y/IMG_0001.JPG")  # other folder, no capture time
+    t = "2024-05-01T10:00:00"
+    assert are_siblings("raw/IMG_0001.CR2", "jpg/IMG_0001.JPG", time_a=t, time_b=t, camera_a="C", camera_b="C")
+    assert not are_siblings("raw/IMG_0001.CR2", "jpg/IMG_0001.JPG", time_a=t, time_b=t, camera_a="C", camera_b="D")
+
+
+def test_camera_original_beats_its_bigger_jpeg_export(shots: Path) -> None:
+    plan = make_plan(Index.open(shots / ".lookalike"))
+    for original, export in (
+        ("phone/IMG_0001.HEIC", "exports/IMG_0001.jpg"),
+        ("phone/IMG_0002.avif", "exports/IMG_0002.jpg"),
+    ):
+        g = _group_of(plan, original)
+        sizes = {f["path"]: f["size"] for f in g["files"]}
+        assert sizes[export] > sizes[original]  # the export is the bigger file, yet the original stays
+        assert g["keeper"] == original and "preferred format" in g["why"], g["why"]
+    jpeg_first = make_plan(Index.open(shots / ".lookalike"), settings=DedupeSettings.parse(prefer_formats="jpeg,heic"))
+    assert _group_of(jpeg_first, "phone/IMG_0001.HEIC")["keeper"] == "exports/IMG_0001.jpg"
+
+
+def test_raw_jpeg_siblings_are_one_shot_not_copies(shots: Path) -> None:
+    """The DNG and its JPEG line up pixel for pixel, yet are never a confirmed pair by default; the group they share
+    here comes from a real copy of the JPEG, and a plan keeps or removes the pair together."""
+    index = Index.open(shots / ".lookalike")
+    notes: list[str] = []
+    index_duplicates(index, notes=notes)
+    assert any("1 RAW+JPEG sibling pair(s) kept apart" in n for n in notes), notes
+    notes = []
+    index_duplicates(index, notes=notes, settings=DedupeSettings(raw_jpeg="duplicates"))
+    assert not any("sibling" in n for n in notes), notes
+    for settings in (DedupeSettings(), DedupeSettings.parse(prefer=[shots / "exports"])):
+        roles = _roles(make_plan(index, settings=settings))
+        pair = [roles.get(n) for n in ("camera/IMG_0003.dng", "camera/IMG_0003.jpg")]
+        assert pair[0] == pair[1], (settings, roles)
+        assert "remove" not in pair or roles.get("exports/IMG_0003-small.jpg") == "keep"
+
+
+def test_edited_copy_is_reported_and_the_rule_decides(shots: Path) -> None:
+    index = Index.open(shots / ".lookalike")
+    g = _group_of(make_plan(index), "edits/IMG_0004-edit.jpg")
+    facts = {f["path"]: f["facts"] for f in g["files"]}
+    assert facts["edits/IMG_0004-edit.jpg"]["editor"].startswith("Adobe Photoshop Lightroom")
+    assert facts["camera/IMG_0004.jpg"]["editor"] is None
+    assert g["keeper"] == "camera/IMG_0004.jpg" and "not an edited copy" in g["why"]
+    assert _group_of(make_plan(index, "edited"), "camera/IMG_0004.jpg")["keeper"] == "edits/IMG_0004-edit.jpg"
+
+
+def test_reference_folder_holding_the_best_copy_is_never_planned_for_removal(tree: Path) -> None:
+    index = Index.open(tree / ".lookalike")
+    for ref in ("phone", "exports"):
+        plan = make_plan(index, settings=DedupeSettings.parse(reference=[tree / ref]))
+        removed = [p for p, r in _roles(plan).items() if r == "remove"]
+        assert removed and not any(p.startswith(ref + "/") for p in removed), removed
+        assert plan["reference"] == [ref] or ref in plan["reference"]
+    both = make_plan(index, settings=DedupeSettings.parse(reference=[tree / "phone", tree / "exports"]))
+    assert _group_of(both, "phone/IMG_0001.HEIC")["action"] == "reference-only"
+
+
+def test_apply_refuses_a_plan_made_before_its_folder_became_a_reference(tree: Path, tmp_path: Path) -> None:
+    before = sorted(p for p in tree.rglob("*") if p.is_file() and ".lookalike" not in p.parts)
+    plan = make_plan(Index.open(tree / ".lookalike"))
+    assert _roles(plan)["exports/IMG_0001.jpg"] == "remove"
+    r = runner.invoke(app, ["dedupe", "reference", str(tree / "exports"), "--index", str(tree / ".lookalike")])
+    assert r.exit_code == 0, r.output
+    with pytest.raises(LookalikeError, match=r"exports/IMG_000\d.*\.jpg is in the reference folder exports \(made"):
+        apply_plan(Index.open(tree / ".lookalike"), plan, "move", target=tmp_path / "trash")
+    assert sorted(p for p in tree.rglob("*") if p.is_file() and ".lookalike" not in p.parts) == before
+
+
+def test_path_narrows_dedupe_to_part_of_the_collection(shots: Path) -> None:
+    index = Index.open(shots / ".lookalike")
+    only_phone = index_duplicates(index, settings=DedupeSettings(path="phone/**"))
+    assert only_phone == []  # the exports are outside the glob
+    both = index_duplicates(index, settings=DedupeSettings(path="{phone,exports}/**"))
+    assert {g["paths"][0].split("/")[0] for g in both} <= {"phone", "exports"} and len(both) >= 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--reference", "/"], "is outside the photo folder"),
+        (["--reference", "phone", "--path", "phone/**"], "is also the --path target"),
+        (["--prefer-formats", "raw,gif"], "prefer-formats: a comma list"),
+        (["--raw-jpeg", "maybe"], "raw-jpeg must be pairs or duplicates"),
+    ],
+)
+def test_bad_dedupe_settings_refused_in_one_line(tree: Path, args: list[str], message: str) -> None:
+    before = sorted(tree.rglob("*"))
+    idx = str(tree / ".lookalike")
+    args = [a if a != "phone" else str(tree / "phone") for a in args]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-m", "lookalike.cli", "dedupe", "plan", str(tree / "plan.json"), "--index", idx, *args]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert p.returncode == 1 and message in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert sorted(tree.rglob("*")) == before
+
+
+def test_settings_check_themselves() -> None:
+    with pytest.raises(ConfigError, match="prefer_formats"):
+        DedupeSettings(prefer_formats=("raw", "raw"))
+    assert DedupeSettings.parse(prefer_formats="RAW,heif,jpg").prefer_formats == ("raw", "heic", "jpeg")
+    assert DedupeSettings().to_dict() == {}
