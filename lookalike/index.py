@@ -26,6 +26,7 @@ from lookalike import build
 from lookalike import query as query_path
 from lookalike.build import BuildReport, describer_of
 from lookalike.config import IndexConfig, RunOptions
+from lookalike.dedupe.collapse import collapse_matches
 from lookalike.embed import Describer
 from lookalike.errors import ConfigError, ImageError, LookalikeError
 from lookalike.filters import FilterColumns, SearchFilter
@@ -54,6 +55,7 @@ class Match:
     id: int
     name: str
     inliers: int | None = None  # geometric verification against the query (re-ranked searches only)
+    folded: list[int] | None = None  # collapsed searches: ids of the copies of this photo folded into it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -318,13 +320,15 @@ class Index:
         label: str | None = None,
         where: SearchFilter | None = None,
         rerank: int = 0,
+        collapse: bool = False,
     ) -> list[Match]:
         """The k images most similar to ``query``, best first (the query itself is never its own match).
 
         ``where`` restricts the images searched (capture time, place, path, label) and the lowest score returned;
         ``rerank`` > 0 re-orders that many of the top by geometric verification (see :meth:`search_many`).
         """
-        return self.search_many([query], k, mode=mode, label=label, where=where, rerank=rerank)[0].matches
+        found = self.search_many([query], k, mode=mode, label=label, where=where, rerank=rerank, collapse=collapse)
+        return found[0].matches
 
     @property
     def filter_columns(self) -> FilterColumns:
@@ -355,6 +359,7 @@ class Index:
         rerank: int = 0,
         verify: MatchConf | None = None,
         query_images: Sequence[Image.Image | None] | None = None,
+        collapse: bool = False,
     ) -> list[SearchResult]:
         """Search for several queries; ``exclude`` adds, per query, ids that are the query itself (e.g. an indexed
         image given by its vector) to those found from its file. ``where`` filters inside the search: k matches
@@ -363,7 +368,8 @@ class Index:
         ``rerank``: the top ``rerank`` by cosine are verified geometrically against the query and re-ordered,
         verified ones first by inliers (ties by cosine), then the rest by cosine; each match reports its inliers.
         Local features of indexed images are computed and cached where missing. A query given as a vector needs
-        its image in ``query_images`` (or must be an indexed image, named in ``exclude``)."""
+        its image in ``query_images`` (or must be an indexed image, named in ``exclude``). ``collapse``: copies among
+        the hits fold into their keeper's match, ``folded`` (``lookalike.dedupe.collapse``)."""
         if rerank < 0:
             raise ConfigError(f"rerank depth must not be negative, got {rerank}", setting="rerank_depth")
         if mode not in MODES:
@@ -396,7 +402,7 @@ class Index:
             if allowed is not None and not len(allowed):
                 results.append(SearchResult(qname, [], mode, qclass, source, shown, note))
                 continue
-            depth = max(k, rerank)
+            depth = max(k * 4 if collapse else k, rerank)
             scores, ids = self.searcher.search(vectors[qi : qi + 1], depth, allowed=allowed, exclude=[exclude[qi]])
             found = ids[0] >= 0
             if where is not None and where.min_score is not None:
@@ -413,6 +419,7 @@ class Index:
             if rerank:
                 image = query_images[qi] if query_images is not None else None
                 matches = self.rerank(self._query_features(q, image, exclude[qi]), matches, verify)
+            matches = collapse_matches(self, matches) if collapse else matches
             matches = matches[:k]
             if not matches and note is None and where:
                 note = "no image other than the query passes the filter"

@@ -162,3 +162,50 @@ def test_settings_check_themselves() -> None:
         DedupeSettings(prefer_formats=("raw", "raw"))
     assert DedupeSettings.parse(prefer_formats="RAW,heif,jpg").prefer_formats == ("raw", "heic", "jpeg")
     assert DedupeSettings().to_dict() == {}
+
+
+def test_search_collapse_shows_one_hit_per_copy_group(built: Path) -> None:
+    """The sample copies (half size, q40, blur of each photo): a search from the temple finds the copies as its top
+    hits; collapsed, they fold into one match, the keeper (most pixels), and the folded ids are listed."""
+    index = Index.open(built / ".lookalike")
+    query = built / "copies" / "temple_q40.jpg"
+    plain = index.search(str(query), 5)
+    assert all(m.folded is None for m in plain)
+    folded = index.search(str(query), 5, collapse=True)
+    names = [m.name for m in folded]
+    assert names[0] == "temple.jpg", names
+    assert set(folded[0].folded or []) == {
+        index.names.index(n) for n in ("copies/temple_half.jpg", "copies/temple_blur.jpg")
+    }
+    assert [m.rank for m in folded] == list(range(1, len(folded) + 1))
+    assert not any(n.startswith("copies/temple") for n in names[1:])
+    r = runner.invoke(app, ["search", str(query), "--index", str(built / ".lookalike"), "--collapse", "--json"])
+    assert r.exit_code == 0 and '"folded"' in r.output, r.output
+
+
+def test_search_collapse_folds_raw_jpeg_siblings(shots: Path) -> None:
+    index = Index.open(shots / ".lookalike")
+    hits = index.search(str(shots / "exports" / "IMG_0003-small.jpg"), 3, collapse=True)
+    first = hits[0]
+    assert first.name == "camera/IMG_0003.dng", [(m.name, m.folded) for m in hits]
+    assert index.names.index("camera/IMG_0003.jpg") in (first.folded or [])
+
+
+def test_api_search_collapse_says_which_ids_were_folded(built: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from lookalike.server.app import create_app
+
+    index = Index.open(built / ".lookalike")
+    qid = index.names.index("copies/temple_q40.jpg")
+    with TestClient(create_app(index)) as client:
+        plain = client.get("/api/search", params={"id": qid, "k": 5}).json()
+        assert "collapse" not in plain and all("folded" not in m for m in plain["matches"])
+        r = client.get("/api/search", params={"id": qid, "k": 5, "collapse": "true"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["collapse"] is True and body["matches"][0]["name"] == "temple.jpg"
+        assert len(body["matches"][0]["folded"]) == 2
+        with (built / "copies" / "temple_q40.jpg").open("rb") as fh:
+            posted = client.post("/api/search", data={"k": 5, "collapse": "true"}, files={"file": fh}).json()
+        assert posted["matches"][0]["folded"] and posted["collapse"] is True

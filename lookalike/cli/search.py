@@ -49,6 +49,9 @@ def search(
     ] = False,
     rerank_depth: Annotated[int, typer.Option(help="--rerank: how many of the top results are verified.")] = 100,
     min_inliers: Annotated[int, typer.Option(help="--rerank: inliers a result needs to count as verified.")] = 15,
+    collapse: Annotated[
+        bool, typer.Option("--collapse", help="One result per group of copies (its keeper), with 'and N copies'.")
+    ] = False,
 ) -> None:
     """The k indexed images most similar to each query, best first; the filters act inside the search."""
     from lookalike.filters import SearchFilter
@@ -75,6 +78,7 @@ def search(
         where=where or None,
         rerank=rerank_depth if rerank else 0,
         verify=verify,
+        collapse=collapse,
     )
     if as_json:
         for r in results:
@@ -91,7 +95,8 @@ def search(
             table.add_column("path")
             for m in r.matches:
                 extra = [("–" if m.inliers is None else str(m.inliers))] if rerank else []
-                table.add_row(str(m.rank), f"{m.score:.4f}", *extra, escape(m.label or ""), shown(m.name))
+                copies = f"  (and {len(m.folded)} {'copy' if len(m.folded) == 1 else 'copies'})" if m.folded else ""
+                table.add_row(str(m.rank), f"{m.score:.4f}", *extra, escape(m.label or ""), shown(m.name) + copies)
             out.print(table)
             if r.note:
                 err.print(f"[yellow]{escape(r.note)}[/]", soft_wrap=True)

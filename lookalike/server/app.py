@@ -107,6 +107,9 @@ RerankField = Annotated[
         "then carries its inlier count.",
     ),
 ]
+CollapseField = Annotated[
+    bool, Form(description="One match per copy group (its keeper); the ids of the copies folded are in `folded`.")
+]
 
 _DATE = r"([0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
 _TIME = r"T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?"
@@ -467,6 +470,7 @@ class Service:
         where: SearchFilter | None = None,
         rerank: int = 0,
         data: bytes | None = None,
+        collapse: bool = False,
     ) -> dict[str, Any]:
         image = None
         if rerank and data is not None:  # an upload is verified from its own pixels, at the features' resolution
@@ -480,6 +484,7 @@ class Service:
             where=where or None,
             rerank=rerank,
             query_images=[image] if rerank else None,
+            collapse=collapse,
         )[0]
         out = {
             "query": query,
@@ -492,10 +497,13 @@ class Service:
             "note": result.note,
             "matches": [
                 {**self.describe_id(m.id), "rank": m.rank, "score": round(m.score, 6), "inliers": m.inliers}
+                | ({"folded": m.folded} if m.folded is not None else {})
                 for m in result.matches
             ],
             "prediction": self.predict(vec, exclude, quiet=True),
         }
+        if collapse:
+            out["collapse"] = True
         return out
 
     def match_pair(self, a: int, b: int) -> dict[str, Any]:
@@ -1079,6 +1087,7 @@ def create_app(
         label: str | None,
         where: SearchFilter,
         rerank: int = 0,
+        collapse: bool = False,
     ) -> dict:
         started = time.perf_counter()
         if not svc.names:
@@ -1092,7 +1101,7 @@ def create_app(
         if label is not None and svc.classes and label not in svc.classes:
             raise HTTPException(422, f"class: unknown class {label!r}; the index has: {', '.join(svc.classes)}")
         vec, exclude, query, data = await make_query(file, image_id)
-        out = await svc.run(svc.search, vec, exclude, query, k, mode, label, where, rerank, data)
+        out = await svc.run(svc.search, vec, exclude, query, k, mode, label, where, rerank, data, collapse)
         out["seconds"] = round(time.perf_counter() - started, 4)  # decode, model, search, re-rank and classify
         return out
 
@@ -1116,12 +1125,13 @@ def create_app(
         with_label: LabelField = None,
         min_score: MinScoreField = None,
         rerank: RerankField = 0,
+        collapse: CollapseField = False,
     ) -> dict[str, Any]:
         check_filter_forms({"after": after, "before": before, "near": near, "min_score": min_score})
         where = SearchFilter.parse(
             after=after, before=before, near=near, path=path, label=with_label, min_score=min_score
         )
-        return await do_search(file, image_id, k, mode, label, where, rerank)
+        return await do_search(file, image_id, k, mode, label, where, rerank, collapse)
 
     @app.get(
         "/api/search",
@@ -1142,12 +1152,15 @@ def create_app(
         with_label: Annotated[str | None, Query(alias="label", description="Filter: this label only.")] = None,
         min_score: Annotated[str | None, Query(description="Filter: lowest cosine returned.")] = None,
         rerank: Annotated[int, Query(ge=0, le=MAX_RERANK)] = 0,
+        collapse: Annotated[
+            bool, Query(description="One match per copy group (its keeper), copies in folded.")
+        ] = False,
     ) -> dict[str, Any]:
         check_filter_forms({"after": after, "before": before, "near": near, "min_score": min_score})
         where = SearchFilter.parse(
             after=after, before=before, near=near, path=path, label=with_label, min_score=min_score
         )
-        return await do_search(None, image_id, k, mode, label, where, rerank)
+        return await do_search(None, image_id, k, mode, label, where, rerank, collapse)
 
     @app.get(
         "/api/matches",

@@ -113,6 +113,10 @@ class Match(IndexedImage):
         "Geometrically verified keypoint matches with the query when re-ranked; null without re-ranking or when "
         "the pair could not be verified (too few keypoints)."
     )
+    folded: list[int] = omitted(
+        "Collapsed searches (collapse=true): ids of this photo's copies among the hits, folded into this match (its "
+        "keeper); empty when it has none; absent when the search was not collapsed."
+    )
 
 
 class Prediction(Reply):
@@ -141,6 +145,7 @@ class SearchReply(Reply):
     mode: Mode = described("all, same-class or other-classes.")
     k: int = described("How many matches were asked for.")
     rerank: int = described("Re-ranking depth by geometric verification (0 = off).")
+    collapse: bool = omitted("Whether copies among the hits were folded into one match each (absent when not).")
     query_class: str | None = described("The class a class mode searched in or outside of; null in mode all.")
     class_source: ClassSource | None = described(
         "Where query_class came from: given (the class field), label (the indexed image's), folder or predicted; "

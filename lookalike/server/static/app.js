@@ -62,7 +62,8 @@ function params() {
   const k = $("k").value;
   const mode = document.querySelector("input[name=mode]:checked").value;
   const rerank = $("rerank") && $("rerank").checked ? 100 : 0;
-  return { k, mode, rerank };
+  const collapse = Boolean($("collapse") && $("collapse").checked);
+  return { k, mode, rerank, collapse };
 }
 
 // The filter fields as the API spells them; empty ones are left out (the server validates the rest).
@@ -80,13 +81,14 @@ function filters() {
 
 async function runSearch() {
   if (!state.file && state.id == null) return;
-  const { k, mode, rerank } = params();
+  const { k, mode, rerank, collapse } = params();
   const seq = ++state.seq;  // only the latest request may draw
   const form = new FormData();
   form.append("k", k);
   form.append("mode", mode);
   for (const [name, value] of Object.entries(filters())) form.append(name, value);
   form.append("rerank", rerank);
+  if (collapse) form.append("collapse", "true");
   if (state.id != null) form.append("id", state.id);
   else form.append("file", state.file, state.file.name);
 
@@ -164,6 +166,10 @@ function matchCard(m) {
       el("div", { class: "row" },
         el("span", { class: "score", text: m.score.toFixed(3) }),
         verified,
+        m.folded && m.folded.length ? el("span", {
+          class: "chip copies", text: `and ${m.folded.length} ${m.folded.length === 1 ? "copy" : "copies"}`,
+          title: `copies folded into this result: ids ${m.folded.join(", ")}`,
+        }) : null,
         m.label ? el("span", { class: "chip", text: m.label, title: m.label }) : null),
       el("div", { class: "scorebar" }, el("div", { style: { width: `${pct.toFixed(1)}%` } })),
       el("div", { class: "name", text: m.name })),
@@ -373,6 +379,7 @@ async function start() {
   });
   LookalikeMap.init(searchById);
   $("rerank").addEventListener("change", runSearch);
+  if ($("collapse")) $("collapse").addEventListener("change", runSearch);
   window.addEventListener("hashchange", route);
   $("login-form").addEventListener("submit", login);
   $("dups-download").addEventListener("click", downloadPlan);
