@@ -111,7 +111,7 @@ def build_state(state: IndexState, photos: Path, folder: Path, resolution: int =
     if state.features:
         index.local_features()
     if state.decisions:
-        from lookalike.cluster import decide, make_plan
+        from lookalike.dedupe import decide, make_plan
 
         groups = make_plan(index)["groups"]
         assert groups, "the sample photos hold copies"

@@ -209,3 +209,48 @@ def test_api_search_collapse_says_which_ids_were_folded(built: Path) -> None:
         with (built / "copies" / "temple_q40.jpg").open("rb") as fh:
             posted = client.post("/api/search", data={"k": 5, "collapse": "true"}, files={"file": fh}).json()
         assert posted["matches"][0]["folded"] and posted["collapse"] is True
+
+
+def _jpeg(img: Image.Image, quality: int) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _facts(data: bytes) -> object:
+    from lookalike.dedupe.keep import FileFacts, jpeg_blocks
+
+    table, dct = jpeg_blocks(data)
+    img = Image.open(__import__("io").BytesIO(data))
+    return FileFacts("x.jpg", img.width, img.height, len(data), 0.0, 1.0, None, False, False, "", table, dct)
+
+
+@pytest.mark.parametrize("quality", [80, 85, 90])
+def test_a_resave_at_quality_80_to_90_is_recognised(quality: int) -> None:
+    """A quality-75 photo re-saved at 80–90 (bigger, as sharp, no better) is recognised as a re-save of it (the
+    values its coarser steps cannot reach stay empty); the same pixels compressed once at that quality are not."""
+    from lookalike.dedupe.keep import resaved_from
+    from lookalike.samples import source_photos
+
+    for src in list(source_photos().values())[:2]:
+        img = Image.open(src).convert("RGB").resize((600, 400), Image.Resampling.LANCZOS)
+        source = _jpeg(img, 75)
+        resaved = _jpeg(Image.open(__import__("io").BytesIO(source)).convert("RGB"), quality)
+        assert resaved_from(_facts(source), _facts(resaved)), (src, quality)
+        assert not resaved_from(_facts(source), _facts(_jpeg(img, quality))), (src, quality)
+
+
+def test_resave_limit_steps_less_than_15_percent_finer_are_not_recognised() -> None:
+    """The limit, pinned: a quality-75 photo re-saved at 77 has steps only ~5–15% finer. Its coefficients do not
+    sit on the source's grid (the grid test), and the values the source's steps cannot reach are every ~10th one,
+    far out where few coefficients are (too little evidence for the reachable-values test), so it is not
+    recognised; it is left to the later stages (it is also the copy that differs least from its source)."""
+    from lookalike.dedupe.keep import resaved_from
+    from lookalike.samples import source_photos
+
+    img = Image.open(next(iter(source_photos().values()))).convert("RGB").resize((600, 400), Image.Resampling.LANCZOS)
+    source = _jpeg(img, 75)
+    resaved = _jpeg(Image.open(__import__("io").BytesIO(source)).convert("RGB"), 77)
+    assert not resaved_from(_facts(source), _facts(resaved))

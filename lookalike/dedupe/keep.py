@@ -149,9 +149,16 @@ def jpeg_blocks(data: bytes, blocks: int = 32) -> tuple[list[int] | None, np.nda
 LOW_FREQ = np.add.outer(np.arange(8), np.arange(8)) <= 4  # coefficients a JPEG keeps at any usual quality
 
 
-def resaved_from(source: FileFacts, copy: FileFacts, near: float = 0.75) -> bool:
+def resaved_from(source: FileFacts, copy: FileFacts, near: float = 0.75, empty: float = 0.35) -> bool:
     """Whether ``copy`` is ``source`` re-saved at a finer JPEG quality (same pixel grid): its coefficients still sit
     on ``source``'s coarser quantisation steps, which only happens when they passed through that quantiser.
+
+    Two tests, either suffices. **On the grid**: ≥ ``near`` of the copy's live coefficients lie within 0.15 of a
+    multiple of the source's step (a re-save at a much finer quality, q75 → 90+). **Reachable values**: at a
+    moderately finer quality (q75 → 80–85, steps 1.2–1.7× finer) a multiple k·qa of the source's step lands between
+    the copy's steps and is rounded to round(k·qa/qb), so some of the copy's values m can never occur; a re-save has
+    (almost) only reachable values, while an independently compressed file's histogram is smooth: the unreachable
+    values holding ≤ ``empty`` of what their neighbours hold recognise a re-save (:func:`unreachable_ratio`).
 
     WHY: a JPEG re-saved at a higher quality is a bigger file with no more information, and as sharp, so neither
     file size nor sharpness can tell it from its source (on the rooms photos, saved at quality 75, re-saves at
@@ -169,7 +176,31 @@ def resaved_from(source: FileFacts, copy: FileFacts, near: float = 0.75) -> bool
     live = np.abs(ratio) >= 0.5  # zero coefficients sit on every grid
     if live.sum() < 100:
         return False
-    return float((np.abs(ratio - np.round(ratio))[live] < 0.15).mean()) >= near
+    if float((np.abs(ratio - np.round(ratio))[live] < 0.15).mean()) >= near:
+        return True
+    return unreachable_ratio(qa, qb, copy.dct) <= empty
+
+
+def unreachable_ratio(qa: np.ndarray, qb: np.ndarray, dct: np.ndarray, min_expected: float = 200.0) -> float:
+    """How full the values a re-save from steps ``qa`` could never produce are, in the copy's coefficients (steps
+    ``qb``): over positions where qa is 1.15–2.5× qb, the values m = round(dct / qb) that no multiple k·qa rounds to
+    hold (count at m) / (mean count at m ± 1). About 0 for a re-save (those values stay empty), about 1 for an
+    independent compression (a histogram is smooth); 1.0 (no evidence) when fewer than ``min_expected`` values
+    would be expected in them."""
+    r = qa / np.maximum(qb, 1)
+    mask = LOW_FREQ & (qb >= 2) & (r >= 1.15) & (r <= 2.5)
+    seen = expected = 0.0
+    for y, x in zip(*np.nonzero(mask), strict=True):
+        m = np.round(dct[:, y, x] / qb[y, x]).astype(np.int64)
+        top = int(np.abs(m).max()) + 2
+        counts = np.bincount(m + top, minlength=2 * top + 1).astype(np.float64)
+        values = np.arange(-top + 1, top)
+        k = np.floor(values / r[y, x])
+        reach = (np.abs(k * r[y, x] - values) <= 0.5 + 1e-6) | (np.abs((k + 1) * r[y, x] - values) <= 0.5 + 1e-6)
+        gaps = values[~reach] + top
+        seen += counts[gaps].sum()
+        expected += ((counts[gaps - 1] + counts[gaps + 1]) / 2).sum()
+    return seen / expected if expected >= min_expected else 1.0
 
 
 def coarser(a: FileFacts, b: FileFacts) -> bool:
