@@ -254,3 +254,18 @@ def test_resave_limit_steps_less_than_15_percent_finer_are_not_recognised() -> N
     source = _jpeg(img, 75)
     resaved = _jpeg(Image.open(__import__("io").BytesIO(source)).convert("RGB"), 77)
     assert not resaved_from(_facts(source), _facts(resaved))
+
+
+def test_path_limits_dedupe_new_and_series_from_the_command_line(built: Path, tmp_path: Path) -> None:
+    import json
+
+    idx = str(built / ".lookalike")
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    shutil.copy(built / "copies" / "temple_q40.jpg", incoming / "t.jpg")
+    everywhere = runner.invoke(app, ["dedupe", "new", str(incoming), "--index", idx, "--json", "--quiet"])
+    assert json.loads(everywhere.output)["photos"][0]["status"] == "copy"
+    only_burst = runner.invoke(app, ["dedupe", "new", str(incoming), "--index", idx, "--json", "--path", "burst/**"])
+    assert json.loads(only_burst.output)["photos"][0]["status"] == "new", only_burst.output
+    series = runner.invoke(app, ["dedupe", "series", "--index", idx, "--json", "--path", "copies/**"])
+    assert series.exit_code == 0 and json.loads(series.output)["series"] == [], series.output

@@ -237,13 +237,16 @@ def dedupe_new(
     index: IndexOpt = Path(".lookalike"),
     threshold: ThresholdOpt = 0.8,
     pixel: PixelOpt = 0.9,
+    path: PathOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Which photos of FOLDER the index already has (copies) and which are new; only FOLDER is embedded."""
-    from lookalike.dedupe import check_new
+    from lookalike.dedupe import DedupeSettings, check_new
 
-    rep = check_new(open_index(index), folder, threshold=threshold, pixel=pixel, progress=not quiet and not as_json)
+    where = DedupeSettings.parse(path=path).path
+    progress = not quiet and not as_json
+    rep = check_new(open_index(index), folder, threshold=threshold, pixel=pixel, progress=progress, path=where)
     if as_json:
         print_json(rep)
         return
@@ -291,15 +294,23 @@ def dedupe_series(
     index: IndexOpt = Path(".lookalike"),
     seconds: Annotated[float, typer.Option(help="Frames this close in capture time (EXIF).")] = 5.0,
     pixel: PixelOpt = 0.9,
+    path: PathOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Burst series: look-alike frames of one moment (not copies), best frame first."""
-    from lookalike.dedupe import burst_series
+    from lookalike.dedupe import DedupeSettings, burst_series
+    from lookalike.filters import glob_regex
 
+    where = DedupeSettings.parse(path=path).path
     idx = open_index(index)
     notes: list[str] = []
     times = idx.metadata().column("exif_time").to_pylist()
-    groups = burst_series(idx.vectors, idx.names, times, idx.paths, seconds=seconds, pixel=pixel, notes=notes)
+    regex = glob_regex(where) if where is not None else None
+    rows = [i for i, n in enumerate(idx.names) if regex is None or regex.fullmatch(n)]
+    names, paths = [idx.names[i] for i in rows], [idx.paths[i] for i in rows]
+    groups = burst_series(
+        idx.vectors[rows], names, [times[i] for i in rows], paths, seconds=seconds, pixel=pixel, notes=notes
+    )
     if as_json:
         print_json({"seconds": seconds, "series": groups, "notes": notes})
         return

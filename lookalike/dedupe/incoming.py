@@ -30,11 +30,19 @@ def check_new(
     k: int = 5,
     batch_size: int = 8,
     progress: bool = False,
+    path: str | None = None,
 ) -> dict[str, Any]:
     """One entry per image of ``folder``: ``status`` "copy" (with ``copy_of``: indexed names, best first, each with
     cosine and pixel score), "new", or "skipped" (with ``reason``). A byte-identical file is a copy without being
     embedded. Returns ``{"photos": [...], "summary": {...}, "seconds": s, "embed_seconds": s}``."""
     check_ranges(threshold, pixel)
+    allowed = None
+    if path is not None:  # only indexed photos under the glob count as "already there"
+        from lookalike.filters import glob_regex
+
+        regex = glob_regex(path)
+        allowed = np.array([i for i, n in enumerate(index.names) if regex.fullmatch(n)], np.int64)
+    allowed_set = set(allowed.tolist()) if allowed is not None else set()
     started = time.perf_counter()
     src = Path(folder)
     if not src.is_dir():
@@ -55,7 +63,7 @@ def check_new(
         except ImageError as exc:
             results[p] = {"status": "skipped", "reason": str(exc).removeprefix(f"{p}: ")}
             continue
-        same = index.hash_ids(digest)
+        same = [i for i in index.hash_ids(digest) if allowed is None or i in allowed_set]
         if same:
             results[p] = {
                 "status": "copy",
@@ -81,7 +89,10 @@ def check_new(
     checked = 0  # candidate pairs pixel-checked: what the cost after embedding grows with
     if embedded:
         vectors = np.concatenate(vec_rows)
-        scores, ids = index.searcher.search(vectors, min(k, len(index)) if len(index) else 1)
+        if allowed is not None and not len(allowed):
+            scores, ids = np.zeros((len(vectors), 1), np.float32), np.full((len(vectors), 1), -1)
+        else:
+            scores, ids = index.searcher.search(vectors, min(k, len(index)) if len(index) else 1, allowed=allowed)
         q, c = np.nonzero((ids >= 0) & (scores >= threshold))
         cand = ids[q, c]
         ncc = np.ones(len(q), np.float32)
@@ -115,7 +126,7 @@ def check_new(
         "folder": str(src.resolve()),
         "photos": photos,
         "summary": {"photos": len(photos), **counts, "embedded": len(embedded), "checked_pairs": checked},
-        "settings": {"threshold": threshold, "pixel": pixel, "k": k},
+        "settings": {"threshold": threshold, "pixel": pixel, "k": k, **({"path": path} if path else {})},
         "seconds": round(time.perf_counter() - started, 3),
         "embed_seconds": round(embed_seconds, 3),
     }
