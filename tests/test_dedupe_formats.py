@@ -269,3 +269,14 @@ def test_path_limits_dedupe_new_and_series_from_the_command_line(built: Path, tm
     assert json.loads(only_burst.output)["photos"][0]["status"] == "new", only_burst.output
     series = runner.invoke(app, ["dedupe", "series", "--index", idx, "--json", "--path", "copies/**"])
     assert series.exit_code == 0 and json.loads(series.output)["series"] == [], series.output
+
+
+def test_a_raw_whose_sibling_is_missing_is_kept_with_a_one_line_note(tree: Path) -> None:
+    (tree / "camera" / "IMG_0003.jpg").unlink()
+    notes: list[str] = []
+    plan = make_plan(
+        Index.open(tree / ".lookalike"), settings=DedupeSettings.parse(prefer=[tree / "exports"]), notes=notes
+    )
+    assert _roles(plan).get("camera/IMG_0003.dng") == "keep", plan["groups"]
+    said = [n for n in notes if "sibling camera/IMG_0003.jpg is missing" in n]
+    assert len(said) == 1 and "\n" not in said[0], notes

@@ -188,6 +188,11 @@ def _siblings_kept(ctx: _PlanContext, live: list[tuple[int, Any]], order: list[i
             continue
         if sib not in at or at[sib] in kept:
             out.add(j)
+            if sib not in at and not (ctx.index.root / ctx.index.names[sib]).exists():
+                ctx.notes.append(
+                    f"{ctx.index.names[live[j][0]]}: its RAW+JPEG sibling {ctx.index.names[sib]} is missing "
+                    "(update the index); kept, not removed without it"
+                )
     return out
 
 
