@@ -26,7 +26,6 @@ from lookalike import build
 from lookalike import query as query_path
 from lookalike.build import BuildReport, describer_of
 from lookalike.config import IndexConfig, RunOptions
-from lookalike.dedupe.collapse import collapse_matches
 from lookalike.embed import Describer
 from lookalike.errors import ConfigError, ImageError, LookalikeError
 from lookalike.filters import FilterColumns, SearchFilter
@@ -322,11 +321,9 @@ class Index:
         rerank: int = 0,
         collapse: bool = False,
     ) -> list[Match]:
-        """The k images most similar to ``query``, best first (the query itself is never its own match).
-
-        ``where`` restricts the images searched (capture time, place, path, label) and the lowest score returned;
-        ``rerank`` > 0 re-orders that many of the top by geometric verification (see :meth:`search_many`).
-        """
+        """The k images most similar to ``query``, best first (the query itself is never its own match). ``where``
+        restricts the images searched (capture time, place, path, label) and the lowest score returned; ``rerank`` >
+        0 re-orders the top by geometric verification; ``collapse`` folds copies (see :meth:`search_many`)."""
         found = self.search_many([query], k, mode=mode, label=label, where=where, rerank=rerank, collapse=collapse)
         return found[0].matches
 
@@ -366,10 +363,10 @@ class Index:
         come back whenever k images pass it, and when none can the result says why in ``note``.
 
         ``rerank``: the top ``rerank`` by cosine are verified geometrically against the query and re-ordered,
-        verified ones first by inliers (ties by cosine), then the rest by cosine; each match reports its inliers.
-        Local features of indexed images are computed and cached where missing. A query given as a vector needs
-        its image in ``query_images`` (or must be an indexed image, named in ``exclude``). ``collapse``: copies among
-        the hits fold into their keeper's match, ``folded`` (``lookalike.dedupe.collapse``)."""
+        verified ones first by inliers (ties by cosine), then the rest by cosine; each match reports its inliers
+        (local features are computed and cached where missing). A query given as a vector needs its image in
+        ``query_images`` (or must be indexed, named in ``exclude``). ``collapse``: copies among the hits fold into
+        their keeper's match, listed in its ``folded`` (``lookalike.dedupe.collapse``)."""
         if rerank < 0:
             raise ConfigError(f"rerank depth must not be negative, got {rerank}", setting="rerank_depth")
         if mode not in MODES:
@@ -419,7 +416,10 @@ class Index:
             if rerank:
                 image = query_images[qi] if query_images is not None else None
                 matches = self.rerank(self._query_features(q, image, exclude[qi]), matches, verify)
-            matches = collapse_matches(self, matches) if collapse else matches
+            if collapse:  # imported only then (it needs scipy)
+                from lookalike.dedupe.collapse import collapse_matches
+
+                matches = collapse_matches(self, matches)
             matches = matches[:k]
             if not matches and note is None and where:
                 note = "no image other than the query passes the filter"

@@ -177,9 +177,7 @@ def near_duplicates(
 
     Largest group first; each group lists its ``ids`` (rows of ``vectors``), paths and the lowest and highest
     cosine inside it, and ``turns``: its pairs confirmed turned ({"a", "b", "turn"}: b is a turned by ``turn``).
-
-    ``apart``: given the confirmed pairs (P, 2), a mask of those that are not copies after all (RAW+JPEG siblings,
-    one shot kept in two formats on purpose); they are dropped before grouping."""
+    ``apart``: a mask of confirmed pairs (P, 2) that are not copies after all (RAW+JPEG siblings), dropped."""
     notes = notes if notes is not None else []
     checked = candidate_pairs(vectors, threshold, k, paths=paths, pixel=pixel, notes=notes)
     pairs = checked.pairs
@@ -198,14 +196,7 @@ def near_duplicates(
         )
         pairs = np.concatenate([pairs.reshape(-1, 2), extra])
         strength = np.concatenate([strength, extra_strength])
-    if apart is not None and len(pairs):
-        drop = apart(pairs.reshape(-1, 2))
-        if drop.any():
-            notes.append(
-                f"{int(drop.sum())} RAW+JPEG sibling pair(s) kept apart: one shot in two formats, not copies "
-                "(--raw-jpeg duplicates groups them)"
-            )
-            pairs, strength = pairs.reshape(-1, 2)[~drop], strength[~drop]
+    pairs, strength = _keep_apart(pairs, strength, apart, notes)
     constrained = hashes is not None and decisions is not None and len(decisions) > 0
     if constrained:
         found = _constrained_groups(len(names), pairs, strength, hashes, decisions)  # type: ignore[arg-type]
@@ -234,6 +225,21 @@ def near_duplicates(
         groups.append(item)
     groups.sort(key=lambda g: (-g["size"], g["paths"][0]))
     return groups
+
+
+def _keep_apart(
+    pairs: np.ndarray, strength: np.ndarray, apart: Callable[[np.ndarray], np.ndarray] | None, notes: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The confirmed pairs without those ``apart`` says are not copies (RAW+JPEG siblings), noted."""
+    if apart is None or not len(pairs):
+        return pairs, strength
+    drop = apart(pairs.reshape(-1, 2))
+    if drop.any():
+        notes.append(
+            f"{int(drop.sum())} RAW+JPEG sibling pair(s) kept apart: one shot in two formats, not copies "
+            "(--raw-jpeg duplicates groups them)"
+        )
+    return pairs.reshape(-1, 2)[~drop], strength[~drop]
 
 
 def index_duplicates(

@@ -21,6 +21,24 @@ if TYPE_CHECKING:
     from lookalike.view import IndexView
 
 
+def _under_glob(names: list[str], path: str | None) -> tuple[np.ndarray | None, set[int]]:
+    """Rows whose names match ``path`` (None: all), as an array and a set: only indexed photos under the glob count
+    as "already there"."""
+    if path is None:
+        return None, set()
+    from lookalike.filters import glob_regex
+
+    regex = glob_regex(path)
+    allowed = np.array([i for i, n in enumerate(names) if regex.fullmatch(n)], np.int64)
+    return allowed, set(allowed.tolist())
+
+
+def _search(index: IndexView, vectors: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    if allowed is not None and not len(allowed):
+        return np.zeros((len(vectors), 1), np.float32), np.full((len(vectors), 1), -1)
+    return index.searcher.search(vectors, min(k, len(index)) if len(index) else 1, allowed=allowed)
+
+
 def check_new(
     index: IndexView,
     folder: str | os.PathLike[str],
@@ -36,13 +54,7 @@ def check_new(
     cosine and pixel score), "new", or "skipped" (with ``reason``). A byte-identical file is a copy without being
     embedded. Returns ``{"photos": [...], "summary": {...}, "seconds": s, "embed_seconds": s}``."""
     check_ranges(threshold, pixel)
-    allowed = None
-    if path is not None:  # only indexed photos under the glob count as "already there"
-        from lookalike.filters import glob_regex
-
-        regex = glob_regex(path)
-        allowed = np.array([i for i, n in enumerate(index.names) if regex.fullmatch(n)], np.int64)
-    allowed_set = set(allowed.tolist()) if allowed is not None else set()
+    allowed, allowed_set = _under_glob(index.names, path)
     started = time.perf_counter()
     src = Path(folder)
     if not src.is_dir():
@@ -89,10 +101,7 @@ def check_new(
     checked = 0  # candidate pairs pixel-checked: what the cost after embedding grows with
     if embedded:
         vectors = np.concatenate(vec_rows)
-        if allowed is not None and not len(allowed):
-            scores, ids = np.zeros((len(vectors), 1), np.float32), np.full((len(vectors), 1), -1)
-        else:
-            scores, ids = index.searcher.search(vectors, min(k, len(index)) if len(index) else 1, allowed=allowed)
+        scores, ids = _search(index, vectors, k, allowed)
         q, c = np.nonzero((ids >= 0) & (scores >= threshold))
         cand = ids[q, c]
         ncc = np.ones(len(q), np.float32)
