@@ -211,9 +211,10 @@ class DedupeSettings:
             from lookalike.filters import glob_regex
 
             regex = glob_regex(self.path)
-            for r in reference:
+            for r in reference:  # the glob acts on the reference folder only: it names it, or matches nothing else
                 target = self.path.rstrip("/").removesuffix("/**").removesuffix("/*")
-                if target == r or (regex.fullmatch(f"{r}/x") and regex.fullmatch(f"{r}/x/y")):
+                inside = bool(regex.fullmatch(f"{r}/x.jpg") or regex.fullmatch(f"{r}/x/y.jpg"))
+                if target == r or (inside and not regex.fullmatch("lookalike-elsewhere/x.jpg")):
                     raise ConfigError(
                         f"reference {r or '.'} is also the --path target {self.path}: a reference folder is never "
                         "acted on; give another folder as --path",

@@ -264,14 +264,16 @@ function dupCard(g) {
   const keeperId = () => state.keepers.get(g.id) ?? g.files[0].id;
   const row = el("div", { class: "dup-row" });
   const draw = () => row.replaceChildren(...g.files.map((f) => {
-    const keep = g.action === "keep-all" || f.id === keeperId();
+    // a file under a reference folder, or the RAW+JPEG sibling of a kept one, stays whoever is the keeper
+    const pinned = g.action === "remove-others" && f.role === "keep" && f.id !== g.files[0].id;
+    const keep = g.action !== "remove-others" || f.id === keeperId() || pinned;
     const facts = f.facts || {};
     return el("figure", { class: "dup" + (keep ? " keeper" : ""), "data-id": f.id },
-      el("button", { type: "button", title: g.action === "keep-all" ? "all kept (decided)" : "keep this one",
-        onclick: () => { if (g.action !== "keep-all") { state.keepers.set(g.id, f.id); draw(); } } },
+      el("button", { type: "button", title: g.action !== "remove-others" ? "all kept" : "keep this one",
+        onclick: () => { if (g.action === "remove-others") { state.keepers.set(g.id, f.id); draw(); } } },
         el("img", { src: f.thumbnail, alt: f.path, loading: "lazy" })),
       el("figcaption", {},
-        el("span", { class: "badge", text: keep ? "keep" : "remove" }),
+        el("span", { class: "badge", text: keep ? (pinned ? "keep (reference or sibling)" : "keep") : "remove" }),
         el("span", { class: "dup-name", text: f.path }),
         el("small", { class: "muted", text: `${facts.width}×${facts.height} · ${(f.size / 1024).toFixed(0)} KB · sharpness ${facts.sharpness}` })));
   }));
@@ -290,7 +292,8 @@ function dupCard(g) {
   return el("article", { class: "panel cluster dup-group", "data-group": g.id },
     el("header", {},
       el("h3", { text: `Group ${g.id}` }),
-      el("span", { class: "muted", text: g.action === "keep-all" ? "all kept (your decision)" : `suggested: ${g.why}` }),
+      el("span", { class: "muted", text: g.action === "keep-all" ? "all kept (your decision)"
+        : g.action === "reference-only" ? "all in reference folders: not acted on" : `suggested: ${g.why}` }),
       el("button", { type: "button", class: "not-dups", text: "Not duplicates", onclick: () => decide("not-duplicates") }),
       g.action === "keep-all" ? null : el("button", { type: "button", class: "keep-all", text: "Keep all", onclick: () => decide("keep-all") })),
     row);
