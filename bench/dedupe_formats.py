@@ -213,6 +213,8 @@ def report(q: dict | None, t: dict | None, quick: bool) -> str:
                 ],
             ),
         ]
+    if not t:
+        lines += ["", "Time of `dedupe plan` with and without `--path`: not measured yet (`--part timing`)."]
     if quick:
         lines += ["", "_A `--quick` run: too small to quote._"]
     return "\n".join(lines)
