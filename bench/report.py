@@ -194,6 +194,12 @@ PARTS: list[tuple[str, list[tuple[str, str]]]] = [
             ("crashpoints", "Crash points: a kill at every write"),
         ],
     ),
+    (
+        "Code changes",
+        [
+            ("parity", "Before and after a restructuring: vectors, accuracy, search overhead, indexing"),
+        ],
+    ),
 ]
 TITLES = {name: title for _, sections in PARTS for name, title in sections}
 _INTRO = """# Benchmarks

@@ -159,6 +159,8 @@ def settle(
     """Split keyword settings into index settings and run options, and name the folders (refusing a missing one)."""
     asked, run = split_settings(settings)
     options = dataclasses.replace(options or RunOptions(), **run)
+    if options.calibration == "photos" and asked.get("precision") is None and (config is None or not config.precision):
+        asked["precision"] = "int8"  # calibrating on one's photos is asking for int8, whatever this CPU's default
     if options.engine == "ray":
         require_ray()
     if isinstance(asked.get("model"), (str, os.PathLike)) and Path(asked["model"]).is_dir():

@@ -33,7 +33,8 @@ ENGINES = ("local", "ray")
 ANN_KINDS = ("auto", "flat", "ivf", "hnsw")
 PRECISIONS = ("fp32", "int8")  # int8: a statically quantized copy of the ONNX export (lookalike.models.quantize)
 # int8 met every goal set for it against fp32 in one run: 2.02x the model's images/s, median cosine 0.994 to the fp32
-# vectors, rooms accuracy -0.11 and flowers mAP@R +0.09 points (BENCHMARKS.md "quantize"); fp32 stays a choice.
+# vectors, rooms accuracy -0.11 and flowers mAP@R +0.09 points (BENCHMARKS.md "quantize"), on a CPU with VNNI; fp32
+# stays a choice, and is the default on x86 CPUs without VNNI (models.registry.default_precision says why).
 DEFAULT_PRECISION = "int8"
 CALIBRATION_SOURCES = ("samples", "photos")  # what a new int8 index is calibrated on (Describer.calibrate)
 

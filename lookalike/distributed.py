@@ -210,3 +210,74 @@ class _quiet_ray_data:  # noqa: N801 - used as a context manager
         for name, level in self.loggers.items():
             logging.getLogger(name).setLevel(level)
         self.warnings.__exit__(*exc)
+
+
+class RayFeatureEngine:
+    """Local features and geometric verification as Ray tasks (``FeatureCache(engine=...)``): the same functions a
+    local run calls (:func:`~lookalike.verify.local_features.extract_files`,
+    :func:`~lookalike.verify.pairs.verify_files`), one CPU each, so the files and verdicts are the local ones.
+
+    Workers read photos and feature files by path: on several machines the photo folder and the index folder must
+    be mounted at the same path on every node (features are written by the driver, into the index folder, and read
+    back by the verifying workers). Ray starts on first use (joining ``address``, or a local Ray of
+    ``num_workers`` CPUs) and stops at :meth:`close` if this engine started it. At most two tasks per CPU are in
+    flight, so memory does not grow with the collection."""
+
+    def __init__(self, address: str | None = None, num_workers: int | None = None, *, chunk: int = 8) -> None:
+        require_ray()
+        self.address, self.num_workers, self.chunk = address, num_workers, chunk
+        self._started: bool | None = None
+
+    def _ray(self) -> Any:
+        ray = require_ray()
+        if self._started is None:
+            self._started = start_ray(self.address, self.num_workers)
+        return ray
+
+    def close(self) -> None:
+        if self._started:
+            require_ray().shutdown()
+        self._started = None
+
+    def __enter__(self) -> RayFeatureEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
+        """``fn(*job)`` for each job as Ray tasks, results yielded as they finish, a bounded number in flight."""
+        ray = self._ray()
+        remote = ray.remote(num_cpus=1, max_retries=0)(fn)
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        limit = 2 * min(cpus, self.num_workers or cpus)
+        pending: list[Any] = []
+        todo = iter(jobs)
+        while True:
+            for job in todo:
+                pending.append(remote.remote(*job))
+                if len(pending) >= limit:
+                    break
+            if not pending:
+                return
+            ready, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(ready[0])
+
+    def extract(
+        self, items: Sequence[tuple[int, str, str]], conf: Any
+    ) -> Iterator[list[tuple[int, bytes | None, str]]]:
+        from lookalike.verify.local_features import extract_files
+
+        chunks = [(list(items[s : s + self.chunk]), conf.to_dict()) for s in range(0, len(items), self.chunk)]
+        yield from self._run(extract_files, chunks)
+
+    def verify(
+        self, batches: Sequence[list[tuple[int, int, int]]], files: dict[int, str], conf: dict[str, Any]
+    ) -> Iterator[tuple[list[tuple[int, str, int, int]], dict[int, int]]]:
+        from lookalike.verify.pairs import verify_files
+
+        def job(batch: list[tuple[int, int, int]]) -> tuple[Any, ...]:
+            need = {x for _, i, j in batch for x in (i, j)}
+            return batch, {x: files[x] for x in need if x in files}, conf
+
+        yield from self._run(verify_files, [job(b) for b in batches])

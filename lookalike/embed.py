@@ -36,7 +36,7 @@ from lookalike.errors import ConfigError, ImageError
 from lookalike.images import ImageMeta, bundled_photos, content_hash, decode, letterbox, load_image, read_file
 from lookalike.io import atomic_write
 from lookalike.models.base import Backbone, cache_dir
-from lookalike.models.quantize import INT8_FILE, MAX_CALIBRATION_IMAGES, MIN_CALIBRATION_IMAGES
+from lookalike.models.quantize import INT8_FILE, MAX_CALIBRATION_IMAGES, MIN_CALIBRATION_IMAGES, weight_bits
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,10 @@ class Describer:
         """Where this machine keeps the int8 model calibrated on the bundled photos at this resolution: beside the fp32
         export, whose name carries the weights' hash."""
         onnx_path: Path = self.model.export_onnx()  # type: ignore[attr-defined]
-        return cache_dir() / "onnx" / f"{onnx_path.stem}-int8-samples-{self.resolution}.onnx"
+        # 7-bit weights on CPUs without VNNI (models/quantize.py) get their own name: a cache shared with a VNNI
+        # machine, or made before the distinction, never hands over a model that saturates here
+        bits = "" if weight_bits() == 8 else f"w{weight_bits()}"
+        return cache_dir() / "onnx" / f"{onnx_path.stem}-int8{bits}-samples-{self.resolution}.onnx"
 
     def samples_int8(self) -> Path:
         """The int8 model calibrated on the bundled photos at this resolution, made once per machine (10 s at 320 px

@@ -220,6 +220,29 @@ def index_suspects(index: IndexView, *, below: float = 0.1) -> list[dict[str, An
 # --- the report folder ----------------------------------------------------------------------------------------------
 
 
+def _mistake_grids(
+    evaluation: Evaluation, classes: Sequence[str], out: Path, per_class: int
+) -> list[tuple[str, str, int]]:
+    """A picture of each class's mistakes, the most confident first: (class, file name, how many) per class with some."""
+    from lookalike.plots import mistakes_png
+
+    grids: list[tuple[str, str, int]] = []
+    for c in classes:
+        wrong = [
+            (p, yp, conf)
+            for p, yt, yp, conf in zip(
+                evaluation.paths, evaluation.y_true, evaluation.y_pred, evaluation.confidence, strict=True
+            )
+            if yt == c and yp != c
+        ]
+        if wrong:
+            wrong.sort(key=lambda t: -t[2])
+            name = f"mistakes-{''.join(ch if ch.isalnum() else '_' for ch in c)}.png"
+            mistakes_png(c, wrong[:per_class], out / name)
+            grids.append((c, name, len(wrong)))
+    return grids
+
+
 def write_report(
     index: IndexView, evaluation: Evaluation, out_dir: str | os.PathLike[str], *, per_class: int = 12
 ) -> Path:
@@ -227,7 +250,7 @@ def write_report(
     each class's mistakes (the most confident first, as they are the most telling); returns the HTML path."""
     import html
 
-    from lookalike.plots import confusion_png, mistakes_png, tsne_png
+    from lookalike.plots import confusion_png, tsne_png
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -244,20 +267,7 @@ def write_report(
         title="t-SNE: index (dots) and test images (crosses)",
     )
     atomic_write_json(out / "metrics.json", m)
-    grids: list[tuple[str, str, int]] = []
-    for c in m["classes"]:
-        wrong = [
-            (p, yp, conf)
-            for p, yt, yp, conf in zip(
-                evaluation.paths, evaluation.y_true, evaluation.y_pred, evaluation.confidence, strict=True
-            )
-            if yt == c and yp != c
-        ]
-        if wrong:
-            wrong.sort(key=lambda t: -t[2])
-            name = f"mistakes-{''.join(ch if ch.isalnum() else '_' for ch in c)}.png"
-            mistakes_png(c, wrong[:per_class], out / name)
-            grids.append((c, name, len(wrong)))
+    grids = _mistake_grids(evaluation, m["classes"], out, per_class)
 
     def pct(x: float) -> str:
         return f"{100 * x:.1f} %"

@@ -16,12 +16,14 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 
 from lookalike.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pyarrow as pa  # only the type: the CLI takes its filter options' help from here without loading it
 
 EARTH_RADIUS_KM = 6371.0088
 
@@ -87,6 +89,52 @@ def haversine_km(lat: np.ndarray, lon: np.ndarray, lat0: float, lon0: float) -> 
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 
 
+_DATE = r"([0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+_TIME = r"T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?"
+_LAT = r"-?(90(\.0*)?|[1-8]?[0-9](\.[0-9]*)?)"
+_LON = r"-?(180(\.0*)?|(1[0-7][0-9]|[1-9]?[0-9])(\.[0-9]*)?)"
+_KM = r"([0-9]*[1-9][0-9]*(\.[0-9]*)?|[0-9]*\.[0-9]*[1-9][0-9]*)"
+_COSINE = r"-?(0(\.[0-9]*)?|\.[0-9]+|1(\.0*)?|[0-9](\.[0-9]*)?[eE]-0*[1-9][0-9]*)"
+_WHEN = rf" *({_DATE}({_TIME})?)? *"
+_WHEN_TEXT = "a date (2023-12-31) or date-time (2023-12-31T18:00[:00[.000000]])"
+
+
+@dataclass(frozen=True)
+class FilterField:
+    """One field of :class:`SearchFilter` as people write it: the CLI option, the API's form field and query
+    parameter are all made from these (:data:`FILTER_FIELDS`), and :meth:`SearchFilter.parse` reads them.
+
+    ``written``: the text form the API accepts (a full match over ASCII; blank means unset), which the schema states
+    as its ``pattern`` and :meth:`SearchFilter.from_text` checks, so what the schema allows is what is accepted;
+    ``written_as`` says it in words. None: any text (a glob, a label)."""
+
+    name: str
+    help: str
+    example: str
+    metavar: str = "TEXT"
+    written: str | None = None
+    written_as: str | None = None
+
+
+FILTER_FIELDS: tuple[FilterField, ...] = (
+    FilterField("after", "Only photos taken on or after this date (EXIF time).", "2023-01-01", "DATE",
+                _WHEN, _WHEN_TEXT),
+    FilterField("before", "Only photos taken on or before this date (EXIF time).", "2023-12-31", "DATE",
+                _WHEN, _WHEN_TEXT),
+    FilterField("near", "Only photos within a radius of a point (EXIF GPS): latitude,longitude,km.",
+                "48.8867,2.3431,0.5", "LAT,LON,KM", rf" *({_LAT} *, *{_LON} *, *{_KM})? *",
+                "latitude,longitude,radius in km (48.8867,2.3431,0.5)"),
+    FilterField("path", "Only paths (relative to the photo folder) matching a glob.", "site-a/**", "GLOB"),
+    FilterField("label", "Only images with this label.", "Kitchen", "LABEL"),
+    FilterField("min_score", "Leave out matches scoring below this cosine.", "0.6", "COSINE",
+                rf" *({_COSINE})? *", "a cosine between -1 and 1 in decimal notation (0.8)"),
+)  # fmt: skip
+"""The search filter's fields, declared once: CLI options, API form fields and query parameters, and the schema's
+patterns. What a pattern cannot say (a real calendar day, ``after`` not later than ``before``, a finite radius) is
+:meth:`SearchFilter.parse`'s own error."""
+FILTER_FIELD = {f.name: f for f in FILTER_FIELDS}
+
+
 @dataclass(frozen=True)
 class FilterColumns:
     """The per-image columns filters read, converted once per opened index (not per query)."""
@@ -115,6 +163,10 @@ class FilterColumns:
         return len(self.names)
 
 
+#: Decimals of a match's score as the API reports it, and at which ``min_score`` is compared.
+SCORE_DECIMALS = 6
+
+
 @dataclass(frozen=True)
 class SearchFilter:
     """What a search may return. Every field is optional; the empty filter allows everything.
@@ -122,7 +174,9 @@ class SearchFilter:
     ``after`` / ``before``: capture time (EXIF) range, both ends inclusive; a bare date as ``before`` includes that
     whole day. ``near``: (latitude, longitude, radius km), haversine. ``path``: a glob over paths relative to the
     photo folder. ``label``: one class. Images that lack the field a clause reads (no EXIF time, no GPS, no label)
-    do not pass it. ``min_score``: the lowest cosine a match may score.
+    do not pass it. ``min_score``: the lowest cosine a match may score, compared at the ``SCORE_DECIMALS`` that
+    results report scores with, so a score read off a result and passed back keeps that match (compared unrounded,
+    a float32 cosine of 0.8123456 shown as 0.812346 fell below its own shown score and was dropped).
     """
 
     after: datetime | None = None
@@ -171,6 +225,18 @@ class SearchFilter:
             label=label.strip() if given(label) else None,
             min_score=score,
         )
+
+    @classmethod
+    def from_text(cls, **values: str | None) -> SearchFilter:
+        """:meth:`parse` of text from a form or a URL, each value first checked against its written form
+        (:data:`FILTER_FIELDS`): outside it is a ``ConfigError``, with the parser's own reason when it has one."""
+        for name, value in values.items():
+            form = FILTER_FIELD[name].written
+            if value is None or form is None or re.fullmatch(form, value, re.ASCII):
+                continue
+            cls.parse(**{name: value})  # raises with the precise reason when it has one
+            raise ConfigError(f"{name} must be written as {FILTER_FIELD[name].written_as}, got {value!r}", setting=name)
+        return cls.parse(**values)
 
     @property
     def restricts_rows(self) -> bool:

@@ -28,12 +28,12 @@ from lookalike.build import BuildReport, describer_of
 from lookalike.config import IndexConfig, RunOptions
 from lookalike.embed import Describer
 from lookalike.errors import ConfigError, ImageError, LookalikeError
-from lookalike.filters import FilterColumns, SearchFilter
-from lookalike.images import decode, read_file
+from lookalike.filters import SCORE_DECIMALS, FilterColumns, SearchFilter
+from lookalike.images import read_file
 from lookalike.query import PreparedQuery, Query
 from lookalike.search import VectorSearch, open_searcher, vectors_fingerprint
 from lookalike.store import INDEX_DIRNAME, Store
-from lookalike.verify import FeatureCache, FeatureConf, Features, MatchConf, VerifiedPair, extract
+from lookalike.verify import FeatureCache, FeatureConf, FeatureEngine, Features, MatchConf, VerifiedPair
 from lookalike.verify import rerank as reranking
 from lookalike.verify.rerank import RERANK_KEYPOINTS
 from lookalike.view import IndexInfo
@@ -220,9 +220,9 @@ class Index:
     def metadata(self) -> pa.Table:
         return self.store.metadata()
 
-    def feature_cache(self, conf: FeatureConf | None = None) -> FeatureCache:
-        """The local features of the indexed images with ``conf`` (None: the stored or default settings)."""
-        return self.features if conf is None else FeatureCache(self.store, conf)
+    def feature_cache(self, conf: FeatureConf | None = None, engine: FeatureEngine | None = None) -> FeatureCache:
+        """The local features of the indexed images with ``conf`` (None: as stored), made on ``engine`` if given."""
+        return self.features if conf is None and engine is None else FeatureCache(self.store, conf, engine=engine)
 
     # --- the writes the dedupe actions make (lookalike.view.IndexWriter) ----------------------------------------
 
@@ -360,13 +360,12 @@ class Index:
     ) -> list[SearchResult]:
         """Search for several queries; ``exclude`` adds, per query, ids that are the query itself (e.g. an indexed
         image given by its vector) to those found from its file. ``where`` filters inside the search: k matches
-        come back whenever k images pass it, and when none can the result says why in ``note``.
-
-        ``rerank``: the top ``rerank`` by cosine are verified geometrically against the query and re-ordered,
-        verified ones first by inliers (ties by cosine), then the rest by cosine; each match reports its inliers
-        (local features are computed and cached where missing). A query given as a vector needs its image in
-        ``query_images`` (or must be indexed, named in ``exclude``). ``collapse``: copies among the hits fold into
-        their keeper's match, listed in its ``folded`` (``lookalike.dedupe.collapse``)."""
+        come back whenever k images pass it, and when none can the result says why in ``note``. ``rerank``: the
+        top ``rerank`` by cosine are verified geometrically against the query and re-ordered, verified ones first by
+        inliers (ties by cosine), then the rest by cosine; each match reports its inliers (local features are
+        computed and cached where missing). A query given as a vector needs its image in ``query_images`` (or must
+        be indexed, named in ``exclude``). ``collapse``: copies among the hits fold into their keeper's match,
+        listed in its ``folded`` (``lookalike.dedupe.collapse``)."""
         if rerank < 0:
             raise ConfigError(f"rerank depth must not be negative, got {rerank}", setting="rerank_depth")
         if mode not in MODES:
@@ -378,9 +377,7 @@ class Index:
             selves = [sorted(set(a) | set(b)) for a, b in zip(selves, exclude, strict=True)]
         exclude = selves
         names, labels, root = self.names, self.labels, self.root
-        labels_arr = (
-            np.array([lab if lab is not None else "" for lab in labels], dtype=object) if mode != "all" else None
-        )
+        labels_arr = np.array([lab or "" for lab in labels], dtype=object) if mode != "all" else None
         filtered, why = self.allowed_by(where)
         shown = where.to_dict() if where else None
         results = []
@@ -403,7 +400,8 @@ class Index:
             scores, ids = self.searcher.search(vectors[qi : qi + 1], depth, allowed=allowed, exclude=[exclude[qi]])
             found = ids[0] >= 0
             if where is not None and where.min_score is not None:
-                keep = found & (scores[0] >= where.min_score)
+                reported = np.array([round(float(s), SCORE_DECIMALS) for s in scores[0]])  # as results show them
+                keep = found & (reported >= where.min_score)
                 if found.any() and not keep.any():
                     note = (
                         f"no match scores at least {where.min_score:g} (the best scores {scores[0][found].max():.3f})"
@@ -415,7 +413,7 @@ class Index:
             ]
             if rerank:
                 image = query_images[qi] if query_images is not None else None
-                matches = self.rerank(self._query_features(q, image, exclude[qi]), matches, verify)
+                matches = self.rerank(query_path.local_features(self.features, q, image, exclude[qi]), matches, verify)
             if collapse:  # imported only then (it needs scipy)
                 from lookalike.dedupe.collapse import collapse_matches
 
@@ -438,40 +436,28 @@ class Index:
         *,
         max_keypoints: int | None = None,
         resolution: int | None = None,
+        decode: str | None = None,
         workers: int | None = None,
         progress: bool = False,
+        engine: FeatureEngine | None = None,
     ) -> FeatureCache:
-        """Compute and cache the local features of every indexed image that has none yet.
+        """Compute and cache the local features of every indexed image that has none yet (on ``engine`` if given).
 
         Settings left out follow the features already stored (else the defaults); changing one recomputes all."""
         stored = self.features.conf
         conf = FeatureConf(
             stored.max_keypoints if max_keypoints is None else max_keypoints,
             stored.resolution if resolution is None else resolution,
+            stored.decode if decode is None else decode,
         )
         cache = self.features if conf == stored else FeatureCache(self.store, conf)
         if cache is not self.features:
             self._views[("features", id(self.store.table))] = cache
-        cache.ensure(workers=workers, progress=progress)
+        with cache.using(engine):
+            cache.ensure(workers=workers, progress=progress)
         cache.prune()
         cache.pack(RERANK_KEYPOINTS)  # re-ranking's memory-mapped store, refreshed when much has changed
         return cache
-
-    def _query_features(self, query: Query, image: Image.Image | None, self_ids: Sequence[int]) -> Features:
-        """Local features of a query, made as the index's were: an indexed image's cached ones, else extracted."""
-        cache = self.features
-        if image is None and self_ids:
-            feats = cache.get(self_ids[0])
-            if feats is not None:
-                return feats
-        if image is None:
-            if isinstance(query, Image.Image):
-                image = query
-            elif isinstance(query, np.ndarray):
-                raise LookalikeError("re-ranking needs the query image, not only its vector")
-            else:
-                image = decode(read_file(query), str(query), target=cache.conf.resolution)[0]
-        return extract(image, cache.conf)
 
     def rerank(self, query: Features, matches: list[Match], verify: MatchConf | None = None) -> list[Match]:
         """``matches`` re-ordered by geometric verification against ``query`` (see
@@ -504,12 +490,14 @@ class Index:
         workers: int | None = None,
         progress: bool = False,
         notes: list[str] | None = None,
+        engine: FeatureEngine | None = None,
     ) -> list[VerifiedPair]:
         """hloc-style retrieval pairs, one type either way (:class:`~lookalike.verify.VerifiedPair`, which unpacks as
         ``name_a, name_b, score``); with ``verify``, every candidate pair verified geometrically."""
         return reranking.pairs(
-            self.store, num_matched, min_score=min_score, verify=verify, workers=workers, progress=progress, notes=notes
-        )
+            self.store, num_matched, min_score=min_score, verify=verify, workers=workers, progress=progress, notes=notes,
+            engine=engine,
+        )  # fmt: skip
 
     def query_class(
         self, query: Query, vector: np.ndarray, given: str | None, self_ids: Sequence[int]

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from lookalike.embed import Describer
     from lookalike.filters import FilterColumns
     from lookalike.search import VectorSearch
-    from lookalike.verify import FeatureCache, FeatureConf
+    from lookalike.verify import FeatureCache, FeatureConf, FeatureEngine
 
 __all__ = ["IndexInfo", "IndexView", "IndexWriter"]
 
@@ -149,7 +149,7 @@ class IndexView(Protocol):
         """The id of the image with this name (relative to the photo folder), if it is indexed."""
         ...
 
-    def feature_cache(self, conf: FeatureConf | None = None) -> FeatureCache: ...
+    def feature_cache(self, conf: FeatureConf | None = None, engine: FeatureEngine | None = None) -> FeatureCache: ...
 
     def orientation_vectors(self, *, progress: bool = False, notes: list[str] | None = None) -> np.ndarray: ...
 

@@ -14,7 +14,7 @@ from lookalike import Index
 from lookalike.config import IndexConfig, RunOptions
 from lookalike.embed import Describer
 from lookalike.errors import ConfigError, IndexMismatchError, LookalikeError
-from lookalike.models import quantize
+from lookalike.models import quantize, registry
 from lookalike.models.base import cache_dir
 from lookalike.models.quantize import INT8_FILE
 
@@ -39,6 +39,29 @@ def test_int8_index_keeps_its_calibrated_model_and_stays_close_to_fp32(int8_inde
     cos = np.array([float(a[n] @ b[n]) for n in a])
     assert np.median(cos) > 0.97 and cos.min() > 0.9  # close to fp32 ...
     assert cos.min() < 0.99999  # ... but really quantized, not the fp32 model under another name
+
+
+def test_weights_fit_the_cpu_int8_kernels_and_a_model_that_would_saturate_is_reported(
+    int8_index: Index, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(int8_index.store.path / INT8_FILE))
+    bits = {p.key: p.value for p in model.metadata_props}[quantize.WEIGHT_BITS_KEY]
+    assert bits == str(quantize.weight_bits())
+    weights = [numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    top = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    # 7 bits: no pair of u8×s8 products can overflow the 16-bit sums of CPUs without VNNI (255·64·2 < 32768)
+    assert top <= 64 if bits == "7" else top > 64
+    full = tmp_path / "full.onnx"
+    del model.metadata_props[:]  # as written before the key: full-range weights
+    onnx.save(model, str(full))
+    monkeypatch.setattr(quantize, "cpu_has_vnni", lambda: False)
+    with caplog.at_level("WARNING", logger="lookalike.models.base"):
+        int8_index.describer.model.load_int8(full)
+    assert "made for a CPU with VNNI" in caplog.text and "rebuild the index on this machine" in caplog.text
+    int8_index.describer.model.load_int8(int8_index.store.path / INT8_FILE)
 
 
 def test_queries_run_the_index_own_int8_model(int8_index: Index, sample_dir: Path) -> None:
@@ -89,9 +112,11 @@ def test_int8_needs_onnx_runtime() -> None:
 def test_a_new_index_is_int8_from_the_samples_calibration_made_once_per_machine(
     sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(registry, "int8_pays", lambda: True)  # int8 is the default where the CPU has VNNI
     res = 96  # a resolution no other test uses, so its machine-wide calibration can be removed and counted here
     describer = Describer.from_config(IndexConfig(resolution=res))
-    cached = cache_dir() / "onnx" / f"{describer.model.export_onnx().stem}-int8-samples-{res}.onnx"
+    cached = describer.samples_int8_path
+    assert cached.parent == cache_dir() / "onnx" and cached.name.endswith(f"-samples-{res}.onnx")
     cached.unlink(missing_ok=True)
     made = []
     real = quantize.quantize_static_qdq
@@ -148,3 +173,19 @@ def test_the_command_line_calibrates_on_the_photos_when_asked(sample_dir: Path, 
     assert ok.returncode == 0, ok.stderr
     assert "int8 calibrated on 24 of the images" in ok.stderr
     assert json.loads((tmp_path / "idx" / "meta.json").read_text())["calibration"] == "photos"
+
+
+def test_without_vnni_a_new_index_is_fp32_unless_int8_is_asked(
+    sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On an x86 CPU without VNNI int8 needs 7-bit weights (median cosine 0.974 to fp32 against 0.994) at about fp32's
+    speed, so the default there is fp32; int8 stays available by asking."""
+    from lookalike.models.registry import default_precision
+
+    monkeypatch.setattr(quantize, "cpu_has_vnni", lambda: False)
+    assert default_precision("efficientnet-lite0") == "fp32"
+    idx = Index.build(sample_dir, tmp_path / "idx", resolution=RES)
+    assert idx.store.meta["precision"] == "fp32" and not (idx.store.path / INT8_FILE).exists()
+    monkeypatch.setattr(quantize, "cpu_has_vnni", lambda: True)
+    assert default_precision("efficientnet-lite0") == "int8"
+    assert default_precision("efficientnet-lite0", runtime="torch") == "fp32"

@@ -759,6 +759,12 @@ def test_search_filters_act_inside_the_search(client: TestClient, server_index: 
     cut = best[2]["score"] - 1e-6  # replies round scores to 6 places: the third's own score may be just below it
     body = client.get("/api/search", params={"id": 0, "k": 5, "min_score": f"{cut:.7f}"}).json()
     assert [m["id"] for m in body["matches"]] == [m["id"] for m in best if m["score"] >= cut]
+    # a score as shown (6 decimals) passed back as min_score keeps its match, whichever way the rounding went
+    from lookalike.filters import SearchFilter
+
+    for m in server_index.search(server_index.vectors[0], k=5):
+        kept = server_index.search(server_index.vectors[0], k=5, where=SearchFilter(min_score=round(m.score, 6)))
+        assert m.id in [k.id for k in kept]
 
 
 def test_a_filter_that_leaves_nothing_says_why(client: TestClient) -> None:

@@ -80,8 +80,11 @@ def test_index_with_trained_model(trained: Path, sample_dir: Path, sample_querie
 
 
 def test_trained_model_runs_cached_without_building_torch_and_quantizes(
-    trained: Path, sample_dir: Path, sample_queries: Path, tmp_path: Path
+    trained: Path, sample_dir: Path, sample_queries: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from lookalike.models import registry
+
+    monkeypatch.setattr(registry, "int8_pays", lambda: True)  # int8 is the default on CPUs with VNNI
     from lookalike import Index
 
     create_model(str(trained))  # the export is cached from here on

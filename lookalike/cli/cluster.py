@@ -10,11 +10,16 @@ import typer
 from rich.table import Table
 
 from lookalike.cli.common import (
+    AddressOpt,
+    EngineOpt,
     IndexOpt,
     JsonOpt,
+    NumWorkersOpt,
     QuietOpt,
+    SkipDecidedOpt,
     app,
     err,
+    feature_engine,
     human_bytes,
     open_index,
     out,
@@ -38,6 +43,9 @@ def pairs(
     ] = False,
     min_inliers: Annotated[int, typer.Option(help="--verify: inliers a pair needs to be kept.")] = 15,
     workers: Annotated[int | None, typer.Option(help="--verify: threads matching pairs [cores, at most 4].")] = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    num_workers: NumWorkersOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """hloc-style retrieval pairs: "name1 name2 score" per line, each unordered pair once (names relative to the
@@ -51,14 +59,12 @@ def pairs(
     from lookalike.verify import MatchConf
 
     notes: list[str] = []
-    found = idx.pairs(
-        num_matched,
-        min_score=min_score,
-        verify=MatchConf(min_inliers=min_inliers),
-        workers=workers,
-        progress=not quiet,
-        notes=notes,
-    )
+    conf = MatchConf(min_inliers=min_inliers)
+    with feature_engine(engine, address, num_workers) as on:
+        found = idx.pairs(
+            num_matched, min_score=min_score, verify=conf, workers=workers, progress=not quiet, notes=notes,
+            engine=on,
+        )  # fmt: skip
     lines = [f"{p.name_a} {p.name_b} {p.score:.4f} {p.verdict.inliers}\n" for p in found if p.verdict.verified]
     sys.stdout.write("".join(lines))
     print_notes(notes)
@@ -72,20 +78,32 @@ def features(
         int | None, typer.Option(help="Strongest keypoints kept per image [2048, or as stored].")
     ] = None,
     resolution: Annotated[int | None, typer.Option(help="Long side SIFT runs at, pixels [1024, or as stored].")] = None,
+    decode: Annotated[
+        str | None,
+        typer.Option(help="pillow, or reduced: JPEGs straight to grey at libjpeg-turbo's reduced scale [as stored]."),
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Threads extracting features [cores, at most 4].")] = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    num_workers: NumWorkersOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Compute and cache local features (RootSIFT) of every indexed image that has none yet."""
     idx = open_index(index)
     before = len(idx.features.missing())
-    cache = idx.local_features(max_keypoints=max_keypoints, resolution=resolution, workers=workers, progress=not quiet)
+    with feature_engine(engine, address, num_workers) as on:
+        cache = idx.local_features(
+            max_keypoints=max_keypoints, resolution=resolution, decode=decode, workers=workers, progress=not quiet,
+            engine=on,
+        )  # fmt: skip
     print_notes(cache.notes)
     for i, reason in sorted(cache.failed.items()):
         err.print(f"  [yellow]skipped[/] {idx.names[i]}: {reason}", highlight=False)
     conf = cache.conf
     err.print(
         f"local features: {len(idx) - len(cache.failed)} of {len(idx)} images ({before - len(cache.failed)} computed now), "
-        f"{conf.max_keypoints} keypoints at {conf.resolution} px, {human_bytes(cache.disk_bytes())} on disk"
+        f"{conf.max_keypoints} keypoints at {conf.resolution} px ({conf.decode} decoding), "
+        f"{human_bytes(cache.disk_bytes())} on disk"
     )
 
 
@@ -129,10 +147,15 @@ def cluster(
     ] = False,
     min_inliers: Annotated[int, typer.Option(help="--verify: inliers a pair needs to be one place.")] = 15,
     workers: Annotated[int | None, typer.Option(help="--verify: threads matching pairs [cores, at most 4].")] = None,
+    skip_decided: SkipDecidedOpt = False,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    num_workers: NumWorkersOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Group an index's photos (one cluster per object/place); the result is saved as clusters.json in the index."""
     from lookalike.cluster import GraphParams, cluster_index, export_clusters, suggest
+    from lookalike.verify import MatchConf
 
     if link and hardlink:
         raise LookalikeError("--link and --hardlink exclude each other")
@@ -144,15 +167,12 @@ def cluster(
         k=k, strong=strong, weak=weak, merge_links=merge_links, merge_ratio=merge_ratio, gps_count=gps_count,
         gps_distance=gps_distance, min_size=min_size, mutual=mutual, local_ratio=local_ratio,
     )  # fmt: skip
-    match_conf = None
-    if verify:
-        from lookalike.verify import MatchConf
-
-        match_conf = MatchConf(min_inliers=min_inliers)
-    result = cluster_index(
-        idx, method, params=params, hdbscan_size=hdbscan_size, pca=pca, match=match_conf, workers=workers,
-        progress=not quiet,
-    )  # fmt: skip
+    match_conf = MatchConf(min_inliers=min_inliers) if verify else None
+    with feature_engine(engine, address, num_workers) as on:
+        result = cluster_index(
+            idx, method, params=params, hdbscan_size=hdbscan_size, pca=pca, match=match_conf, workers=workers,
+            progress=not quiet, engine=on, skip_decided=skip_decided,
+        )  # fmt: skip
     print_notes(result.notes)
     data = result.to_dict()
     if export:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+from lookalike.errors import LookalikeError
 
 if TYPE_CHECKING:
     from lookalike.index import Index
@@ -85,3 +88,33 @@ def print_report(report: Any, quiet: bool) -> None:
         err.print("  ignored (not images): " + ", ".join(f"{n} {shown(ext)}" for ext, n in r.ignored.items()))
     for path, why in r.left_out:
         err.print(f"  left out {shown(path)}/: {why}", highlight=False)
+
+
+EngineOpt = Annotated[
+    str, typer.Option(help="local, or ray: local features and verification on Ray (pip install lookalike[ray]).")
+]
+AddressOpt = Annotated[
+    str | None, typer.Option(help="Ray cluster to join (auto, ray://host:10001); default: start a local Ray.")
+]
+SkipDecidedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--skip-decided",
+        help="--verify: take near-copies and pairs far below the weak threshold as decided by their cosine; "
+        "verify (and extract features for) the rest only.",
+    ),
+]
+NumWorkersOpt = Annotated[int | None, typer.Option(help="Ray: CPUs to use (default: all the cluster has).")]
+
+
+def feature_engine(engine: str, address: str | None, num_workers: int | None) -> Any:
+    """``--engine`` as a context manager: None for this machine's threads, or a Ray engine (stopped at the end)."""
+    from lookalike.config import ENGINES
+
+    if engine not in ENGINES:
+        raise LookalikeError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "local":
+        return contextlib.nullcontext()
+    from lookalike.distributed import RayFeatureEngine
+
+    return RayFeatureEngine(address, num_workers)

@@ -20,6 +20,14 @@ from lookalike.cli.common import (
     shown,
 )
 from lookalike.errors import LookalikeError
+from lookalike.filters import FILTER_FIELD
+
+
+def filter_option(name: str, *flags: str) -> typer.models.OptionInfo:
+    """A search filter's option, its help and metavar from the one declaration (``lookalike.filters.FILTER_FIELDS``)
+    that also makes the API's form fields and query parameters."""
+    spec = FILTER_FIELD[name]
+    return typer.Option(*flags, help=f"{spec.help} Example: {spec.example}.", metavar=spec.metavar)
 
 
 @app.command()
@@ -32,16 +40,12 @@ def search(
     label: Annotated[
         str | None, typer.Option("--class", help="The query's class (else label, folder, prediction).")
     ] = None,
-    after: Annotated[str | None, typer.Option(help="Only photos taken on or after this date (EXIF time).")] = None,
-    before: Annotated[str | None, typer.Option(help="Only photos taken on or before this date.")] = None,
-    near: Annotated[
-        str | None, typer.Option(help="Only photos within RADIUS km of a point (EXIF GPS): LAT,LON,RADIUS_KM.")
-    ] = None,
-    path: Annotated[
-        str | None, typer.Option(help="Only paths (relative to the photo folder) matching a glob: 'site-a/**'.")
-    ] = None,
-    with_label: Annotated[str | None, typer.Option("--label", help="Only images with this label.")] = None,
-    min_score: Annotated[float | None, typer.Option(help="Leave out matches scoring below this cosine.")] = None,
+    after: Annotated[str | None, filter_option("after")] = None,
+    before: Annotated[str | None, filter_option("before")] = None,
+    near: Annotated[str | None, filter_option("near")] = None,
+    path: Annotated[str | None, filter_option("path")] = None,
+    with_label: Annotated[str | None, filter_option("label", "--label")] = None,
+    min_score: Annotated[float | None, filter_option("min_score")] = None,
     as_json: JsonOpt = False,
     grid: Annotated[Path | None, typer.Option(help="Write a PNG of the queries and their matches.")] = None,
     rerank: Annotated[

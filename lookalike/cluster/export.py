@@ -86,6 +86,48 @@ def _place(src: Path, dst: Path, mode: str) -> None:
         shutil.copy2(src, dst)
 
 
+def _previous_export(out: Path, marker: Path) -> set[str]:
+    """The files the last export to ``out`` wrote (its marker); refuses a folder that is not an export of ours."""
+    if out.exists() and not out.is_dir():
+        raise LookalikeError(f"export folder {out} is a file; give a folder (new, empty, or one lookalike exported to)")
+
+    def ours(p: Path) -> bool:  # the marker's own temporary file: an export killed while writing the marker
+        return p.name.startswith(f".{marker.name}.") and p.name.endswith(".tmp")
+
+    if out.is_dir() and any(not ours(p) for p in out.iterdir()) and not marker.is_file():
+        raise LookalikeError(
+            f"export folder {out} exists and was not written by lookalike (no {EXPORT_MARKER}); "
+            "choose a new or empty folder so none of your files are overwritten"
+        )
+    try:
+        return set(json.loads(marker.read_text()).get("files", [])) if marker.is_file() else set()
+    except (OSError, ValueError):
+        return set()
+
+
+def _wanted(data: dict[str, Any], root: Path) -> tuple[dict[str, Path], list[str]]:
+    """Where each photo goes in the export (cluster folder or ``noise/``), and the photos no longer on disk."""
+    wanted: dict[str, Path] = {}
+    for c in data["clusters"]:
+        for name in c["paths"]:
+            wanted[f"cluster_{c['id']:04d}/{name}"] = root / name
+    for name in data["noise"]:
+        wanted[f"noise/{name}"] = root / name
+    missing = [rel for rel, src in wanted.items() if not src.is_file()]
+    for rel in missing:
+        del wanted[rel]
+    return wanted, missing
+
+
+def _write_sheets(data: dict[str, Any], root: Path, out: Path) -> list[str]:
+    made = []
+    for c in data["clusters"]:
+        rel = f"sheets/cluster_{c['id']:04d}.png"
+        contact_sheet([root / p for p in c["paths"]], out / rel, title=f"cluster {c['id']}: {c['size']} photos")
+        made.append(rel)
+    return made
+
+
 def export_clusters(
     result: ClusterResult | dict[str, Any],
     root: str | os.PathLike[str],
@@ -106,30 +148,8 @@ def export_clusters(
     root = Path(root).resolve()
     out = Path(out_dir)
     marker = out / EXPORT_MARKER
-    if out.exists() and not out.is_dir():
-        raise LookalikeError(f"export folder {out} is a file; give a folder (new, empty, or one lookalike exported to)")
-
-    def ours(p: Path) -> bool:  # the marker's own temporary file: an export killed while writing the marker
-        return p.name.startswith(f".{marker.name}.") and p.name.endswith(".tmp")
-
-    if out.is_dir() and any(not ours(p) for p in out.iterdir()) and not marker.is_file():
-        raise LookalikeError(
-            f"export folder {out} exists and was not written by lookalike (no {EXPORT_MARKER}); "
-            "choose a new or empty folder so none of your files are overwritten"
-        )
-    try:
-        previous = set(json.loads(marker.read_text()).get("files", [])) if marker.is_file() else set()
-    except (OSError, ValueError):
-        previous = set()
-    wanted: dict[str, Path] = {}
-    for c in data["clusters"]:
-        for name in c["paths"]:
-            wanted[f"cluster_{c['id']:04d}/{name}"] = root / name
-    for name in data["noise"]:
-        wanted[f"noise/{name}"] = root / name
-    missing = [rel for rel, src in wanted.items() if not src.is_file()]
-    for rel in missing:
-        del wanted[rel]
+    previous = _previous_export(out, marker)
+    wanted, missing = _wanted(data, root)
     # The marker goes first, naming every file this export may leave: killed half-way, the folder is still ours and
     # the same command resumes it (with the marker last, a kill made the folder "somebody else's" forever).
     out.mkdir(parents=True, exist_ok=True)
@@ -155,12 +175,7 @@ def export_clusters(
     for d in sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
         if not any(d.iterdir()):
             d.rmdir()
-    sheet_files = []
-    if sheets:
-        for c in data["clusters"]:
-            rel = f"sheets/cluster_{c['id']:04d}.png"
-            contact_sheet([root / p for p in c["paths"]], out / rel, title=f"cluster {c['id']}: {c['size']} photos")
-            sheet_files.append(rel)
+    sheet_files = _write_sheets(data, root, out) if sheets else []
     atomic_write_json(out / CLUSTERS_FILE, shown_json(data))  # for people and other programs: readable names
     atomic_write(out / "index.html", _html(data))
     atomic_write_json(marker, {"format": 1, "root": str(root), "mode": mode, "files": sorted(wanted), "complete": True})

@@ -20,7 +20,7 @@ from lookalike.errors import ConfigError, LookalikeError
 from lookalike.io import atomic_write_json
 from lookalike.search import knn_graph
 from lookalike.store import CLUSTERS_FILE
-from lookalike.verify import MATCH, NO_MATCH, FeatureConf, MatchConf, verify_pairs
+from lookalike.verify import MATCH, NO_MATCH, FeatureConf, FeatureEngine, MatchConf, verify_pairs
 
 if TYPE_CHECKING:
     from lookalike.view import IndexView
@@ -113,13 +113,17 @@ def cluster_index(
     features: FeatureConf | None = None,
     workers: int | None = None,
     progress: bool = False,
+    engine: FeatureEngine | None = None,
+    skip_decided: bool = False,
 ) -> ClusterResult:
     """Cluster an index's images; saves the result as ``clusters.json`` in the index folder (see load_clusters).
 
     ``match`` (True, or a :class:`~lookalike.verify.MatchConf`): the graph method's kNN pairs are verified
     geometrically (local features computed and cached first where missing) and the verdicts decide the edges; the
     cosine only proposes candidates. Images too flat to verify keep the cosine rules and are listed in
-    ``unverifiable``."""
+    ``unverifiable``. ``engine``: where features are extracted and pairs verified (None: this machine's threads;
+    the verdicts are the same). ``skip_decided``: verify only the pairs the cosine leaves undecided (see
+    :func:`decided_by_cosine`), and extract features only for the photos in them."""
     if method not in ("graph", "hdbscan"):
         raise ConfigError(f"clustering method must be 'graph' or 'hdbscan', got {method!r}")
     if match and method != "graph":
@@ -142,7 +146,10 @@ def cluster_index(
         p = replace(params, strong=strong, weak=weak)
         verdict, unverifiable = None, []
         if match_conf is not None:
-            verdict, unverifiable = _verdicts(index, ids, match_conf, features, workers, progress, notes)
+            decided = Decided.of(strong, weak) if skip_decided else None
+            verdict, unverifiable = _verdicts(
+                index, ids, scores, match_conf, features, workers, progress, notes, engine=engine, decided=decided
+            )
         separate = separated_pairs(index, ids, notes)
         labels = graph_labels(ids, scores, p, lat=lat, lon=lon, notes=notes, verdict=verdict, separate=separate)
         used = {"method": "graph", **p.to_dict()}
@@ -187,26 +194,61 @@ def separated_pairs(index: IndexView, ids: np.ndarray, notes: list[str] | None =
     return separate if separate.any() else None
 
 
+@dataclass(frozen=True)
+class Decided:
+    """Cosines at which a kNN pair's verdict is taken as given instead of verified: at or above ``copy`` a
+    near-copy (verified), below ``far`` far below the weak threshold (refuted). Set from the graph's thresholds:
+    ``far`` = weak − FAR_BELOW·(strong − weak), ``copy`` = max(COPY, strong)."""
+
+    far: float
+    copy: float
+
+    @classmethod
+    def of(cls, strong: float, weak: float) -> Decided:
+        return cls(weak - FAR_BELOW * (strong - weak), max(COPY, strong))
+
+
+FAR_BELOW = 2.0
+COPY = 0.97
+
+
 def _verdicts(
     index: IndexView,
     ids: np.ndarray,
+    scores: np.ndarray,
     conf: MatchConf,
     features: FeatureConf | None,
     workers: int | None,
     progress: bool,
     notes: list[str],
+    *,
+    engine: FeatureEngine | None = None,
+    decided: Decided | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """Verify each unordered kNN pair once; the verdicts laid out like ``ids`` (1 verified, -1 refuted, 0 unknown),
-    and the names of images whose pairs could not be verified (too few keypoints, unreadable)."""
+    """Verify each unordered kNN pair once (with ``decided``, only those whose cosine decides nothing); the verdicts
+    laid out like ``ids`` (1 verified, -1 refuted, 0 unknown), and the names of images whose pairs could not be
+    verified (too few keypoints, unreadable)."""
     n, k = ids.shape
     i = np.repeat(np.arange(n), k)
     j = ids.ravel()
     ok = j >= 0
     lo, hi = np.minimum(i, j)[ok], np.maximum(i, j)[ok]
-    pairs, back = np.unique(np.stack([lo, hi], axis=1), axis=0, return_inverse=True)
-    cache = index.feature_cache(features)
-    found = verify_pairs(cache, pairs[:, 0], pairs[:, 1], conf, workers=workers, progress=progress)
-    code = np.array([1 if v.status == MATCH else -1 if v.status == NO_MATCH else 0 for v in found], np.int8)
+    pairs, first, back = np.unique(np.stack([lo, hi], axis=1), axis=0, return_index=True, return_inverse=True)
+    cosine = scores.ravel()[ok][first]
+    code = np.zeros(len(pairs), np.int8)
+    todo = np.ones(len(pairs), bool)
+    if decided is not None:
+        code[cosine >= decided.copy], code[cosine < decided.far] = 1, -1
+        todo = code == 0
+        photos = len(np.unique(pairs[todo])) if todo.any() else 0
+        notes.append(
+            f"decided by cosine, not verified: {int((code > 0).sum())} near-copy pair(s) (≥ {decided.copy:.4f}), "
+            f"{int((code < 0).sum())} pair(s) far below the weak threshold (< {decided.far:.4f}); local features "
+            f"for {photos} of {n} photos"
+        )
+    cache = index.feature_cache(features, engine)
+    found = verify_pairs(cache, pairs[todo, 0], pairs[todo, 1], conf, workers=workers, progress=progress)
+    code[todo] = [1 if v.status == MATCH else -1 if v.status == NO_MATCH else 0 for v in found]
     verdict = np.zeros(n * k, np.int8)
     verdict[np.flatnonzero(ok)] = code[back.ravel()]
     notes.extend(cache.notes)

@@ -8,6 +8,12 @@ silently dropped by FastAPI's response filter).
 
 Nullable (``X | None``) only where the server really sends ``null``; a field the server leaves out when it has no
 value is declared with :func:`omitted` (absent, never null) and the routes serialise with ``exclude_unset``.
+
+Where the library has a typed result, the reply is that result's JSON validated here, not a shape restated by the
+server: the plan replies are ``lookalike.dedupe.plan.Plan.to_dict()`` (the duplicates reply adds each file's id and
+thumbnail), the clusters reply is the saved ``ClusterResult`` with paths turned into ids. The models add what a
+schema needs (a description, an enum, a range per field); ``tests/test_replies.py`` checks that they name exactly the
+typed results' fields, so a field added to a result cannot be forgotten here.
 """
 
 from __future__ import annotations

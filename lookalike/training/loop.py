@@ -271,6 +271,78 @@ def epoch_order(labels: np.ndarray, m: int, batch: int, seed: int) -> np.ndarray
         pml_common.NUMPY_RANDOM = saved
 
 
+@dataclass
+class _Trainer:
+    """What one epoch of training needs, made once by :func:`fit`."""
+
+    o: TrainOptions
+    d: TrainingData
+    embedder: Any
+    loss_fn: Any
+    miner: Any
+    opt: Any
+    inputs: _Inputs
+    y: Any  # the labels as a torch tensor
+    batch: int
+
+    def epoch(self, epoch: int, rng: np.random.Generator) -> float:
+        """One pass over the training split in class-balanced batches; the mean loss."""
+        import torch
+
+        o, tr = self.o, self.d.train
+        for g in self.opt.param_groups:
+            g["lr"] = o.lr * g["lr_mult"] * lr_factor(o.schedule, epoch, o.epochs)
+        torch.manual_seed(o.seed * 1000 + epoch)
+        self.embedder.eval()  # BatchNorm of the backbone stays frozen; only the head's layers train
+        self.embedder.head.train()
+        order = epoch_order(self.d.labels[tr], PER_CLASS, self.batch, o.seed * 1000 + epoch)
+        losses = []
+        for s in range(0, len(order) - self.batch + 1, self.batch):
+            pos = order[s : s + self.batch]
+            emb, yb = self.inputs.batch(pos, rng), self.y[tr[pos]]
+            loss = self.loss_fn(emb, yb, self.miner(emb, yb)) if self.miner is not None else self.loss_fn(emb, yb)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            losses.append(float(loss.detach()))
+        return float(np.mean(losses)) if losses else 0.0
+
+    def save(self, out: Path, epoch: int, history: list[dict[str, float]], best: dict[str, Any]) -> None:
+        """The checkpoint a resumed run starts from, written atomically after every epoch."""
+        import torch
+
+        state = {
+            "epoch": epoch,
+            "model": self.embedder.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "opt": self.opt.state_dict(),
+            "history": history,
+            "best": best,
+            "options": self.o.run_identity(),
+            "data": self.d.hash,
+        }
+        atomic_write(out / RUN_DIR / CHECKPOINT, lambda tmp, st=state: torch.save(st, tmp))
+
+
+def _trainer(o: TrainOptions, d: TrainingData, state: dict[str, Any] | None) -> tuple[_Trainer, dict[str, Any]]:
+    """The model, loss, optimiser and inputs of a run (restored from ``state`` when resuming); the head's spec."""
+    import torch
+
+    torch.manual_seed(o.seed)
+    head = {"type": o.head, "in": d.pooled.shape[1], "hidden": HEAD_HIDDEN, "dim": o.dim, "dropout": HEAD_DROPOUT}
+    embedder = build_embedder(o.model, head)
+    loss_fn, miner = make_loss(o, len(d.classes))
+    start = len(embedder.net._blocks) - o.unfreeze
+    opt = _trainable(embedder, loss_fn, o, start)
+    if state is not None:
+        embedder.load_state_dict(state["model"])
+        loss_fn.load_state_dict(state["loss"])
+        opt.load_state_dict(state["opt"])
+    batch = max(PER_CLASS, min(o.batch_size, PER_CLASS * len(d.classes)) // PER_CLASS * PER_CLASS)
+    inputs = _Inputs(embedder, d, start, o.crop)
+    return _Trainer(o, d, embedder, loss_fn, miner, opt, inputs, torch.from_numpy(d.labels), batch), head
+
+
 def fit(
     o: TrainOptions,
     d: TrainingData,
@@ -282,33 +354,19 @@ def fit(
 ) -> Fitted:
     """Train one model on ``d`` (resuming from ``checkpoint``), checkpointing every epoch in ``out/run/``; stop
     after ``o.epochs`` or ``o.patience`` epochs without a better validation score, and keep the best epoch."""
-    import torch
-
     state = _load_checkpoint(checkpoint, o, d.hash, out, say)
     (out / RUN_DIR).mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(o.seed)
-    head = {"type": o.head, "in": d.pooled.shape[1], "hidden": HEAD_HIDDEN, "dim": o.dim, "dropout": HEAD_DROPOUT}
-    embedder = build_embedder(o.model, head)
-    loss_fn, miner = make_loss(o, len(d.classes))
-    start = len(embedder.net._blocks) - o.unfreeze
-    opt = _trainable(embedder, loss_fn, o, start)
+    t, head = _trainer(o, d, state)
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"epoch": 0, "score": -1.0, "state": None}
     first_epoch = 1
     if state is not None:
-        embedder.load_state_dict(state["model"])
-        loss_fn.load_state_dict(state["loss"])
-        opt.load_state_dict(state["opt"])
         history, best, first_epoch = state["history"], state["best"], state["epoch"] + 1
         say(f"resuming {out} after epoch {state['epoch']}")
-
     tr, va, labels = d.train, d.val, d.labels
     before = validation_metrics(d.pooled[va], labels[va], d.pooled[tr], labels[tr])
-    inputs = _Inputs(embedder, d, start, o.crop)
     if o.unfreeze:
-        inputs.compute_frozen(o.model, o.resolution, o.seed, progress, say)
-    y = torch.from_numpy(labels)
-    batch = max(PER_CLASS, min(o.batch_size, PER_CLASS * len(d.classes)) // PER_CLASS * PER_CLASS)
+        t.inputs.compute_frozen(o.model, o.resolution, o.seed, progress, say)
     rng = np.random.default_rng(o.seed + first_epoch)
     epoch = first_epoch - 1
     stopped_early = False
@@ -319,49 +377,20 @@ def fit(
                 epoch -= 1
                 break
             t0 = time.perf_counter()
-            for g in opt.param_groups:
-                g["lr"] = o.lr * g["lr_mult"] * lr_factor(o.schedule, epoch, o.epochs)
-            torch.manual_seed(o.seed * 1000 + epoch)
-            embedder.eval()  # BatchNorm of the backbone stays frozen; only the head's layers train
-            embedder.head.train()
-            order = epoch_order(labels[tr], PER_CLASS, batch, o.seed * 1000 + epoch)
-            losses = []
-            for s in range(0, len(order) - batch + 1, batch):
-                pos = order[s : s + batch]
-                emb, yb = inputs.batch(pos, rng), y[tr[pos]]
-                loss = loss_fn(emb, yb, miner(emb, yb)) if miner is not None else loss_fn(emb, yb)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
-            emb_all = inputs.embed_all()
+            loss = t.epoch(epoch, rng)
+            emb_all = t.inputs.embed_all()
             metrics = validation_metrics(emb_all[va], labels[va], emb_all[tr], labels[tr])
-            row = {
-                "epoch": epoch,
-                "loss": float(np.mean(losses)) if losses else 0.0,
-                "lr": opt.param_groups[0]["lr"],
-                **metrics,
-                "seconds": time.perf_counter() - t0,
-            }
+            row = {"epoch": epoch, "loss": loss, "lr": t.opt.param_groups[0]["lr"], **metrics}
+            row["seconds"] = time.perf_counter() - t0
             history.append(row)
             score = metrics["map_at_r"] + metrics["precision_at_1"]
             if score > best["score"]:
                 best = {
                     "epoch": epoch,
                     "score": score,
-                    "state": {k: v.clone() for k, v in embedder.state_dict().items()},
+                    "state": {k: v.clone() for k, v in t.embedder.state_dict().items()},
                 }
-            checkpoint_state = {
-                "epoch": epoch,
-                "model": embedder.state_dict(),
-                "loss": loss_fn.state_dict(),
-                "opt": opt.state_dict(),
-                "history": history,
-                "best": best,
-                "options": o.run_identity(),
-                "data": d.hash,
-            }
-            atomic_write(out / RUN_DIR / CHECKPOINT, lambda tmp, st=checkpoint_state: torch.save(st, tmp))
+            t.save(out, epoch, history, best)
             say(
                 f"epoch {epoch}/{o.epochs}: loss {row['loss']:.4f}, val precision@1 {metrics['precision_at_1']:.3f}, "
                 f"mAP@R {metrics['map_at_r']:.3f} ({row['seconds']:.1f}s)" + (" *" if best["epoch"] == epoch else "")
@@ -370,19 +399,18 @@ def fit(
         raise LookalikeError("training produced no epochs; raise epochs")
     if stopped_early:
         say(f"stopped early: no better validation for {o.patience} epochs after epoch {best['epoch']}")
-
-    embedder.load_state_dict(best["state"])
-    final = inputs.embed_all()
+    t.embedder.load_state_dict(best["state"])
+    final = t.inputs.embed_all()
     after = validation_metrics(final[va], labels[va], final[tr], labels[tr])
     return Fitted(
-        embedder=embedder,
+        embedder=t.embedder,
         head=head,
         history=history,
         epochs_run=epoch,
         best_epoch=int(best["epoch"]),
         metrics={"before": before, "after": after},
         embeddings=final,
-        frozen_seconds=inputs.frozen_seconds,
+        frozen_seconds=t.inputs.frozen_seconds,
         resumed_from=first_epoch - 1,
     )
 

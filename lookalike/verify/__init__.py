@@ -9,7 +9,14 @@ in parallel batches), ``rerank`` (re-ranking search hits, one pair for drawing, 
 Import the names below from ``lookalike.verify``.
 """
 
-from lookalike.verify.local_features import MIN_KEYPOINTS, FeatureCache, FeatureConf, Features, extract
+from lookalike.verify.local_features import (
+    MIN_KEYPOINTS,
+    FeatureCache,
+    FeatureConf,
+    FeatureEngine,
+    Features,
+    extract,
+)
 from lookalike.verify.match import MATCH, NO_MATCH, UNKNOWN, MatchConf, Verdict, judge, match_points, verify
 from lookalike.verify.pairs import VerifiedPair, candidate_pairs, verified_pairs, verify_against, verify_pairs
 from lookalike.verify.rerank import RERANK_KEYPOINTS, retrieval_pairs
@@ -22,6 +29,7 @@ __all__ = [
     "UNKNOWN",
     "FeatureCache",
     "FeatureConf",
+    "FeatureEngine",
     "Features",
     "MatchConf",
     "Verdict",

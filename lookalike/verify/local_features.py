@@ -21,11 +21,11 @@ import os
 import threading
 import zipfile
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from lookalike.store import Store
 
 CONF_FILE = "conf.json"
+DECODERS = ("pillow", "reduced")
 MIN_KEYPOINTS = 50
 """An image with fewer keypoints (blank, flat, tiny) cannot be verified either way: its pairs are "unknown"."""
 
@@ -51,15 +52,24 @@ class FeatureConf:
 
     max_keypoints: int = 2048
     resolution: int = 1024  # long side, in pixels, SIFT runs on
+    # how photos become grey pixels: "pillow" (draft-mode RGB, to grey, bilinear resize: every index so far) or
+    # "reduced" (JPEGs decoded straight to grey at libjpeg-turbo's reduced scale by OpenCV, area resize; other
+    # formats as "pillow"). Different pixels, so a stored setting like the others.
+    decode: str = "pillow"
 
     def __post_init__(self) -> None:
+        if self.decode not in DECODERS:
+            raise ConfigError(f"decode must be one of {', '.join(DECODERS)}, got {self.decode!r}", setting="decode")
         if self.max_keypoints < 8:
             raise ConfigError(f"max_keypoints must be at least 8, got {self.max_keypoints}", setting="max_keypoints")
         if self.resolution < 64:
             raise ConfigError(f"resolution must be at least 64 px, got {self.resolution}", setting="resolution")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": "rootsift", **asdict(self)}
+        d = {"method": "rootsift", **asdict(self)}
+        if self.decode == "pillow":  # the settings every existing index stored: its conf.json and pack stay valid
+            del d["decode"]
+        return d
 
 
 @dataclass
@@ -88,12 +98,20 @@ class Features:
         return int(self.xy.nbytes + self.sift.nbytes)
 
     def to_bytes(self) -> bytes:
+        """An ``.npz`` (what :func:`numpy.savez` writes, readable by :func:`numpy.load`) with fixed time stamps, so
+        the same features give the same bytes wherever and whenever they are made (a Ray worker's equal a local
+        run's)."""
         buf = io.BytesIO()
-        np.savez(buf, xy=self.xy, sift=self.sift, size=np.asarray(self.size, np.int32))
+        arrays = {"xy": self.xy, "sift": self.sift, "size": np.asarray(self.size, np.int32)}
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+            for name, arr in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with z.open(info, "w") as fh:
+                    np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
         return buf.getvalue()
 
     @classmethod
-    def load(cls, path: Path) -> Features:
+    def load(cls, path: Path | io.BytesIO) -> Features:
         with np.load(path, allow_pickle=False) as z:
             xy, sift, size = z["xy"], z["sift"], z["size"]
         if (
@@ -140,6 +158,73 @@ def extract(image: Image.Image | np.ndarray, conf: FeatureConf | None = None) ->
     return Features(xy, sift_u8, (w, h))
 
 
+def features_of_file(path: Path, name: str, conf: FeatureConf) -> tuple[Features | None, str | None]:
+    """One photo's features, or why it could not be read: what every engine runs per photo."""
+    try:
+        data = read_file(path)
+        grey = reduced_grey(data, conf.resolution) if conf.decode == "reduced" else None
+        if grey is not None:
+            return extract(grey, conf), None
+        img, _ = decode(data, name, target=conf.resolution)
+    except ImageError as exc:
+        return None, str(exc)
+    return extract(img, conf), None
+
+
+def reduced_grey(data: bytes, resolution: int) -> np.ndarray | None:
+    """A JPEG's upright grey pixels, long side at most ``resolution``: decoded by libjpeg-turbo (OpenCV) straight
+    to grey at the smallest DCT scale (1/2, 1/4, 1/8) still covering ``resolution``, then area-resized. None for
+    anything else (other formats, JPEGs OpenCV cannot read), which then takes the Pillow path."""
+    if not data.startswith(b"\xff\xd8\xff"):
+        return None
+    import cv2
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(io.BytesIO(data)) as probe:  # reads the header only
+            long_side = max(probe.size)
+    except (OSError, ValueError, PILImage.DecompressionBombError):
+        return None
+    flags = {8: cv2.IMREAD_REDUCED_GRAYSCALE_8, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2}
+    factor = next((f for f in (8, 4, 2) if long_side / f >= resolution), 1)
+    grey = cv2.imdecode(np.frombuffer(data, np.uint8), flags.get(factor, cv2.IMREAD_GRAYSCALE))
+    if grey is None or grey.size == 0:
+        return None
+    h, w = grey.shape[:2]
+    scale = resolution / max(w, h)
+    if scale < 1:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+    return grey
+
+
+def extract_files(items: Sequence[tuple[int, str, str]], conf: dict[str, Any]) -> list[tuple[int, bytes | None, str]]:
+    """Features of ``(id, path, name)`` items as the bytes of their files (or None and the reason): the unit of work
+    a remote engine runs, on one core, with plain arguments and results."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    fc = FeatureConf(int(conf["max_keypoints"]), int(conf["resolution"]), str(conf.get("decode", "pillow")))
+    out = []
+    for i, path, name in items:
+        feats, error = features_of_file(Path(path), name, fc)
+        out.append((i, None if feats is None else feats.to_bytes(), error or ""))
+    return out
+
+
+class FeatureEngine(Protocol):
+    """Somewhere else to run extraction and verification (``lookalike.distributed.RayFeatureEngine``): the same
+    functions (:func:`extract_files`, :func:`lookalike.verify.pairs.verify_files`) on other cores or machines."""
+
+    def extract(
+        self, items: Sequence[tuple[int, str, str]], conf: FeatureConf
+    ) -> Iterator[list[tuple[int, bytes | None, str]]]: ...
+
+    def verify(
+        self, batches: Sequence[list[tuple[int, int, int]]], files: dict[int, str], conf: dict[str, Any]
+    ) -> Iterator[tuple[list[tuple[int, str, int, int]], dict[int, int]]]: ...
+
+
 class FeatureCache:
     """The local features of an index's images: computed on demand for the images a step needs, kept on disk.
 
@@ -147,8 +232,11 @@ class FeatureCache:
     than the stored one recomputes everything, since features of two recipes cannot be matched with each other.
     """
 
-    def __init__(self, store: Store, conf: FeatureConf | None = None, *, memory: int = 256) -> None:
+    def __init__(
+        self, store: Store, conf: FeatureConf | None = None, *, memory: int = 256, engine: FeatureEngine | None = None
+    ) -> None:
         self.store = store
+        self.engine = engine  # None: extract and verify on this machine's threads
         self.folder = store.path / FEATURES_DIR
         stored = self._stored_conf()
         self.conf = conf or stored or FeatureConf()
@@ -170,7 +258,7 @@ class FeatureCache:
             return None
         try:
             d = json.loads(path.read_text())
-            return FeatureConf(int(d["max_keypoints"]), int(d["resolution"]))
+            return FeatureConf(int(d["max_keypoints"]), int(d["resolution"]), str(d.get("decode", "pillow")))
         except (OSError, ValueError, KeyError, TypeError, ConfigError):
             return None  # unreadable: treated as absent, and rewritten
 
@@ -208,17 +296,15 @@ class FeatureCache:
             atomic_write_json(self.folder / CONF_FILE, self.conf.to_dict())
         if not todo:
             return 0
+        if self.engine is not None:
+            return self._ensure_on(self.engine, todo, progress)
         import cv2
 
         root, names, hashes = self.store.root, self.store.column("path"), self.hashes
         workers = max(1, workers or min(4, os.cpu_count() or 1))
 
         def one(i: int) -> tuple[int, Features | None, str | None]:
-            try:
-                img, _ = decode(read_file(root / names[i]), names[i], target=self.conf.resolution)
-                return i, extract(img, self.conf), None
-            except ImageError as exc:
-                return i, None, str(exc)
+            return i, *features_of_file(root / names[i], names[i], self.conf)
 
         previous = cv2.getNumThreads()
         cv2.setNumThreads(1)  # one image per thread; OpenCV's own threads would only compete with ours
@@ -243,6 +329,35 @@ class FeatureCache:
                 f"{len(self.failed)} image(s) could not be read for local features; their pairs are unknown"
             )
         return done
+
+    def _ensure_on(self, engine: FeatureEngine, todo: list[int], progress: bool) -> int:
+        """:meth:`ensure` on another engine: it returns each file's bytes, written here as a local run writes them."""
+        root, names, hashes = self.store.root, self.store.column("path"), self.hashes
+        items = [(i, str(root / names[i]), names[i]) for i in todo]
+        done = 0
+        with bar("local features", len(todo), progress) as tick:
+            for chunk in engine.extract(items, self.conf):
+                for i, data, error in chunk:
+                    if data is None:
+                        self.failed[i] = error or "unreadable"
+                    else:
+                        atomic_write(self.file_of(hashes[i]), data)
+                        done += 1
+                    tick.advance()
+        if self.failed:
+            self.notes.append(
+                f"{len(self.failed)} image(s) could not be read for local features; their pairs are unknown"
+            )
+        return done
+
+    @contextlib.contextmanager
+    def using(self, engine: FeatureEngine | None) -> Iterator[None]:
+        """Extract and verify on ``engine`` inside the block, then on this machine's threads again."""
+        self.engine = engine
+        try:
+            yield
+        finally:
+            self.engine = None
 
     def clear(self) -> None:
         if self.folder.is_dir():

@@ -10,9 +10,11 @@ threads do not fight over the cores.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,7 +22,7 @@ import numpy as np
 from lookalike.errors import ConfigError, LookalikeError
 from lookalike.progress import bar
 from lookalike.search import knn_pairs
-from lookalike.verify.local_features import MIN_KEYPOINTS, FeatureCache, FeatureConf, Features
+from lookalike.verify.local_features import MIN_KEYPOINTS, FeatureCache, FeatureConf, FeatureEngine, Features
 from lookalike.verify.match import (
     MATCH,
     NO_MATCH,
@@ -68,23 +70,19 @@ def verify_pairs(
     workers = _workers(workers)
     cache.ensure(np.unique(np.concatenate([a, b])).tolist(), workers=workers, progress=progress)
     order = np.lexsort((b, a))
-    batches = [order[s : s + BATCH] for s in range(0, len(order), BATCH)]
+    batches = [[(int(p), int(a[p]), int(b[p])) for p in order[s : s + BATCH]] for s in range(0, len(order), BATCH)]
     verdicts: list[Verdict | None] = [None] * len(a)
-
-    def run(batch: np.ndarray) -> list[tuple[int, Verdict]]:
-        desc: dict[int, np.ndarray] = {}
-        out = []
-        for p in batch:
-            i, j = int(a[p]), int(b[p])
-            fi, fj = cache.get(i), cache.get(j)
-            if fi is None or fj is None or not fi.usable or not fj.usable:
-                out.append((int(p), Verdict(UNKNOWN)))
-                continue
-            for x, f in ((i, fi), (j, fj)):
-                if x not in desc:
-                    desc[x] = f.rootsift(conf.keypoints)
-            out.append((int(p), verify(fi, fj, conf, da=desc[i], db=desc[j])))
-        return out
+    if cache.engine is not None:
+        hashes = cache.hashes
+        needed = {x for batch in batches for _, i, j in batch for x in (i, j) if x not in cache.failed}
+        files = {x: str(cache.file_of(hashes[x])) for x in needed}
+        with bar("verifying pairs", len(a), progress and len(a) > 0, unit="pairs") as tick:
+            for done, counts in cache.engine.verify(batches, files, conf.to_dict()):
+                for p, status, inliers, matches in done:
+                    verdicts[p] = Verdict(status, inliers, matches)
+                cache.counts.update(counts)
+                tick.advance(len(done))
+        return verdicts  # type: ignore[return-value]
 
     previous = cv2.getNumThreads()
     cv2.setNumThreads(1)
@@ -94,13 +92,58 @@ def verify_pairs(
             bar("verifying pairs", len(a), progress and len(a) > 0, unit="pairs") as tick,
             ThreadPoolExecutor(workers) as pool,
         ):
-            for done in pool.map(run, batches):
+            for done in pool.map(lambda batch: verify_batch(batch, cache.get, conf), batches):
                 for p, v in done:
                     verdicts[p] = v
                 tick.advance(len(done))
     finally:
         cv2.setNumThreads(previous)
     return verdicts  # type: ignore[return-value]
+
+
+def verify_batch(
+    batch: Sequence[tuple[int, int, int]], get: Callable[[int], Features | None], conf: MatchConf
+) -> list[tuple[int, Verdict]]:
+    """The verdicts of a batch of ``(position, image, image)`` pairs, each image's RootSIFT computed once: what every
+    engine runs per batch."""
+    desc: dict[int, np.ndarray] = {}
+    out = []
+    for p, i, j in batch:
+        fi, fj = get(i), get(j)
+        if fi is None or fj is None or not fi.usable or not fj.usable:
+            out.append((p, Verdict(UNKNOWN)))
+            continue
+        for x, f in ((i, fi), (j, fj)):
+            if x not in desc:
+                desc[x] = f.rootsift(conf.keypoints)
+        out.append((p, verify(fi, fj, conf, da=desc[i], db=desc[j])))
+    return out
+
+
+def verify_files(
+    batch: Sequence[tuple[int, int, int]], files: dict[int, str], conf: dict[str, Any]
+) -> tuple[list[tuple[int, str, int, int]], dict[int, int]]:
+    """:func:`verify_batch` reading features from their files (``files``: image id -> path; an image not named or
+    whose file does not load has no features): the unit of work a remote engine runs, on one core, with plain
+    arguments and results. Returns ``(position, status, inliers, matches)`` per pair and each image's keypoints."""
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    cv2.setNumThreads(1)
+    loaded: dict[int, Features | None] = {}
+
+    def get(i: int) -> Features | None:
+        if i not in loaded:
+            try:
+                loaded[i] = Features.load(Path(files[i])) if i in files else None
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                loaded[i] = None
+        return loaded[i]
+
+    with threadpool_limits(1):
+        done = verify_batch(batch, get, MatchConf(**conf))
+    counts = {i: len(f) for i, f in loaded.items() if f is not None}
+    return [(p, v.status, v.inliers, v.matches) for p, v in done], counts
 
 
 def verify_against(
@@ -207,10 +250,12 @@ def verified_pairs(
     workers: int | None = None,
     progress: bool = False,
     notes: list[str] | None = None,
+    engine: FeatureEngine | None = None,
 ) -> list[VerifiedPair]:
-    """Every kNN candidate pair of the index, verified; in the order of :func:`candidate_pairs`."""
+    """Every kNN candidate pair of the index, verified; in the order of :func:`candidate_pairs`. ``engine``: where
+    features are extracted and pairs verified (None: this machine's threads; the verdicts are the same)."""
     a, b, s = candidate_pairs(store, num_matched, min_score)
-    cache = FeatureCache(store, features)
+    cache = FeatureCache(store, features, engine=engine)
     verdicts = verify_pairs(cache, a, b, conf, workers=workers, progress=progress)
     if notes is not None:
         notes.extend(cache.notes)

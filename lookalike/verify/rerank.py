@@ -13,7 +13,7 @@ import numpy as np
 
 from lookalike.errors import ConfigError, LookalikeError
 from lookalike.search import knn_pairs
-from lookalike.verify.local_features import FeatureCache, Features
+from lookalike.verify.local_features import FeatureCache, FeatureEngine, Features
 from lookalike.verify.match import UNKNOWN, MatchConf, judge, match_points
 from lookalike.verify.pairs import VerifiedPair, verified_pairs, verify_against
 
@@ -112,6 +112,7 @@ def pairs(
     workers: int | None = None,
     progress: bool = False,
     notes: list[str] | None = None,
+    engine: FeatureEngine | None = None,
 ) -> list[VerifiedPair]:
     """hloc-style retrieval pairs (one type either way: ``VerifiedPair``, unpacking as ``name_a, name_b, score``);
     with ``verify``, every candidate pair verified geometrically (features computed first where missing)."""
@@ -121,5 +122,6 @@ def pairs(
         raise ConfigError(f"num_matched must be at least 1, got {num_matched}", setting="num_matched")
     conf = MatchConf() if verify is True else verify
     return verified_pairs(
-        store, num_matched, min_score=min_score, conf=conf, workers=workers, progress=progress, notes=notes
-    )
+        store, num_matched, min_score=min_score, conf=conf, workers=workers, progress=progress, notes=notes,
+        engine=engine,
+    )  # fmt: skip
