@@ -8,6 +8,10 @@ index's describer, classifies it with the index's head and ranks the index for e
 index does not know cannot be classified: they are left out, named in ``unknown_classes``, and the rest evaluated
 (if nothing is left, it is an error). Test images whose content is also in the index are excluded from their own
 rankings (counted in ``overlap``), so a test set that leaked into the index does not score a perfect R@1.
+
+The leak check (:mod:`lookalike.leaks`, on by default) also finds test images that are edited copies of indexed
+ones (resized, recompressed, cropped, mirrored; near-copies): they are listed in ``leaks`` and every figure is given
+again on the leak-free test images only (``leak_free``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from lookalike.io import REPORT_MARKER, atomic_write, atomic_write_json, now_iso
 from lookalike.metrics import KS, classification_metrics, expected_calibration_error, retrieval_metrics, top_k_accuracy
 
 if TYPE_CHECKING:
+    from lookalike.leaks import LeakReport
     from lookalike.view import IndexView
 
 
@@ -40,6 +45,19 @@ class Evaluation:
     y_true: list[str] = field(default_factory=list)
     y_pred: list[str] = field(default_factory=list)
     confidence: list[float] = field(default_factory=list)
+    leaks: LeakReport | None = None
+
+
+class EvaluationMetrics(dict):
+    """The dict `lookalike evaluate --json` prints, with the leak check's report as ``.leaks`` (None when skipped)
+    and a notebook display."""
+
+    leaks: LeakReport | None = None
+
+    def _repr_html_(self) -> str:
+        from lookalike.display import metrics_html
+
+        return metrics_html(self)
 
 
 def embed_files(
@@ -61,11 +79,22 @@ def embed_files(
 
 
 def run_evaluation(
-    index: IndexView, test_dir: str | os.PathLike[str], method: str | None = None, *, k: int | None = None
+    index: IndexView,
+    test_dir: str | os.PathLike[str],
+    method: str | None = None,
+    *,
+    k: int | None = None,
+    leak_check: bool = True,
+    orientations: bool = False,
+    progress: bool = False,
 ) -> Evaluation:
     """Classify and rank a labelled test folder against the index; see the module docstring."""
     from lookalike.classify import head_for, to_predictions
 
+    if leak_check:
+        from lookalike.leaks import refuse_nested
+
+        refuse_nested(test_dir, index.root)
     head = head_for(index, method, k=k)
     classes = [str(c) for c in head.classes_]
     items = labelled_files(test_dir, what="test images")
@@ -93,27 +122,74 @@ def run_evaluation(
     proba = predict_proba(head, vectors, exclude)
     preds = to_predictions(head, proba)
     y_pred = [p.label for p in preds]
-    lookup = {c: i for i, c in enumerate(classes)}
-    y_idx = np.array([lookup[c] for c in y_true])
 
     metrics: dict[str, Any] = {"n": len(y_true), "method": head.method, "classes": classes}
-    cls = classification_metrics(y_true, y_pred, classes)
-    metrics.update({k2: cls[k2] for k2 in ("accuracy", "macro_f1", "per_class")})
-    metrics.update(retrieval_metrics(vectors, y_true, index.vectors, index.labels, KS, exclude))
-    metrics["top_k_accuracy"] = {str(kk): top_k_accuracy(proba, y_idx, kk) for kk in KS}
-    metrics["ece"] = expected_calibration_error(proba, y_idx)
-    metrics["confusion"] = cls["confusion"]
+    metrics.update(_figures(index, classes, vectors, y_true, y_pred, proba, exclude))
     metrics["unknown_classes"] = dict(sorted(unknown.items()))
     metrics["unreadable"] = [{"path": p, "reason": r} for p, r in errors]
     metrics["overlap"] = sum(1 for e in exclude if e)
-    return Evaluation(metrics, paths, vectors, y_true, y_pred, [float(p.probability) for p in preds])
+    report = None
+    if leak_check:
+        from lookalike.leaks import find_leaks
+
+        report = find_leaks(
+            index, vectors, paths, hashes, test_root=test_dir, orientations=orientations, progress=progress
+        )
+        leaked = {Path(test_dir) / p for p in report.leaked}
+        keep = np.array([p not in leaked for p in paths], bool)
+        metrics["leaks"] = {k2: v for k2, v in report.to_dict().items() if k2 not in ("test", "index")}
+        clean: dict[str, Any] = {"n": int(keep.sum()), "excluded": int((~keep).sum())}
+        if keep.any():
+            rows = np.flatnonzero(keep)
+            clean.update(
+                _figures(
+                    index, classes, vectors[rows], [y_true[i] for i in rows], [y_pred[i] for i in rows],
+                    proba[rows], [exclude[i] for i in rows],
+                )
+            )  # fmt: skip
+        metrics["leak_free"] = clean
+    ev = Evaluation(metrics, paths, vectors, y_true, y_pred, [float(p.probability) for p in preds])
+    ev.leaks = report
+    return ev
+
+
+def _figures(
+    index: IndexView,
+    classes: list[str],
+    vectors: np.ndarray,
+    y_true: list[str],
+    y_pred: list[str],
+    proba: np.ndarray,
+    exclude: list[list[int]],
+) -> dict[str, Any]:
+    """Accuracy, macro-F1, per class, retrieval (R@K, P@K, MAP@R), top-k accuracy, ECE, confusion of these rows."""
+    lookup = {c: i for i, c in enumerate(classes)}
+    y_idx = np.array([lookup[c] for c in y_true])
+    cls = classification_metrics(y_true, y_pred, classes)
+    out: dict[str, Any] = {k2: cls[k2] for k2 in ("accuracy", "macro_f1", "per_class")}
+    out.update(retrieval_metrics(vectors, y_true, index.vectors, index.labels, KS, exclude))
+    out["top_k_accuracy"] = {str(kk): top_k_accuracy(proba, y_idx, kk) for kk in KS}
+    out["ece"] = expected_calibration_error(proba, y_idx)
+    out["confusion"] = cls["confusion"]
+    return out
 
 
 def evaluate(
-    index: IndexView, test_dir: str | os.PathLike[str], method: str | None = None, *, k: int | None = None
-) -> dict[str, Any]:
-    """One dict: accuracy, macro_f1, per_class, recall_at, precision_at, map_at_r, top_k_accuracy, ece, confusion, n…"""
-    return run_evaluation(index, test_dir, method, k=k).metrics
+    index: IndexView,
+    test_dir: str | os.PathLike[str],
+    method: str | None = None,
+    *,
+    k: int | None = None,
+    leak_check: bool = True,
+    orientations: bool = False,
+) -> EvaluationMetrics:
+    """One dict: accuracy, macro_f1, per_class, recall_at, precision_at, map_at_r, top_k_accuracy, ece, confusion,
+    n…, with ``leaks`` and ``leak_free`` (the figures on the leak-free test images) unless ``leak_check`` is False;
+    the leak report itself is ``.leaks``."""
+    ev = run_evaluation(index, test_dir, method, k=k, leak_check=leak_check, orientations=orientations)
+    out = EvaluationMetrics(ev.metrics)
+    out.leaks = ev.leaks
+    return out
 
 
 # --- cross-validation (the benchmark) ---------------------------------------------------------------------------------
@@ -248,14 +324,22 @@ def write_report(
 ) -> Path:
     """``out_dir/index.html`` with the metrics, a confusion matrix, a t-SNE of index and test vectors, and a grid of
     each class's mistakes (the most confident first, as they are the most telling); returns the HTML path."""
-    import html
-
-    from lookalike.plots import confusion_png, tsne_png
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # the marker first: a report written next to the photos is never indexed as photos, even if this run stops
     atomic_write_json(out / REPORT_MARKER, {"format": 1, "written_by": "lookalike evaluate --report", "at": now_iso()})
+    grids = _report_pictures(index, evaluation, out, per_class)
+    atomic_write_json(out / "metrics.json", evaluation.metrics)
+    path = out / "index.html"
+    atomic_write(path, _report_page(index, evaluation.metrics, grids))
+    return path
+
+
+def _report_pictures(index: IndexView, evaluation: Evaluation, out: Path, per_class: int) -> list[tuple[str, str, int]]:
+    """The report's PNGs: confusion matrix, t-SNE and each class's mistakes; returns (class, file, mistakes) of the
+    grids written."""
+    from lookalike.plots import confusion_png, tsne_png
+
     m = evaluation.metrics
     confusion_png(m["confusion"]["labels"], m["confusion"]["matrix"], out / "confusion.png")
     tsne_png(
@@ -266,23 +350,17 @@ def write_report(
         extra_labels=evaluation.y_true,
         title="t-SNE: index (dots) and test images (crosses)",
     )
-    atomic_write_json(out / "metrics.json", m)
-    grids = _mistake_grids(evaluation, m["classes"], out, per_class)
+    return _mistake_grids(evaluation, m["classes"], out, per_class)
 
-    def pct(x: float) -> str:
-        return f"{100 * x:.1f} %"
 
-    rows = "".join(
-        f"<tr><td>{html.escape(c)}</td><td>{pct(v['precision'])}</td><td>{pct(v['recall'])}</td>"
-        f"<td>{pct(v['f1'])}</td><td>{v['support']}</td></tr>"
-        for c, v in m["per_class"].items()
-    )
-    ks = list(m["recall_at"])
-    retrieval = "".join(
-        f"<tr><td>{k}</td><td>{pct(m['recall_at'][k])}</td><td>{pct(m['precision_at'][k])}</td>"
-        f"<td>{pct(m['top_k_accuracy'][k])}</td></tr>"
-        for k in ks
-    )
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def _report_notes(m: dict[str, Any]) -> list[str]:
+    """The report's notes (HTML): classes left out, overlap, unreadable files, the leak check."""
+    import html
+
     notes = []
     if m["unknown_classes"]:
         notes.append(
@@ -293,18 +371,49 @@ def write_report(
         notes.append(f"{m['overlap']} test images are also in the index; they were excluded from their own rankings.")
     if m["unreadable"]:
         notes.append(f"{len(m['unreadable'])} test files could not be read.")
+    if "leaks" in m:
+        clean, lk = m["leak_free"], m["leaks"]
+        kinds = ", ".join(f"{n} {k}" for k, n in lk["by_kind"].items() if n)
+        text = f"Leak check: {lk['leaking']} test images are copies of indexed images" + (
+            f" ({kinds})" if kinds else ""
+        )
+        if "accuracy" in clean:
+            text += (
+                f"; on the {clean['n']} leak-free test images: accuracy <b>{_pct(clean['accuracy'])}</b>, "
+                f"MAP@R {_pct(clean['map_at_r'])}"
+            )
+        notes.append(text + f"; {len(lk['within_test'])} copy pairs inside the test set (metrics.json lists them all).")
+    return notes
+
+
+def _report_page(index: IndexView, m: dict[str, Any], grids: list[tuple[str, str, int]]) -> str:
+    """The report's ``index.html``: figures, notes, per-class and retrieval tables, the pictures."""
+    import html
+
+    rows = "".join(
+        f"<tr><td>{html.escape(c)}</td><td>{_pct(v['precision'])}</td><td>{_pct(v['recall'])}</td>"
+        f"<td>{_pct(v['f1'])}</td><td>{v['support']}</td></tr>"
+        for c, v in m["per_class"].items()
+    )
+    ks = list(m["recall_at"])
+    retrieval = "".join(
+        f"<tr><td>{k}</td><td>{_pct(m['recall_at'][k])}</td><td>{_pct(m['precision_at'][k])}</td>"
+        f"<td>{_pct(m['top_k_accuracy'][k])}</td></tr>"
+        for k in ks
+    )
+    notes = _report_notes(m)
     mistakes = "".join(
         f"<h3>{html.escape(c)}: {n} misclassified</h3><img src='{name}' alt='mistakes of {html.escape(c)}'>"
         for c, name, n in grids
     )
-    page = f"""<!doctype html>
+    return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>lookalike evaluation</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse;margin:0.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:3px 10px;text-align:right}}
 td:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>
 <h1>Evaluation of {html.escape(str(index.folder))}</h1>
-<p>{m["n"]} test images, method <b>{html.escape(m["method"])}</b>: accuracy <b>{pct(m["accuracy"])}</b>,
-macro-F1 <b>{pct(m["macro_f1"])}</b>, MAP@R <b>{pct(m["map_at_r"])}</b>, ECE {m["ece"]:.3f}.</p>
+<p>{m["n"]} test images, method <b>{html.escape(m["method"])}</b>: accuracy <b>{_pct(m["accuracy"])}</b>,
+macro-F1 <b>{_pct(m["macro_f1"])}</b>, MAP@R <b>{_pct(m["map_at_r"])}</b>, ECE {m["ece"]:.3f}.</p>
 {"".join(f"<p>{n}</p>" for n in notes)}
 <h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>test images</th></tr>
 {rows}</table>
@@ -317,9 +426,6 @@ macro-F1 <b>{pct(m["macro_f1"])}</b>, MAP@R <b>{pct(m["map_at_r"])}</b>, ECE {m[
 <p><a href="metrics.json">metrics.json</a></p>
 </body></html>
 """
-    path = out / "index.html"
-    atomic_write(path, page)
-    return path
 
 
 def tsne_of_index(

@@ -37,6 +37,9 @@ COLORS = ("label", "cluster", "folder", "time")
 SUSPECTS_LIMIT = 20_000
 #: Capture times are coloured on a ramp of this many steps (code 0 = no time).
 TIME_STEPS = 255
+#: A ramp colouring by stored uniqueness (``lookalike unique``), same steps as time; not in ``COLORS`` yet: the
+#: page's Map tab has to learn it as a second ramp first.
+UNIQUENESS_COLOR = "uniqueness"
 
 
 def layout_2d(vectors: np.ndarray, method: str = "umap", *, seed: int = 0, pca_dims: int = 50) -> np.ndarray:
@@ -225,6 +228,14 @@ def color_codes(index: IndexView, color: str, clusters: dict[str, Any] | None = 
         lo, hi = int(t.min()), int(t.max())
         codes[known] = 1 + np.round((t - lo) / max(hi - lo, 1) * (TIME_STEPS - 1)).astype(np.uint16)
         return codes, [datetime.fromtimestamp(lo).isoformat(), datetime.fromtimestamp(hi).isoformat()]
+    if color == UNIQUENESS_COLOR:
+        from lookalike.uniqueness import load_uniqueness
+
+        found, _ = load_uniqueness(index)  # stored by `lookalike unique`; none (or stale): no colour
+        if found is None:
+            return codes, []
+        codes[:] = 1 + np.round(np.clip(found.scores, 0, 1) * (TIME_STEPS - 1)).astype(np.uint16)
+        return codes, ["0 (has copies)", "1 (most isolated)"]
     raise ConfigError(f"color must be one of {', '.join(COLORS)}, got {color!r}", setting="color")
 
 

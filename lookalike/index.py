@@ -26,6 +26,7 @@ from lookalike import build
 from lookalike import query as query_path
 from lookalike.build import BuildReport, describer_of
 from lookalike.config import IndexConfig, RunOptions
+from lookalike.display import Matches, Predictions, matches_html
 from lookalike.embed import Describer
 from lookalike.errors import ConfigError, ImageError, LookalikeError
 from lookalike.filters import SCORE_DECIMALS, FilterColumns, SearchFilter
@@ -74,6 +75,9 @@ class SearchResult:
         d = asdict(self)
         d["matches"] = [m.to_dict() for m in self.matches]
         return d
+
+    def _repr_html_(self) -> str:
+        return matches_html(self.matches, self.note or "")
 
 
 class Index:
@@ -320,12 +324,12 @@ class Index:
         where: SearchFilter | None = None,
         rerank: int = 0,
         collapse: bool = False,
-    ) -> list[Match]:
-        """The k images most similar to ``query``, best first (the query itself is never its own match). ``where``
-        restricts the images searched (capture time, place, path, label) and the lowest score returned; ``rerank`` >
-        0 re-orders the top by geometric verification; ``collapse`` folds copies (see :meth:`search_many`)."""
+    ) -> Matches:
+        """The k images most similar to ``query``, best first (the query itself is never its own match), as thumbnails.
+        ``where`` restricts the images searched (capture time, place, path, label) and the lowest score returned;
+        ``rerank`` > 0 re-orders the top by geometric verification; ``collapse`` folds copies (:meth:`search_many`)."""
         found = self.search_many([query], k, mode=mode, label=label, where=where, rerank=rerank, collapse=collapse)
-        return found[0].matches
+        return Matches(found[0].matches)
 
     @property
     def filter_columns(self) -> FilterColumns:
@@ -537,7 +541,8 @@ class Index:
 
         require_classes(self)
         vectors, exclude = self.prepare(queries)
-        return classify_vectors(self, vectors, method=method, k=k, exclude=exclude)
+        preds = classify_vectors(self, vectors, method=method, k=k, exclude=exclude)
+        return Predictions.of(preds, [query_path.source(q) for q in queries])
 
     # --- summary -------------------------------------------------------------------------------------------------
 

@@ -71,6 +71,7 @@ JOURNALS_DIR = "journals"
 REFERENCES_FILE = "references.json"
 FEATURES_DIR = "features"
 ORIENTATIONS_FILE = "orientations.npz"
+UNIQUENESS_FILE = "uniqueness.npz"
 INDEX_FILES: dict[str, tuple[str, str]] = {
     META_FILE: ("lookalike.store", "format, photo root, model, pooling, resolution, vector size, label rule"),
     TABLE_FILE: ("lookalike.store", "one row per image: path, size, mtime, hash, label, EXIF, vector"),
@@ -93,6 +94,7 @@ INDEX_FILES: dict[str, tuple[str, str]] = {
         "lookalike.cluster",
         "vectors of each image turned 90/180/270° and mirrored (dedupe --orientations)",
     ),
+    UNIQUENESS_FILE: ("lookalike.uniqueness", "per-image uniqueness from kNN distances, with a vectors fingerprint"),
     FEATURES_DIR: (
         "lookalike.verify",
         "local features (RootSIFT) per image content hash, and the settings that made them",

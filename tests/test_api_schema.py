@@ -34,11 +34,14 @@ def apps(sample_index: Index, tmp_path_factory: pytest.TempPathFactory) -> dict[
 
     from lookalike.cluster import cluster_index
     from lookalike.explore import compute_map
+    from lookalike.store import CLUSTERS_FILE, MAP_FILE
 
     indexes = {}
     for name in ("open", "token"):
         folder = tmp_path_factory.mktemp("schema") / "idx"
         shutil.copytree(sample_index.store.path, folder)  # the server writes thumbnails into its index folder
+        for derived in (CLUSTERS_FILE, MAP_FILE):  # whatever other tests left in the shared index: not these states
+            (folder / derived).unlink(missing_ok=True)
         indexes[name] = Index.open(folder)
     cluster_index(indexes["open"])
     compute_map(indexes["open"], "pca")

@@ -179,6 +179,7 @@ def test_search_collapse_shows_one_hit_per_copy_group(built: Path) -> None:
     }
     assert [m.rank for m in folded] == list(range(1, len(folded) + 1))
     assert not any(n.startswith("copies/temple") for n in names[1:])
+    assert "and 2 copies" in folded._repr_html_() and " · and " not in plain._repr_html_()
     r = runner.invoke(app, ["search", str(query), "--index", str(built / ".lookalike"), "--collapse", "--json"])
     assert r.exit_code == 0 and '"folded"' in r.output, r.output
 

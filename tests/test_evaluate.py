@@ -151,7 +151,7 @@ def test_test_images_that_are_in_the_index_do_not_find_themselves(
 
     monkeypatch.setattr(lookalike.metrics, "rank_database", spy_rank)
     monkeypatch.setattr(lookalike.classify, "predict_proba", spy_vote)
-    ev = run_evaluation(index, mixed, "knn")
+    ev = run_evaluation(index, mixed, "knn", leak_check=False)  # (the leak check ranks the leak-free rows again)
     m = ev.metrics
     assert m["n"] == 16 and m["overlap"] == 4
     ((exclude, ids),) = ranked
@@ -249,3 +249,17 @@ def test_cli_evaluate_json_and_tsne(setup, tmp_path: Path) -> None:  # noqa: ANN
     res = runner.invoke(app, ["plot", "tsne", "--index", str(index.store.path), "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert out.stat().st_size > 1000
+
+
+def test_the_leak_free_figures_keep_the_overlap_exclusions(setup, tmp_path: Path) -> None:  # noqa: ANN001
+    """With the leak check, byte-identical copies are leaks: the leak-free figures leave them out, and the figures
+    on all images are those without the check."""
+    index, train, test = setup
+    mixed = tmp_path / "mixed"
+    shutil.copytree(test, mixed)
+    src = sorted((train / "temple").glob("*.jpg"))[2]
+    shutil.copy(src, mixed / "temple" / "copy.jpg")
+    m = evaluate(index, mixed, "knn")
+    plain = evaluate(index, mixed, "knn", leak_check=False)
+    assert m["overlap"] == plain["overlap"] == 1 and m["accuracy"] == plain["accuracy"]
+    assert "temple/copy.jpg" in m.leaks.leaked and m["leak_free"]["n"] == m["n"] - m["leaks"]["leaking"]

@@ -14,6 +14,7 @@ from lookalike.view import IndexInfo, IndexView, IndexWriter
 
 LOOKALIKE = Path(__file__).resolve().parents[1] / "lookalike"
 TASKS = ("classify", "cluster", "evaluate", "explore", "scenes", "training", "vocab", "distributed", "verify")
+TASKS += ("leaks", "uniqueness")  # the leak check and uniqueness take the view too
 
 
 def _members(protocol: type) -> set[str]:

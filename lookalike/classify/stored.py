@@ -16,7 +16,7 @@ import json
 import time
 import weakref
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +37,21 @@ class Prediction:
     label: str
     probabilities: dict[str, float]
     method: str
+    path: str | None = field(default=None, compare=False, repr=False)  # the image, when it was given by its path
 
     @property
     def probability(self) -> float:
         return self.probabilities[self.label]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("path")
+        return d
+
+    def _repr_html_(self) -> str:
+        from lookalike.display import prediction_html
+
+        return prediction_html(self)
 
 
 def require_classes(index: IndexView) -> list[str]:

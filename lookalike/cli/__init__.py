@@ -1,5 +1,5 @@
 """The ``lookalike`` command: one module per command group (``index``, ``search``, ``classify``, ``cluster``,
-``dedupe``, ``train``, ``scene``, ``serve``; shared options and printing in ``common``). Each command parses its
+``dedupe``, ``train``, ``scene``, ``serve``, ``unique``; shared options and printing in ``common``). Each command parses its
 options, calls the library and prints; the work is the library's. Heavy packages are imported inside the commands,
 so that start-up stays fast (tests/test_cli.py checks it).
 """
@@ -17,7 +17,7 @@ from rich.markup import escape
 # isort: off
 # Importing the command modules registers their commands, in this order (the order `lookalike --help` lists them).
 from lookalike.cli import index, search  # noqa: F401
-from lookalike.cli import classify, cluster, dedupe, scene, serve, train  # noqa: F401
+from lookalike.cli import classify, cluster, dedupe, scene, serve, train, unique  # noqa: F401
 from lookalike.cli.common import app, err
 
 # isort: on

@@ -1,16 +1,18 @@
-"""Classify and evaluate: fit, classify, evaluate, suspects, plot tsne."""
+"""Classify and evaluate: fit, classify, evaluate (with the leak check), leaks, suspects, plot tsne."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from lookalike.cli.common import (
     IndexOpt,
     JsonOpt,
+    QuietOpt,
     app,
     err,
     open_index,
@@ -24,6 +26,16 @@ MethodOpt = Annotated[
     str | None, typer.Option("--method", "-m", help="knn, linear or mlp (default: the fitted head, else knn).")
 ]
 KOpt = Annotated[int | None, typer.Option("--k", "-k", help="Neighbours that vote (kNN; default 10).")]
+LeakCheckOpt = Annotated[
+    bool,
+    typer.Option(
+        "--leak-check/--no-leak-check",
+        help="Find test images that are copies of indexed ones; figures given again without them [on].",
+    ),
+]
+OrientationsOpt = Annotated[
+    bool, typer.Option("--orientations", help="Leak check: also rotated copies (3 more model passes per test image).")
+]
 
 
 @app.command()
@@ -81,13 +93,18 @@ def evaluate(
     k: KOpt = None,
     as_json: JsonOpt = False,
     report: Annotated[Path | None, typer.Option(help="Write PNGs and an HTML page into this folder.")] = None,
+    leak_check: LeakCheckOpt = True,
+    orientations: OrientationsOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Classification and retrieval metrics of a labelled test folder against the index."""
     from lookalike.evaluate import run_evaluation, write_report
 
     idx = open_index(index)
-    ev = run_evaluation(idx, test, method, k=k)
+    ev = run_evaluation(idx, test, method, k=k, leak_check=leak_check, orientations=orientations, progress=not quiet)
     m = ev.metrics
+    if ev.leaks is not None:
+        _print_leaks(ev.leaks, rows=10)
     if m["unknown_classes"]:
         err.print(
             "[yellow]left out[/] test classes the index does not know: "
@@ -113,8 +130,68 @@ def evaluate(
         for kk in m["recall_at"]:
             r.add_row(kk, f"{m['recall_at'][kk]:.3f}", f"{m['precision_at'][kk]:.3f}", f"{m['top_k_accuracy'][kk]:.3f}")
         out.print(r)
+        if "leak_free" in m:
+            _print_leak_free(m)
     if report:
         err.print(f"report: {write_report(idx, ev, report)}")
+
+
+def _print_leaks(report: Any, rows: int = 50) -> None:
+    counts = ", ".join(f"{n} {k}" for k, n in report.counts().items() if n)
+    colour = "yellow" if report.leaks else "green"
+    err.print(
+        f"[{colour}]leak check: {len(report.leaks)} of {report.checked} test images have a copy in the index[/]"
+        + (f" ({counts})" if counts else "")
+        + (f"; {len(report.within_test)} copy pairs inside the test set" if report.within_test else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+    for x in report.leaks[:rows]:
+        t = x["twins"][0]
+        how = t["kind"] + (f" {t['turn']}" if "turn" in t else "")
+        pix = f" pixel {t['pixel']:.3f}" if t.get("pixel") is not None else ""
+        err.print(
+            f"  {shown(x['path'])} ~ {shown(t['name'])}  {how}, cosine {t['cosine']:.3f}{pix}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if len(report.leaks) > rows:
+        err.print(f"  … and {len(report.leaks) - rows} more (--json lists them all)")
+    for w in report.within_test[:rows]:
+        err.print(
+            f"  inside the test set: {shown(w['a'])} ~ {shown(w['b'])}  {w['kind']}", highlight=False, soft_wrap=True
+        )
+    for n in report.notes:
+        err.print(f"  [dim]{escape(n)}[/]", highlight=False, soft_wrap=True)
+
+
+def _print_leak_free(m: dict[str, Any]) -> None:
+    t = Table("test images", "n", "accuracy", "macro-F1", "R@1", "MAP@R")
+    for name, x in (("all", m), ("leak-free", m["leak_free"])):
+        if "accuracy" in x:
+            t.add_row(name, str(x["n"]), f"{x['accuracy']:.3f}", f"{x['macro_f1']:.3f}",
+                      f"{x['recall_at']['1']:.3f}", f"{x['map_at_r']:.3f}")  # fmt: skip
+        else:
+            t.add_row(name, str(x["n"]), "–", "–", "–", "–")
+    out.print(t)
+
+
+@app.command()
+def leaks(
+    index: IndexOpt = Path(".lookalike"),
+    test: Annotated[Path, typer.Option("--test", "-t", help="Test folder (labelled or not).")] = Path("test"),
+    orientations: OrientationsOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Test images that are copies of indexed images (and copies inside the test set): the leak check alone."""
+    from lookalike.leaks import check_leaks
+
+    report = check_leaks(open_index(index), test, orientations=orientations, progress=not quiet)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        _print_leaks(report)
 
 
 @app.command()

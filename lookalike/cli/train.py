@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -88,5 +88,18 @@ def train_cmd(
             f"{a['map_at_r']:.3f}",
             highlight=False,
         )
+    _warn_of_leaks(result.leaks or (result.members[0].leaks if result.members else []))
     err.print(f"in {result.seconds:.0f}s" + (f", {len(result.members)} members used as one" if result.members else ""))
     err.print(f"model: {result.out} (use: lookalike index PHOTOS --model {result.out})")
+
+
+def _warn_of_leaks(leaks: list[dict[str, Any]]) -> None:
+    """Validation images that are copies of training images (``lookalike.leaks.split_leaks``): the first, and where
+    the others are."""
+    if leaks:
+        err.print(
+            f"[yellow]warning: {len(leaks)} validation images are copies of training images[/] (first: "
+            f"{shown(leaks[0]['held_out'])} ~ {shown(leaks[0]['train'])}); validation figures are optimistic "
+            "(all pairs in model.json, held_out_leaks)",
+            highlight=False,
+        )

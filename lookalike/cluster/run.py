@@ -39,6 +39,12 @@ class ClusterResult:
     lat: np.ndarray | None = None
     lon: np.ndarray | None = None
     unverifiable: list[str] = field(default_factory=list)
+    root: str | None = None  # the photo folder ``names`` are relative to (for pictures)
+
+    def _repr_html_(self) -> str:
+        from lookalike.display import cluster_html
+
+        return cluster_html(self)
 
     def clusters(self) -> list[dict[str, Any]]:
         out = []
@@ -165,6 +171,7 @@ def cluster_index(
     metrics = _basic_metrics(labels, time.perf_counter() - started)
     metrics.update(label_metrics(labels, index.labels))
     result = ClusterResult(labels, index.names, method, used, notes, metrics, lat, lon)
+    result.root = str(index.root)
     if match_conf is not None:
         result.unverifiable = unverifiable
     if save:

@@ -118,6 +118,12 @@ class Plan:
             d["reference"] = list(self.reference)
         return d
 
+    def _repr_html_(self) -> str:
+        """A notebook shows the plan group by group, keeper first (``lookalike.display``)."""
+        from lookalike.display import plan_html
+
+        return plan_html(self.to_dict())
+
     @classmethod
     def from_dict(cls, d: Any, source: object = "plan") -> Plan:
         """A plan from its JSON object; anything that is not one is refused in one line naming ``source``."""

@@ -25,7 +25,7 @@ from lookalike.errors import ConfigError
 from lookalike.images import labelled_files
 from lookalike.training.cache import pooled_features
 from lookalike.training.card import model_card, write_model
-from lookalike.training.data import check_classes, prepare_data
+from lookalike.training.data import TrainingData, check_classes, prepare_data
 from lookalike.training.loop import fit, prepare_out, train_members, validation_metrics
 from lookalike.training.options import (
     DEFAULT_EPOCHS,
@@ -100,8 +100,11 @@ def train(
         files, pooled, unreadable, val_split=o.val_split, seed=o.seed, drop_suspects=o.drop_suspects, dropped=dropped,
         say=say,
     )  # fmt: skip
+    leaks = held_out_leaks(d, say)
     fitted = fit(o, d, out, checkpoint, progress=progress, say=say)
-    write_model(out, model_card(o, d, fitted, data), d, fitted)
+    card = model_card(o, d, fitted, data)
+    card["held_out_leaks"] = {"count": len(leaks), "pairs": leaks[:100]}
+    write_model(out, card, d, fitted)
     return TrainResult(
         out=out,
         classes=d.classes,
@@ -114,4 +117,19 @@ def train(
         resumed_from=fitted.resumed_from,
         skipped=d.skipped,
         dropped_classes=d.dropped_classes,
+        leaks=leaks,
     )
+
+
+def held_out_leaks(d: TrainingData, say: Callable[[str], object]) -> list[dict[str, str | float]]:
+    """Validation images that are copies (pixel-checked, upright or mirrored) of training images: the validation
+    figures are optimistic by them (``lookalike.leaks``)."""
+    from lookalike.leaks import split_leaks
+
+    found = split_leaks(d.pooled, d.paths, d.train, d.val)
+    if found:
+        say(
+            f"warning: {len(found)} of {len(d.val)} validation images are copies of training images (first: "
+            f"{found[0]['held_out']} ~ {found[0]['train']}); validation figures are optimistic"
+        )
+    return found

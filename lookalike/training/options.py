@@ -123,3 +123,4 @@ class TrainResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     dropped_classes: list[str] = field(default_factory=list)
     members: list[TrainResult] = field(default_factory=list)
+    leaks: list[dict[str, str | float]] = field(default_factory=list)  # held-out images copied from training ones
