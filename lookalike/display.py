@@ -132,7 +132,9 @@ def matches_html(matches: Sequence[Any], title: str = "") -> str:
             (
                 m.path,
                 [
-                    f"#{m.rank} <b>{m.score:.3f}</b>" + (f" · {m.inliers} inliers" if m.inliers is not None else ""),
+                    f"#{m.rank} <b>{m.score:.3f}</b>"
+                    + (f" · {m.inliers} inliers" if m.inliers is not None else "")
+                    + _copies(getattr(m, "folded", None)),
                     _e(m.label) if m.label is not None else "",
                     _e(m.name),
                 ],
@@ -145,6 +147,11 @@ def matches_html(matches: Sequence[Any], title: str = "") -> str:
     if len(matches) > len(shown):
         body += note(f"… and {len(matches) - len(shown)} more")
     return page(body)
+
+
+def _copies(folded: Sequence[int] | None) -> str:
+    """ " · and 3 copies" for a collapsed match with copies folded into it (``search(..., collapse=True)``)."""
+    return f" · and {len(folded)} {'copy' if len(folded) == 1 else 'copies'}" if folded else ""
 
 
 # --- predictions ----------------------------------------------------------------------------------------------

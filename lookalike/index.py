@@ -30,11 +30,11 @@ from lookalike.display import Matches, Predictions, matches_html
 from lookalike.embed import Describer
 from lookalike.errors import ConfigError, ImageError, LookalikeError
 from lookalike.filters import SCORE_DECIMALS, FilterColumns, SearchFilter
-from lookalike.images import decode, read_file
+from lookalike.images import read_file
 from lookalike.query import PreparedQuery, Query
 from lookalike.search import VectorSearch, open_searcher, vectors_fingerprint
 from lookalike.store import INDEX_DIRNAME, Store
-from lookalike.verify import FeatureCache, FeatureConf, FeatureEngine, Features, MatchConf, VerifiedPair, extract
+from lookalike.verify import FeatureCache, FeatureConf, FeatureEngine, Features, MatchConf, VerifiedPair
 from lookalike.verify import rerank as reranking
 from lookalike.verify.rerank import RERANK_KEYPOINTS
 from lookalike.view import IndexInfo
@@ -55,6 +55,7 @@ class Match:
     id: int
     name: str
     inliers: int | None = None  # geometric verification against the query (re-ranked searches only)
+    folded: list[int] | None = None  # collapsed searches: ids of the copies of this photo folded into it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -330,13 +331,13 @@ class Index:
         label: str | None = None,
         where: SearchFilter | None = None,
         rerank: int = 0,
+        collapse: bool = False,
     ) -> Matches:
         """The k images most similar to ``query``, best first (the query itself is never its own match), as thumbnails.
-
         ``where`` restricts the images searched (capture time, place, path, label) and the lowest score returned;
-        ``rerank`` > 0 re-orders that many of the top by geometric verification (see :meth:`search_many`).
-        """
-        return Matches(self.search_many([query], k, mode=mode, label=label, where=where, rerank=rerank)[0].matches)
+        ``rerank`` > 0 re-orders the top by geometric verification; ``collapse`` folds copies (:meth:`search_many`)."""
+        found = self.search_many([query], k, mode=mode, label=label, where=where, rerank=rerank, collapse=collapse)
+        return Matches(found[0].matches)
 
     @property
     def filter_columns(self) -> FilterColumns:
@@ -367,15 +368,16 @@ class Index:
         rerank: int = 0,
         verify: MatchConf | None = None,
         query_images: Sequence[Image.Image | None] | None = None,
+        collapse: bool = False,
     ) -> list[SearchResult]:
         """Search for several queries; ``exclude`` adds, per query, ids that are the query itself (e.g. an indexed
         image given by its vector) to those found from its file. ``where`` filters inside the search: k matches
-        come back whenever k images pass it, and when none can the result says why in ``note``.
-
-        ``rerank``: the top ``rerank`` by cosine are verified geometrically against the query and re-ordered,
-        verified ones first by inliers (ties by cosine), then the rest by cosine; each match reports its inliers.
-        Local features of indexed images are computed and cached where missing. A query given as a vector needs
-        its image in ``query_images`` (or must be an indexed image, named in ``exclude``)."""
+        come back whenever k images pass it, and when none can the result says why in ``note``. ``rerank``: the
+        top ``rerank`` by cosine are verified geometrically against the query and re-ordered, verified ones first by
+        inliers (ties by cosine), then the rest by cosine; each match reports its inliers (local features are
+        computed and cached where missing). A query given as a vector needs its image in ``query_images`` (or must
+        be indexed, named in ``exclude``). ``collapse``: copies among the hits fold into their keeper's match,
+        listed in its ``folded`` (``lookalike.dedupe.collapse``)."""
         if rerank < 0:
             raise ConfigError(f"rerank depth must not be negative, got {rerank}", setting="rerank_depth")
         if mode not in MODES:
@@ -387,9 +389,7 @@ class Index:
             selves = [sorted(set(a) | set(b)) for a, b in zip(selves, exclude, strict=True)]
         exclude = selves
         names, labels, root = self.names, self.labels, self.root
-        labels_arr = (
-            np.array([lab if lab is not None else "" for lab in labels], dtype=object) if mode != "all" else None
-        )
+        labels_arr = np.array([lab or "" for lab in labels], dtype=object) if mode != "all" else None
         filtered, why = self.allowed_by(where)
         shown = where.to_dict() if where else None
         results = []
@@ -408,7 +408,7 @@ class Index:
             if allowed is not None and not len(allowed):
                 results.append(SearchResult(qname, [], mode, qclass, source, shown, note))
                 continue
-            depth = max(k, rerank)
+            depth = max(k * 4 if collapse else k, rerank)
             scores, ids = self.searcher.search(vectors[qi : qi + 1], depth, allowed=allowed, exclude=[exclude[qi]])
             found = ids[0] >= 0
             if where is not None and where.min_score is not None:
@@ -425,7 +425,11 @@ class Index:
             ]
             if rerank:
                 image = query_images[qi] if query_images is not None else None
-                matches = self.rerank(self._query_features(q, image, exclude[qi]), matches, verify)
+                matches = self.rerank(query_path.local_features(self.features, q, image, exclude[qi]), matches, verify)
+            if collapse:  # imported only then (it needs scipy)
+                from lookalike.dedupe.collapse import collapse_matches
+
+                matches = collapse_matches(self, matches)
             matches = matches[:k]
             if not matches and note is None and where:
                 note = "no image other than the query passes the filter"
@@ -466,22 +470,6 @@ class Index:
         cache.prune()
         cache.pack(RERANK_KEYPOINTS)  # re-ranking's memory-mapped store, refreshed when much has changed
         return cache
-
-    def _query_features(self, query: Query, image: Image.Image | None, self_ids: Sequence[int]) -> Features:
-        """Local features of a query, made as the index's were: an indexed image's cached ones, else extracted."""
-        cache = self.features
-        if image is None and self_ids:
-            feats = cache.get(self_ids[0])
-            if feats is not None:
-                return feats
-        if image is None:
-            if isinstance(query, Image.Image):
-                image = query
-            elif isinstance(query, np.ndarray):
-                raise LookalikeError("re-ranking needs the query image, not only its vector")
-            else:
-                image = decode(read_file(query), str(query), target=cache.conf.resolution)[0]
-        return extract(image, cache.conf)
 
     def rerank(self, query: Features, matches: list[Match], verify: MatchConf | None = None) -> list[Match]:
         """``matches`` re-ordered by geometric verification against ``query`` (:func:`lookalike.verify.rerank.rerank`)."""

@@ -21,6 +21,7 @@ from lookalike.errors import LookalikeError
 from lookalike.images import ImageMeta, content_hash, decode, read_file
 
 if TYPE_CHECKING:
+    from lookalike.verify import FeatureCache, Features
     from lookalike.view import IndexView
 
 
@@ -104,3 +105,22 @@ def stacked(prepared: Sequence[PreparedQuery], dim: int) -> tuple[np.ndarray, li
     """The queries' vectors as one (n, dim) array, and their self ids."""
     vectors = np.concatenate([p.vector for p in prepared]) if prepared else np.zeros((0, dim), np.float32)
     return vectors, [list(p.self_ids) for p in prepared]
+
+
+def local_features(cache: FeatureCache, q: Query, image: Image.Image | None, self_ids: Sequence[int]) -> Features:
+    """Local features of a query for re-ranking, made as the index's were (``cache``): an indexed image's cached
+    ones, else extracted from ``image`` (None: the query's own image or file)."""
+    from lookalike.verify import extract
+
+    if image is None and self_ids:
+        feats = cache.get(self_ids[0])
+        if feats is not None:
+            return feats
+    if image is None:
+        if isinstance(q, Image.Image):
+            image = q
+        elif isinstance(q, np.ndarray):
+            raise LookalikeError("re-ranking needs the query image, not only its vector")
+        else:
+            image = decode(read_file(q), str(q), target=cache.conf.resolution)[0]
+    return extract(image, cache.conf)

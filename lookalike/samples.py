@@ -380,3 +380,77 @@ def make_views(out_dir: str | os.PathLike[str], per_source: int = 4, size: int =
         for i in range(per_source):
             perspective_view(img, rng, size).save(out / name / f"{name}_{i:02d}.jpg", quality=90)
     return out
+
+
+# --- copies as photographers have them: camera originals and their exports, RAW+JPEG, edits ------------------------
+
+EDITOR = "Adobe Photoshop Lightroom Classic 13.0 (Macintosh)"
+
+
+def _camera_exif(when: str, make: str, model: str, software: str | None = None) -> Image.Exif:
+    exif = photo_exif(time=when)
+    exif[0x010F], exif[0x0110] = make, model
+    if software:
+        exif[0x0131] = software
+    return exif
+
+
+def _save(img: Image.Image, path: Path, kind: str, exif: Image.Exif, quality: int, mtime: float | None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "heic":
+        from lookalike.images.pillow import can_read
+
+        can_read("heif")  # registers pillow-heif's opener and saver
+    fmt = {"jpeg": "JPEG", "heic": "HEIF", "avif": "AVIF", "png": "PNG", "webp": "WEBP"}[kind]
+    img.save(path, fmt, quality=quality, exif=exif.tobytes()) if fmt != "PNG" else img.save(path, exif=exif)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def write_format_group(
+    img: Image.Image,
+    out_dir: str | os.PathLike[str],
+    stem: str,
+    kind: str,
+    *,
+    when: str = "2024:05:01 10:00:00",
+    rng: np.random.Generator | None = None,
+    mtime: float = 1_714_557_600.0,
+) -> dict[str, Any]:
+    """One shot as a phone, a camera or an editor leaves it, under ``out_dir``: ``kind`` is
+
+    - ``heic``: ``phone/<stem>.HEIC`` (the original) and ``exports/<stem>.jpg``, its JPEG export at quality 85–95,
+      the bigger file (a typical phone export);
+    - ``avif``: ``phone/<stem>.avif`` and ``exports/<stem>.jpg`` likewise;
+    - ``dng``: ``camera/<stem>.dng`` and ``camera/<stem>.jpg``: RAW+JPEG siblings (one shot, two formats);
+    - ``edited``: ``camera/<stem>.jpg`` and ``edits/<stem>-edit.jpg``, cropped 2% per side, the EXIF Software of
+      Lightroom, the same capture time and a later mtime.
+
+    Returns ``{"kind", "original", "copies", "siblings"}`` with names relative to ``out_dir`` (``siblings``: names
+    that are one shot with the original, never copies)."""
+    out, rng = Path(out_dir), rng or np.random.default_rng(0)
+    img = img.convert("RGB")
+    cam = {"heic": ("Apple", "iPhone 15"), "avif": ("Google", "Pixel 8")}.get(kind, ("Canon", "EOS R6"))
+    exif = _camera_exif(when, *cam)
+    if kind in ("heic", "avif"):
+        original = _save(img, out / "phone" / f"{stem}.{'HEIC' if kind == 'heic' else 'avif'}", kind, exif, 60, mtime)
+        quality = int(rng.integers(85, 96))
+        export = _save(img, out / "exports" / f"{stem}.jpg", "jpeg", exif, quality, mtime + 3600)
+        while export.stat().st_size <= original.stat().st_size and quality < 98:
+            quality += 2
+            export = _save(img, export, "jpeg", exif, quality, mtime + 3600)
+        return {"kind": kind, "original": f"phone/{original.name}", "copies": [f"exports/{stem}.jpg"], "siblings": []}
+    if kind == "dng":
+        (out / "camera").mkdir(parents=True, exist_ok=True)
+        write_dng(out / "camera" / f"{stem}.dng", img, exif=exif)
+        os.utime(out / "camera" / f"{stem}.dng", (mtime, mtime))
+        _save(img, out / "camera" / f"{stem}.jpg", "jpeg", exif, 92, mtime)
+        return {"kind": kind, "original": f"camera/{stem}.dng", "copies": [], "siblings": [f"camera/{stem}.jpg"]}
+    if kind == "edited":
+        _save(img, out / "camera" / f"{stem}.jpg", "jpeg", exif, 92, mtime)
+        w, h = img.size
+        cut = img.crop((w // 50, h // 50, w - w // 50, h - h // 50))
+        _save(cut, out / "edits" / f"{stem}-edit.jpg", "jpeg", _camera_exif(when, *cam, EDITOR), 92, mtime + 86400)
+        return {"kind": kind, "original": f"camera/{stem}.jpg", "copies": [f"edits/{stem}-edit.jpg"], "siblings": []}
+    raise ValueError(f"kind must be heic, avif, dng or edited, got {kind!r}")

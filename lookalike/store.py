@@ -69,6 +69,7 @@ MAP_FILE = "map.npz"
 THUMBNAILS_DIR = "thumbnails"
 DECISIONS_FILE = "decisions.json"
 JOURNALS_DIR = "journals"
+REFERENCES_FILE = "references.json"
 FEATURES_DIR = "features"
 ORIENTATIONS_FILE = "orientations.npz"
 UNIQUENESS_FILE = "uniqueness.npz"
@@ -89,6 +90,7 @@ INDEX_FILES: dict[str, tuple[str, str]] = {
     THUMBNAILS_DIR: ("lookalike.server", "the web page's thumbnail cache"),
     DECISIONS_FILE: ("lookalike.cluster", "duplicate decisions (not duplicates, keep all) by content hash"),
     JOURNALS_DIR: ("lookalike.cluster", "one journal per applied dedupe plan: each step, for resume and undo"),
+    REFERENCES_FILE: ("lookalike.dedupe", "reference folders: dedupe never removes a file under them"),
     ORIENTATIONS_FILE: (
         "lookalike.cluster",
         "vectors of each image turned 90/180/270° and mirrored (dedupe --orientations)",

@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 
 from lookalike.cluster.run import ClusterResult
+from lookalike.dedupe.keep import FileFacts
 from lookalike.dedupe.plan import Plan, PlanFile, PlanGroup, PlanSummary
 from lookalike.server import replies
 
@@ -36,9 +37,9 @@ def test_a_cluster_reply_is_a_saved_cluster_with_ids() -> None:
 
 def test_a_plan_reply_is_the_plan_as_written() -> None:
     """``Plan.to_dict`` (the file ``dedupe plan`` writes) is exactly what the plan reply validates."""
-    file = PlanFile("a.jpg", "keep", 3, 1, "h", {"name": "a.jpg", "width": 1, "height": 1, "size": 3,
-                    "sharpness": 1.0, "exposure": 1.0, "exif_time": None, "gps": False, "camera": False,
-                    "time": "2024-01-01T00:00:00"})  # fmt: skip
+    facts = FileFacts("a.jpg", 1, 1, 3, 1.0, 1.0, None, False, False, "2024-01-01T00:00:00", format="jpeg",
+                      mtime="2024-01-01T00:00:00")  # fmt: skip
+    file = PlanFile("a.jpg", "keep", 3, 1, "h", facts.to_dict())  # what build_plan writes: keep.FileFacts.to_dict()
     group = PlanGroup(1, "remove-others", "a.jpg", "sharpest", 0.99, 0.99, (file,))
     plan = Plan("p", "2024", "/i", "/r", None, "best", {"threshold": 0.9, "pixel": 0.9, "k": 10}, (group,),
                 PlanSummary.of((group,)))  # fmt: skip

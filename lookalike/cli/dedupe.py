@@ -43,6 +43,13 @@ OrientationsOpt = Annotated[
         help="Rotated (90/180/270°) and mirrored copies too: four more model passes per image, cached.",
     ),
 ]
+PathOpt = Annotated[
+    str | None,
+    typer.Option("--path", help="Only photos whose path (relative to the photo folder) matches a glob: 'trips/**'."),
+]
+RawJpegOpt = Annotated[
+    str, typer.Option("--raw-jpeg", help="RAW+JPEG siblings: pairs (one shot, never copies) or duplicates.")
+]
 PlanArg = Annotated[Path, typer.Argument(help="The plan file (JSON).", metavar="PLAN", show_default=False)]
 
 
@@ -53,16 +60,21 @@ def dedupe_find(
     pixel: PixelOpt = 0.9,
     k: KOpt = 10,
     orientations: OrientationsOpt = False,
+    path: PathOpt = None,
+    raw_jpeg: RawJpegOpt = "pairs",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Report groups of near-identical images (resized, recompressed, cropped copies); nothing changes."""
-    from lookalike.dedupe import index_duplicates
+    from lookalike.dedupe import DedupeSettings, index_duplicates
 
+    settings = DedupeSettings.parse(path=path, raw_jpeg=raw_jpeg)
     idx = open_index(index)
     notes: list[str] = []
     progress = not quiet and not as_json
-    groups = index_duplicates(idx, threshold, k, pixel=pixel, orientations=orientations, notes=notes, progress=progress)
+    groups = index_duplicates(
+        idx, threshold, k, pixel=pixel, orientations=orientations, notes=notes, progress=progress, settings=settings
+    )
     if as_json:
         print_json(
             {"threshold": threshold, "pixel": pixel, "orientations": orientations, "groups": groups, "notes": notes}
@@ -83,34 +95,93 @@ def dedupe_find(
 def dedupe_plan(
     plan_file: PlanArg,
     index: IndexOpt = Path(".lookalike"),
-    keep: Annotated[str, typer.Option(help="Which copy to keep: best, oldest, newest, largest, path-order.")] = "best",
+    keep: Annotated[
+        str,
+        typer.Option(
+            help="Which copy to keep: best (= original: unedited copies first), edited (edits first), oldest, "
+            "newest, largest, path-order."
+        ),
+    ] = "best",
     threshold: ThresholdOpt = 0.8,
     pixel: PixelOpt = 0.9,
     k: KOpt = 10,
     orientations: OrientationsOpt = False,
+    reference: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A folder never touched (the archive): only copies elsewhere are removed. Repeatable; remembered."
+        ),
+    ] = None,
+    prefer: Annotated[
+        list[Path] | None, typer.Option(help="A folder whose copies win the keeper choice; repeatable, first wins.")
+    ] = None,
+    prefer_formats: Annotated[
+        str | None,
+        typer.Option(
+            help="File formats best first (camera originals before conversions): raw,heic,avif,png,jpeg,webp."
+        ),
+    ] = None,
+    path: PathOpt = None,
+    raw_jpeg: RawJpegOpt = "pairs",
     as_json: JsonOpt = False,
 ) -> None:
     """Write a plan: which copy of each group stays and why, what goes (a dry run: nothing moves)."""
-    from lookalike.dedupe import make_plan, save_plan
+    from lookalike.dedupe import DedupeSettings, make_plan, save_plan
 
+    settings = DedupeSettings.parse(
+        prefer_formats=prefer_formats, raw_jpeg=raw_jpeg, reference=reference or [], prefer=prefer or [], path=path
+    )
     idx = open_index(index)
     notes: list[str] = []
-    made = make_plan(idx, keep, threshold=threshold, pixel=pixel, k=k, notes=notes, orientations=orientations)
+    made = make_plan(
+        idx, keep, threshold=threshold, pixel=pixel, k=k, notes=notes, orientations=orientations, settings=settings
+    )
     save_plan(made, plan_file)
     print_notes(notes)
     if as_json:
         print_json(made)
         return
     for g in made["groups"]:
+        if g["action"] == "reference-only":
+            out.print(f"[bold]group {g['id']}[/] ({len(g['files'])} images) all in reference folders: not acted on")
+            continue
         out.print(f"[bold]group {g['id']}[/] ({len(g['files'])} images) keep [green]{g['keeper']}[/] — {g['why']}")
         for f in g["files"][1:]:
-            out.print(f"  {'keep' if g['action'] == 'keep-all' else 'remove'} {f['path']}")
+            out.print(f"  {f['role']} {f['path']}", highlight=False)
     sm = made["summary"]
     err.print(
         f"plan {plan_file}: {sm['groups']} groups, {sm['remove']} files to remove ({human_bytes(sm['bytes'])})"
         + (f", {sm['kept_all']} groups kept whole by decision" if sm["kept_all"] else "")
         + "; nothing was moved. Apply with `lookalike dedupe apply PLAN --move-to DIR | --link | --delete --yes`"
     )
+
+
+@dedupe_app.command("reference")
+def dedupe_reference(
+    folders: Annotated[
+        list[Path] | None, typer.Argument(help="Folders to make reference folders (none: list them).", metavar="DIR")
+    ] = None,
+    index: IndexOpt = Path(".lookalike"),
+    remove: Annotated[bool, typer.Option("--remove", help="Stop treating these folders as reference folders.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Reference folders of the index: plans never remove a file under them, and `dedupe apply` refuses a plan
+    that would (also one made before the folder became a reference)."""
+    from lookalike.dedupe import DedupeSettings
+    from lookalike.dedupe.decisions import load_references, remember_references
+
+    idx = open_index(index)
+    given, _ = DedupeSettings.parse(reference=folders or []).folders(idx.root)
+    if remove:
+        now = remember_references(idx.folder, remove=given)
+    else:
+        now = remember_references(idx.folder, add=given) if given else load_references(idx.folder)
+    if as_json:
+        print_json({"reference": list(now)})
+        return
+    for r in now:
+        out.print(r or ".", highlight=False)
+    err.print(f"{len(now)} reference folder(s)")
 
 
 @dedupe_app.command("apply")
@@ -166,13 +237,16 @@ def dedupe_new(
     index: IndexOpt = Path(".lookalike"),
     threshold: ThresholdOpt = 0.8,
     pixel: PixelOpt = 0.9,
+    path: PathOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Which photos of FOLDER the index already has (copies) and which are new; only FOLDER is embedded."""
-    from lookalike.dedupe import check_new
+    from lookalike.dedupe import DedupeSettings, check_new
 
-    rep = check_new(open_index(index), folder, threshold=threshold, pixel=pixel, progress=not quiet and not as_json)
+    where = DedupeSettings.parse(path=path).path
+    progress = not quiet and not as_json
+    rep = check_new(open_index(index), folder, threshold=threshold, pixel=pixel, progress=progress, path=where)
     if as_json:
         print_json(rep)
         return
@@ -220,15 +294,23 @@ def dedupe_series(
     index: IndexOpt = Path(".lookalike"),
     seconds: Annotated[float, typer.Option(help="Frames this close in capture time (EXIF).")] = 5.0,
     pixel: PixelOpt = 0.9,
+    path: PathOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Burst series: look-alike frames of one moment (not copies), best frame first."""
-    from lookalike.dedupe import burst_series
+    from lookalike.dedupe import DedupeSettings, burst_series
+    from lookalike.filters import glob_regex
 
+    where = DedupeSettings.parse(path=path).path
     idx = open_index(index)
     notes: list[str] = []
     times = idx.metadata().column("exif_time").to_pylist()
-    groups = burst_series(idx.vectors, idx.names, times, idx.paths, seconds=seconds, pixel=pixel, notes=notes)
+    regex = glob_regex(where) if where is not None else None
+    rows = [i for i, n in enumerate(idx.names) if regex is None or regex.fullmatch(n)]
+    names, paths = [idx.names[i] for i in rows], [idx.paths[i] for i in rows]
+    groups = burst_series(
+        idx.vectors[rows], names, [times[i] for i in rows], paths, seconds=seconds, pixel=pixel, notes=notes
+    )
     if as_json:
         print_json({"seconds": seconds, "series": groups, "notes": notes})
         return

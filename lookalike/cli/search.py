@@ -53,6 +53,7 @@ def search(
     ] = False,
     rerank_depth: Annotated[int, typer.Option(help="--rerank: how many of the top results are verified.")] = 100,
     min_inliers: Annotated[int, typer.Option(help="--rerank: inliers a result needs to count as verified.")] = 15,
+    collapse: Annotated[bool, typer.Option("--collapse", help="One result per group of copies (its keeper).")] = False,
 ) -> None:
     """The k indexed images most similar to each query, best first; the filters act inside the search."""
     from lookalike.filters import SearchFilter
@@ -79,6 +80,7 @@ def search(
         where=where or None,
         rerank=rerank_depth if rerank else 0,
         verify=verify,
+        collapse=collapse,
     )
     if as_json:
         for r in results:
@@ -95,7 +97,7 @@ def search(
             table.add_column("path")
             for m in r.matches:
                 extra = [("–" if m.inliers is None else str(m.inliers))] if rerank else []
-                table.add_row(str(m.rank), f"{m.score:.4f}", *extra, escape(m.label or ""), shown(m.name))
+                table.add_row(str(m.rank), f"{m.score:.4f}", *extra, escape(m.label or ""), shown(m.name) + _copies(m))
             out.print(table)
             if r.note:
                 err.print(f"[yellow]{escape(r.note)}[/]", soft_wrap=True)
@@ -103,3 +105,9 @@ def search(
         from lookalike.plots import result_grid
 
         err.print(f"grid: {result_grid(results, grid)}")
+
+
+def _copies(m: object) -> str:
+    """ "  (and 4 copies)" for a collapsed match with copies folded into it, else nothing."""
+    folded = getattr(m, "folded", None)
+    return f"  (and {len(folded)} {'copy' if len(folded) == 1 else 'copies'})" if folded else ""

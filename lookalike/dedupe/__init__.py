@@ -5,6 +5,8 @@ Modules, by concern:
 
 - ``copies``: near-duplicate groups and burst series; ``pixels``: the pixel check that tells copies from other
   photos; ``orientations``: rotated and mirrored copies (turned descriptions, checked in their turn);
+- ``formats``: camera originals over conversions, RAW+JPEG siblings, edits, reference folders, ``--path``: one
+  settings object (``DedupeSettings``);
 - ``keep``: which copy to keep (resolution, sharpness, file size, EXIF, age) and why;
 - ``plan``: the plan and the journal as typed records (``Plan``, ``Journal``) and their JSON;
 - ``actions``: plans (dry runs), applying them with a journal, resuming, undoing;
@@ -35,6 +37,7 @@ from lookalike.dedupe.copies import (
     near_duplicates,
 )
 from lookalike.dedupe.decisions import DECISION_KINDS, Decisions, decide
+from lookalike.dedupe.formats import DedupeSettings, are_siblings, format_of
 from lookalike.dedupe.incoming import check_new
 from lookalike.dedupe.keep import KEEP_RULES, FileFacts, choose_keeper, facts_of
 from lookalike.dedupe.plan import Journal, JournalStep, Plan, PlanFile, PlanGroup, PlanSummary
@@ -48,6 +51,7 @@ __all__ = [
     "SERIES_FLOOR",
     "SERIES_SECONDS",
     "Decisions",
+    "DedupeSettings",
     "FileFacts",
     "Journal",
     "JournalStep",
@@ -57,6 +61,7 @@ __all__ = [
     "PlanSummary",
     "apply_mode",
     "apply_plan",
+    "are_siblings",
     "build_plan",
     "burst_series",
     "candidate_pairs",
@@ -64,6 +69,7 @@ __all__ = [
     "choose_keeper",
     "decide",
     "facts_of",
+    "format_of",
     "index_duplicates",
     "load_plan",
     "make_plan",

@@ -27,11 +27,13 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lookalike.dedupe.copies import DEDUPE_FLOOR, DEDUPE_PIXEL, index_duplicates
+from lookalike.dedupe.decisions import load_references, remember_references
+from lookalike.dedupe.formats import DedupeSettings, siblings_by_name, under
 from lookalike.dedupe.keep import KEEP_RULES, choose_keeper, facts_of
 from lookalike.dedupe.plan import Journal, JournalStep, Plan, PlanFile, PlanGroup, PlanSummary
 from lookalike.errors import ConfigError, LookalikeError
@@ -65,34 +67,42 @@ def build_plan(
     groups: list[dict[str, Any]] | None = None,
     notes: list[str] | None = None,
     orientations: bool = False,
+    settings: DedupeSettings | None = None,
 ) -> Plan:
     """A dry run: which copy of each duplicate group stays and why, and what happens to the others.
 
     ``keepers``: names a person chose as keepers (the page's "flip"); a group holding one keeps it. ``groups``: the
     groups of a :func:`~lookalike.dedupe.near_duplicates` run already made (else it runs here, respecting the
-    index's decisions). ``orientations``: rotated and mirrored copies count too (see ``near_duplicates``)."""
+    index's decisions). ``orientations``: rotated and mirrored copies count too (see ``near_duplicates``).
+    ``settings``: formats, RAW+JPEG siblings, reference and preferred folders, the part of the collection
+    (:class:`~lookalike.dedupe.formats.DedupeSettings`); reference folders given are remembered for the index."""
     notes = notes if notes is not None else []
+    settings = settings or DedupeSettings()
     if keep not in KEEP_RULES:
         raise ConfigError(f"keep must be one of {', '.join(KEEP_RULES)}, got {keep!r}", setting="keep")
+    reference, prefer = settings.folders(index.root)
+    reference = remember_references(index.folder, reference) if reference else load_references(index.folder)
     if groups is None:
-        groups = index_duplicates(index, threshold, k, pixel=pixel, orientations=orientations, notes=notes)
-    rows = index.metadata().to_pylist()
-    hashes = index.hashes
-    changed: list[str] = []
-    made = []
-    for number, g in enumerate(groups, start=1):
-        group = _plan_group(index, number, g, keep, keepers, rows, hashes, notes, changed)
-        if group is not None:
-            made.append(group)
-    if changed:
+        groups = index_duplicates(
+            index, threshold, k, pixel=pixel, orientations=orientations, notes=notes, settings=settings,
+            reference=reference,
+        )  # fmt: skip
+    ctx = _PlanContext(index, keep, keepers, index.metadata().to_pylist(), index.hashes, notes, [], settings,
+                       reference, prefer, siblings_by_name(index.names))  # fmt: skip
+    made = [grp for number, g in enumerate(groups, start=1) if (grp := _plan_group(ctx, number, g)) is not None]
+    if ctx.changed:
         raise LookalikeError(
-            f"{len(changed)} file(s) changed since they were indexed (first: {changed[0]}); update the index first"
+            f"{len(ctx.changed)} file(s) changed since they were indexed (first: {ctx.changed[0]}); "
+            "update the index first"
         )
     out_groups = tuple(made)
+    shown = {"threshold": threshold, "pixel": pixel, "k": k, **settings.to_dict()}
+    if reference:
+        shown["reference"] = list(reference)
     return Plan(
         id=uuid.uuid4().hex, created=now_iso(), index=str(index.folder.resolve()), root=str(index.root),
-        index_created=index.created, keep=keep, settings={"threshold": threshold, "pixel": pixel, "k": k},
-        groups=out_groups, summary=PlanSummary.of(out_groups), notes=tuple(notes),
+        index_created=index.created, keep=keep, settings=shown,
+        groups=out_groups, summary=PlanSummary.of(out_groups), notes=tuple(notes), reference=tuple(reference),
     )  # fmt: skip
 
 
@@ -101,49 +111,89 @@ def make_plan(index: IndexView, keep: str = "best", **options: Any) -> dict[str,
     return build_plan(index, keep, **options).to_dict()
 
 
-def _plan_group(
-    index: IndexView,
-    number: int,
-    g: dict[str, Any],
-    keep: str,
-    keepers: set[str] | None,
-    rows: list[dict[str, Any]],
-    hashes: list[str],
-    notes: list[str],
-    changed: list[str],
-) -> PlanGroup | None:
-    """One group of the plan: its files' facts, the keeper and why (None when fewer than two files are readable)."""
+@dataclass
+class _PlanContext:
+    """What every group of one plan reads: the index, the rule, the rows, and the settings' folders resolved."""
+
+    index: IndexView
+    keep: str
+    keepers: set[str] | None
+    rows: list[dict[str, Any]]
+    hashes: list[str]
+    notes: list[str]
+    changed: list[str]
+    settings: DedupeSettings
+    reference: tuple[str, ...]
+    prefer: tuple[str, ...]
+    siblings: dict[int, int]
+
+
+def _plan_group(ctx: _PlanContext, number: int, g: dict[str, Any]) -> PlanGroup | None:
+    """One group of the plan: its files' facts, the keeper and why (None when fewer than two files are readable).
+    Files under a reference folder are never removed (the keeper is one of them when the group has any); a group
+    made only of them is reported (``reference-only``); a RAW+JPEG sibling pair is kept or removed together."""
+    index, rows = ctx.index, ctx.rows
     by_name = {n: i for i, n in enumerate(index.names)}
     ids = [by_name[p] for p in g["paths"]]
     facts = facts_of([index.root / index.names[i] for i in ids], [index.names[i] for i in ids], [rows[i] for i in ids])
     for i, f in zip(ids, facts, strict=True):
         if isinstance(f, Exception):
-            notes.append(f"group {number}: {index.names[i]} left out ({f})")
+            ctx.notes.append(f"group {number}: {index.names[i]} left out ({f})")
     live = [(i, f) for i, f in zip(ids, facts, strict=True) if not isinstance(f, Exception)]
     if len(live) < 2:
         return None
     for i, _ in live:
         fp = _fingerprint(index.root / index.names[i])
         if (fp["size"], fp["mtime_ns"]) != (rows[i]["size"], rows[i]["mtime_ns"]):
-            changed.append(index.names[i])
-    order, why = choose_keeper([f for _, f in live], keep)
-    chosen = [j for j, (i, _) in enumerate(live) if keepers and index.names[i] in keepers]
+            ctx.changed.append(index.names[i])
+    order, why = choose_keeper([f for _, f in live], ctx.keep, ctx.settings, ctx.prefer)
+    refs = {j for j, (i, _) in enumerate(live) if under(index.names[i], ctx.reference) is not None}
+    chosen = [j for j, (i, _) in enumerate(live) if ctx.keepers and index.names[i] in ctx.keepers]
     if chosen:
         order = [chosen[0]] + [j for j in order if j != chosen[0]]
         why = "chosen by hand"
+    elif refs and order[0] not in refs:
+        first = next(j for j in order if j in refs)
+        where = under(index.names[live[first][0]], ctx.reference)
+        order = [first] + [j for j in order if j != first]
+        why = f"in the reference folder {where or '.'} (never removed); the best copy elsewhere: {why}"
     action = "keep-all" if g.get("decision") == "keep-all" else "remove-others"
+    if len(refs) == len(live) and action != "keep-all":
+        action = "reference-only"
+    kept = {order[0]} | refs
+    kept |= _siblings_kept(ctx, live, order, kept)
     files = tuple(
         PlanFile(
             path=index.names[i],
-            role="keep" if rank == 0 or action == "keep-all" else "remove",
+            role="keep" if j in kept or action != "remove-others" else "remove",
             size=rows[i]["size"],
             mtime_ns=rows[i]["mtime_ns"],
-            hash=hashes[i],
+            hash=ctx.hashes[i],
             facts=f.to_dict(),
         )
-        for rank, (i, f) in enumerate(live[j] for j in order)
+        for j, (i, f) in ((j, live[j]) for j in order)
     )
     return PlanGroup(number, action, files[0].path, why, g["min_score"], g["max_score"], files)
+
+
+def _siblings_kept(ctx: _PlanContext, live: list[tuple[int, Any]], order: list[int], kept: set[int]) -> set[int]:
+    """Positions of ``live`` kept because a RAW+JPEG sibling of theirs stays (kept in the group, or not in it)."""
+    if ctx.settings.raw_jpeg != "pairs":
+        return set()
+    at = {i: j for j, (i, _) in enumerate(live)}
+    out: set[int] = set()
+    for j in order:
+        sib = ctx.siblings.get(live[j][0])
+        if j in kept or sib is None:
+            continue
+        if sib not in at or at[sib] in kept:
+            out.add(j)
+            if sib not in at and not (ctx.index.root / ctx.index.names[sib]).exists():
+                ctx.notes.append(
+                    f"{ctx.index.names[live[j][0]]}: its RAW+JPEG sibling {ctx.index.names[sib]} is missing "
+                    "(update the index); kept, not removed without it"
+                )
+    return out
 
 
 def save_plan(plan: Plan | dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -171,6 +221,19 @@ def _check_same_index(plan: Plan, index: IndexView) -> None:
         raise LookalikeError(f"this plan was made for another index ({plan.index}), not {here}")
     if plan.index_created != index.created:
         raise LookalikeError(f"this plan was made for an earlier index at {here} (it was rebuilt since)")
+
+
+def _check_references(plan: Plan, index: IndexView) -> None:
+    """No file the plan removes is under a reference folder: the plan's own, or one made a reference since."""
+    now = tuple(dict.fromkeys([*plan.reference, *load_references(index.folder)]))
+    for g in plan.groups:
+        for f in g.removed:
+            where = under(f.path, now)
+            if where is not None:
+                since = "" if where in plan.reference else " (made a reference after this plan)"
+                raise LookalikeError(
+                    f"{f.path} is in the reference folder {where or '.'}{since}: never removed; make a new plan"
+                )
 
 
 # --- the journal ---------------------------------------------------------------------------------------------------
@@ -337,6 +400,7 @@ def apply_plan(
     unfinished. Returns a summary (``done``, ``steps``, ``mode``, ``journal``, ``links``, ``bytes``)."""
     plan = load_plan(plan)
     _check_same_index(plan, index)
+    _check_references(plan, index)
     if mode not in APPLY_MODES:
         raise ConfigError(f"mode must be one of {', '.join(APPLY_MODES)}, got {mode!r}", setting="mode")
     if mode == "move" and target is None:

@@ -7,7 +7,7 @@ captured within a few seconds of each other and look alike are one moment shot s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +19,7 @@ from scipy.sparse.csgraph import connected_components
 
 from lookalike.aggregate import l2_normalize
 from lookalike.dedupe.decisions import Decisions
+from lookalike.dedupe.formats import DedupeSettings, under
 from lookalike.dedupe.orientations import (
     ORIENTATIONS,
     homography_confirms,
@@ -158,6 +159,7 @@ def near_duplicates(
     decisions: Decisions | None = None,
     turned: np.ndarray | None = None,
     features: FeatureCache | None = None,
+    apart: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
     """Groups of near-identical images (rescaled, recompressed, cropped copies): connected components over kNN pairs
     with cosine ≥ ``threshold`` that, given ``paths`` and ``pixel`` > 0, also line up pixel for pixel (aligned NCC ≥
@@ -174,7 +176,8 @@ def near_duplicates(
     index's local features), when a homography links them with many inliers (see ``lookalike.dedupe.orientations``).
 
     Largest group first; each group lists its ``ids`` (rows of ``vectors``), paths and the lowest and highest
-    cosine inside it, and ``turns``: its pairs confirmed turned ({"a", "b", "turn"}: b is a turned by ``turn``)."""
+    cosine inside it, and ``turns``: its pairs confirmed turned ({"a", "b", "turn"}: b is a turned by ``turn``).
+    ``apart``: a mask of confirmed pairs (P, 2) that are not copies after all (RAW+JPEG siblings), dropped."""
     notes = notes if notes is not None else []
     checked = candidate_pairs(vectors, threshold, k, paths=paths, pixel=pixel, notes=notes)
     pairs = checked.pairs
@@ -193,6 +196,7 @@ def near_duplicates(
         )
         pairs = np.concatenate([pairs.reshape(-1, 2), extra])
         strength = np.concatenate([strength, extra_strength])
+    pairs, strength = _keep_apart(pairs, strength, apart, notes)
     constrained = hashes is not None and decisions is not None and len(decisions) > 0
     if constrained:
         found = _constrained_groups(len(names), pairs, strength, hashes, decisions)  # type: ignore[arg-type]
@@ -223,6 +227,21 @@ def near_duplicates(
     return groups
 
 
+def _keep_apart(
+    pairs: np.ndarray, strength: np.ndarray, apart: Callable[[np.ndarray], np.ndarray] | None, notes: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The confirmed pairs without those ``apart`` says are not copies (RAW+JPEG siblings), noted."""
+    if apart is None or not len(pairs):
+        return pairs, strength
+    drop = apart(pairs.reshape(-1, 2))
+    if drop.any():
+        notes.append(
+            f"{int(drop.sum())} RAW+JPEG sibling pair(s) kept apart: one shot in two formats, not copies "
+            "(--raw-jpeg duplicates groups them)"
+        )
+    return pairs.reshape(-1, 2)[~drop], strength[~drop]
+
+
 def index_duplicates(
     index: IndexView,
     threshold: float = DEDUPE_FLOOR,
@@ -232,17 +251,73 @@ def index_duplicates(
     orientations: bool = False,
     notes: list[str] | None = None,
     progress: bool = False,
+    settings: DedupeSettings | None = None,
+    reference: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """:func:`near_duplicates` over an index: its vectors, names, paths, content hashes and decisions, and with
     ``orientations`` its turned vectors (computed and cached where missing) and local features. The one place that
-    argument block is written (the ``dedupe find`` command and plans both come here)."""
+    argument block is written (the ``dedupe find`` command and plans both come here).
+
+    ``settings.path`` limits it to the photos whose names match the glob, and those under a ``reference`` folder
+    (relative names); ``settings.raw_jpeg`` "pairs" keeps RAW+JPEG siblings out of the groups."""
     notes = notes if notes is not None else []
-    return near_duplicates(
-        index.vectors, index.names, threshold, k, paths=index.paths, pixel=pixel, notes=notes,
-        hashes=index.hashes, decisions=Decisions.load(index.folder),
-        turned=index.orientation_vectors(progress=progress, notes=notes) if orientations else None,
-        features=index.features if orientations else None,
+    settings = settings or DedupeSettings()
+    names, paths, hashes = index.names, index.paths, index.hashes
+    rows = np.arange(len(names))
+    if settings.path is not None:
+        from lookalike.filters import glob_regex
+
+        regex = glob_regex(settings.path)
+        rows = np.array([i for i, n in enumerate(names) if regex.fullmatch(n) or under(n, reference) is not None],
+                        np.int64)  # fmt: skip
+        notes.append(f"{len(rows)} of {len(names)} photos match --path {settings.path}" +
+                     (" or are under a reference folder" if reference else ""))  # fmt: skip
+    sub = rows if len(rows) < len(names) else None
+    pick = (lambda seq: [seq[i] for i in rows]) if sub is not None else (lambda seq: list(seq))
+    turned = index.orientation_vectors(progress=progress, notes=notes) if orientations else None
+    times = index.metadata().column("exif_time").to_pylist()
+    sub_names = pick(names)
+    sub_paths = pick(paths)
+    apart = _sibling_test(sub_names, sub_paths, pick(times)) if settings.raw_jpeg == "pairs" else None
+    groups = near_duplicates(
+        index.vectors[rows] if sub is not None else index.vectors, sub_names, threshold, k, paths=sub_paths,
+        pixel=pixel, notes=notes, hashes=pick(hashes), decisions=Decisions.load(index.folder),
+        turned=(turned[rows] if sub is not None else turned) if turned is not None else None,
+        features=index.features if orientations else None, apart=apart,
     )  # fmt: skip
+    if sub is not None:
+        for g in groups:
+            g["ids"] = [int(rows[m]) for m in g["ids"]]
+    return groups
+
+
+def _sibling_test(
+    names: Sequence[str], paths: Sequence[Path], times: Sequence[str | None]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The ``apart`` test of :func:`near_duplicates` for RAW+JPEG siblings: same folder and stem, or same frame
+    counter and capture time (and camera, read from the two files' headers, only for pairs that need it)."""
+    from lookalike.dedupe.formats import are_siblings, format_of, header_tags
+
+    def camera(i: int) -> str | None:
+        try:
+            with open(paths[i], "rb") as fh:
+                return header_tags(fh.read(1 << 20))[0]
+        except OSError:
+            return None
+
+    def test(pairs: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(pairs), bool)
+        for n, (a, b) in enumerate(pairs.tolist()):
+            if (format_of(names[a]) == "raw") == (format_of(names[b]) == "raw"):
+                continue
+            if are_siblings(names[a], names[b]):
+                out[n] = True
+            elif times[a] and times[a] == times[b]:
+                out[n] = are_siblings(names[a], names[b], time_a=times[a], time_b=times[b],
+                                      camera_a=camera(a), camera_b=camera(b))  # fmt: skip
+        return out
+
+    return test
 
 
 def _turned_copies(

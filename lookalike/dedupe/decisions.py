@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from lookalike.errors import LookalikeError
 from lookalike.images import content_hash
 from lookalike.io import atomic_write_json, now_iso
-from lookalike.store import DECISIONS_FILE
+from lookalike.store import DECISIONS_FILE, REFERENCES_FILE
 
 if TYPE_CHECKING:
     from lookalike.view import IndexView
@@ -110,3 +110,24 @@ def decide(index: IndexView, kind: str, files: Sequence[str | os.PathLike[str]])
             names.append(str(found))
     decisions = Decisions.load(index.folder)
     return decisions.add(kind, hashes, names)
+
+
+def load_references(index_dir: str | Path) -> tuple[str, ...]:
+    """The reference folders remembered for an index (names relative to the photo folder, "" = all of it)."""
+    import json
+
+    path = Path(index_dir) / REFERENCES_FILE
+    if not path.is_file():
+        return ()
+    try:
+        return tuple(str(r) for r in json.loads(path.read_text()).get("reference", []))
+    except (OSError, ValueError, AttributeError) as exc:
+        raise LookalikeError(f"{path}: unreadable reference list ({exc}); move it away to start afresh") from None
+
+
+def remember_references(index_dir: str | Path, add: Sequence[str] = (), remove: Sequence[str] = ()) -> tuple[str, ...]:
+    """Add and remove reference folders of an index (kept in ``references.json``); returns the list now."""
+    now = tuple(r for r in dict.fromkeys([*load_references(index_dir), *add]) if r not in set(remove))
+    if now != load_references(index_dir):
+        atomic_write_json(Path(index_dir) / REFERENCES_FILE, {"reference": list(now), "at": now_iso()})
+    return now

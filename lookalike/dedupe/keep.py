@@ -5,8 +5,12 @@ lexicographic sort the later criteria (file size, EXIF) would never decide anyth
 candidate within a tolerance of the best and hands the survivors to the next stage, so a recompressed copy that is
 "as sharp" as its original (JPEG blocking adds edges of its own) still loses on file size.
 
-The default rule, ``best``:
+The default rule, ``best`` (also called ``original``):
 
+0. the settings' preferences (``lookalike.dedupe.formats.DedupeSettings``), before anything is measured: a copy under
+   a ``prefer`` folder (the first given first), then the preferred file format (a camera original, RAW, HEIC or
+   AVIF, beats its JPEG/PNG/WebP conversion, whatever their sizes), then not an edit (the EXIF ``Software`` of an
+   editor; the rule ``edited`` puts the edit first instead),
 1. pixel count (width × height as stored; within 1% counts as equal),
 2. not a re-save: a JPEG whose coefficients still sit on another same-size JPEG's coarser quantisation steps was
    re-saved from it at a finer quality (bigger and as sharp, no better) and loses to it (``resaved_from``),
@@ -28,7 +32,7 @@ runs first, so a copy re-saved from the original at a finer quality has already 
 tables (a finer table is only evidence of more detail when it was not filled from a coarser file).
 
 The other rules put one criterion first and fall back to ``best``: ``oldest``/``newest`` (capture time), ``largest``
-(file size), ``path-order`` (the first path in sorted order).
+(file size), ``path-order`` (the first path in sorted order); ``edited`` is ``best`` with edited copies first.
 """
 
 from __future__ import annotations
@@ -46,10 +50,11 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from lookalike.dedupe.formats import DedupeSettings, editor_of, format_of, header_tags, under
 from lookalike.errors import ConfigError, ImageError
 from lookalike.images import decode, read_file
 
-KEEP_RULES = ("best", "oldest", "newest", "largest", "path-order")
+KEEP_RULES = ("best", "original", "edited", "oldest", "newest", "largest", "path-order")
 SHARP_SIDE = 512  # sharpness is measured on the central SHARP_SIDE² crop at native resolution (a fixed-size copy)
 SHARP_TOLERANCE = 0.05  # sharpness within 5% of the sharpest counts as equally sharp
 SHARP_SIGMA = 2.0  # Gaussian smoothing before the Laplacian: JPEG artefacts must not read as detail
@@ -73,6 +78,10 @@ class FileFacts:
     time: str
     qtable: list[int] | None = None  # the JPEG luminance quantisation table (natural order), None if not a JPEG
     dct: np.ndarray | None = field(default=None, repr=False)  # luma DCT blocks (B, 8, 8) of the central region
+    format: str = ""  # raw, heic, avif, png, jpeg, webp, tiff, other (lookalike.dedupe.formats.format_of)
+    editor: str | None = None  # the EXIF Software of an editor (an edited copy), else None
+    camera_name: str | None = None  # EXIF make and model
+    mtime: str = ""  # the file's modification time (ISO)
 
     @property
     def pixels(self) -> int:
@@ -140,9 +149,16 @@ def jpeg_blocks(data: bytes, blocks: int = 32) -> tuple[list[int] | None, np.nda
 LOW_FREQ = np.add.outer(np.arange(8), np.arange(8)) <= 4  # coefficients a JPEG keeps at any usual quality
 
 
-def resaved_from(source: FileFacts, copy: FileFacts, near: float = 0.75) -> bool:
+def resaved_from(source: FileFacts, copy: FileFacts, near: float = 0.75, empty: float = 0.35) -> bool:
     """Whether ``copy`` is ``source`` re-saved at a finer JPEG quality (same pixel grid): its coefficients still sit
     on ``source``'s coarser quantisation steps, which only happens when they passed through that quantiser.
+
+    Two tests, either suffices. **On the grid**: ≥ ``near`` of the copy's live coefficients lie within 0.15 of a
+    multiple of the source's step (a re-save at a much finer quality, q75 → 90+). **Reachable values**: at a
+    moderately finer quality (q75 → 80–85, steps 1.2–1.7× finer) a multiple k·qa of the source's step lands between
+    the copy's steps and is rounded to round(k·qa/qb), so some of the copy's values m can never occur; a re-save has
+    (almost) only reachable values, while an independently compressed file's histogram is smooth: the unreachable
+    values holding ≤ ``empty`` of what their neighbours hold recognise a re-save (:func:`unreachable_ratio`).
 
     WHY: a JPEG re-saved at a higher quality is a bigger file with no more information, and as sharp, so neither
     file size nor sharpness can tell it from its source (on the rooms photos, saved at quality 75, re-saves at
@@ -160,7 +176,31 @@ def resaved_from(source: FileFacts, copy: FileFacts, near: float = 0.75) -> bool
     live = np.abs(ratio) >= 0.5  # zero coefficients sit on every grid
     if live.sum() < 100:
         return False
-    return float((np.abs(ratio - np.round(ratio))[live] < 0.15).mean()) >= near
+    if float((np.abs(ratio - np.round(ratio))[live] < 0.15).mean()) >= near:
+        return True
+    return unreachable_ratio(qa, qb, copy.dct) <= empty
+
+
+def unreachable_ratio(qa: np.ndarray, qb: np.ndarray, dct: np.ndarray, min_expected: float = 200.0) -> float:
+    """How full the values a re-save from steps ``qa`` could never produce are, in the copy's coefficients (steps
+    ``qb``): over positions where qa is 1.15–2.5× qb, the values m = round(dct / qb) that no multiple k·qa rounds to
+    hold (count at m) / (mean count at m ± 1). About 0 for a re-save (those values stay empty), about 1 for an
+    independent compression (a histogram is smooth); 1.0 (no evidence) when fewer than ``min_expected`` values
+    would be expected in them."""
+    r = qa / np.maximum(qb, 1)
+    mask = LOW_FREQ & (qb >= 2) & (r >= 1.15) & (r <= 2.5)
+    seen = expected = 0.0
+    for y, x in zip(*np.nonzero(mask), strict=True):
+        m = np.round(dct[:, y, x] / qb[y, x]).astype(np.int64)
+        top = int(np.abs(m).max()) + 2
+        counts = np.bincount(m + top, minlength=2 * top + 1).astype(np.float64)
+        values = np.arange(-top + 1, top)
+        k = np.floor(values / r[y, x])
+        reach = (np.abs(k * r[y, x] - values) <= 0.5 + 1e-6) | (np.abs((k + 1) * r[y, x] - values) <= 0.5 + 1e-6)
+        gaps = values[~reach] + top
+        seen += counts[gaps].sum()
+        expected += ((counts[gaps - 1] + counts[gaps + 1]) / 2).sum()
+    return seen / expected if expected >= min_expected else 1.0
 
 
 def coarser(a: FileFacts, b: FileFacts) -> bool:
@@ -188,6 +228,7 @@ def file_facts(path: str | os.PathLike[str], name: str, row: dict[str, Any] | No
         camera = bool(exif.get(_MAKE) or exif.get(_MODEL))
     except Exception:  # malformed EXIF is no camera, never an error
         camera = False
+    camera_name, software = header_tags(data)
     sharp, exposure = sharpness_and_exposure(img)
     qtable, dct = jpeg_blocks(data)
     row = row or {}
@@ -207,6 +248,10 @@ def file_facts(path: str | os.PathLike[str], name: str, row: dict[str, Any] | No
         time=exif_time or mtime,
         qtable=qtable,
         dct=dct,
+        format=format_of(name),
+        editor=editor_of(software),
+        camera_name=camera_name,
+        mtime=mtime,
     )
 
 
@@ -250,16 +295,19 @@ _STAGES: dict[str, tuple[Callable[[FileFacts], float], Callable[[float, float], 
     "oldest": (lambda f: -_epoch(f.time), _exact, "oldest capture time"),
     "newest": (lambda f: _epoch(f.time), _exact, "newest capture time"),
 }
+_MEASURED = ("pixels", "source", "sharpness", "quant", "size", "exif")
 _ORDERS = {
-    "best": ("pixels", "source", "sharpness", "quant", "size", "exif", "oldest"),
-    "oldest": ("oldest", "pixels", "source", "sharpness", "quant", "size", "exif"),
-    "newest": ("newest", "pixels", "source", "sharpness", "quant", "size", "exif"),
-    "largest": ("size", "pixels", "source", "sharpness", "quant", "exif", "oldest"),
+    "best": ("folder", "format", "original", *_MEASURED, "oldest"),
+    "original": ("folder", "format", "original", *_MEASURED, "oldest"),
+    "edited": ("folder", "edited", "format", *_MEASURED, "oldest"),
+    "oldest": ("oldest", "folder", "format", "original", *_MEASURED),
+    "newest": ("newest", "folder", "format", "original", *_MEASURED),
+    "largest": ("size", "folder", "format", "original", "pixels", "source", "sharpness", "quant", "exif", "oldest"),
     "path-order": (),
 }
 
 
-def _describe(stage: str, winner: FileFacts, beaten: list[FileFacts]) -> str:
+def _describe(stage: str, winner: FileFacts, beaten: list[FileFacts], said: str | None = None) -> str:
     def show(f: FileFacts) -> str:
         return {
             "pixels": f"{f.width}×{f.height}",
@@ -270,26 +318,55 @@ def _describe(stage: str, winner: FileFacts, beaten: list[FileFacts]) -> str:
             "quant": f"luma steps Σ {sum(f.qtable or [])}",
             "oldest": f.time,
             "newest": f.time,
+            "format": f.format,
+            "original": "original" if f.editor is None else f"edited ({f.editor})",
+            "edited": "original" if f.editor is None else f"edited ({f.editor})",
+            "folder": (f.name.rsplit("/", 1)[0] if "/" in f.name else "."),
         }[stage]
 
     others = ", ".join(sorted({show(f) for f in beaten}))
-    return f"{_STAGES[stage][2]}: {show(winner)} vs {others}"
+    return f"{said or _STAGES[stage][2]}: {show(winner)} vs {others}"
 
 
-def choose_keeper(facts: Sequence[FileFacts], rule: str = "best") -> tuple[list[int], str]:
-    """(order, why): positions of ``facts`` best first, and one line saying which stages made the first win."""
+def _preferences(
+    settings: DedupeSettings | None, prefer: Sequence[str]
+) -> dict[str, tuple[Callable[[FileFacts], float], Callable[[float, float], bool], str]]:
+    """The stages that follow the settings: preferred folders, formats, edits."""
+    settings = settings or DedupeSettings()
+
+    def folder(f: FileFacts) -> float:
+        at = under(f.name, prefer)
+        return -float(prefer.index(at)) if at is not None else -float(len(prefer))
+
+    return {
+        "folder": (folder, _exact, "in a preferred folder"),
+        "format": (lambda f: -float(settings.format_rank(f.name)), _exact, "preferred format (camera original)"),
+        "original": (lambda f: -float(f.editor is not None), _exact, "not an edited copy"),
+        "edited": (lambda f: float(f.editor is not None), _exact, "the edited copy"),
+    }
+
+
+def choose_keeper(
+    facts: Sequence[FileFacts],
+    rule: str = "best",
+    settings: DedupeSettings | None = None,
+    prefer: Sequence[str] = (),
+) -> tuple[list[int], str]:
+    """(order, why): positions of ``facts`` best first, and one line saying which stages made the first win.
+    ``settings``: the format order; ``prefer``: folders (relative to the photo folder) whose copies win, in order."""
     if rule not in _ORDERS:
         raise ConfigError(f"keep must be one of {', '.join(KEEP_RULES)}, got {rule!r}", setting="keep")
     left = sorted(range(len(facts)), key=lambda i: facts[i].name)
     if rule == "path-order":
         return left, f"first in path order: {facts[left[0]].name}" if left else ""
+    stages = {**_STAGES, **_preferences(settings, prefer)}
     order: list[int] = []
     why = ""
     while left:
         alive = list(left)
         reasons: list[str] = []
         for stage in _ORDERS[rule]:
-            value, close, _ = _STAGES[stage]
+            value, close, said = stages[stage]
             if stage == "source":  # a file re-saved from another one in the running loses to it
                 derived = {b for b in alive for a in alive if a != b and resaved_from(facts[a], facts[b])}
                 keep = [i for i in alive if i not in derived] or alive
@@ -313,7 +390,7 @@ def choose_keeper(facts: Sequence[FileFacts], rule: str = "best") -> tuple[list[
             keep = [i for i in alive if close(value(facts[i]), best)]
             if len(keep) < len(alive):
                 top = max(keep, key=lambda i: value(facts[i]))
-                reasons.append(_describe(stage, facts[top], [facts[i] for i in alive if i not in keep]))
+                reasons.append(_describe(stage, facts[top], [facts[i] for i in alive if i not in keep], said))
             alive = keep
             if len(alive) == 1:
                 break

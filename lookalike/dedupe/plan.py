@@ -46,7 +46,8 @@ class PlanFile:
 
 @dataclass(frozen=True)
 class PlanGroup:
-    """A group of copies: ``action`` remove-others (or keep-all, decided by a person), the keeper first."""
+    """A group of copies: ``action`` remove-others, keep-all (decided by a person) or reference-only (every file
+    under a reference folder: reported, never acted on); the keeper first."""
 
     id: int
     action: str
@@ -104,14 +105,18 @@ class Plan:
     groups: tuple[PlanGroup, ...]
     summary: PlanSummary
     notes: tuple[str, ...] = ()
+    reference: tuple[str, ...] = ()  # reference folders (relative to root, "" = all): nothing under them is removed
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "lookalike_plan": PLAN_FORMAT, "id": self.id, "created": self.created, "index": self.index,
             "root": self.root, "index_created": self.index_created, "keep": self.keep,
             "settings": dict(self.settings), "groups": [g.to_dict() for g in self.groups],
             "summary": self.summary.to_dict(), "notes": list(self.notes),
         }  # fmt: skip
+        if self.reference:  # written only when set: plans without reference folders keep their bytes
+            d["reference"] = list(self.reference)
+        return d
 
     def _repr_html_(self) -> str:
         """A notebook shows the plan group by group, keeper first (``lookalike.display``)."""
@@ -131,7 +136,7 @@ class Plan:
                 d["id"], d.get("created", ""), d.get("index", ""), d.get("root", ""), d.get("index_created"),
                 d.get("keep", ""), d.get("settings", {}), groups,
                 PlanSummary(**summary) if isinstance(summary, Mapping) else PlanSummary.of(groups),
-                tuple(d.get("notes", ())),
+                tuple(d.get("notes", ())), tuple(str(r) for r in d.get("reference", ())),
             )  # fmt: skip
         except (KeyError, TypeError, AttributeError) as exc:
             raise LookalikeError(f"{source}: not a lookalike dedupe plan (a group or file lacks {exc})") from None

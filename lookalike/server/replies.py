@@ -36,9 +36,9 @@ ColorName = Literal[COLORS]  # type: ignore[valid-type]
 Verdict = Literal[MATCH, NO_MATCH, UNKNOWN]  # type: ignore[valid-type]
 # Spelled here, not imported: importing lookalike.cluster loads scipy (a second) for three tuples of names;
 # tests/test_api_schema.py checks they equal the library's KEEP_RULES, DECISION_KINDS and plan actions.
-KeepRule = Literal["best", "oldest", "newest", "largest", "path-order"]
+KeepRule = Literal["best", "original", "edited", "oldest", "newest", "largest", "path-order"]
 DecisionKind = Literal["not-duplicates", "keep-all"]
-GroupAction = Literal["remove-others", "keep-all"]
+GroupAction = Literal["remove-others", "keep-all", "reference-only"]
 
 
 def _no_default(schema: dict[str, Any]) -> None:
@@ -119,6 +119,10 @@ class Match(IndexedImage):
         "Geometrically verified keypoint matches with the query when re-ranked; null without re-ranking or when "
         "the pair could not be verified (too few keypoints)."
     )
+    folded: list[int] = omitted(
+        "Collapsed searches (collapse=true): ids of this photo's copies among the hits, folded into this match (its "
+        "keeper); empty when it has none; absent when the search was not collapsed."
+    )
 
 
 class Prediction(Reply):
@@ -147,6 +151,7 @@ class SearchReply(Reply):
     mode: Mode = described("all, same-class or other-classes.")
     k: int = described("How many matches were asked for.")
     rerank: int = described("Re-ranking depth by geometric verification (0 = off).")
+    collapse: bool = omitted("Whether copies among the hits were folded into one match each (absent when not).")
     query_class: str | None = described("The class a class mode searched in or outside of; null in mode all.")
     class_source: ClassSource | None = described(
         "Where query_class came from: given (the class field), label (the indexed image's), folder or predicted; "
@@ -241,6 +246,10 @@ class FileFacts(Reply):
     gps: bool = described("Whether the file carries a GPS position.")
     camera: bool = described("Whether the file names its camera (EXIF make/model).")
     time: str = described("The capture time used for ordering: EXIF, else the file's modification time.")
+    format: str = described("File format family: raw, heic, avif, png, jpeg, webp, tiff or other.")
+    editor: str | None = described("The EXIF Software of an editor (an edited copy), or null.")
+    camera_name: str | None = described("EXIF camera make and model, or null.")
+    mtime: str = described("The file's modification time (ISO 8601).")
 
 
 class PlanFile(Reply):
@@ -258,7 +267,10 @@ class PlanGroup(Reply):
     """One group of copies: the keeper first, then the others."""
 
     id: int = described("The group's number in this plan (1, 2, ...).")
-    action: GroupAction = described("remove-others, or keep-all when a person decided to keep them all.")
+    action: GroupAction = described(
+        "remove-others; keep-all when a person decided to keep them all; reference-only when every file is under a "
+        "reference folder (reported, never acted on)."
+    )
     keeper: str = described("Path of the copy kept.")
     why: str = described("Why that copy was chosen (or: chosen by hand).")
     min_score: float = described("Lowest cosine between two of its copies.")
@@ -272,6 +284,11 @@ class PlanSettings(Reply):
     threshold: float = described("Cosine above which a pair is a candidate copy.")
     pixel: float = described("Aligned pixel correlation at or above which a candidate is a copy.")
     k: int = described("Neighbours looked at per image.")
+    prefer_formats: list[str] = omitted("File formats best first, when not the default order.")
+    raw_jpeg: Literal["duplicates"] = omitted("RAW+JPEG siblings treated as copies (absent: kept as one shot).")
+    reference: list[str] = omitted("Reference folders (relative to the photo folder): nothing under them is removed.")
+    prefer: list[str] = omitted("Folders whose copies win the keeper choice, first given first.")
+    path: str = omitted("The glob limiting which photos were looked at.")
 
 
 class PlanSummary(Reply):
@@ -297,6 +314,7 @@ class Plan(Reply):
     groups: list[PlanGroup] = described("The groups of copies.")
     summary: PlanSummary = described("What applying it would do.")
     notes: list[str] = described("Files left out and why.")
+    reference: list[str] = omitted("Reference folders of this plan; absent when there are none.")
 
 
 class DuplicateFile(PlanFile):

@@ -145,6 +145,7 @@ class Service:
         where: SearchFilter | None = None,
         rerank: int = 0,
         data: bytes | None = None,
+        collapse: bool = False,
     ) -> dict[str, Any]:
         image = None
         if rerank and data is not None:
@@ -153,9 +154,16 @@ class Service:
             # and the features' differ, so one decode for both would change either the vector or the keypoints.
             image = decode(data, query.get("name") or "upload", target=self.index.features.conf.resolution)[0]
         result = self.index.search_many(
-            [q], k, mode=mode, label=label, where=where or None, rerank=rerank, query_images=[image] if rerank else None
+            [q],
+            k,
+            mode=mode,
+            label=label,
+            where=where or None,
+            rerank=rerank,
+            query_images=[image] if rerank else None,
+            collapse=collapse,
         )[0]
-        return {
+        out: dict[str, Any] = {
             "query": query,
             "mode": mode,
             "k": k,
@@ -165,11 +173,20 @@ class Service:
             "filter": result.filter,
             "note": result.note,
             "matches": [
-                {**self.describe_id(m.id), "rank": m.rank, "score": round(m.score, SCORE_DECIMALS), "inliers": m.inliers}
+                {
+                    **self.describe_id(m.id),
+                    "rank": m.rank,
+                    "score": round(m.score, SCORE_DECIMALS),
+                    "inliers": m.inliers,
+                }
+                | ({"folded": m.folded} if m.folded is not None else {})
                 for m in result.matches
             ],
             "prediction": self.predict(q, quiet=True),
         }
+        if collapse:
+            out["collapse"] = True
+        return out
 
     def match_pair(self, a: int, b: int) -> dict[str, Any]:
         return self.index.match_pair(self.check_id(a), self.check_id(b))

@@ -31,6 +31,9 @@ RERANK_HELP = (
     "inlier count."
 )
 RerankField = Annotated[int, Form(ge=0, le=MAX_RERANK, description=RERANK_HELP)]
+CollapseField = Annotated[
+    bool, Form(description="One match per copy group (its keeper); the ids of the copies folded are in `folded`.")
+]
 
 
 def filter_params(kind: Callable[..., Any]) -> Callable[..., SearchFilter]:
@@ -95,6 +98,7 @@ async def do_search(
     label: str | None,
     where: SearchFilter,
     rerank: int = 0,
+    collapse: bool = False,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     if not svc.names:
@@ -108,7 +112,7 @@ async def do_search(
     if label is not None and svc.classes and label not in svc.classes:
         raise HTTPException(422, f"class: unknown class {label!r}; the index has: {', '.join(svc.classes)}")
     q, query, data = await make_query(request, svc, file, image_id)
-    out = await svc.run(svc.search, q, query, k, mode, label, where, rerank, data)
+    out = await svc.run(svc.search, q, query, k, mode, label, where, rerank, data, collapse)
     out["seconds"] = round(time.perf_counter() - started, 4)  # decode, model, search, re-rank and classify
     return out
 
@@ -130,8 +134,9 @@ async def search_post(
     mode: ModeField = "all",
     class_: ClassField = None,
     rerank: RerankField = 0,
+    collapse: CollapseField = False,
 ) -> dict[str, Any]:
-    return await do_search(request, svc, file, image_id, k, mode, class_, where, rerank)
+    return await do_search(request, svc, file, image_id, k, mode, class_, where, rerank, collapse)
 
 
 @router.get(
@@ -150,8 +155,9 @@ async def search_get(
     mode: Annotated[Mode, Query()] = "all",
     class_: Annotated[str | None, Query(alias="class")] = None,
     rerank: Annotated[int, Query(ge=0, le=MAX_RERANK)] = 0,
+    collapse: Annotated[bool, Query(description="One match per copy group (its keeper), copies in folded.")] = False,
 ) -> dict[str, Any]:
-    return await do_search(request, svc, None, image_id, k, mode, class_, where, rerank)
+    return await do_search(request, svc, None, image_id, k, mode, class_, where, rerank, collapse)
 
 
 @router.get(

@@ -62,7 +62,8 @@ function params() {
   const k = $("k").value;
   const mode = document.querySelector("input[name=mode]:checked").value;
   const rerank = $("rerank") && $("rerank").checked ? 100 : 0;
-  return { k, mode, rerank };
+  const collapse = Boolean($("collapse") && $("collapse").checked);
+  return { k, mode, rerank, collapse };
 }
 
 // The filter fields as the API spells them; empty ones are left out (the server validates the rest).
@@ -80,13 +81,14 @@ function filters() {
 
 async function runSearch() {
   if (!state.file && state.id == null) return;
-  const { k, mode, rerank } = params();
+  const { k, mode, rerank, collapse } = params();
   const seq = ++state.seq;  // only the latest request may draw
   const form = new FormData();
   form.append("k", k);
   form.append("mode", mode);
   for (const [name, value] of Object.entries(filters())) form.append(name, value);
   form.append("rerank", rerank);
+  if (collapse) form.append("collapse", "true");
   if (state.id != null) form.append("id", state.id);
   else form.append("file", state.file, state.file.name);
 
@@ -164,6 +166,10 @@ function matchCard(m) {
       el("div", { class: "row" },
         el("span", { class: "score", text: m.score.toFixed(3) }),
         verified,
+        m.folded && m.folded.length ? el("span", {
+          class: "chip copies", text: `and ${m.folded.length} ${m.folded.length === 1 ? "copy" : "copies"}`,
+          title: `copies folded into this result: ids ${m.folded.join(", ")}`,
+        }) : null,
         m.label ? el("span", { class: "chip", text: m.label, title: m.label }) : null),
       el("div", { class: "scorebar" }, el("div", { style: { width: `${pct.toFixed(1)}%` } })),
       el("div", { class: "name", text: m.name })),
@@ -258,14 +264,16 @@ function dupCard(g) {
   const keeperId = () => state.keepers.get(g.id) ?? g.files[0].id;
   const row = el("div", { class: "dup-row" });
   const draw = () => row.replaceChildren(...g.files.map((f) => {
-    const keep = g.action === "keep-all" || f.id === keeperId();
+    // a file under a reference folder, or the RAW+JPEG sibling of a kept one, stays whoever is the keeper
+    const pinned = g.action === "remove-others" && f.role === "keep" && f.id !== g.files[0].id;
+    const keep = g.action !== "remove-others" || f.id === keeperId() || pinned;
     const facts = f.facts || {};
     return el("figure", { class: "dup" + (keep ? " keeper" : ""), "data-id": f.id },
-      el("button", { type: "button", title: g.action === "keep-all" ? "all kept (decided)" : "keep this one",
-        onclick: () => { if (g.action !== "keep-all") { state.keepers.set(g.id, f.id); draw(); } } },
+      el("button", { type: "button", title: g.action !== "remove-others" ? "all kept" : "keep this one",
+        onclick: () => { if (g.action === "remove-others") { state.keepers.set(g.id, f.id); draw(); } } },
         el("img", { src: f.thumbnail, alt: f.path, loading: "lazy" })),
       el("figcaption", {},
-        el("span", { class: "badge", text: keep ? "keep" : "remove" }),
+        el("span", { class: "badge", text: keep ? (pinned ? "keep (reference or sibling)" : "keep") : "remove" }),
         el("span", { class: "dup-name", text: f.path }),
         el("small", { class: "muted", text: `${facts.width}×${facts.height} · ${(f.size / 1024).toFixed(0)} KB · sharpness ${facts.sharpness}` })));
   }));
@@ -284,7 +292,8 @@ function dupCard(g) {
   return el("article", { class: "panel cluster dup-group", "data-group": g.id },
     el("header", {},
       el("h3", { text: `Group ${g.id}` }),
-      el("span", { class: "muted", text: g.action === "keep-all" ? "all kept (your decision)" : `suggested: ${g.why}` }),
+      el("span", { class: "muted", text: g.action === "keep-all" ? "all kept (your decision)"
+        : g.action === "reference-only" ? "all in reference folders: not acted on" : `suggested: ${g.why}` }),
       el("button", { type: "button", class: "not-dups", text: "Not duplicates", onclick: () => decide("not-duplicates") }),
       g.action === "keep-all" ? null : el("button", { type: "button", class: "keep-all", text: "Keep all", onclick: () => decide("keep-all") })),
     row);
@@ -373,6 +382,7 @@ async function start() {
   });
   LookalikeMap.init(searchById);
   $("rerank").addEventListener("change", runSearch);
+  if ($("collapse")) $("collapse").addEventListener("change", runSearch);
   window.addEventListener("hashchange", route);
   $("login-form").addEventListener("submit", login);
   $("dups-download").addEventListener("click", downloadPlan);
