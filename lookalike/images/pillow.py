@@ -45,6 +45,18 @@ photo, and JPEG's DCT lets it decode at 1/2, 1/4 or 1/8 scale without ever holdi
 allowed up to here and always decoded at most :data:`MAX_PIXELS` large."""
 
 
+# What Pillow and its plugins raise on bytes that are not a whole, valid image (a truncated HEIC raises EOFError at
+# load(), found by bench/fuzz.py); each is turned into one ImageError line.
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    RuntimeError,
+    EOFError,
+    struct.error,
+)
+
+
 def _register_heif() -> bool:
     try:
         import pillow_heif
@@ -162,17 +174,7 @@ def _open(data: bytes, name: str) -> tuple[Image.Image, float]:
         if kind in _OPENERS and not can_read(kind):
             raise ImageError(f"{name}: {_MISSING[kind]}") from None
         raise ImageError(f"{name}: not an image Pillow can read") from None
-    except (
-        OSError,
-        ValueError,
-        SyntaxError,
-        RuntimeError,
-        EOFError,
-        struct.error,
-        IndexError,
-        KeyError,
-        TypeError,
-    ) as exc:
+    except (*_DECODE_ERRORS, IndexError, KeyError, TypeError) as exc:  # opening also parses headers
         raise ImageError(f"{name}: unreadable image ({_reason(exc)})") from None
     scale = size_policy(img, name)
     w, h = img.size
@@ -244,15 +246,7 @@ def _decode_pillow(data: bytes, name: str, target: int | None) -> tuple[Image.Im
         img.load()
     except ImageError:
         raise
-    except (
-        OSError,
-        ValueError,
-        SyntaxError,
-        RuntimeError,
-        EOFError,
-        struct.error,
-        Image.DecompressionBombError,
-    ) as exc:
+    except (*_DECODE_ERRORS, Image.DecompressionBombError) as exc:
         # EOFError: pillow-heif on a truncated HEIC at load() (found by bench/fuzz.py from the HEIC seeds)
         raise ImageError(f"{name}: corrupt or truncated image ({_reason(exc)})") from None
     return img, meta
