@@ -2,9 +2,9 @@
 
 ``lookalike map`` lays out all vectors (UMAP by default; t-SNE or PCA on request) and stores the layout in the
 index folder (``map.npz``) with a fingerprint of the vectors it was made from: a map whose index has changed since is
-reported stale and never shown as if current. The web page's Map tab draws it, coloured by label, cluster, folder or
-capture time (the colour codes are derived from the index when served, so relabelling by moving files or a new
-``lookalike cluster`` needs no new layout); labelled images the rest of the data contradicts (``lookalike suspects``)
+reported stale and never shown as if current. The web page's Map tab draws it, coloured by label, cluster, folder,
+capture time or uniqueness (the colour codes are derived from the index when served, so relabelling by moving files,
+a new ``lookalike cluster`` or ``lookalike unique`` needs no new layout); labelled images the rest of the data contradicts (``lookalike suspects``)
 are stored with the map so they can be highlighted.
 
 Why UMAP: at 100,000 images t-SNE (scikit-learn's Barnes-Hut) takes tens of minutes on two cores, while UMAP on a
@@ -31,14 +31,15 @@ if TYPE_CHECKING:
     from lookalike.view import IndexView
 
 METHODS = ("umap", "tsne", "pca")
-COLORS = ("label", "cluster", "folder", "time")
+COLORS = ("label", "cluster", "folder", "time", "uniqueness")
+#: Colourings drawn on a ramp of ``TIME_STEPS`` steps (the others are categories, one colour per legend entry).
+RAMPS = ("time", "uniqueness")
 #: Suspects come from a cross-validated logistic regression over every labelled image; above this many it would
 #: take longer than the layout itself, so larger maps are stored without them (``lookalike suspects`` still works).
 SUSPECTS_LIMIT = 20_000
 #: Capture times are coloured on a ramp of this many steps (code 0 = no time).
 TIME_STEPS = 255
-#: A ramp colouring by stored uniqueness (``lookalike unique``), same steps as time; not in ``COLORS`` yet: the
-#: page's Map tab has to learn it as a second ramp first.
+#: A ramp colouring by stored uniqueness (``lookalike unique``), same steps as time: none until it has been computed.
 UNIQUENESS_COLOR = "uniqueness"
 
 

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -94,6 +95,9 @@ def server(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     from lookalike.explore import compute_map
 
     compute_map(index, "pca", suspects=True)  # the Map tab's layout (PCA: instant, and the page does not care)
+    from lookalike.uniqueness import uniqueness
+
+    uniqueness(index)  # the Map tab's uniqueness ramp
     with serving(index) as url:
         yield url
 
@@ -241,6 +245,7 @@ def test_map_tab(server: str, browser, tmp_path: Path) -> None:  # noqa: ANN001
         "() => document.getElementById('map-tip-img').complete && document.getElementById('map-tip-img').naturalWidth > 0"
     )
     assert page.get_attribute("#map-tip-img", "src") == f"/api/thumbnails/{pick}"
+    assert re.search(r"· uniqueness [01]\.\d\d", page.locator("#map-tip-text").inner_text())
 
     page.mouse.click(box["x"] + xy[pick, 0], box["y"] + xy[pick, 1])
     page.wait_for_function(f"() => location.hash === '#id={pick}'")
@@ -278,6 +283,14 @@ def test_map_tab(server: str, browser, tmp_path: Path) -> None:  # noqa: ANN001
     page.select_option("#map-color", "folder")
     page.wait_for_timeout(100)
     assert page.get_attribute("#map-canvas", "data-drawn") == "24"
+    before = page.evaluate("document.getElementById('map-canvas').toDataURL()")
+    page.select_option("#map-color", "uniqueness")  # a ramp from "has copies" to "most isolated"
+    page.wait_for_timeout(100)
+    assert [t.split() for t in page.locator("#map-legend li").all_inner_texts()] == [
+        ["0", "(has", "copies)", "1", "(most", "isolated)"]
+    ]
+    assert page.locator("#map-legend .ramp").count() == 1
+    assert page.evaluate("document.getElementById('map-canvas').toDataURL()") != before  # recoloured
     assert not watch.problems, watch.problems
     page.close()
 

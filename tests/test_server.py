@@ -858,6 +858,7 @@ def test_map_endpoints(client: TestClient, server_index: Index) -> None:
         assert [legend[c - 1] for c in labels] == server_index.labels
         clusters = np.frombuffer(blob.content, "<u2", n, offset=8 * n + 2 * n * COLORS.index("cluster"))
         assert clusters.min() >= 1  # every image is in one of the saved clusters
+        _check_uniqueness_colouring(client, server_index)
         ids = [3, 0, 11]
         sel = client.post("/api/map/selection", json={"ids": ids}).json()
         assert sel["paths"] == [str(server_index.paths[i]) for i in ids]
@@ -872,6 +873,31 @@ def test_map_endpoints(client: TestClient, server_index: Index) -> None:
     finally:
         (server_index.store.path / MAP_FILE).unlink()
     assert client.get("/api/map").json()["available"] is False
+
+
+def _check_uniqueness_colouring(client: TestClient, index: Index) -> None:
+    """No scores: an empty ramp (the page says to run `lookalike unique`); scores stored while the server runs: the
+    next reply carries them as codes 1-255 on a [0, 1] ramp, without a restart or a new layout."""
+    from lookalike.explore import COLORS, TIME_STEPS
+    from lookalike.store import UNIQUENESS_FILE
+    from lookalike.uniqueness import uniqueness
+
+    n, offset = len(index), 8 * len(index) + 2 * len(index) * COLORS.index("uniqueness")
+    meta = client.get("/api/map").json()
+    assert meta["colorings"]["uniqueness"] == {"legend": [], "kind": "ramp"}
+    assert not np.frombuffer(client.get("/api/map/points").content, "<u2", n, offset=offset).any()
+    found = uniqueness(index)
+    try:
+        meta = client.get("/api/map").json()
+        assert meta["colorings"]["uniqueness"]["kind"] == "ramp" and len(meta["colorings"]["uniqueness"]["legend"]) == 2
+        codes = np.frombuffer(client.get("/api/map/points").content, "<u2", n, offset=offset)
+        assert codes.min() >= 1 and codes.max() <= TIME_STEPS
+        expected = 1 + np.round(np.clip(found.scores, 0, 1) * (TIME_STEPS - 1))
+        assert np.array_equal(codes, expected.astype(np.uint16))
+        assert codes[int(np.argmax(found.scores))] > codes[int(np.argmin(found.scores))]
+    finally:
+        (index.store.path / UNIQUENESS_FILE).unlink()
+    assert client.get("/api/map").json()["colorings"]["uniqueness"]["legend"] == []
 
 
 def test_a_map_file_is_sent_as_documented_or_not_at_all(client: TestClient, server_index: Index) -> None:

@@ -23,6 +23,7 @@ from lookalike.dedupe.copies import DEDUPE_FLOOR, DEDUPE_PIXEL
 from lookalike.dedupe.decisions import Decisions
 from lookalike.dedupe.formats import DedupeSettings, are_siblings, sibling_key
 from lookalike.dedupe.keep import PIXEL_TOLERANCE
+from lookalike.dedupe.geometry import confirm_copies
 from lookalike.dedupe.pixels import pixel_scores, thumbnails
 
 if TYPE_CHECKING:
@@ -76,6 +77,8 @@ def copy_groups(
         ncc = np.full(len(check), -1.0)
         if ok.any():
             ncc[ok] = pixel_scores(coarse, fine, local[ok])
+            paths = [index.paths[ids[u]] for u in used]
+            ncc[ok] = confirm_copies(paths, local[ok], ncc[ok], pixel, [])
         check = [p for p, s in zip(check, ncc, strict=True) if s >= pixel]
     for i, j in sorted(siblings) + check:
         if len(decisions) and decisions.separated(hashes[ids[i]], hashes[ids[j]]):

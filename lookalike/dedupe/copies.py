@@ -26,6 +26,7 @@ from lookalike.dedupe.orientations import (
     turned_candidates,
     turned_pixel_scores,
 )
+from lookalike.dedupe.geometry import confirm_copies
 from lookalike.dedupe.pixels import pixel_scores, thumbnails
 from lookalike.errors import ConfigError
 from lookalike.search import knn_graph
@@ -93,6 +94,7 @@ def candidate_pairs(
     if not readable.all():
         notes.append(f"{len(bad)} image(s) could not be read for the pixel check; their pairs are left out")
     ncc = pixel_scores(coarse, fine, local[readable])
+    ncc = confirm_copies([paths[u] for u in used], local[readable], ncc, pixel, notes)
     return CheckedPairs(pairs[readable], cosine[readable], ncc)
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lookalike.dedupe.copies import DEDUPE_FLOOR, DEDUPE_PIXEL, check_ranges
+from lookalike.dedupe.geometry import confirm_copies
 from lookalike.dedupe.pixels import pixel_scores, thumbnails
 from lookalike.errors import ImageError, LookalikeError
 from lookalike.images import Discovery, content_hash, discover, read_file
@@ -172,6 +173,7 @@ def _copies(
         readable = ~np.isin(pairs, bad).any(axis=1)
         if readable.any():
             ncc[readable] = pixel_scores(coarse, fine, pairs[readable])
+            ncc[readable] = confirm_copies(paths, pairs[readable], ncc[readable], pixel, [])
         checked = int(readable.sum())
     for r, p in enumerate(embedded):
         hits = [

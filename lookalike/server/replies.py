@@ -361,10 +361,10 @@ class Coloring(Reply):
     """One way to colour the map: the legend of its codes in the points block."""
 
     legend: list[str] = described(
-        "Code i (1-based) means legend[i - 1]; 0 means none. For time: [earliest, latest] capture time, and codes "
-        "1-255 are steps between them."
+        "Code i (1-based) means legend[i - 1]; 0 means none. For a ramp, codes 1-255 are steps between the legend's "
+        "two ends: time [earliest, latest] capture time; uniqueness [0, 1] (empty until `lookalike unique` ran)."
     )
-    kind: Literal["ramp", "categories"] = described("ramp (time) or categories.")
+    kind: Literal["ramp", "categories"] = described("ramp (time, uniqueness) or categories.")
 
 
 class Colorings(Reply):
@@ -374,6 +374,7 @@ class Colorings(Reply):
     cluster: Coloring
     folder: Coloring
     time: Coloring
+    uniqueness: Coloring
 
 
 class MapPoints(Reply):

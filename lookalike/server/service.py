@@ -34,7 +34,7 @@ from lookalike.server import replies
 from lookalike.server.schema import json_body, reply_content
 from lookalike.server.stamped import Stamped
 from lookalike.server.thumbnails import ThumbnailCache, preview_url
-from lookalike.store import CLUSTERS_FILE, DECISIONS_FILE, MAP_FILE
+from lookalike.store import CLUSTERS_FILE, DECISIONS_FILE, MAP_FILE, UNIQUENESS_FILE
 
 if TYPE_CHECKING:
     from lookalike.dedupe.plan import Plan
@@ -73,7 +73,7 @@ class Service:
         self._clusters = Stamped(self._make_clusters, folder / CLUSTERS_FILE)
         self._sheets: Stamped[dict[int, bytes]] = Stamped(dict, folder / CLUSTERS_FILE)
         self._dups = Stamped(self._make_duplicates, folder / DECISIONS_FILE)
-        self._map = Stamped(self._make_map, folder / MAP_FILE, folder / CLUSTERS_FILE)
+        self._map = Stamped(self._make_map, folder / MAP_FILE, folder / CLUSTERS_FILE, folder / UNIQUENESS_FILE)
         self.commit = index.commit  # the committed state this snapshot serves (see server/live.py)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -403,7 +403,7 @@ def map_state(index: Index, count: int) -> tuple[dict[str, Any], bytes]:
     and slow to parse.
     """
     from lookalike.cluster import load_clusters
-    from lookalike.explore import COLORS, color_codes, load_map
+    from lookalike.explore import COLORS, RAMPS, color_codes, load_map
 
     found, why = load_map(index)
     if found is None:
@@ -418,7 +418,7 @@ def map_state(index: Index, count: int) -> tuple[dict[str, Any], bytes]:
     for color in COLORS:
         codes, legend = color_codes(index, color, raw_clusters)
         parts.append(codes.astype("<u2").tobytes())
-        colorings[color] = {"legend": legend, "kind": "ramp" if color == "time" else "categories"}
+        colorings[color] = {"legend": legend, "kind": "ramp" if color in RAMPS else "categories"}
     blob = b"".join(parts)
     meta = {
         "available": True,

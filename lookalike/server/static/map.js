@@ -21,7 +21,10 @@ const LookalikeMap = (() => {
   function hexRgb(h) { return [1, 3, 5].map((i) => parseInt(h.slice(i, i + 2), 16)); }
   const RGB = PALETTE.map(hexRgb);
 
-  function rampRgb(t) {  // viridis-like: dark blue (old) -> green -> yellow (new)
+  // What an empty ramp means: the data is missing, or the step that makes it has not run.
+  const EMPTY_RAMP = { time: "no capture times", uniqueness: "no uniqueness scores: run `lookalike unique`" };
+
+  function rampRgb(t) {  // viridis-like: dark blue (old, has copies) -> green -> yellow (new, isolated)
     const stops = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
     const f = Math.max(0, Math.min(1, t)) * (stops.length - 1);
     const i = Math.min(stops.length - 2, Math.floor(f));
@@ -32,11 +35,12 @@ const LookalikeMap = (() => {
   // Colour table per code for the current colouring: ABGR uint32 (ImageData is RGBA bytes, little-endian).
   function colourTable() {
     const c = m.meta.colorings[m.color];
-    const n = m.color === "time" ? 256 : c.legend.length + 1;
+    const ramp = c.kind === "ramp";
+    const n = ramp ? 256 : c.legend.length + 1;
     const table = new Uint32Array(n);
     for (let code = 0; code < n; code++) {
       let rgb = NONE;
-      if (code > 0) rgb = m.color === "time" ? rampRgb((code - 1) / 254) : RGB[(code - 1) % RGB.length];
+      if (code > 0) rgb = ramp ? rampRgb((code - 1) / 254) : RGB[(code - 1) % RGB.length];
       table[code] = (255 << 24) | (rgb[2] << 16) | (rgb[1] << 8) | rgb[0];
     }
     return table;
@@ -46,13 +50,14 @@ const LookalikeMap = (() => {
     const c = m.meta.colorings[m.color];
     const box = $("map-legend");
     box.replaceChildren();
-    if (m.color === "time") {
-      if (!c.legend.length) { box.append(li("no capture times", NONE)); return; }
+    if (c.kind === "ramp") {
+      if (!c.legend.length) { box.append(li(EMPTY_RAMP[m.color] || "nothing to colour by", NONE)); return; }
       const bar = document.createElement("span");
       bar.className = "ramp";
       bar.style.background = `linear-gradient(90deg, ${[0, .25, .5, .75, 1].map((t) => `rgb(${rampRgb(t)})`).join(",")})`;
       const row = document.createElement("li");
-      row.append(c.legend[0].slice(0, 10), bar, c.legend[1].slice(0, 10));
+      const end = (text) => (m.color === "time" ? text.slice(0, 10) : text);  // time: the dates, not the hours
+      row.append(end(c.legend[0]), bar, end(c.legend[1]));
       box.append(row);
       return;
     }
@@ -220,6 +225,8 @@ const LookalikeMap = (() => {
       const code = m.codes[c][i];
       if (code) parts.push(m.meta.colorings[c].legend[code - 1]);
     }
+    const u = m.codes.uniqueness ? m.codes.uniqueness[i] : 0;
+    if (u) parts.push(`uniqueness ${((u - 1) / 254).toFixed(2)}`);
     if (m.suspects.has(i)) parts.push("suspect label");
     $("map-tip-text").textContent = `#${i} · ${parts.join(" · ")}`;
     tip.dataset.id = String(i);
