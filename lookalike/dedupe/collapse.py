@@ -22,8 +22,8 @@ from lookalike.aggregate import l2_normalize
 from lookalike.dedupe.copies import DEDUPE_FLOOR, DEDUPE_PIXEL
 from lookalike.dedupe.decisions import Decisions
 from lookalike.dedupe.formats import DedupeSettings, are_siblings, sibling_key
-from lookalike.dedupe.keep import PIXEL_TOLERANCE
 from lookalike.dedupe.geometry import confirm_copies
+from lookalike.dedupe.keep import PIXEL_TOLERANCE
 from lookalike.dedupe.pixels import pixel_scores, thumbnails
 
 if TYPE_CHECKING:

@@ -20,13 +20,13 @@ from scipy.sparse.csgraph import connected_components
 from lookalike.aggregate import l2_normalize
 from lookalike.dedupe.decisions import Decisions
 from lookalike.dedupe.formats import DedupeSettings, under
+from lookalike.dedupe.geometry import confirm_copies
 from lookalike.dedupe.orientations import (
     ORIENTATIONS,
     homography_confirms,
     turned_candidates,
     turned_pixel_scores,
 )
-from lookalike.dedupe.geometry import confirm_copies
 from lookalike.dedupe.pixels import pixel_scores, thumbnails
 from lookalike.errors import ConfigError
 from lookalike.search import knn_graph
