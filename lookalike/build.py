@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from PIL import Image
 
 from lookalike.aggregate import VOCAB_FILE, PCAWhitening, VLADPooling, l2_normalize
 from lookalike.config import IndexConfig, RunOptions, split_settings
-from lookalike.distributed import ray_describe_files, require_ray
+from lookalike.distributed import RayFeatureEngine, ray_describe_files, require_ray
 from lookalike.embed import Batch, Describer
 from lookalike.errors import IndexMismatchError, LookalikeError
 from lookalike.images import IMAGE_EXTENSIONS, Discovery, discover
@@ -49,7 +50,7 @@ from lookalike.store import (
     vectors_to_arrow,
     with_labels,
 )
-from lookalike.verify import FeatureCache
+from lookalike.verify import FeatureCache, Features, extract
 from lookalike.vocab import check_same_vocabulary, fit_vocabulary
 
 
@@ -320,17 +321,36 @@ def start_report(found: Discovery, planned: Planned, root: Path, calibration: st
 # --- 6. describing -------------------------------------------------------------------------------------------------
 
 
+def feature_cache(store: Store) -> FeatureCache | None:
+    """Where an index that makes local features while indexing (``IndexConfig.features``) keeps them: the stored
+    recipe (or the defaults) at the index's feature size, decoded as the vectors are (Pillow, draft mode)."""
+    size = store.config.features
+    if not size:
+        return None
+    conf = dataclasses.replace(FeatureCache(store).conf, resolution=size, decode="pillow")
+    return FeatureCache(store, conf)
+
+
 def batches(
     store: Store, describer: Describer, paths: list[Path], known: dict[Path, str], options: RunOptions
 ) -> Iterator[Batch]:
-    """Described batches of ``paths``, locally or on Ray (same rows either way)."""
+    """Described batches of ``paths``, locally or on Ray (same rows either way). Locally, an index with
+    ``features`` gets each photo's local features from the decode its vector comes from (``Prepared.extra``)."""
     if options.engine == "ray":
         return ray_describe_files(
             store.meta, store.path, paths, known_hashes=known.get, batch_size=options.batch_size,
             runtime=options.runtime, address=options.address, num_workers=options.num_workers,
         )  # fmt: skip
+    cache = feature_cache(store)
+    also = None
+    if cache is not None:
+        conf = cache.conf
+
+        def also(img: Image.Image) -> Features:
+            return extract(img, conf)  # decoded at conf.resolution (≥ the model's): what `lookalike features` uses
+
     return describer.describe_files(
-        paths, known_hashes=known.get, batch_size=options.batch_size, workers=options.workers
+        paths, known_hashes=known.get, batch_size=options.batch_size, workers=options.workers, also=also
     )
 
 
@@ -352,6 +372,9 @@ def describe(
             rows.clear()
             vecs.clear()
 
+    cache = feature_cache(store)
+    if cache is not None:
+        cache.begin()
     to_embed = [root / n for n in planned.plan.embed]
     gone = removed_by_hash(planned)
     known: dict[Path, str | frozenset[str]] = {root / n: frozenset(gone) for n in planned.plan.embed if gone}
@@ -380,6 +403,8 @@ def describe(
                         )  # fmt: skip
                         vecs.append(batch.vectors[v : v + 1])
                         v += 1
+                        if cache is not None and item.extra is not None:
+                            cache.put(str(item.hash), item.extra)
                         if name in planned.old_rows:
                             report.updated += 1
                         else:
@@ -477,10 +502,28 @@ def prune_features(store: Store) -> None:
         FeatureCache(store).prune()
 
 
+def complete_features(store: Store, options: RunOptions) -> int:
+    """An index with ``features``: make those still missing (photos described on Ray, whose workers return vectors
+    only, or photos described before the setting), on Ray when the run was. Returns how many were made."""
+    cache = feature_cache(store)
+    if cache is None:
+        return 0
+    if options.engine != "ray":
+        return cache.ensure(progress=options.progress)
+    engine = RayFeatureEngine(options.address, options.num_workers)
+    try:
+        with cache.using(engine):
+            return cache.ensure(progress=options.progress)
+    finally:
+        engine.close()
+
+
 def post_steps(store: Store, describer: Describer, options: RunOptions) -> None:
-    """PCA-whitening (fitted once), stale local features pruned, the ANN index refreshed (``options.ann``)."""
+    """PCA-whitening (fitted once), stale local features pruned (and, for an index with ``features``, missing ones
+    made), the ANN index refreshed (``options.ann``)."""
     fit_pending_post(store, describer)
     prune_features(store)
+    complete_features(store, options)
     refresh_ann(store, options.ann)
 
 

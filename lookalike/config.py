@@ -31,6 +31,8 @@ VECTOR_TYPES = ("float32", "float16")
 RUNTIMES = ("auto", "onnx", "torch")
 ENGINES = ("local", "ray")
 ANN_KINDS = ("auto", "flat", "ivf", "hnsw")
+#: Long side SIFT runs at by default (lookalike.verify.FeatureConf), and what ``features=True`` means for an index.
+FEATURES_RESOLUTION = 1024
 PRECISIONS = ("fp32", "int8")  # int8: a statically quantized copy of the ONNX export (lookalike.models.quantize)
 # int8 met every goal set for it against fp32 in one run: 2.02x the model's images/s, median cosine 0.994 to the fp32
 # vectors, rooms accuracy -0.11 and flowers mAP@R +0.09 points (BENCHMARKS.md "quantize"), on a CPU with VNNI; fp32
@@ -76,9 +78,18 @@ class IndexConfig:
     vectors: str = "float32"
     labels: str = "folders"
     precision: str | None = None  # int8 (a quantized copy of the export) or fp32; None: int8 where the model can
+    # local features made while indexing, from the same decode, at this long side (True: FEATURES_RESOLUTION).
+    # The photo is then decoded at this size for the model too, so the vectors' pixels differ: part of the recipe.
+    features: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pooling", _pooling_dict(self.pooling))
+        features = FEATURES_RESOLUTION if self.features is True else (self.features or None)  # False, 0: none
+        if features is not None and int(features) < 64:
+            raise ConfigError(
+                f"features is a long side in pixels (at least 64), got {self.features}", setting="features"
+            )
+        object.__setattr__(self, "features", None if features is None else int(features))
         object.__setattr__(self, "model_options", dict(self.model_options))
         if not self.model:
             raise ConfigError("model must be a registered name or a model folder", setting="model")
@@ -116,6 +127,7 @@ class IndexConfig:
             vectors=meta.get("vectors", "float32"),
             labels=meta.get("labels", "folders"),
             precision=meta.get("precision", "fp32"),  # indexes from before precision existed are fp32
+            features=meta.get("features"),
         )
 
     def to_meta(self) -> dict[str, Any]:
@@ -129,6 +141,8 @@ class IndexConfig:
             meta["resolution"] = int(self.resolution)
         if self.pca:
             meta["pca"] = int(self.pca)
+        if self.features:
+            meta["features"] = int(self.features)
         return meta
 
     # --- comparing and combining -----------------------------------------------------------------------------------
@@ -153,7 +167,7 @@ class IndexConfig:
         """``(field, this, other)`` for every setting that would make different vectors, e.g.
         ``("pooling.clusters", 16, 32)``; storage type and label rule change no vector and are not listed."""
         out: list[tuple[str, Any, Any]] = []
-        for name in ("model", "weights", "resolution", "pca", "vocab", "precision"):
+        for name in ("model", "weights", "resolution", "pca", "vocab", "precision", "features"):
             a, b = getattr(self, name), getattr(other, name)
             if a != b and not (name in ("resolution", "vocab", "weights") and (a is None or b is None)):
                 out.append((name, a, b))

@@ -71,6 +71,8 @@ class Describer:
         pooling: Pooling,
         resolution: int | None = None,
         post: Any | None = None,
+        *,
+        decode_at: int | None = None,
     ) -> None:
         self.model = model
         self.pooling = pooling
@@ -78,6 +80,9 @@ class Describer:
         if self.resolution % model.stride:
             self.resolution = max(model.stride, round(self.resolution / model.stride) * model.stride)
         self.post = post
+        # an index that makes local features while indexing (IndexConfig.features) decodes every photo at that size
+        # once and shrinks it for the model; its queries are decoded the same way, so a photo meets its own vector
+        self.decode_size = max(self.resolution, int(decode_at or 0))
 
     @classmethod
     def from_config(
@@ -116,7 +121,7 @@ class Describer:
             post = PCAWhitening(int(config.pca)).load(folder)
         if precision == "int8" and folder is not None and (Path(folder) / INT8_FILE).is_file():
             backbone.load_int8(Path(folder) / INT8_FILE)  # type: ignore[attr-defined]
-        return cls(backbone, pooling, config.resolution, post=post)
+        return cls(backbone, pooling, config.resolution, post=post, decode_at=config.features)
 
     @property
     def dim(self) -> int:
@@ -261,18 +266,26 @@ class Describer:
             out.append(self.describe_arrays(pixels, valid))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
-    def prepare_file(self, path: Path, known_hash: str | Collection[str] | None = None) -> Prepared:
+    def prepare_file(
+        self,
+        path: Path,
+        known_hash: str | Collection[str] | None = None,
+        also: Callable[[Image.Image], Any] | None = None,
+    ) -> Prepared:
         """Read, hash and decode one file; ``known_hash`` (one hash, or several: the content of files that moved)
-        matching its bytes means its vector is already indexed, and it is not decoded."""
+        matching its bytes means its vector is already indexed, and it is not decoded. ``also`` is given the decoded
+        photo before it is shrunk for the model (the build's local features), its result kept as ``extra``: one
+        read and one decode serve both."""
         try:
             data = read_file(path)
             digest = content_hash(data)
             known = (known_hash,) if isinstance(known_hash, str) else known_hash
             if known is not None and digest in known:
                 return Prepared(path, hash=digest, unchanged=True)
-            img, meta = decode(data, str(path), target=self.resolution)
+            img, meta = decode(data, str(path), target=self.decode_size)
+            extra = also(img) if also is not None else None
             pixels, valid = self.prepare_image(img)
-            return Prepared(path, hash=digest, pixels=pixels, valid=valid, meta=meta)
+            return Prepared(path, hash=digest, pixels=pixels, valid=valid, meta=meta, extra=extra)
         except ImageError as exc:
             return Prepared(path, error=str(exc).removeprefix(f"{path}: "))
         except MemoryError:
@@ -285,8 +298,10 @@ class Describer:
         known_hashes: Callable[[Path], str | Collection[str] | None] | None = None,
         batch_size: int = 8,
         workers: int | None = None,
+        also: Callable[[Image.Image], Any] | None = None,
     ) -> Iterator[Batch]:
-        """Yield batches in input order; decoding runs ``workers`` files ahead of the model in a thread pool.
+        """Yield batches in input order; decoding runs ``workers`` files ahead of the model in a thread pool
+        (``also``: see :meth:`prepare_file`; it runs in those threads too).
 
         Pillow releases the GIL while decoding and ONNX Runtime while computing, so threads give real overlap
         without the cost of pickling pixels between processes.
@@ -304,7 +319,7 @@ class Describer:
                     except StopIteration:
                         return
                     known = known_hashes(p) if known_hashes else None
-                    pending.append(pool.submit(self.prepare_file, p, known))
+                    pending.append(pool.submit(self.prepare_file, p, known, also))
 
             fill()
             while pending:

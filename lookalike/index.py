@@ -482,7 +482,7 @@ class Index:
         from lookalike.dedupe.orientations import orientation_vectors
 
         d = self.describer
-        return orientation_vectors(self.store, d.describe_images, d.resolution, progress=progress, notes=notes)
+        return orientation_vectors(self.store, d.describe_images, d.decode_size, progress=progress, notes=notes)
 
     def match_pair(self, a: int, b: int, verify: MatchConf | None = None) -> dict[str, Any]:
         """The verdict on two indexed images and their tentative matches in each image's own pixels (for drawing):

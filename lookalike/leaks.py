@@ -318,7 +318,7 @@ def _turned_vectors(index: IndexView, paths: Sequence[Path], *, progress: bool, 
             images, rows = [], []
             for r in range(s, min(s + 8, len(paths))):
                 try:
-                    img = decode(read_file(paths[r]), str(paths[r]), target=describer.resolution)[0]
+                    img = decode(read_file(paths[r]), str(paths[r]), target=describer.decode_size)[0]
                 except ImageError:
                     bad += 1
                     continue

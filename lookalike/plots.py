@@ -104,7 +104,7 @@ def vlad_map(index, image: str | os.PathLike[str], out: str | os.PathLike[str], 
         raise LookalikeError(
             f"this index uses {pooling.name} pooling; a VLAD map needs an index built with --pooling vlad"
         )
-    img = decode(read_file(image), str(image), target=describer.resolution)[0]
+    img = decode(read_file(image), str(image), target=describer.decode_size)[0]
     pixels, (vh, vw) = describer.prepare_image(img)
     feats, cells = describer.features(pixels[None], np.array([[vh, vw]]))
     grid = pooling.assign(feats, cells)[0]

@@ -79,7 +79,7 @@ def prepare(view: IndexView, queries: Sequence[Query]) -> list[PreparedQuery]:
             out.append(PreparedQuery("<image>", np.zeros((0,)), image=q.convert("RGB")))
         else:
             data = read_file(q)
-            image, meta = decode(data, str(q), target=view.describer.resolution)
+            image, meta = decode(data, str(q), target=view.describer.decode_size)
             out.append(PreparedQuery(str(q), np.zeros((0,)), self_ids(view, Path(q), data), image, meta, Path(q)))
     todo = [p for p in out if p.image is not None and not len(p.vector)]
     for p, v in zip(todo, _describe(view, [p.image for p in todo if p.image is not None]), strict=True):
@@ -89,7 +89,7 @@ def prepare(view: IndexView, queries: Sequence[Query]) -> list[PreparedQuery]:
 
 def from_bytes(view: IndexView, data: bytes, name: str) -> PreparedQuery:
     """An uploaded file: decoded and embedded; a byte-identical copy of an indexed image is its self id."""
-    image, meta = decode(data, name, target=view.describer.resolution)
+    image, meta = decode(data, name, target=view.describer.decode_size)
     vector = _describe(view, [image.convert("RGB")])[0]
     return PreparedQuery(name, vector, sorted(view.hash_ids(content_hash(data))), image, meta)
 

@@ -35,6 +35,24 @@ def pooling_spec(pooling: str | None, clusters: int | None = None, soft: bool = 
     return {"name": "vlad", "clusters": 32 if clusters is None else clusters, "soft": soft}
 
 
+FeaturesOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--features/--no-features",
+        help="Also make each photo's local features (for cluster --verify, pairs, rerank) from the same read and "
+        "decode: one pass instead of index, then features. Stored with the index (the vectors are made from "
+        "that decode); default: as the index has it (off for a new one).",
+    ),
+]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Backbone arithmetic of a new index: int8 (quantized; the default on CPUs with VNNI, where it is "
+        "about twice as fast) or fp32 (the default elsewhere, where int8 saturates)."
+    ),
+]
+
+
 @app.command()
 def index(
     photos: Annotated[Path, typer.Argument(help="Folder of photos (searched recursively).")],
@@ -70,16 +88,14 @@ def index(
     checkpoint_every: Annotated[
         int, typer.Option(help="Save progress every N images (a killed run resumes from the last save).")
     ] = 256,
-    precision: Annotated[
-        str | None,
-        typer.Option(help="Backbone arithmetic of a new index: int8 (default; quantized, twice as fast) or fp32."),
-    ] = None,
+    precision: PrecisionOpt = None,
     calibration: Annotated[
         str,
         typer.Option(
             help="int8 calibrated on: samples (the bundled photos, cached; default) or photos (these, +10-15 s)."
         ),
     ] = "samples",
+    features: FeaturesOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Index a folder of photos, or bring its index up to date (only new and changed files are embedded)."""
@@ -107,6 +123,7 @@ def index(
         checkpoint_every=checkpoint_every,
         precision=precision,
         calibration=calibration,
+        features=features,
     )
     print_report(idx.report, quiet)
     err.print(f"index: {idx.folder}")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from lookalike.config import FEATURES_RESOLUTION
 from lookalike.errors import ConfigError, ImageError, LookalikeError
 from lookalike.images import decode, read_file
 from lookalike.io import atomic_write, atomic_write_json
@@ -51,7 +52,7 @@ class FeatureConf:
     """What makes an image's local features; stored beside them so a change recomputes instead of mixing."""
 
     max_keypoints: int = 2048
-    resolution: int = 1024  # long side, in pixels, SIFT runs on
+    resolution: int = FEATURES_RESOLUTION  # long side, in pixels, SIFT runs on
     # how photos become grey pixels: "pillow" (draft-mode RGB, to grey, bilinear resize: every index so far) or
     # "reduced" (JPEGs decoded straight to grey at libjpeg-turbo's reduced scale by OpenCV, area resize; other
     # formats as "pillow"). Different pixels, so a stored setting like the others.
@@ -287,13 +288,7 @@ class FeatureCache:
         """Compute and store the features of ``ids`` (all images by default) that are not cached; returns how many
         were computed. Images that cannot be read are recorded in ``failed`` and left uncached (retried next time)."""
         todo = self.missing(ids)
-        if self._stale_conf:
-            self.notes.append("local features were made with other settings; recomputing them")
-            self.clear()
-            self._stale_conf = False
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if not (self.folder / CONF_FILE).is_file() or self._stored_conf() != self.conf:
-            atomic_write_json(self.folder / CONF_FILE, self.conf.to_dict())
+        self.begin()
         if not todo:
             return 0
         if self.engine is not None:
@@ -318,8 +313,7 @@ class FeatureCache:
                     if feats is None:
                         self.failed[i] = error or "unreadable"
                     else:
-                        atomic_write(self.file_of(hashes[i]), feats.to_bytes())
-                        self._remember(hashes[i], feats)
+                        self.put(hashes[i], feats)
                         done += 1
                     tick.advance()
         finally:
@@ -329,6 +323,21 @@ class FeatureCache:
                 f"{len(self.failed)} image(s) could not be read for local features; their pairs are unknown"
             )
         return done
+
+    def begin(self) -> None:
+        """Ready to store features of this cache's recipe: features of another recipe dropped, the recipe written."""
+        if self._stale_conf:
+            self.notes.append("local features were made with other settings; recomputing them")
+            self.clear()
+            self._stale_conf = False
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not (self.folder / CONF_FILE).is_file() or self._stored_conf() != self.conf:
+            atomic_write_json(self.folder / CONF_FILE, self.conf.to_dict())
+
+    def put(self, digest: str, feats: Features) -> None:
+        """Store the features of the image whose content hash is ``digest`` (made elsewhere: while indexing)."""
+        atomic_write(self.file_of(digest), feats.to_bytes())
+        self._remember(digest, feats)
 
     def _ensure_on(self, engine: FeatureEngine, todo: list[int], progress: bool) -> int:
         """:meth:`ensure` on another engine: it returns each file's bytes, written here as a local run writes them."""
