@@ -12,7 +12,8 @@ rule). The seed corpus is small valid files made here (:func:`seed_corpus`): JPE
 GPS, PNGs in every mode, TIFF, WebP, BMP, GIF, and detections in each format. Every crash found becomes a fixed bug
 with a regression test (tests/test_fuzz.py replays the seeds and the inputs that once crashed).
 
-Run: ``python -m bench.fuzz [--seconds 300]``; each target runs in its own process for half the time.
+Run: ``pip install -e '.[fuzz]'`` (atheris), then ``python -m bench.fuzz [--seconds 300]``; each target runs in its
+own process for an equal share of the time. A target that runs no input ends the run without writing the section.
 """
 
 from __future__ import annotations
@@ -171,6 +172,10 @@ def main() -> None:
 
     from bench.report import markdown_table, write_section
 
+    try:
+        import atheris  # noqa: F401
+    except ImportError:  # a run of nothing would write a section saying "no findings"
+        sys.exit("bench.fuzz needs atheris: pip install -e '.[fuzz]'")
     rows = []
     findings: list[str] = []
     with tempfile.TemporaryDirectory(prefix="lookalike-fuzz-") as tmp:
@@ -196,6 +201,8 @@ def main() -> None:
             stats = result.read_text(errors="replace") if result.exists() else ""
             found = re.findall(r"stat::number_of_executed_units:\s*(\d+)", stats)
             executions = int(found[-1]) if found else 0
+            if not executions:
+                sys.exit(f"the {name} target ran no input (exit code {proc.exitcode}): nothing written")
             crashes = sorted(artifacts.iterdir())
             keep = Path(__file__).parent / "results" / "fuzz"  # inputs that crashed, for the regression tests
             for c in crashes:
