@@ -92,6 +92,16 @@ def main() -> None:
             writer.stop()
     growth = (rss_end - rss_start) / rss_start * 100
     minutes = len(rows) * args.window / 60
+    trend = ""
+    if writer and len(rows) >= 6:  # the warm-up RSS precedes the first commit served: compare the windows too
+        rss = [float(r[-1]) for r in rows]
+        third = len(rss) // 3
+        first, last = float(np.median(rss[:third])), float(np.median(rss[-third:]))
+        trend = (
+            f" With the writer, window-end RSS moves as snapshots are swapped: median {first:.0f} MB over the first "
+            f"{third} windows, {last:.0f} MB over the last {third} ({(last - first) / first * 100:+.1f}%), highest "
+            f"{max(rss):.0f} MB."
+        )
     body = "\n".join(
         [
             f"## Soak: {args.clients} clients for {minutes:g} minutes (`{NAME}`)",
@@ -109,7 +119,8 @@ def main() -> None:
             + f". Server RSS {rss_start:.0f} MB after warm-up, {rss_end:.0f} MB at the end ({growth:+.1f}%). "
             f"After the run: healthy {'yes' if alive else 'NO'}; without the token `/api/health` answered "
             f"{refused}. Goal (0 errors, RSS growth under 5%): "
-            + ("met." if total_err == 0 and growth < 5 else "NOT met."),
+            + ("met." if total_err == 0 and growth < 5 else "NOT met.")
+            + trend,
         ]
         + (["", writer.note()] if writer else [])
         + (
