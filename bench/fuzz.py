@@ -31,6 +31,8 @@ from pathlib import Path
 
 NAME = "fuzz"
 FIXED = [
+    "a TIFF whose strip offset is a rational made Pillow raise TypeError while loading its pixels (found after "
+    "24,481 executions of the decode target in the 2026-12-06 run; now a one-line 'corrupt or truncated image')",
     "malformed EXIF tags made `ImageOps.exif_transpose` raise TypeError, AttributeError or struct.error (9 inputs; "
     "the orientation is now read without re-writing the EXIF block)",
     "a truncated HEIC made pillow-heif raise EOFError when its pixels were loaded, after the header had opened "

@@ -246,8 +246,9 @@ def _decode_pillow(data: bytes, name: str, target: int | None) -> tuple[Image.Im
         img.load()
     except ImageError:
         raise
-    except (*_DECODE_ERRORS, Image.DecompressionBombError) as exc:
-        # EOFError: pillow-heif on a truncated HEIC at load() (found by bench/fuzz.py from the HEIC seeds)
+    except (*_DECODE_ERRORS, TypeError, Image.DecompressionBombError) as exc:
+        # EOFError: pillow-heif on a truncated HEIC at load() (found by bench/fuzz.py from the HEIC seeds);
+        # TypeError: a TIFF whose strip offset is a rational, which Pillow seeks to at load() (bench/fuzz.py)
         raise ImageError(f"{name}: corrupt or truncated image ({_reason(exc)})") from None
     return img, meta
 
