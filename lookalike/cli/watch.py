@@ -42,10 +42,22 @@ def watch(
 ) -> None:
     """Follow a photo folder and keep its index up to date: new and changed photos embedded, deleted ones dropped,
     moved ones kept without embedding again. Runs until Ctrl-C; a killed run resumes when started again."""
+    import signal
+
     watcher = make_watcher(photos, index_dir, quiet_seconds, burst, poll, quiet)
     err.print(f"watching {watcher.root} (index {watcher.settled.index_path}); Ctrl-C to stop")
+
+    def stop_gently(_signum: int, _frame: object) -> None:
+        # the first Ctrl-C asks the loop to end (an update under way commits first; watchfiles sees the event within
+        # a second) instead of raising wherever the main thread happens to be; a second one interrupts at once
+        watcher.stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, stop_gently)
     try:
         watcher.run()
     except KeyboardInterrupt:
         watcher.stop.set()
-        err.print("stopped: the index holds the last update; `lookalike watch` again resumes")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    err.print("stopped: the index holds the last update; `lookalike watch` again resumes")
