@@ -19,6 +19,7 @@ named properties or an :class:`~lookalike.view.IndexView`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -28,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
 from lookalike.aggregate import VOCAB_FILE, PCAWhitening, VLADPooling, l2_normalize
 from lookalike.config import IndexConfig, RunOptions, split_settings
@@ -50,7 +50,7 @@ from lookalike.store import (
     vectors_to_arrow,
     with_labels,
 )
-from lookalike.verify import FeatureCache, Features, extract
+from lookalike.verify import FeatureCache, extract
 from lookalike.vocab import check_same_vocabulary, fit_vocabulary
 
 
@@ -332,23 +332,22 @@ def feature_cache(store: Store) -> FeatureCache | None:
 
 
 def batches(
-    store: Store, describer: Describer, paths: list[Path], known: dict[Path, str], options: RunOptions
+    store: Store,
+    describer: Describer,
+    paths: list[Path],
+    known: dict[Path, str],
+    options: RunOptions,
+    cache: FeatureCache | None = None,
 ) -> Iterator[Batch]:
-    """Described batches of ``paths``, locally or on Ray (same rows either way). Locally, an index with
-    ``features`` gets each photo's local features from the decode its vector comes from (``Prepared.extra``)."""
+    """Described batches of ``paths``, locally or on Ray (same rows either way). Locally, given the ``cache`` of an
+    index with ``features``, each photo's local features come from the decode its vector comes from
+    (``Prepared.extra``): decoded at the feature size, the pixels `lookalike features` uses."""
     if options.engine == "ray":
         return ray_describe_files(
             store.meta, store.path, paths, known_hashes=known.get, batch_size=options.batch_size,
             runtime=options.runtime, address=options.address, num_workers=options.num_workers,
         )  # fmt: skip
-    cache = feature_cache(store)
-    also = None
-    if cache is not None:
-        conf = cache.conf
-
-        def also(img: Image.Image) -> Features:
-            return extract(img, conf)  # decoded at conf.resolution (≥ the model's): what `lookalike features` uses
-
+    also = functools.partial(extract, conf=cache.conf) if cache is not None else None
     return describer.describe_files(
         paths, known_hashes=known.get, batch_size=options.batch_size, workers=options.workers, also=also
     )
@@ -381,7 +380,7 @@ def describe(
     known.update({root / n: h for n, h in planned.plan.known_hashes.items()})
     try:
         with bar("embedding", len(to_embed), options.progress and bool(to_embed)) as tick:
-            for batch in batches(store, describer, to_embed, known, options):
+            for batch in batches(store, describer, to_embed, known, options, cache):
                 v = 0
                 for item in batch.items:
                     name = rel_name(item.path, root)
