@@ -260,6 +260,88 @@ def variants(photos: Path, index: Path, work: Path, log: Path, ray: bool) -> dic
     return out
 
 
+def upright_extract(image: Any, conf: Any = None) -> Any:
+    """Upright RootSIFT, for measuring only: OpenCV has no upright flag, so keypoints are detected (with their
+    orientations), one kept per location and scale (the strongest; a quarter more asked for, so 2,048 remain), and
+    described again at angle 0. The pyramid is built twice: this costs more than the default, never less."""
+    import cv2
+
+    from lookalike.verify.local_features import FeatureConf, Features, grey_array
+
+    conf = conf or FeatureConf()
+    pixels = image if isinstance(image, np.ndarray) else grey_array(image, conf.resolution)[0]
+    pixels = np.ascontiguousarray(pixels, np.uint8)
+    sift = cv2.SIFT_create(nfeatures=conf.max_keypoints * 5 // 4)
+    best: dict[tuple[float, float, float], Any] = {}
+    for k in sift.detect(pixels, None):
+        key = (round(k.pt[0], 2), round(k.pt[1], 2), round(k.size, 2))
+        if key not in best or k.response > best[key].response:
+            best[key] = k
+    kept = sorted(best.values(), key=lambda k: -k.response)[: conf.max_keypoints]
+    for k in kept:
+        k.angle = 0.0
+    h, w = pixels.shape[:2]
+    kept, desc = sift.compute(pixels, kept) if kept else ((), None)
+    if desc is None or not kept:
+        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), (w, h))
+    xy = np.array([k.pt for k in kept], np.float32)
+    return Features(xy, np.clip(np.rint(desc), 0, 255).astype(np.uint8), (w, h))
+
+
+def upright_report(res: dict[str, Any], index: Path, truth: dict[str, str | None]) -> str:
+    base = json.loads((index / "clusters.json").read_text())
+    d, u = res["per_photo"]["default"], res["per_photo"]["upright"]
+    rows = []
+    for name, c in (("default (oriented)", base), ("upright", res["clusters"])):
+        sc = scores(c, truth)
+        rows.append([name, f"{sc['ari']:.3f}", f"{sc['exact']} of {sc['groups']}",
+                     f"{sc['distractors_inside']} of {sc['distractors']}", verification_note(c)])  # fmt: skip
+    n = len(truth)
+    return "\n".join([
+        f"Upright RootSIFT (every keypoint described at angle 0; 2,048 per photo at 1,024 px) against the default "
+        f"(oriented) on bench.library's {n:,} photos. Time per photo, decode + SIFT on one core, median of "
+        f"{res['sample']} photos interleaved: default {1000 * d:.0f} ms, upright {1000 * u:.0f} ms (**{u / d:.2f}×**; "
+        "OpenCV has no upright mode, so the pyramid is built twice). The whole collection upright: features "
+        f"{res['features']:.0f} s (2 threads, in the benchmark's process), `cluster --verify` "
+        f"{res['cluster']['seconds']:.1f} s. The default's clusters are those of the last full run, on the same index.",
+        "",
+        markdown_table(["SIFT", "ARI", "groups exact", "distractors inside", "verification"], rows),
+    ])  # fmt: skip
+
+
+def upright_check(index: Path, work: Path, log: Path, sample: int = 150) -> dict[str, Any]:
+    """Upright SIFT against the default on the same photos: per-photo time side by side (interleaved, one core, on
+    ``sample`` photos), then the whole collection's features made upright (in this process, 2 threads) and
+    ``cluster --verify`` run on them."""
+    import cv2
+
+    import lookalike.verify.local_features as lf
+    from lookalike.index import Index
+
+    cv2.setNumThreads(1)
+    idx = Index.open(index)
+    default, upright = lf.extract, upright_extract
+    times: dict[str, list[float]] = {"default": [], "upright": []}
+    chosen = list(zip(idx.paths, idx.names, strict=True))[:sample]
+    for path, name in chosen:
+        for key, fn in (("default", default), ("upright", upright)):
+            lf.extract = fn
+            started = time.perf_counter()
+            lf.features_of_file(Path(path), name, lf.FeatureConf())
+            times[key].append(time.perf_counter() - started)
+    other = copy_index(index, work / "upright", False)
+    lf.extract = upright
+    try:
+        started = time.perf_counter()
+        Index.open(other).local_features(workers=2)
+        made = time.perf_counter() - started
+    finally:
+        lf.extract = default
+    step, clusters = cluster_step(other, log, ["--verify"])
+    return {"per_photo": {k: float(np.median(v)) for k, v in times.items()}, "sample": len(chosen),
+            "features": made, "cluster": step, "clusters": clusters}  # fmt: skip
+
+
 def decided_check(index: Path) -> dict[str, Any]:
     """Every kNN pair verified (features cached) against what ``--skip-decided`` takes from the cosine: how many
     matches lie below the far threshold at several margins, and how many near-copies verification refutes."""
@@ -290,19 +372,27 @@ def decided_check(index: Path) -> dict[str, Any]:
 
 
 def bad_inputs(photos: Path, folder: Path) -> list[list[str]]:
-    """The awkward files of a real library, made from one of the photos: what local features make of each, and at
-    what cost (decode + SIFT, one core)."""
+    """The awkward files of a real library, made from one of the photos: what the model and local features make
+    of each, and at what cost (one file at a time: decode + model on the model's 2 threads; decode + SIFT on one
+    core), beside a plain photo of the collection."""
     import cv2
     from PIL import Image
 
+    from lookalike.config import IndexConfig
+    from lookalike.embed import Describer
+    from lookalike.images.pillow import can_read
+    from lookalike.samples import heic_with_depth
     from lookalike.verify import FeatureConf
     from lookalike.verify.local_features import features_of_file
 
     folder.mkdir(parents=True, exist_ok=True)
+    can_read("heif")  # registers pillow-heif's saver
     source = next(p for p in sorted(photos.iterdir()) if p.suffix == ".jpg")
     with Image.open(source) as im:
         img = im.convert("RGB")
+    depth = Image.fromarray(np.tile(np.linspace(0, 255, 1008, dtype=np.uint8), (756, 1)))  # a quarter-size map
     cases = {
+        "12 MP JPEG (the collection's)": ("plain.jpg", lambda p: shutil.copy(source, p)),
         "12 MP progressive JPEG": ("progressive.jpg", lambda p: img.save(p, quality=QUALITY, progressive=True)),
         "50 MP panorama (14,000×3,600)": (
             "panorama.jpg",
@@ -310,19 +400,41 @@ def bad_inputs(photos: Path, folder: Path) -> list[list[str]]:
         ),
         "CMYK JPEG": ("cmyk.jpg", lambda p: img.convert("CMYK").save(p, quality=QUALITY)),
         "truncated JPEG (first 40 %)": ("truncated.jpg", lambda p: p.write_bytes(source.read_bytes()[: source.stat().st_size * 2 // 5])),
+        "12 MP HEIC": ("plain.heic", lambda p: img.save(p, "HEIF", quality=85)),
+        "12 MP HEIC with a depth map (portrait mode)": ("depth.heic", lambda p: p.write_bytes(heic_with_depth(img, depth, 85))),
     }  # fmt: skip
     rows = []
     cv2.setNumThreads(1)
+    describer = Describer.from_config(IndexConfig(), runtime="onnx")
+    list(describer.describe_files([source], batch_size=1, workers=1))  # warm-up: the model's first run is slower
     for what, (name, make) in cases.items():
         path = folder / name
         if not path.is_file():
             make(path)
         started = time.perf_counter()
+        (batch,) = describer.describe_files([path], batch_size=1, workers=1)
+        vec_ms = 1000 * (time.perf_counter() - started)
+        item = batch.items[0]
+        vector = f"described ({item.meta.width}×{item.meta.height})" if item.error is None else f"skipped: {item.error}"
+        started = time.perf_counter()
         feats, error = features_of_file(path, name, FeatureConf())
         ms = 1000 * (time.perf_counter() - started)
         got = f"{len(feats)} keypoints at {feats.size[0]}×{feats.size[1]}" if feats is not None else f"skipped: {error}"
-        rows.append([what, f"{path.stat().st_size / 1e6:.1f} MB", got, f"{ms:.0f} ms"])
+        rows.append([what, f"{path.stat().st_size / 1e6:.1f} MB", vector, f"{vec_ms:.0f} ms", got, f"{ms:.0f} ms"])
     return rows
+
+
+AWKWARD_HEADER = ["file", "size", "vector", "decode + model", "local features", "decode + SIFT"]
+
+
+def awkward_report(rows: list[list[str]]) -> str:
+    return "\n".join([
+        "The awkward files of a phone library, each made from one photo of the collection, one at a time: the vector "
+        "(decode + EfficientNet-Lite0 at the default settings, the model's threads) and the local features (decode + "
+        "RootSIFT at 1,024 px, one core), beside the plain photo they were made from.",
+        "",
+        markdown_table(AWKWARD_HEADER, rows),
+    ])  # fmt: skip
 
 
 def places_check(work: Path) -> list[list[str]]:
@@ -477,7 +589,7 @@ def report(n: int, photos: Path, base: dict[str, Any], var: dict[str, Any], trut
         lines += [markdown_table(header, var["places"]), ""]
     if "bad" in var:
         lines += ["", "Awkward files (local features, default settings, one core, in the benchmark's process):", ""]
-        lines += [markdown_table(["file", "size", "local features", "decode + SIFT"], var["bad"]), ""]
+        lines += [markdown_table(AWKWARD_HEADER, var["bad"]), ""]
     return "\n".join(lines)
 
 
@@ -487,8 +599,23 @@ def main() -> None:
     ap.add_argument("--no-ray", action="store_true", help="leave out the Ray variant")
     ap.add_argument("--places", action="store_true", help="with --quick: also the places mix (full runs always)")
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing BENCHMARKS.md")
+    ap.add_argument("--awkward", action="store_true", help="only the awkward files, in a section of their own")
+    ap.add_argument("--upright", action="store_true", help="only upright SIFT, on the last run's index")
     args = ap.parse_args()
     photos, truth = collection(args.quick)
+    if args.upright:
+        work = DATA / ("quick-run" if args.quick else "full-run")
+        body = upright_report(upright_check(work / "index", work, work / "commands.log"), work / "index", truth)
+        print(body)
+        if not args.no_write:
+            write_section("library_upright", body, {"data": str(photos), "index": str(work / "index")})
+        return
+    if args.awkward:
+        body = awkward_report(bad_inputs(photos, DATA / ("quick-run" if args.quick else "full-run") / "bad"))
+        print(body)
+        if not args.no_write:
+            write_section("library_awkward", body, {"data": str(photos)})
+        return
     work = DATA / ("quick-run" if args.quick else "full-run")
     work.mkdir(parents=True, exist_ok=True)
     log = work / "commands.log"

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 from lookalike.errors import ImageError, LookalikeError
 
 if TYPE_CHECKING:
-    from lookalike.index import BuildReport, Index, Match, SearchResult
+    from lookalike.build import BuildReport
+    from lookalike.index import Index, Match, SearchResult
 
 __version__ = "0.1.0"
 __all__ = ["BuildReport", "ImageError", "Index", "LookalikeError", "Match", "SearchResult", "__version__"]
-_FROM_INDEX = ("BuildReport", "Index", "Match", "SearchResult")
+_FROM_INDEX = ("Index", "Match", "SearchResult")
 
 
 def __getattr__(name: str) -> Any:
@@ -27,4 +28,8 @@ def __getattr__(name: str) -> Any:
         from lookalike import index
 
         return getattr(index, name)
+    if name == "BuildReport":
+        from lookalike.build import BuildReport
+
+        return BuildReport
     raise AttributeError(f"module 'lookalike' has no attribute {name!r}")

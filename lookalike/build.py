@@ -25,14 +25,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from lookalike.aggregate import VOCAB_FILE, PCAWhitening, VLADPooling, l2_normalize
 from lookalike.config import IndexConfig, RunOptions, split_settings
-from lookalike.distributed import RayFeatureEngine, ray_describe_files, require_ray
 from lookalike.embed import Batch, Describer
 from lookalike.errors import IndexMismatchError, LookalikeError
 from lookalike.images import IMAGE_EXTENSIONS, Discovery, discover
@@ -50,8 +49,12 @@ from lookalike.store import (
     vectors_to_arrow,
     with_labels,
 )
-from lookalike.verify import FeatureCache, extract
-from lookalike.vocab import check_same_vocabulary, fit_vocabulary
+
+if TYPE_CHECKING:
+    from lookalike.verify import FeatureCache
+
+# Ray, local features and the VLAD vocabulary are imported where a run needs them: a search opens an index through
+# ``describer_of`` and must not pay for them (bench/startup.py).
 
 
 @dataclass
@@ -165,6 +168,8 @@ def settle(
     if options.calibration == "photos" and asked.get("precision") is None and (config is None or not config.precision):
         asked["precision"] = "int8"  # calibrating on one's photos is asking for int8, whatever this CPU's default
     if options.engine == "ray":
+        from lookalike.distributed import require_ray
+
         require_ray()
     if isinstance(asked.get("model"), (str, os.PathLike)) and Path(asked["model"]).is_dir():
         asked["model"] = str(Path(asked["model"]).resolve())  # a model folder is named by its absolute path
@@ -204,6 +209,8 @@ def open_store(settled: Settled) -> tuple[Store, Describer]:
                 f"{path} was built with other settings ({IndexConfig.describe_differences(diffs)}); re-embed "
                 "everything with --rebuild (rebuild=True in Python), or use another index folder"
             )
+        from lookalike.vocab import check_same_vocabulary
+
         describer = describer_of(store, runtime=options.runtime)
         check_same_vocabulary(describer.pooling, wanted.vocab, path)
         store.set_rules(labels=wanted.labels, vectors=wanted.vectors)  # a new storage type is a cast on commit
@@ -254,6 +261,8 @@ def ensure_vocabulary(store: Store, describer: Describer, files: Sequence[Path],
                 f"{store.path} lost its VLAD vocabulary ({VOCAB_FILE}); run `lookalike vocab fit --index "
                 f"{store.path}` to fit a new one and re-describe the images"
             )
+        from lookalike.vocab import fit_vocabulary
+
         fit_vocabulary(describer, files, progress=progress)
         source = "fitted"
     elif (store.vocabulary or {}).get("hash") == pooling.vocab_hash() and (store.path / VOCAB_FILE).is_file():
@@ -321,16 +330,6 @@ def start_report(found: Discovery, planned: Planned, root: Path, calibration: st
 # --- 6. describing -------------------------------------------------------------------------------------------------
 
 
-def feature_cache(store: Store) -> FeatureCache | None:
-    """Where an index that makes local features while indexing (``IndexConfig.features``) keeps them: the stored
-    recipe (or the defaults) at the index's feature size, decoded as the vectors are (Pillow, draft mode)."""
-    size = store.config.features
-    if not size:
-        return None
-    conf = dataclasses.replace(FeatureCache(store).conf, resolution=size, decode="pillow")
-    return FeatureCache(store, conf)
-
-
 def batches(
     store: Store,
     describer: Describer,
@@ -343,10 +342,14 @@ def batches(
     index with ``features``, each photo's local features come from the decode its vector comes from
     (``Prepared.extra``): decoded at the feature size, the pixels `lookalike features` uses."""
     if options.engine == "ray":
+        from lookalike.distributed import ray_describe_files
+
         return ray_describe_files(
             store.meta, store.path, paths, known_hashes=known.get, batch_size=options.batch_size,
             runtime=options.runtime, address=options.address, num_workers=options.num_workers,
         )  # fmt: skip
+    from lookalike.verify import extract
+
     also = functools.partial(extract, conf=cache.conf) if cache is not None else None
     return describer.describe_files(
         paths, known_hashes=known.get, batch_size=options.batch_size, workers=options.workers, also=also
@@ -371,7 +374,9 @@ def describe(
             rows.clear()
             vecs.clear()
 
-    cache = feature_cache(store)
+    from lookalike.verify import FeatureCache
+
+    cache = FeatureCache.while_indexing(store)
     if cache is not None:
         cache.begin()
     to_embed = [root / n for n in planned.plan.embed]
@@ -498,17 +503,23 @@ def fit_pending_post(store: Store, describer: Describer) -> bool:
 def prune_features(store: Store) -> None:
     """Local features of files changed or gone are stale: drop them (only when the index has a feature cache)."""
     if (store.path / FEATURES_DIR).is_dir():
+        from lookalike.verify import FeatureCache
+
         FeatureCache(store).prune()
 
 
 def complete_features(store: Store, options: RunOptions) -> int:
     """An index with ``features``: make those still missing (photos described on Ray, whose workers return vectors
     only, or photos described before the setting), on Ray when the run was. Returns how many were made."""
-    cache = feature_cache(store)
+    from lookalike.verify import FeatureCache
+
+    cache = FeatureCache.while_indexing(store)
     if cache is None:
         return 0
     if options.engine != "ray":
         return cache.ensure(progress=options.progress)
+    from lookalike.distributed import RayFeatureEngine
+
     engine = RayFeatureEngine(options.address, options.num_workers)
     try:
         with cache.using(engine):

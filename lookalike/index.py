@@ -16,15 +16,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from lookalike import build
 from lookalike import query as query_path
-from lookalike.build import BuildReport, describer_of
+from lookalike.build import describer_of
 from lookalike.config import IndexConfig, RunOptions
 from lookalike.display import Matches, Predictions, matches_html
 from lookalike.embed import Describer
@@ -34,12 +33,13 @@ from lookalike.images import read_file
 from lookalike.query import PreparedQuery, Query
 from lookalike.search import VectorSearch, open_searcher, vectors_fingerprint
 from lookalike.store import INDEX_DIRNAME, Store
-from lookalike.verify import FeatureCache, FeatureConf, FeatureEngine, Features, MatchConf, VerifiedPair
-from lookalike.verify import rerank as reranking
-from lookalike.verify.rerank import RERANK_KEYPOINTS
 from lookalike.view import IndexInfo
 
-__all__ = ["MODES", "RERANK_KEYPOINTS", "BuildReport", "Index", "Match", "SearchResult", "describer_of"]
+if TYPE_CHECKING:  # the write pipeline and local features load when used: a one-off search needs neither
+    from lookalike.build import BuildReport
+    from lookalike.verify import FeatureCache, FeatureConf, FeatureEngine, Features, MatchConf, VerifiedPair
+
+__all__ = ["MODES", "Index", "Match", "SearchResult", "describer_of"]
 
 MODES = ("all", "same-class", "other-classes")
 
@@ -122,6 +122,8 @@ class Index:
         the index was built with; one that would change its vectors is refused, naming the setting and both values
         (``rebuild=True`` re-embeds everything instead).
         """
+        from lookalike import build
+
         built = build.main(photos, index_dir, config=config, options=options, **settings)
         index = cls(built.store, runtime=built.options.runtime)
         index._describer = built.describer
@@ -132,6 +134,8 @@ class Index:
         """Bring the index up to date with its photo folder: embed new and changed files, drop deleted ones, refresh
         the ANN index (see :func:`lookalike.build.update`). The caller holds the index's :meth:`lock`."""
         options = options or RunOptions(runtime=self.runtime)
+        from lookalike import build
+
         report = build.update(self.store, self.describer, options)
         self._views.clear()
         return report
@@ -144,19 +148,11 @@ class Index:
         out: str | os.PathLike[str] | None = None,
         progress: bool = False,
     ) -> Index:
-        """A new VLAD vocabulary from the index's own images, then every image re-described with it.
-
-        The index keeps its model, resolution, labels and PCA setting; its PCA-whitening (if any) is refitted
-        too, since it was fitted on vectors of the old vocabulary.
-        """
-        stored = self.store.config
-        wanted = dataclasses.replace(stored, pooling={"name": "vlad", "clusters": clusters, "soft": soft})
-        new = Index.build(
-            self.root,
-            self.store.path,
-            config=wanted,
-            options=RunOptions(rebuild=True, progress=progress, runtime=self.runtime),
-        )
+        """A new VLAD vocabulary from the index's own images, then every image re-described with it. The index keeps
+        its other settings; its PCA-whitening (if any) is refitted too, being fitted on vectors of the old one."""
+        wanted = dataclasses.replace(self.store.config, pooling={"name": "vlad", "clusters": clusters, "soft": soft})
+        options = RunOptions(rebuild=True, progress=progress, runtime=self.runtime)
+        new = Index.build(self.root, self.store.path, config=wanted, options=options)
         if out is not None:
             new.describer.pooling.save(out)  # type: ignore[attr-defined]
         return new
@@ -234,6 +230,8 @@ class Index:
 
     def feature_cache(self, conf: FeatureConf | None = None, engine: FeatureEngine | None = None) -> FeatureCache:
         """The local features of the indexed images with ``conf`` (None: as stored), made on ``engine`` if given."""
+        from lookalike.verify import FeatureCache
+
         return self.features if conf is None and engine is None else FeatureCache(self.store, conf, engine=engine)
 
     # --- the writes the dedupe actions make (lookalike.view.IndexWriter) ----------------------------------------
@@ -244,6 +242,8 @@ class Index:
 
     def follow_files(self, gone: set[str], linked: Sequence[tuple[str, str]] | None = None) -> bool:
         """Rows follow files the dedupe actions moved or linked (see :func:`lookalike.build.follow_files`)."""
+        from lookalike import build
+
         changed = build.follow_files(self.store, gone, linked)
         self._views.clear()
         return changed
@@ -441,6 +441,8 @@ class Index:
     @property
     def features(self) -> FeatureCache:
         """The local features of the indexed images (computed on demand, cached in the index folder)."""
+        from lookalike.verify import FeatureCache
+
         return self._view("features", lambda: FeatureCache(self.store))
 
     def local_features(
@@ -456,6 +458,9 @@ class Index:
         """Compute and cache the local features of every indexed image that has none yet (on ``engine`` if given).
 
         Settings left out follow the features already stored (else the defaults); changing one recomputes all."""
+        from lookalike.verify import FeatureCache, FeatureConf
+        from lookalike.verify.rerank import RERANK_KEYPOINTS
+
         stored = self.features.conf
         conf = FeatureConf(
             stored.max_keypoints if max_keypoints is None else max_keypoints,
@@ -473,6 +478,8 @@ class Index:
 
     def rerank(self, query: Features, matches: list[Match], verify: MatchConf | None = None) -> list[Match]:
         """``matches`` re-ordered by geometric verification against ``query`` (:func:`lookalike.verify.rerank.rerank`)."""
+        from lookalike.verify import rerank as reranking
+
         return reranking.rerank(query, matches, self.features, verify)
 
     def orientation_vectors(self, *, progress: bool = False, notes: list[str] | None = None) -> np.ndarray:
@@ -488,6 +495,8 @@ class Index:
         """The verdict on two indexed images and their tentative matches in each image's own pixels (for drawing):
         ``matches`` rows are (xa, ya, xb, yb, inlier)."""
         sizes = self._view("sizes", lambda: (self.store.column("width"), self.store.column("height")))
+        from lookalike.verify import rerank as reranking
+
         return reranking.match_pair(self.features, sizes, a, b, verify)
 
     def pairs(
@@ -503,6 +512,8 @@ class Index:
     ) -> list[VerifiedPair]:
         """hloc-style retrieval pairs, one type either way (:class:`~lookalike.verify.VerifiedPair`, which unpacks as
         ``name_a, name_b, score``); with ``verify``, every candidate pair verified geometrically."""
+        from lookalike.verify import rerank as reranking
+
         return reranking.pairs(
             self.store, num_matched, min_score=min_score, verify=verify, workers=workers, progress=progress, notes=notes,
             engine=engine,

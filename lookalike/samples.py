@@ -454,3 +454,109 @@ def write_format_group(
         _save(cut, out / "edits" / f"{stem}-edit.jpg", "jpeg", _camera_exif(when, *cam, EDITOR), 92, mtime + 86400)
         return {"kind": kind, "original": f"camera/{stem}.jpg", "copies": [f"edits/{stem}-edit.jpg"], "siblings": []}
     raise ValueError(f"kind must be heic, avif, dng or edited, got {kind!r}")
+
+
+# --- a HEIC with a depth map, as a phone's portrait mode writes it ------------------------------------------------
+# pillow-heif writes no depth images, so the file is put together from two HEICs it writes: the photo's items as
+# they are, plus the depth map's coded image as an auxiliary item ('auxl' reference, 'auxC' depth URN) of it.
+
+_DEPTH_URN = b"urn:mpeg:hevc:2015:auxid:2\0"
+
+
+def _boxes(data: bytes, start: int = 0, end: int | None = None) -> dict[bytes, tuple[int, int]]:
+    """Top-level boxes of ``data[start:end]``: type -> (payload start, box end)."""
+    out, off, end = {}, start, len(data) if end is None else end
+    while off < end:
+        size, kind = int.from_bytes(data[off : off + 4], "big"), data[off + 4 : off + 8]
+        head = 16 if size == 1 else 8
+        size = int.from_bytes(data[off + 8 : off + 16], "big") if size == 1 else size or end - off
+        out[kind] = (off + head, off + size)
+        off += size
+    return out
+
+
+def _box(kind: bytes, payload: bytes, full: int | None = None) -> bytes:
+    body = (full.to_bytes(4, "big") if full is not None else b"") + payload
+    return (8 + len(body)).to_bytes(4, "big") + kind + body
+
+
+def _heif_parts(data: bytes) -> dict[str, Any]:
+    """The pieces of a one-image HEIC that pillow-heif wrote: its boxes, properties, associations and data."""
+    top = _boxes(data)
+    meta_at, meta_end = top[b"meta"]
+    meta = _boxes(data, meta_at + 4, meta_end)
+    iprp = _boxes(data, *meta[b"iprp"])
+    ipco_at, ipco_end = iprp[b"ipco"]
+    props, off = [], ipco_at
+    while off < ipco_end:
+        size = int.from_bytes(data[off : off + 4], "big")
+        props.append(data[off : off + size])
+        off += size
+    ma, _ = iprp[b"ipma"]
+    version, flags = data[ma], int.from_bytes(data[ma + 1 : ma + 4], "big")
+    if version or flags & 1 or int.from_bytes(data[ma + 4 : ma + 8], "big") != 1:
+        raise ValueError("expected one item with 8-bit property associations")
+    count = data[ma + 10]
+    assoc = list(data[ma + 11 : ma + 11 + count])
+    la = meta[b"iloc"][0]
+    sizes, base_size = data[la + 4], data[la + 5] >> 4
+    if data[la] != 0 or sizes != 0x44 or int.from_bytes(data[la + 6 : la + 8], "big") != 1:
+        raise ValueError("expected a version-0 iloc with 4-byte offsets and one item")
+    at = la + 12 + base_size  # past the item's ID, data reference and base offset
+    base = int.from_bytes(data[la + 12 : at], "big")
+    extents = [
+        (base + int.from_bytes(data[p : p + 4], "big"), int.from_bytes(data[p + 4 : p + 8], "big"))
+        for p in range(at + 2, at + 2 + 8 * int.from_bytes(data[at : at + 2], "big"), 8)
+    ]
+    return {
+        "ftyp": data[top[b"ftyp"][0] - 8 : top[b"ftyp"][1]],
+        "hdlr": data[meta[b"hdlr"][0] - 8 : meta[b"hdlr"][1]],
+        "pitm": data[meta[b"pitm"][0] - 8 : meta[b"pitm"][1]],
+        "infe": data[meta[b"iinf"][0] + 6 : meta[b"iinf"][1]],
+        "props": props,
+        "assoc": assoc,
+        "data": b"".join(data[o : o + n] for o, n in extents),
+    }
+
+
+def heic_with_depth(image: Image.Image, depth: Image.Image, quality: int = 80) -> bytes:
+    """A HEIC holding ``image`` (RGB) as its primary image and ``depth`` (mode L, any size) as that image's depth
+    map, an auxiliary image as iPhones write portrait photos. Readers that know depth maps find it; others, and
+    ``lookalike``, see the photo only."""
+    from lookalike.images.pillow import can_read
+
+    can_read("heif")  # registers pillow-heif's saver
+
+    def encode(img: Image.Image) -> bytes:
+        buf = io.BytesIO()
+        img.save(buf, "HEIF", quality=quality)
+        return buf.getvalue()
+
+    photo, dmap = _heif_parts(encode(image.convert("RGB"))), _heif_parts(encode(depth.convert("L")))
+    keep = {b"hvcC", b"ispe", b"pixi"}
+    depth_props = [p for p in dmap["props"] if p[4:8] in keep] + [_box(b"auxC", _DEPTH_URN, 0)]
+    props = photo["props"] + depth_props
+    first = len(photo["props"]) + 1  # property indices count from 1
+    depth_assoc = [0x80 | first] + [first + i for i in range(1, len(depth_props) - 1)] + [0x80 | (len(props))]
+    infe = _box(b"infe", (2).to_bytes(2, "big") + b"\0\0hvc1\0", 2 << 24)  # item 2, an HEVC image
+    iinf = _box(b"iinf", (2).to_bytes(2, "big") + photo["infe"] + infe, 0)
+    iref = _box(b"iref", _box(b"auxl", b"\0\x02\0\x01\0\x01"), 0)  # item 2 is auxiliary to item 1
+    ipma = (2).to_bytes(4, "big")
+    for item, assoc in ((1, photo["assoc"]), (2, depth_assoc)):
+        ipma += item.to_bytes(2, "big") + bytes([len(assoc), *assoc])
+    iprp = _box(b"iprp", _box(b"ipco", b"".join(props)) + _box(b"ipma", ipma, 0))
+
+    def meta(offset: int) -> bytes:
+        entries = b""
+        for item, (at, size) in (
+            (1, (offset, len(photo["data"]))),
+            (2, (offset + len(photo["data"]), len(dmap["data"]))),
+        ):
+            entries += item.to_bytes(2, "big") + b"\0\0" + (1).to_bytes(2, "big") + at.to_bytes(4, "big")
+            entries += size.to_bytes(4, "big")
+        iloc = _box(b"iloc", bytes([0x44, 0]) + (2).to_bytes(2, "big") + entries, 0)
+        return _box(b"meta", photo["hdlr"] + photo["pitm"] + iloc + iinf + iref + iprp, 0)
+
+    head = len(photo["ftyp"]) + len(meta(0)) + 8  # the data starts after ftyp, meta and the mdat header
+    mdat = _box(b"mdat", photo["data"] + dmap["data"])
+    return photo["ftyp"] + meta(head) + mdat

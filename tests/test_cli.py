@@ -10,6 +10,9 @@ from pathlib import Path
 HEAVY = ("torch", "onnxruntime", "faiss", "pandas", "matplotlib", "sklearn", "scipy", "pyarrow", "ray", "fastapi")
 # pydantic too: typer 0.29 converts every option through it (0.1 s a command), which pyproject's typer pin avoids
 HEAVY += ("pydantic",)
+# and lookalike's own write pipeline extras: a one-off search opens an index and describes one photo, so OpenCV,
+# local features, Ray's glue and the VLAD vocabulary fitting stay out (about 0.05 s of a cold search)
+HEAVY += ("cv2", "lookalike.verify", "lookalike.distributed", "lookalike.vocab")
 
 PROBE = """
 import json, runpy, sys

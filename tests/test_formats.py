@@ -261,3 +261,35 @@ def test_thumbnails_and_contact_sheets_read_them(phone_folder: Path, tmp_path: P
         assert max(tile.shape[:2]) <= 64 and tile.std() > 5, p.name
     sheet = contact_sheet(files, tmp_path / "sheet.png", thumb=64)
     assert Image.open(sheet).size[0] > 64 * 4
+
+
+def test_a_heic_with_a_depth_map_is_its_photo_everywhere(sample_dir: Path, tmp_path: Path) -> None:
+    """A portrait-mode HEIC carries a depth map as an auxiliary image: the vector and the local features are the
+    photo's (those of the same photo without the map), never the map's, and nothing is skipped."""
+    import pillow_heif
+
+    from lookalike.index import Index
+    from lookalike.samples import heic_with_depth
+    from lookalike.store import FEATURES_DIR
+
+    photo = Image.open(find_images(sample_dir)[0]).convert("RGB").resize((640, 480))
+    depth = np.tile(np.linspace(0, 255, 160, dtype=np.uint8), (120, 1))  # near at the left, far at the right
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    (folder / "portrait.heic").write_bytes(heic_with_depth(photo, Image.fromarray(depth)))
+    photo.save(folder / "plain.heic", "HEIF", quality=80)
+    heif = pillow_heif.open_heif(folder / "portrait.heic")
+    (found,) = heif.info["depth_images"]  # the file holds a real depth map, which a depth-aware reader decodes
+    assert np.abs(np.asarray(found.to_pillow()).astype(int) - depth).mean() < 2
+
+    img, meta = decode((folder / "portrait.heic").read_bytes(), "portrait.heic")
+    assert img.size == (640, 480) and (meta.width, meta.height) == (640, 480)
+    index = Index.build(folder, tmp_path / "idx", features=True)
+    assert sorted(index.names) == ["plain.heic", "portrait.heic"] and not index.report.skipped
+    a, b = (index.names.index(n) for n in ("portrait.heic", "plain.heic"))
+    np.testing.assert_array_equal(index.vectors[a], index.vectors[b])
+    hashes = index.store.column("hash")
+    stored = [np.load(index.store.path / FEATURES_DIR / f"{hashes[i]}.npz") for i in (a, b)]
+    assert len(stored[0]["xy"]) > 50
+    for key in stored[0].files:
+        np.testing.assert_array_equal(stored[0][key], stored[1][key])

@@ -336,8 +336,8 @@ def test_batched_matching_finds_the_matches_of_pair_by_pair(views_index: Index) 
 
 
 def test_rerank_reads_the_pack_and_agrees_with_pair_by_pair(views: Path, tmp_path: Path) -> None:
-    from lookalike.index import RERANK_KEYPOINTS
     from lookalike.verify import verify_against
+    from lookalike.verify.rerank import RERANK_KEYPOINTS
 
     index = Index.build(views, tmp_path / "idx")
     cache = index.local_features()  # builds the pack too

@@ -65,8 +65,8 @@ def search(
     idx = open_index(index)
     verify = None
     if rerank:
-        from lookalike.index import RERANK_KEYPOINTS
         from lookalike.verify import MatchConf
+        from lookalike.verify.rerank import RERANK_KEYPOINTS
 
         verify = MatchConf(min_inliers=min_inliers, keypoints=RERANK_KEYPOINTS)
         missing = len(idx.features.missing())

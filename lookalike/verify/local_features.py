@@ -23,7 +23,7 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -252,6 +252,16 @@ class FeatureCache:
         self.counts: dict[int, int] = {}  # keypoints of every image got so far (which ones were too flat to verify)
         self._packs: dict[int, FeaturePack | None] = {}
         self._packs_checked: dict[int, int] = {}  # limit -> index size when the pack was last found fresh enough
+
+    @classmethod
+    def while_indexing(cls, store: Store) -> FeatureCache | None:
+        """Where an index that makes local features while indexing (``IndexConfig.features``) keeps them: the
+        stored recipe (or the defaults) at the index's feature size, decoded as the vectors are (Pillow, draft mode);
+        None for an index without the setting."""
+        size = store.config.features
+        if not size:
+            return None
+        return cls(store, replace(cls(store).conf, resolution=size, decode="pillow"))
 
     def _stored_conf(self) -> FeatureConf | None:
         path = self.folder / CONF_FILE
