@@ -289,6 +289,8 @@ def upright_extract(image: Any, conf: Any = None) -> Any:
 
 
 def upright_report(res: dict[str, Any], index: Path, truth: dict[str, str | None]) -> str:
+    from bench.places import PLACES
+
     base = json.loads((index / "clusters.json").read_text())
     d, u = res["per_photo"]["default"], res["per_photo"]["upright"]
     rows = []
@@ -306,6 +308,12 @@ def upright_report(res: dict[str, Any], index: Path, truth: dict[str, str | None
         f"{res['cluster']['seconds']:.1f} s. The default's clusters are those of the last full run, on the same index.",
         "",
         markdown_table(["SIFT", "ARI", "groups exact", "distractors inside", "verification"], rows),
+        "",
+        "The places of ../shared/data/places among 559 distractors (bench.places' mix, 602 images), features made "
+        "in the benchmark's process on 2 threads:",
+        "",
+        markdown_table(["SIFT", "ARI", "ARI (places only)", *PLACES, "distractors inside", "features"],
+                       res["places"]),
     ])  # fmt: skip
 
 
@@ -339,7 +347,33 @@ def upright_check(index: Path, work: Path, log: Path, sample: int = 150) -> dict
         lf.extract = default
     step, clusters = cluster_step(other, log, ["--verify"])
     return {"per_photo": {k: float(np.median(v)) for k, v in times.items()}, "sample": len(chosen),
-            "features": made, "cluster": step, "clusters": clusters}  # fmt: skip
+            "features": made, "cluster": step, "clusters": clusters, "places": upright_places(work)}  # fmt: skip
+
+
+def upright_places(work: Path) -> list[list[str]]:
+    """The places mix (as places_check) with the default SIFT and upright, both made in this process."""
+    import lookalike.verify.local_features as lf
+    from bench.places import PLACES, cluster_scores, make_mix, place_of
+    from lookalike.cluster import cluster_index
+    from lookalike.index import Index
+    from lookalike.verify import MatchConf
+
+    base = Index.build(make_mix(), work / "places-index", labels="folders", progress=False)
+    place, default, rows = place_of(base.labels), lf.extract, []
+    for name, fn in (("default (oriented)", default), ("upright", upright_extract)):
+        index = Index.open(copy_index(base.folder, work / f"places-{name.split()[0]}", False))
+        lf.extract = fn
+        try:
+            started = time.perf_counter()
+            index.local_features(workers=2)
+            feat_s = time.perf_counter() - started
+        finally:
+            lf.extract = default
+        result = cluster_index(index, match=MatchConf(), save=False)
+        sc = cluster_scores(result.labels, place)
+        rows.append([name, f"{sc['ari']:.3f}", f"{sc['ari_places']:.3f}", *(str(sc[p]) for p in PLACES),
+                     str(sc["distractors in place clusters"]), f"{feat_s:.1f} s"])  # fmt: skip
+    return rows
 
 
 def decided_check(index: Path) -> dict[str, Any]:

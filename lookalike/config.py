@@ -188,8 +188,13 @@ class IndexConfig:
 
     @staticmethod
     def describe_differences(diffs: list[tuple[str, Any, Any]]) -> str:
-        """``"pooling.clusters: 16 in the index, 32 asked"`` for each difference, joined by semicolons."""
-        return "; ".join(f"{name}: {a} in the index, {b} asked" for name, a, b in diffs)
+        """``"pooling.clusters: 16 in the index, 32 asked"`` for each difference, joined by semicolons (an unset
+        value reads "none": ``features: 1024 in the index, none asked``)."""
+
+        def show(v: Any) -> str:
+            return "none" if v is None else str(v)
+
+        return "; ".join(f"{name}: {show(a)} in the index, {show(b)} asked" for name, a, b in diffs)
 
 
 @dataclass(frozen=True)

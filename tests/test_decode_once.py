@@ -105,5 +105,5 @@ def test_the_setting_is_stored_and_followed(built: Index, photos: Path, tmp_path
     gone.unlink()  # lost (or never made: a Ray run's workers return vectors only): made by the post-step
     Index.build(copy, tmp_path / "idx")
     assert gone.is_file()
-    with pytest.raises(IndexMismatchError, match="features: 1024 in the index"):
+    with pytest.raises(IndexMismatchError, match="features: 1024 in the index, none asked"):
         Index.build(copy, tmp_path / "idx", features=False)
