@@ -371,3 +371,28 @@ def test_a_corrupt_or_foreign_pack_is_rebuilt_not_trusted(views: Path, tmp_path:
     assert np.array_equal(pack.features(h).sift, cache.get(0).sift[:512])
     assert FeatureCache(index.store).pack(512, build=False) is not None  # the rebuilt one opens
     assert FeatureCache(index.store, FeatureConf(64, 1024)).pack(512, build=False) is None  # other settings
+
+
+def test_a_pack_holds_each_file_s_strongest_keypoints_and_zero_rows_for_unreadable_ones(
+    views: Path, tmp_path: Path
+) -> None:
+    """The pack is written row by row (no writable memory map, whose pages would stay in memory): every readable
+    file's strongest keypoints in its row, padded with zeros, and an unreadable file's row zero and unnamed."""
+    from lookalike.verify.local_features import FeaturePack
+
+    index = Index.build(views, tmp_path / "idx")
+    cache = index.local_features()
+    hashes = index.store.column("hash")
+    broken = sorted(hashes)[0]
+    (index.store.path / FEATURES_DIR / f"{broken}.npz").write_bytes(b"not a zip")
+    pack = FeaturePack.build(FeatureCache(index.store), 64)
+    assert pack is not None and broken not in pack.rows and len(pack.count) == len(set(hashes))
+    assert pack.count[-1] == 0 and not pack.sift[-1].any() and not pack.xy[-1].any()
+    for i, h in enumerate(hashes):
+        if h == broken:
+            continue
+        f, r = cache.get(i), pack.rows[h]
+        c = min(len(f), 64)
+        assert pack.count[r] == c and tuple(pack.size[r]) == tuple(f.size)
+        assert np.array_equal(pack.sift[r, :c], f.sift[:c]) and np.array_equal(pack.xy[r, :c], f.xy[:c])
+        assert not pack.sift[r, c:].any()
