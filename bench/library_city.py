@@ -138,7 +138,10 @@ def report(photos: Path, truth: dict[str, str | None], base: dict[str, str | Non
     lines += ["", *machines(res["steps"], n), ""]
     mib = res["index_mib"]
     lines += [markdown_table(header, rows), "",
-              f"Index folder: {mib['the rest']:.0f} MiB, local features {mib['features']:,.0f} MiB."]  # fmt: skip
+              f"Index folder: {mib['the rest']:.0f} MiB, local features {mib['features']:,.0f} MiB.", "",
+              "Building the re-ranking pack of this index again (512 keypoints a photo, as `features` does at its "
+              "end), each in a fresh process:", "",
+              markdown_table(["code", "time", "peak memory growth"], res["pack"])]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -168,10 +171,40 @@ def machines(steps: dict[str, dict[str, float]], n: int, photos: int = 100_000) 
     ]
 
 
+PACK_PROBE = """
+import resource, sys, time
+from lookalike.index import Index
+from lookalike.verify import FeatureCache
+from lookalike.verify.local_features import FeaturePack
+cache = FeatureCache(Index.open(sys.argv[1]).store)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+started = time.perf_counter()
+FeaturePack.build(cache, int(sys.argv[2]))
+print(time.perf_counter() - started, before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def pack_memory(index: Path, baseline: Path | None) -> list[list[str]]:
+    """Building the re-ranking pack (512 keypoints a photo) of this index in a fresh process: time and how much
+    the process's peak memory grew, with this checkout and with ``baseline`` (another checkout's source)."""
+    import subprocess
+
+    from bench.report import ROOT
+
+    rows = []
+    for name, src in (("this checkout", ROOT), *((("baseline", baseline),) if baseline else ())):
+        out = subprocess.run([sys.executable, "-c", PACK_PROBE, str(index), "512"], capture_output=True, text=True,
+                             check=True, env={**os.environ, "PYTHONPATH": str(src)})  # fmt: skip
+        seconds, before, after = (float(x) for x in out.stdout.split())
+        rows.append([name, f"{seconds:.1f} s", f"{after - before:.0f} MiB"])
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--make-only", action="store_true", help="make the photos and stop")
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing BENCHMARKS.md")
+    ap.add_argument("--baseline", type=Path, help="source checkout of an earlier commit: its pack building too")
     args = ap.parse_args()
     photos, truth, base = city()
     if args.make_only:
@@ -181,6 +214,7 @@ def main() -> None:
     log = work / "commands.log"
     log.write_text("")
     res = pipeline(photos, work, log)
+    res["pack"] = pack_memory(work / "index", args.baseline)
     (work / "result.json").write_text(json.dumps({k: v for k, v in res.items() if k != "index"}, default=str))
     body = report(photos, truth, base, res)
     print(body)
