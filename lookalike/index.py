@@ -133,9 +133,9 @@ class Index:
     def update(self, options: RunOptions | None = None) -> BuildReport:
         """Bring the index up to date with its photo folder: embed new and changed files, drop deleted ones, refresh
         the ANN index (see :func:`lookalike.build.update`). The caller holds the index's :meth:`lock`."""
-        options = options or RunOptions(runtime=self.runtime)
         from lookalike import build
 
+        options = options or RunOptions(runtime=self.runtime)
         report = build.update(self.store, self.describer, options)
         self._views.clear()
         return report
@@ -494,9 +494,9 @@ class Index:
     def match_pair(self, a: int, b: int, verify: MatchConf | None = None) -> dict[str, Any]:
         """The verdict on two indexed images and their tentative matches in each image's own pixels (for drawing):
         ``matches`` rows are (xa, ya, xb, yb, inlier)."""
-        sizes = self._view("sizes", lambda: (self.store.column("width"), self.store.column("height")))
         from lookalike.verify import rerank as reranking
 
+        sizes = self._view("sizes", lambda: (self.store.column("width"), self.store.column("height")))
         return reranking.match_pair(self.features, sizes, a, b, verify)
 
     def pairs(
