@@ -521,8 +521,8 @@ def _heif_parts(data: bytes) -> dict[str, Any]:
 
 def heic_with_depth(image: Image.Image, depth: Image.Image, quality: int = 80) -> bytes:
     """A HEIC holding ``image`` (RGB) as its primary image and ``depth`` (mode L, any size) as that image's depth
-    map, an auxiliary image as iPhones write portrait photos. Readers that know depth maps find it; others, and
-    ``lookalike``, see the photo only."""
+    map, an auxiliary image as iPhones write portrait photos (without EXIF: the file holds the two images only).
+    Readers that know depth maps find it; others, and ``lookalike``, see the photo only."""
     from lookalike.images.pillow import can_read
 
     can_read("heif")  # registers pillow-heif's saver
@@ -532,7 +532,9 @@ def heic_with_depth(image: Image.Image, depth: Image.Image, quality: int = 80) -
         img.save(buf, "HEIF", quality=quality)
         return buf.getvalue()
 
-    photo, dmap = _heif_parts(encode(image.convert("RGB"))), _heif_parts(encode(depth.convert("L")))
+    rgb, grey = image.convert("RGB"), depth.convert("L")
+    rgb.info, grey.info = {}, {}  # no EXIF or XMP item: the file has exactly two images, the photo and its map
+    photo, dmap = _heif_parts(encode(rgb)), _heif_parts(encode(grey))
     keep = {b"hvcC", b"ispe", b"pixi"}
     depth_props = [p for p in dmap["props"] if p[4:8] in keep] + [_box(b"auxC", _DEPTH_URN, 0)]
     props = photo["props"] + depth_props

@@ -273,6 +273,7 @@ def test_a_heic_with_a_depth_map_is_its_photo_everywhere(sample_dir: Path, tmp_p
     from lookalike.store import FEATURES_DIR
 
     photo = Image.open(find_images(sample_dir)[0]).convert("RGB").resize((640, 480))
+    photo.info["exif"] = photo_exif(time=TIME).tobytes()  # a photo with EXIF, as a camera's: left out of the file
     depth = np.tile(np.linspace(0, 255, 160, dtype=np.uint8), (120, 1))  # near at the left, far at the right
     folder = tmp_path / "phone"
     folder.mkdir()
