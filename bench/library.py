@@ -22,6 +22,7 @@ or ``--quick`` (60 photos, checks the pipeline end to end).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -317,6 +319,18 @@ def upright_report(res: dict[str, Any], index: Path, truth: dict[str, str | None
     ])  # fmt: skip
 
 
+@contextlib.contextmanager
+def sift_as(fn: Any) -> Iterator[None]:
+    """Local features made by ``fn`` instead of the default extraction, in this process, until the block ends."""
+    import lookalike.verify.local_features as lf
+
+    saved, lf.extract = lf.extract, fn
+    try:
+        yield
+    finally:
+        lf.extract = saved
+
+
 def upright_check(index: Path, work: Path, log: Path, sample: int = 150) -> dict[str, Any]:
     """Upright SIFT against the default on the same photos: per-photo time side by side (interleaved, one core, on
     ``sample`` photos), then the whole collection's features made upright (in this process, 2 threads) and
@@ -328,23 +342,19 @@ def upright_check(index: Path, work: Path, log: Path, sample: int = 150) -> dict
 
     cv2.setNumThreads(1)
     idx = Index.open(index)
-    default, upright = lf.extract, upright_extract
     times: dict[str, list[float]] = {"default": [], "upright": []}
     chosen = list(zip(idx.paths, idx.names, strict=True))[:sample]
     for path, name in chosen:
-        for key, fn in (("default", default), ("upright", upright)):
-            lf.extract = fn
-            started = time.perf_counter()
-            lf.features_of_file(Path(path), name, lf.FeatureConf())
-            times[key].append(time.perf_counter() - started)
+        for key, fn in (("default", lf.extract), ("upright", upright_extract)):
+            with sift_as(fn):
+                started = time.perf_counter()
+                lf.features_of_file(Path(path), name, lf.FeatureConf())
+                times[key].append(time.perf_counter() - started)
     other = copy_index(index, work / "upright", False)
-    lf.extract = upright
-    try:
+    with sift_as(upright_extract):
         started = time.perf_counter()
         Index.open(other).local_features(workers=2)
         made = time.perf_counter() - started
-    finally:
-        lf.extract = default
     step, clusters = cluster_step(other, log, ["--verify"])
     return {"per_photo": {k: float(np.median(v)) for k, v in times.items()}, "sample": len(chosen),
             "features": made, "cluster": step, "clusters": clusters, "places": upright_places(work)}  # fmt: skip
@@ -359,16 +369,13 @@ def upright_places(work: Path) -> list[list[str]]:
     from lookalike.verify import MatchConf
 
     base = Index.build(make_mix(), work / "places-index", labels="folders", progress=False)
-    place, default, rows = place_of(base.labels), lf.extract, []
-    for name, fn in (("default (oriented)", default), ("upright", upright_extract)):
+    place, rows = place_of(base.labels), []
+    for name, fn in (("default (oriented)", lf.extract), ("upright", upright_extract)):
         index = Index.open(copy_index(base.folder, work / f"places-{name.split()[0]}", False))
-        lf.extract = fn
-        try:
+        with sift_as(fn):
             started = time.perf_counter()
             index.local_features(workers=2)
             feat_s = time.perf_counter() - started
-        finally:
-            lf.extract = default
         result = cluster_index(index, match=MatchConf(), save=False)
         sc = cluster_scores(result.labels, place)
         rows.append([name, f"{sc['ari']:.3f}", f"{sc['ari_places']:.3f}", *(str(sc[p]) for p in PLACES),

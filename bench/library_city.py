@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -33,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from bench.common import dataset
-from bench.library import DATA, HEIC_EVERY, cluster_step, collection, copy_index, make_view, run, scores, step_table
+from bench.library import DATA, HEIC_EVERY, collection, make_view, scores, step_table
+from bench.library import pipeline as library_pipeline
 from bench.library import plan as base_plan
 from bench.report import markdown_table, write_section
 
@@ -84,14 +84,10 @@ def city() -> tuple[Path, dict[str, str | None], dict[str, str | None]]:
 
 
 def pipeline(photos: Path, work: Path, log: Path) -> dict[str, Any]:
-    """The user's path, cold, each step in its own process; global-only clusters on a copy without features."""
-    index = work / "index"
-    shutil.rmtree(index, ignore_errors=True)
-    steps = {"index": run(["index", str(photos), "--index", str(index), "--labels", "none", "--quiet"], log)}
-    steps["features"] = run(["features", "--index", str(index), "--quiet"], log)
-    steps["cluster --verify"], verified = cluster_step(index, log, ["--verify"])
-    steps["cluster (global only)"], plain = cluster_step(copy_index(index, work / "plain", False), log, [])
-    return {"steps": steps, "verified": verified, "plain": plain, "index_mib": _size_mib(index)}
+    """bench.library's steps, cold, each in its own process, and what the index folder weighs after them."""
+    res = library_pipeline(photos, work, {}, log)
+    res["index_mib"] = _size_mib(res.pop("index"))
+    return res
 
 
 def _size_mib(folder: Path) -> dict[str, float]:
